@@ -1,0 +1,14 @@
+//! Types shared by the daemon, the CLI and tests: the `/v1` HTTP+JSON API
+//! contract. No I/O lives here.
+
+pub mod error;
+pub mod image;
+pub mod name;
+pub mod op;
+pub mod stream;
+pub mod vm;
+
+pub use error::{ApiError, ErrorKind};
+pub use image::{ImageInfo, PullImageRequest, RegisterImageRequest};
+pub use op::{OpKind, OpState, Operation, Progress};
+pub use vm::{CreateVmRequest, ExecRequest, VmInfo, VmState};

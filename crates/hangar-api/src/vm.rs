@@ -1,0 +1,122 @@
+//! VM records as the API shows them, and the requests that act on VMs.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a VM is in its lifecycle. The store holds it; the daemon reconciles
+/// it with the VMM process at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    /// The last start or create failed; `VmInfo::last_error` says why.
+    Error,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "creating",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+            VmState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => VmState::Creating,
+            "starting" => VmState::Starting,
+            "running" => VmState::Running,
+            "stopping" => VmState::Stopping,
+            "stopped" => VmState::Stopped,
+            "error" => VmState::Error,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VM as `GET /v1/vms` and `GET /v1/vms/{name}` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub id: String,
+    pub name: String,
+    pub state: VmState,
+    /// Image name as given at create time (e.g. `debian-12`).
+    pub image: String,
+    pub image_digest: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    /// Guest address (no prefix length).
+    pub ip: String,
+    pub mac: String,
+    /// `qemu` or `firecracker`.
+    pub driver: String,
+    /// Populated while the VMM process runs.
+    pub pid: Option<u32>,
+    pub tap: Option<String>,
+    pub serial_log: String,
+    pub created_at: String,
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/vms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    pub name: String,
+    /// Image name or digest; the configured default when absent.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Root disk size in bytes; at least the image's rootfs size.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// Extra OpenSSH public keys to authorize in the guest (the CLI sends the
+    /// invoking user's `~/.ssh/*.pub`).
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+}
+
+/// First message of an exec or shell stream (`POST /v1/vms/{name}/exec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// argv; empty means the user's login shell.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Allocate a PTY (interactive shell).
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub term: Option<String>,
+    #[serde(default)]
+    pub cols: Option<u16>,
+    #[serde(default)]
+    pub rows: Option<u16>,
+    /// Extra environment for the command.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+/// Query of `DELETE /v1/vms/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteVmQuery {
+    #[serde(default)]
+    pub force: bool,
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `hangar` binary: everything lives in the libraries.
+
+fn main() -> std::process::ExitCode {
+    hangar_cli::main()
+}

@@ -1,0 +1,169 @@
+//! HTTP/1.1 client for the daemon's Unix socket. Every error the daemon
+//! returns arrives as an `ApiError`; transport failures become one too, with
+//! a hint to start the daemon.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use hangar_api::{ApiError, ErrorKind};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Client {
+        Client {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn connect(&self) -> Result<TokioIo<UnixStream>, ApiError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            ApiError::unavailable(format!(
+                "cannot reach the hangar daemon at {}: {e}; start it with `sudo hangar daemon` (or point --socket / HANGAR_SOCKET / --config at the right one)",
+                self.socket.display()
+            ))
+        })?;
+        Ok(TokioIo::new(stream))
+    }
+
+    /// Sends one request and returns the status and body bytes.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let io = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ApiError::internal(format!("HTTP handshake with the daemon failed: {e}")))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "hangar");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ApiError::internal(format!("cannot build request: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ApiError::internal(format!("request to the daemon failed: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ApiError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ApiError::internal(format!("cannot encode request: {e}")))?;
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if !status.is_success() {
+            return Err(decode_error(status, &bytes));
+        }
+        let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("cannot decode the daemon's answer: {e}")))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ApiError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        let (status, bytes) = self.raw(Method::DELETE, path, None).await?;
+        if !status.is_success() {
+            return Err(decode_error(status, &bytes));
+        }
+        Ok(())
+    }
+
+    /// Opens an upgraded exec stream.
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
+        let io = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ApiError::internal(format!("HTTP handshake with the daemon failed: {e}")))?;
+        tokio::spawn(conn.with_upgrades());
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ApiError::internal(format!("cannot encode request: {e}")))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "hangar")
+            .header("connection", "upgrade")
+            .header("upgrade", hangar_api::stream::UPGRADE_PROTOCOL)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ApiError::internal(format!("cannot build request: {e}")))?;
+        let mut resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ApiError::internal(format!("request to the daemon failed: {e}")))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(decode_error(status, &bytes));
+        }
+        let upgraded = hyper::upgrade::on(&mut resp)
+            .await
+            .map_err(|e| ApiError::internal(format!("exec stream upgrade failed: {e}")))?;
+        Ok(TokioIo::new(upgraded))
+    }
+}
+
+fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
+    serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| {
+        ApiError::new(
+            ErrorKind::from_http_status(status.as_u16()),
+            format!(
+                "daemon answered {status}: {}",
+                String::from_utf8_lossy(bytes).trim()
+            ),
+        )
+    })
+}

@@ -1,0 +1,37 @@
+//! `hangar daemon`.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::args::Cli;
+
+pub fn run(cli: &Cli) -> ExitCode {
+    let config = match crate::socket::load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("HANGAR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(hangar_daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

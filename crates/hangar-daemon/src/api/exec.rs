@@ -1,0 +1,148 @@
+//! `POST /v1/vms/{name}/exec` with `Upgrade: hangar-exec`: the JSON body is
+//! an `ExecRequest`; after `101 Switching Protocols` the connection carries
+//! `hangar_api::stream::Frame`s both ways until the command exits.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hangar_api::stream::{Frame, UPGRADE_PROTOCOL};
+use hangar_api::{ApiError, ExecRequest, VmState};
+use hangar_guest::{ExecSpec, Input, Output};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::HttpError;
+use crate::daemon::Daemon;
+
+pub async fn exec(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    mut req: Request,
+) -> Result<Response, HttpError> {
+    let wants_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_PROTOCOL));
+    if !wants_upgrade {
+        return Err(HttpError(ApiError::invalid(format!(
+            "exec needs `Connection: Upgrade` and `Upgrade: {UPGRADE_PROTOCOL}` (use `hangar exec`)"
+        ))));
+    }
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| HttpError(ApiError::invalid("this connection cannot be upgraded")))?;
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .map_err(|e| HttpError(ApiError::invalid(format!("cannot read request body: {e}"))))?;
+    let spec: ExecRequest = if body.is_empty() {
+        ExecRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| HttpError(ApiError::invalid(format!("invalid exec request: {e}"))))?
+    };
+    let rec = d.find_vm(&name)?;
+    if rec.state != VmState::Running || rec.runtime.is_none() {
+        return Err(HttpError(ApiError::conflict(format!(
+            "VM {name:?} is {}; start it first with `hangar vm start {name}`",
+            rec.state
+        ))));
+    }
+    // Connect before switching protocols so an unreachable guest is a
+    // plain HTTP error.
+    let client = d.guest_client(&rec).await?;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                if let Err(e) = bridge(TokioIo::new(upgraded), client, spec).await {
+                    debug!(error = %e, "exec stream ended with an error");
+                }
+            }
+            Err(e) => warn!(error = %e, "exec upgrade failed"),
+        }
+    });
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+    Ok(resp)
+}
+
+/// Pumps frames between the client and the guest command.
+async fn bridge<S>(
+    stream: S,
+    client: hangar_guest::GuestClient,
+    req: ExecRequest,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (in_tx, in_rx) = mpsc::channel::<Input>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
+
+    // Client → guest.
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            loop {
+                match Frame::decode(&buf) {
+                    Ok(Some((frame, used))) => {
+                        buf.drain(..used);
+                        let input = match frame {
+                            Frame::Stdin(b) => Input::Data(b),
+                            Frame::StdinEof => Input::Eof,
+                            Frame::Resize(cols, rows) => Input::Resize { cols, rows },
+                            _ => continue,
+                        };
+                        if in_tx.send(input).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+
+    let spec = ExecSpec {
+        command: req.command,
+        tty: req.tty,
+        term: req.term.unwrap_or_else(|| "xterm-256color".into()),
+        cols: req.cols.unwrap_or(80),
+        rows: req.rows.unwrap_or(24),
+        env: req.env,
+    };
+    let run = tokio::spawn(async move { client.exec(spec, in_rx, out_tx).await });
+
+    // Guest → client, until the output channel closes.
+    while let Some(out) = out_rx.recv().await {
+        let frame = match out {
+            Output::Stdout(b) => Frame::Stdout(b),
+            Output::Stderr(b) => Frame::Stderr(b),
+        };
+        wr.write_all(&frame.encode()).await?;
+    }
+    let last = match run.await {
+        Ok(Ok(code)) => Frame::Exit(code),
+        Ok(Err(e)) => Frame::Error(crate::vm::error_chain("exec failed", &e)),
+        Err(e) => Frame::Error(format!("exec task failed: {e}")),
+    };
+    wr.write_all(&last.encode()).await?;
+    wr.flush().await?;
+    wr.shutdown().await?;
+    reader.abort();
+    Ok(())
+}

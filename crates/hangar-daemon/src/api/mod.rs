@@ -1,0 +1,233 @@
+//! The `/v1` HTTP+JSON API. Handlers are thin: they parse, call one
+//! `Daemon` method, and map `ApiError` kinds to HTTP statuses.
+
+mod exec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hangar_api::image::CatalogEntry;
+use hangar_api::vm::DeleteVmQuery;
+use hangar_api::{
+    ApiError, CreateVmRequest, ImageInfo, Operation, PullImageRequest, RegisterImageRequest,
+    VmInfo,
+};
+use serde::Deserialize;
+
+use crate::daemon::Daemon;
+
+/// An `ApiError` as an HTTP response.
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, HttpError>;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/vms", get(list_vms).post(create_vm))
+        .route("/v1/vms/{name}", get(show_vm).delete(delete_vm))
+        .route("/v1/vms/{name}/start", post(start_vm))
+        .route("/v1/vms/{name}/stop", post(stop_vm))
+        .route("/v1/vms/{name}/restart", post(restart_vm))
+        .route("/v1/vms/{name}/exec", post(exec::exec))
+        .route("/v1/images", get(list_images))
+        .route("/v1/images/catalog", get(catalog))
+        .route("/v1/images/pull", post(pull_image))
+        .route("/v1/images/register", post(register_image))
+        .route("/v1/images/{name}", get(show_image).delete(delete_image))
+        .route("/v1/operations", get(list_ops))
+        .route("/v1/operations/{id}", get(show_op))
+        .route("/v1/operations/{id}/cancel", post(cancel_op))
+        .route("/v1/info", get(info))
+        .fallback(not_found)
+        .with_state(daemon)
+}
+
+async fn not_found() -> HttpError {
+    HttpError(ApiError::not_found(
+        "no such API endpoint; the API lives under /v1 (see docs/api.md)",
+    ))
+}
+
+/// A JSON body that failed to parse becomes an `invalid` error with the
+/// parser's reason, instead of axum's plain-text rejection.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = HttpError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, HttpError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(HttpError(ApiError::invalid(format!(
+                "invalid request body: {}",
+                e.body_text()
+            )))),
+        }
+    }
+}
+
+async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "driver": d.driver.kind(),
+        "driver_reason": d.driver_reason,
+        "disk_backend": d.disks.name(),
+        "disk_reason": d.disk_reason,
+        "netns": d.config.netns(),
+        "subnet": d.config.network.subnet.to_string(),
+        "state_dir": d.config.state_dir,
+    }))
+}
+
+async fn list_vms(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<VmInfo>>> {
+    Ok(Json(d.list_vm_infos()?))
+}
+
+async fn create_vm(
+    State(d): State<Arc<Daemon>>,
+    JsonBody(req): JsonBody<CreateVmRequest>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(d.begin_create(req)?)))
+}
+
+async fn show_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<VmInfo>> {
+    let rec = d.find_vm(&name)?;
+    Ok(Json(d.vm_info(&rec)))
+}
+
+async fn delete_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteVmQuery>,
+) -> ApiResult<StatusCode> {
+    d.delete_vm(&name, q.force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(d.begin_start(&name)?)))
+}
+
+async fn stop_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(d.begin_stop(&name)?)))
+}
+
+async fn restart_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(d.begin_restart(&name)?)))
+}
+
+async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageInfo>>> {
+    Ok(Json(d.list_image_infos()?))
+}
+
+async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Vec<CatalogEntry>> {
+    Json(d.catalog_entries())
+}
+
+async fn show_image(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ImageInfo>> {
+    let rec = d.store.get_image(&name).map_err(crate::vm::store_err)?;
+    Ok(Json(d.image_info(&rec)?))
+}
+
+async fn delete_image(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    d.remove_image(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pull_image(
+    State(d): State<Arc<Daemon>>,
+    JsonBody(req): JsonBody<PullImageRequest>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    d.resolve_image(&req.name)?;
+    let this = d.clone();
+    let name = req.name.clone();
+    let op = d
+        .ops
+        .begin(hangar_api::OpKind::ImagePull, &req.name, move |op| async move {
+            let cancel = op.cancel_token().clone();
+            let rec = this.pull_image(&name, Some(&op), &cancel).await?;
+            Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
+        });
+    Ok((StatusCode::ACCEPTED, Json(op)))
+}
+
+async fn register_image(
+    State(d): State<Arc<Daemon>>,
+    JsonBody(req): JsonBody<RegisterImageRequest>,
+) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
+    Ok((StatusCode::CREATED, Json(d.register_image(req).await?)))
+}
+
+async fn list_ops(State(d): State<Arc<Daemon>>) -> Json<Vec<Operation>> {
+    Json(d.ops.list())
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    /// Long-poll: wait up to this many milliseconds for the op to finish.
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+async fn show_op(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Json<Operation>> {
+    let op = match q.wait_ms {
+        Some(ms) => {
+            d.ops
+                .wait(&id, Duration::from_millis(ms.min(60_000)))
+                .await?
+        }
+        None => d.ops.get(&id)?,
+    };
+    Ok(Json(op))
+}
+
+async fn cancel_op(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Operation>> {
+    Ok(Json(d.ops.cancel(&id)?))
+}

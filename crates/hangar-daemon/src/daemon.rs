@@ -1,0 +1,235 @@
+//! Composition root: builds every subsystem from the config in a fixed
+//! order, reconciles stored VMs with live processes, serves the API, and
+//! shuts down gracefully (running VMs keep running; the next daemon adopts
+//! them).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hangar_config::{AccelChoice, Config, DriverChoice};
+use hangar_guest::DaemonKey;
+use hangar_net::{NetConfig, Network};
+use hangar_ops::OpRegistry;
+use hangar_storage::DiskBackend;
+use hangar_store::Store;
+use hangar_vmm::{Accel, FirecrackerDriver, QemuDriver, VmmDriver};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::pidfile::PidFile;
+use crate::vm::locks::VmLocks;
+
+/// Everything the daemon owns. Shared as `Arc<Daemon>` by API handlers and
+/// background operations.
+pub struct Daemon {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub ops: OpRegistry,
+    pub net: Arc<Network>,
+    pub driver: Arc<dyn VmmDriver>,
+    /// Why this driver (and accel) was chosen, for `doctor` and logs.
+    pub driver_reason: String,
+    pub disks: Arc<dyn DiskBackend>,
+    pub disk_reason: String,
+    pub key: Arc<DaemonKey>,
+    pub vm_locks: VmLocks,
+    /// Serialises name uniqueness checks and IP allocation. Narrow: never
+    /// held across guest or VMM I/O.
+    pub create_lock: std::sync::Mutex<()>,
+    /// Names of VMs being created whose rows are not stored yet.
+    pub pending_names: crate::vm::create::PendingNames,
+    /// Serialises image pulls, registrations and removals.
+    pub image_lock: tokio::sync::Mutex<()>,
+    /// Tripped at shutdown; long work watches it.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.runtime_dir).with_context(|| {
+        format!(
+            "cannot create runtime dir {}",
+            config.runtime_dir.display()
+        )
+    })?;
+    let _pid = PidFile::acquire(&config.pid_path())?;
+    let daemon = Daemon::build(config).await?;
+    let listener = bind_socket(&daemon.config.socket_path())?;
+    info!(socket = %daemon.config.socket_path().display(), driver = daemon.driver.kind(), disks = daemon.disks.name(), "hangar daemon ready");
+
+    let app = crate::api::router(daemon.clone());
+    let shutdown = daemon.shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    server.await.context("API server failed")?;
+    daemon.stop().await;
+    let _ = std::fs::remove_file(daemon.config.socket_path());
+    info!("hangar daemon stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+        _ = int.recv() => info!("SIGINT received, shutting down"),
+    }
+}
+
+/// Binds the API socket with mode 0660. A stale socket file is removed:
+/// the pid-file lock already proved no other daemon serves it.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
+    Ok(listener)
+}
+
+impl Daemon {
+    /// Builds the subsystems in dependency order.
+    pub async fn build(config: Config) -> Result<Arc<Daemon>> {
+        for dir in [
+            &config.state_dir,
+            &config.images_dir(),
+            &config.vms_dir(),
+            &config.keys_dir(),
+        ] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let store = Arc::new(
+            Store::open(&config.store_path())
+                .with_context(|| format!("cannot open store {}", config.store_path().display()))?,
+        );
+        let failed = store
+            .fail_running_ops("the daemon restarted while this operation ran")
+            .context("cannot mark interrupted operations")?;
+        if failed > 0 {
+            warn!(count = failed, "operations interrupted by a daemon restart marked failed");
+        }
+        let ops = OpRegistry::new(
+            store.clone(),
+            Duration::from_secs(config.operation_retention_secs),
+        );
+        let net = Arc::new(
+            Network::setup(NetConfig {
+                netns: config.netns().map(str::to_string),
+                bridge: config.network.bridge.clone(),
+                subnet: config.network.subnet,
+                nat: config.network.nat,
+                tap_pool_size: config.network.tap_pool_size,
+                tap_prefix: config.network.tap_prefix.clone(),
+            })
+            .await
+            .context("cannot set up the VM network")?,
+        );
+        let (driver, driver_reason) = choose_driver(&config);
+        let (disks, disk_reason) =
+            hangar_storage::backend_by_name(&config.storage.backend, &config.vms_dir())
+                .context("cannot choose a disk backend")?;
+        let key = Arc::new(
+            DaemonKey::load_or_generate(&config.keys_dir())
+                .context("cannot load or create the daemon SSH key")?,
+        );
+        info!(reason = %driver_reason, "VMM driver chosen");
+        info!(reason = %disk_reason, "disk backend chosen");
+        let daemon = Arc::new(Daemon {
+            config,
+            store,
+            ops,
+            net,
+            driver,
+            driver_reason,
+            disks: Arc::from(disks),
+            disk_reason,
+            key,
+            vm_locks: VmLocks::default(),
+            create_lock: std::sync::Mutex::new(()),
+            pending_names: Default::default(),
+            image_lock: tokio::sync::Mutex::new(()),
+            shutdown: CancellationToken::new(),
+        });
+        daemon.reconcile().await;
+        daemon.ops.spawn_pruner();
+        Ok(daemon)
+    }
+
+    /// Graceful stop: cancel running operations (they clean up what they
+    /// made), wait for them, return unused TAPs. VMs keep running.
+    pub async fn stop(&self) {
+        for op in self.ops.list() {
+            if !op.state.is_terminal() {
+                let _ = self.ops.cancel(&op.id);
+            }
+        }
+        self.ops.drain(Duration::from_secs(30)).await;
+        if let Err(e) = self.net.shutdown().await {
+            warn!(error = %e, "cannot remove unused TAP devices");
+        }
+    }
+}
+
+/// Picks the VMM driver: Firecracker needs its binary and a KVM that can
+/// boot guests; QEMU runs everywhere (TCG when KVM cannot boot guests).
+fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
+    let detected = hangar_vmm::accel::detect();
+    let (accel, accel_reason) = match config.vmm.accel {
+        AccelChoice::Kvm => (Accel::Kvm, "accel = \"kvm\" in the config".to_string()),
+        AccelChoice::Tcg => (Accel::Tcg, "accel = \"tcg\" in the config".to_string()),
+        AccelChoice::Auto => (detected.accel, detected.reason.clone()),
+    };
+    let fc_found = which(&config.vmm.firecracker).is_some();
+    let use_fc = match config.vmm.driver {
+        DriverChoice::Firecracker => true,
+        DriverChoice::Qemu => false,
+        DriverChoice::Auto => fc_found && matches!(accel, Accel::Kvm),
+    };
+    if use_fc {
+        (
+            Arc::new(FirecrackerDriver::new(config.vmm.firecracker.clone())),
+            format!("firecracker ({accel_reason})"),
+        )
+    } else {
+        let why = match config.vmm.driver {
+            DriverChoice::Qemu => "driver = \"qemu\" in the config".to_string(),
+            _ if !fc_found => format!(
+                "firecracker binary {} not found",
+                config.vmm.firecracker.display()
+            ),
+            _ => "KVM cannot boot guests here".to_string(),
+        };
+        let accel_name = match accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        };
+        (
+            Arc::new(QemuDriver::new(config.vmm.qemu.clone(), accel)),
+            format!("qemu with {accel_name}: {why}; {accel_reason}"),
+        )
+    }
+}
+
+/// Resolves a binary name on PATH (or checks an explicit path).
+pub fn which(bin: &Path) -> Option<std::path::PathBuf> {
+    if bin.components().count() > 1 {
+        return bin.is_file().then(|| bin.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}

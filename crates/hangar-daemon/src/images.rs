@@ -1,0 +1,252 @@
+//! Image registry: the built-in catalog, pulls (bootstrap builds, cached by
+//! recipe), registration of user files, listing and removal. Images live in
+//! `state_dir/images/<digest hex>/` and are read-only once stored.
+
+use std::path::{Path, PathBuf};
+
+use hangar_api::image::CatalogEntry;
+use hangar_api::{ApiError, ImageInfo, RegisterImageRequest};
+use hangar_image::{ImageManifest, Recipe};
+use hangar_ops::OpHandle;
+use hangar_store::ImageRecord;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::daemon::Daemon;
+use crate::vm::{error_chain, store_err};
+
+/// A named image the daemon knows how to obtain.
+pub struct CatalogItem {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub recipe: fn() -> Recipe,
+}
+
+/// The built-in catalog. There is no hosted artifact to download: the
+/// default image is built locally from Debian packages.
+pub fn catalog() -> Vec<CatalogItem> {
+    vec![CatalogItem {
+        name: "debian-12",
+        description: "Debian 12 (bookworm) minbase with the cloud kernel, openssh-server, tmux, git, curl, sudo; built locally with debootstrap",
+        recipe: Recipe::default_debian12,
+    }]
+}
+
+impl Daemon {
+    pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo, ApiError> {
+        Ok(ImageInfo {
+            name: rec.name.clone(),
+            digest: rec.digest.clone(),
+            source: rec.source.clone(),
+            rootfs_bytes: rec.rootfs_bytes,
+            created_at: rec.created_at.clone(),
+            used_by: self.store.vms_using_image(&rec.digest).map_err(store_err)?,
+        })
+    }
+
+    pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>, ApiError> {
+        let recs = self.store.list_images().map_err(store_err)?;
+        recs.iter().map(|r| self.image_info(r)).collect()
+    }
+
+    pub fn catalog_entries(&self) -> Vec<CatalogEntry> {
+        catalog()
+            .into_iter()
+            .map(|c| CatalogEntry {
+                name: c.name.to_string(),
+                description: c.description.to_string(),
+                local: self.store.get_image(c.name).is_ok(),
+            })
+            .collect()
+    }
+
+    /// Finds a local image by name or digest, or says how to get it.
+    pub fn resolve_image(&self, name: &str) -> Result<Option<ImageRecord>, ApiError> {
+        match self.store.get_image(name) {
+            Ok(rec) => Ok(Some(rec)),
+            Err(hangar_store::StoreError::NotFound { .. }) => {
+                if catalog().iter().any(|c| c.name == name) {
+                    Ok(None)
+                } else {
+                    let known: Vec<&str> = catalog().iter().map(|c| c.name).collect();
+                    Err(ApiError::not_found(format!(
+                        "no image named {name:?} locally or in the catalog ({}); see `hangar image ls` or register one with `hangar image register`",
+                        known.join(", ")
+                    )))
+                }
+            }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// Makes a catalog image local (building it on first use) and returns
+    /// its record. Pulls of any image are serialised by the image lock, so
+    /// concurrent creates build the default image once.
+    pub async fn pull_image(
+        &self,
+        name: &str,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<ImageRecord, ApiError> {
+        let item = catalog()
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no image named {name:?} in the catalog"))
+            })?;
+        if let Some(op) = op {
+            op.phase("wait-image-lock");
+        }
+        let _guard = tokio::select! {
+            g = self.image_lock.lock() => g,
+            _ = cancel.cancelled() => return Err(ApiError::cancelled(format!("pull of {name} cancelled"))),
+        };
+        if let Ok(rec) = self.store.get_image(name) {
+            return Ok(rec);
+        }
+        let tmp = self
+            .config
+            .images_dir()
+            .join(format!(".pull-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let progress = |p: hangar_api::Progress| {
+            if let Some(op) = op {
+                op.progress(p);
+            }
+        };
+        let recipe = (item.recipe)();
+        let built = hangar_image::build_or_reuse_cached(
+            &recipe,
+            &self.config.image_cache_dir,
+            &tmp,
+            &progress,
+            cancel,
+        )
+        .await;
+        let manifest = match built {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                if cancel.is_cancelled() {
+                    return Err(ApiError::cancelled(format!("pull of {name} cancelled")));
+                }
+                return Err(ApiError::internal(error_chain(
+                    &format!("cannot build image {name}"),
+                    &e,
+                )));
+            }
+        };
+        let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
+        info!(image = name, digest = %rec.digest, "image ready");
+        Ok(rec)
+    }
+
+    /// Registers user-provided kernel/initrd/rootfs files as a named image.
+    pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo, ApiError> {
+        hangar_api::name::validate_name("image", &req.name).map_err(ApiError::invalid)?;
+        for (what, p) in [("kernel", Some(&req.kernel)), ("rootfs", Some(&req.rootfs)), ("initrd", req.initrd.as_ref())] {
+            if let Some(p) = p {
+                if !Path::new(p).is_absolute() {
+                    return Err(ApiError::invalid(format!("{what} path {p:?} must be absolute (the daemon resolves paths itself)")));
+                }
+                if !Path::new(p).is_file() {
+                    return Err(ApiError::invalid(format!("{what} file {p} does not exist or is not a regular file")));
+                }
+            }
+        }
+        let _guard = self.image_lock.lock().await;
+        if let Ok(existing) = self.store.get_image(&req.name) {
+            if existing.name == req.name {
+                return Err(ApiError::conflict(format!(
+                    "an image named {:?} already exists; remove it first with `hangar image rm {}`",
+                    req.name, req.name
+                )));
+            }
+        }
+        let tmp = self
+            .config
+            .images_dir()
+            .join(format!(".register-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let (kernel, initrd, rootfs, tmp2) = (
+            PathBuf::from(&req.kernel),
+            req.initrd.as_ref().map(PathBuf::from),
+            PathBuf::from(&req.rootfs),
+            tmp.clone(),
+        );
+        let imported = tokio::task::spawn_blocking(move || {
+            hangar_image::import_files(&kernel, initrd.as_deref(), &rootfs, &tmp2, "register")
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("image import task failed: {e}")))?;
+        let manifest = match imported {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(ApiError::invalid(error_chain("cannot register image", &e)));
+            }
+        };
+        let rec = self.store_image(&req.name, "register", &tmp, &manifest)?;
+        self.image_info(&rec)
+    }
+
+    /// Moves a finished image dir into place under its digest and records
+    /// it. Removes `tmp` on failure.
+    fn store_image(
+        &self,
+        name: &str,
+        source: &str,
+        tmp: &Path,
+        manifest: &ImageManifest,
+    ) -> Result<ImageRecord, ApiError> {
+        let hexdigest = manifest.digest.trim_start_matches("sha256:");
+        let final_dir = self.config.images_dir().join(hexdigest);
+        let result = (|| {
+            if final_dir.exists() {
+                // Same content already stored (e.g. under another name).
+                std::fs::remove_dir_all(tmp)?;
+            } else {
+                std::fs::rename(tmp, &final_dir)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(tmp);
+            return Err(ApiError::internal(error_chain("cannot store image", &e)));
+        }
+        let rec = ImageRecord {
+            digest: manifest.digest.clone(),
+            name: name.to_string(),
+            source: source.to_string(),
+            dir: final_dir.display().to_string(),
+            rootfs_bytes: manifest.rootfs_bytes,
+            created_at: crate::timefmt::now_rfc3339(),
+            manifest_json: serde_json::to_string(manifest).unwrap_or_default(),
+        };
+        self.store.upsert_image(&rec).map_err(store_err)?;
+        Ok(rec)
+    }
+
+    /// Removes an image unless a VM uses it.
+    pub async fn remove_image(&self, name: &str) -> Result<(), ApiError> {
+        let _guard = self.image_lock.lock().await;
+        let rec = self.store.get_image(name).map_err(store_err)?;
+        let users = self.store.vms_using_image(&rec.digest).map_err(store_err)?;
+        if !users.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "image {} is used by VM(s) {}; remove them first (`hangar vm rm NAME`)",
+                rec.name,
+                users.join(", ")
+            )));
+        }
+        self.store.delete_image(&rec.digest).map_err(store_err)?;
+        let still_used = self
+            .store
+            .list_images()
+            .map_err(store_err)?
+            .iter()
+            .any(|i| i.digest == rec.digest);
+        if !still_used {
+            let _ = std::fs::remove_dir_all(&rec.dir);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! Booting a VM that already has its disk: identity → config drive → TAP →
+//! VMM → SSH readiness. Shared by create and start. On any failure it undoes
+//! its own steps (VMM killed, TAP returned) and leaves the disk alone.
+
+use std::time::{Duration, Instant};
+
+use hangar_api::{ApiError, Progress, VmState};
+use hangar_image::identity::{write_config_drive, GuestIdentity};
+use hangar_image::{kernel_cmdline, CmdlineOptions, ImageManifest};
+use hangar_ops::OpHandle;
+use hangar_store::{VmRecord, VmRuntime};
+use hangar_vmm::{Drive, VmSpec, VmmHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{error_chain, store_err};
+use crate::daemon::Daemon;
+
+/// File in the VM dir holding the user's extra authorized keys.
+pub const USER_KEYS_FILE: &str = "authorized_keys";
+
+impl Daemon {
+    /// Boots `rec` and waits until its guest accepts SSH. The caller holds
+    /// the VM lock.
+    pub async fn boot_vm(
+        &self,
+        rec: &VmRecord,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<VmRecord, ApiError> {
+        let phase = |p: &str, detail: Option<String>| {
+            if let Some(op) = op {
+                op.progress(Progress {
+                    phase: p.to_string(),
+                    detail,
+                    ..Default::default()
+                });
+            }
+        };
+        let vm_dir = self.vm_dir(&rec.id);
+        let image = self.store.get_image(&rec.image_digest).map_err(|e| {
+            ApiError::not_found(format!(
+                "image {} of VM {:?} is gone ({e}); remove the VM and create it again",
+                rec.image_name, rec.name
+            ))
+        })?;
+        let manifest = ImageManifest::load(std::path::Path::new(&image.dir)).map_err(|e| {
+            ApiError::internal(error_chain(
+                &format!("cannot read manifest of image {}", image.name),
+                &e,
+            ))
+        })?;
+        let image_dir = std::path::PathBuf::from(&image.dir);
+
+        phase("config-drive", None);
+        let user_keys = std::fs::read_to_string(vm_dir.join(USER_KEYS_FILE)).unwrap_or_default();
+        let mut authorized_keys = vec![self.key.public_openssh()];
+        authorized_keys.extend(
+            user_keys
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+        let identity = GuestIdentity {
+            hostname: rec.name.clone(),
+            ip: rec.ip,
+            prefix_len: self.net.prefix_len(),
+            gateway: self.net.gateway(),
+            dns: self.net.guest_dns(),
+            authorized_keys,
+            host_key_private_openssh: rec.host_key_private.clone(),
+            host_key_public_openssh: rec.host_key_public.clone(),
+        };
+        let config_drive = vm_dir.join("config.img");
+        write_config_drive(&config_drive, &identity).map_err(|e| {
+            ApiError::internal(error_chain("cannot write the VM config drive", &e))
+        })?;
+
+        phase("network", None);
+        let tap = self.net.acquire_tap().await.map_err(|e| {
+            ApiError::internal(error_chain("cannot get a TAP device for the VM", &e))
+        })?;
+
+        let tsc_khz = if self.driver.kind() == "qemu" {
+            hangar_image::host_tsc_khz()
+        } else {
+            None
+        };
+        let spec = VmSpec {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            cpus: rec.cpus,
+            memory_mib: rec.memory_mib,
+            kernel: image_dir.join(&manifest.kernel),
+            initrd: manifest.initrd.as_ref().map(|i| image_dir.join(i)),
+            cmdline: kernel_cmdline(&CmdlineOptions {
+                tsc_khz,
+                extra: Vec::new(),
+            }),
+            root_disk: vm_dir.join("disk.ext4"),
+            extra_drives: vec![Drive {
+                id: "cfg".into(),
+                path: config_drive,
+                read_only: true,
+            }],
+            tap: tap.clone(),
+            mac: rec.mac.clone(),
+            vm_dir: vm_dir.clone(),
+            serial_log: vm_dir.join("serial.log"),
+            netns: self.config.netns().map(str::to_string),
+        };
+        // A fresh serial log per boot, so a timeout points at this boot.
+        let _ = std::fs::remove_file(&spec.serial_log);
+
+        phase("boot", Some(format!("{} driver", self.driver.kind())));
+        let started = Instant::now();
+        let handle = match self.driver.start(&spec).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.release_tap_logged(&tap).await;
+                return Err(ApiError::internal(error_chain(
+                    &format!("cannot start the VMM for {:?}", rec.name),
+                    &e,
+                )));
+            }
+        };
+        let runtime = VmRuntime {
+            pid: handle.pid,
+            start_time: handle.start_time,
+            api_socket: handle.api_socket.display().to_string(),
+            tap: tap.clone(),
+        };
+        if let Err(e) = self.store.set_vm_runtime(&rec.id, Some(&runtime)) {
+            self.undo_boot(&handle, &tap).await;
+            return Err(store_err(e));
+        }
+
+        phase("wait-ssh", None);
+        let deadline = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        let ready = tokio::select! {
+            r = hangar_guest::wait_ready(&self.guest_connector(), &Self::guest_target(rec), &self.key, deadline) => r.map(|_| ()).map_err(|e| {
+                ApiError::timeout(format!(
+                    "VM {:?} did not answer SSH within {}s: {}; read its serial log: {}",
+                    rec.name,
+                    deadline.as_secs(),
+                    e,
+                    spec.serial_log.display()
+                ))
+            }),
+            _ = cancel.cancelled() => Err(ApiError::cancelled(format!("boot of VM {:?} cancelled", rec.name))),
+        };
+        if let Err(e) = ready {
+            self.undo_boot(&handle, &tap).await;
+            let _ = self.store.set_vm_runtime(&rec.id, None);
+            return Err(e);
+        }
+        info!(vm = %rec.name, ms = started.elapsed().as_millis() as u64, "guest ready");
+        self.store
+            .set_vm_state(&rec.id, VmState::Running, None)
+            .map_err(store_err)?;
+        self.store.get_vm(&rec.id).map_err(store_err)
+    }
+
+    /// Kills a VMM and returns its TAP; used on failure paths.
+    pub async fn undo_boot(&self, handle: &VmmHandle, tap: &str) {
+        if let Err(e) = self.driver.kill(handle).await {
+            warn!(pid = handle.pid, error = %e, "cannot kill VMM");
+        }
+        self.release_tap_logged(tap).await;
+    }
+
+    pub async fn release_tap_logged(&self, tap: &str) {
+        if let Err(e) = self.net.release_tap(tap).await {
+            warn!(tap, error = %e, "cannot release TAP device");
+        }
+    }
+}
+
+/// The VMM handle recorded for a VM's running process.
+pub fn handle_of(runtime: &VmRuntime) -> VmmHandle {
+    VmmHandle {
+        pid: runtime.pid,
+        start_time: runtime.start_time,
+        api_socket: runtime.api_socket.clone().into(),
+    }
+}

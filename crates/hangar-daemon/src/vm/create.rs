@@ -1,0 +1,285 @@
+//! `vm create`: validate, reserve the name, then (as an operation) make the
+//! image local, allocate the IP, make the disk and boot. Any failure or
+//! cancel removes everything made so far: VMM, TAP, disk, dir, lease, row.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use hangar_api::{ApiError, CreateVmRequest, OpKind, Operation, VmState};
+use hangar_ops::OpHandle;
+use hangar_store::VmRecord;
+use tracing::{info, warn};
+
+use super::boot::USER_KEYS_FILE;
+use super::{error_chain, store_err};
+use crate::daemon::Daemon;
+
+/// Names reserved by creates still pulling their image (not yet stored).
+#[derive(Default)]
+pub struct PendingNames(Mutex<HashSet<String>>);
+
+impl PendingNames {
+    fn insert(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string())
+    }
+    fn remove(&self, name: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+}
+
+/// Validated create parameters.
+struct CreatePlan {
+    name: String,
+    image: String,
+    cpus: u32,
+    memory_mib: u32,
+    disk_bytes: Option<u64>,
+    authorized_keys: Vec<String>,
+}
+
+fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
+    hangar_api::name::validate_name("VM", &req.name).map_err(ApiError::invalid)?;
+    let cpus = req.cpus.unwrap_or(d.config.defaults.cpus);
+    if !(1..=32).contains(&cpus) {
+        return Err(ApiError::invalid(format!(
+            "cpus must be between 1 and 32, got {cpus}"
+        )));
+    }
+    let memory_mib = req.memory_mib.unwrap_or(d.config.defaults.memory_mib);
+    if !(128..=262_144).contains(&memory_mib) {
+        return Err(ApiError::invalid(format!(
+            "memory must be between 128 MiB and 256 GiB, got {memory_mib} MiB"
+        )));
+    }
+    let disk_bytes = match req.disk_bytes {
+        Some(b) => Some(b),
+        None if !d.config.defaults.disk_size.is_empty() => Some(
+            hangar_config::parse_size(&d.config.defaults.disk_size).map_err(ApiError::invalid)?,
+        ),
+        None => None,
+    };
+    if let Some(b) = disk_bytes {
+        if b < (64 << 20) || b > (16 << 40) {
+            return Err(ApiError::invalid(format!(
+                "disk size {b} bytes is out of range (64 MiB to 16 TiB)"
+            )));
+        }
+    }
+    for k in &req.authorized_keys {
+        if k.contains('\n') || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") && !k.starts_with("sk-") {
+            return Err(ApiError::invalid(format!(
+                "authorized key {:?} is not an OpenSSH public key line",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    Ok(CreatePlan {
+        name: req.name,
+        image: req.image.unwrap_or_else(|| d.config.defaults.image.clone()),
+        cpus,
+        memory_mib,
+        disk_bytes,
+        authorized_keys: req.authorized_keys,
+    })
+}
+
+impl Daemon {
+    /// Validates the request, reserves the name and begins the create
+    /// operation. Bad input fails here, before anything is made.
+    pub fn begin_create(self: &Arc<Self>, req: CreateVmRequest) -> Result<Operation, ApiError> {
+        let plan = plan(self, req)?;
+        // Fails fast for an image that is neither local nor in the catalog.
+        self.resolve_image(&plan.image)?;
+        self.check_vmm_ready()?;
+        {
+            let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+            match self.store.get_vm_by_name(&plan.name) {
+                Ok(_) => {
+                    return Err(ApiError::conflict(format!(
+                        "a VM named {:?} already exists; pick another name or remove it with `hangar vm rm {}`",
+                        plan.name, plan.name
+                    )))
+                }
+                Err(hangar_store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(store_err(e)),
+            }
+            if !self.pending_names.insert(&plan.name) {
+                return Err(ApiError::conflict(format!(
+                    "a VM named {:?} is already being created",
+                    plan.name
+                )));
+            }
+        }
+        let this = self.clone();
+        let name = plan.name.clone();
+        Ok(self.ops.begin(OpKind::VmCreate, &name, move |op| async move {
+            let name = plan.name.clone();
+            let result = this.create_work(plan, &op).await;
+            this.pending_names.remove(&name);
+            result
+        }))
+    }
+
+    /// Refuses early when the VMM binary is missing, with the fix.
+    pub fn check_vmm_ready(&self) -> Result<(), ApiError> {
+        let bin = match self.driver.kind() {
+            "firecracker" => &self.config.vmm.firecracker,
+            _ => &self.config.vmm.qemu,
+        };
+        if crate::daemon::which(bin).is_none() {
+            return Err(ApiError::unavailable(format!(
+                "the {} binary {} was not found; install it (qemu: `apt-get install qemu-system-x86`) or set [vmm] {} in the config",
+                self.driver.kind(),
+                bin.display(),
+                self.driver.kind()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create_work(
+        self: &Arc<Self>,
+        plan: CreatePlan,
+        op: &OpHandle,
+    ) -> Result<serde_json::Value, ApiError> {
+        let cancel = op.cancel_token().clone();
+        let image = match self.resolve_image(&plan.image)? {
+            Some(rec) => rec,
+            None => {
+                op.phase("pull-image");
+                self.pull_image(&plan.image, Some(op), &cancel).await?
+            }
+        };
+        if cancel.is_cancelled() {
+            return Err(ApiError::cancelled("create cancelled"));
+        }
+        let disk_bytes = plan.disk_bytes.unwrap_or(image.rootfs_bytes);
+        if disk_bytes < image.rootfs_bytes {
+            return Err(ApiError::invalid(format!(
+                "disk size {} is smaller than image {} ({} bytes); give at least {} MiB",
+                disk_bytes,
+                image.name,
+                image.rootfs_bytes,
+                image.rootfs_bytes.div_ceil(1 << 20)
+            )));
+        }
+        let host_key = hangar_guest::generate_host_key()
+            .map_err(|e| ApiError::internal(error_chain("cannot generate a host key", &e)))?;
+        let id = hex::encode(rand::random::<[u8; 6]>());
+        let draft = VmRecord {
+            id: id.clone(),
+            name: plan.name.clone(),
+            state: VmState::Creating,
+            image_name: image.name.clone(),
+            image_digest: image.digest.clone(),
+            cpus: plan.cpus,
+            memory_mib: plan.memory_mib,
+            disk_bytes,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            mac: String::new(),
+            driver: self.driver.kind().to_string(),
+            host_key_public: host_key.public_openssh,
+            host_key_private: host_key.private_openssh,
+            runtime: None,
+            created_at: crate::timefmt::now_rfc3339(),
+            last_error: None,
+        };
+        // VM lock first, then the narrow create lock (lock order).
+        let _vm_guard = self.vm_locks.lock(&id).await;
+        let rec = {
+            let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let gw = self.net.gateway();
+            self.store
+                .insert_vm_with_lease(&draft, self.config.network.subnet, &[gw])
+                .map_err(store_err)?
+        };
+        self.pending_names.remove(&plan.name);
+        info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
+        match self.provision_and_boot(&rec, &plan, op).await {
+            Ok(rec) => Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default()),
+            Err(e) => {
+                warn!(vm = %rec.name, error = %e.message, "create failed; cleaning up");
+                self.remove_vm_files_and_row(&rec).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn provision_and_boot(
+        &self,
+        rec: &VmRecord,
+        plan: &CreatePlan,
+        op: &OpHandle,
+    ) -> Result<VmRecord, ApiError> {
+        let cancel = op.cancel_token().clone();
+        let vm_dir = self.vm_dir(&rec.id);
+        std::fs::create_dir_all(&vm_dir).map_err(|e| {
+            ApiError::internal(error_chain(
+                &format!("cannot create VM dir {}", vm_dir.display()),
+                &e,
+            ))
+        })?;
+        if !plan.authorized_keys.is_empty() {
+            std::fs::write(
+                vm_dir.join(USER_KEYS_FILE),
+                plan.authorized_keys.join("\n") + "\n",
+            )
+            .map_err(|e| ApiError::internal(error_chain("cannot write authorized keys", &e)))?;
+        }
+        op.phase("disk");
+        let image = self.store.get_image(&rec.image_digest).map_err(store_err)?;
+        let rootfs = std::path::Path::new(&image.dir).join(
+            hangar_image::ImageManifest::load(std::path::Path::new(&image.dir))
+                .map(|m| m.rootfs)
+                .unwrap_or_else(|_| "rootfs.ext4".into()),
+        );
+        let disks = self.disks.clone();
+        let dest = vm_dir.join("disk.ext4");
+        let size = rec.disk_bytes;
+        let disk = tokio::task::spawn_blocking(move || disks.create(&rootfs, &dest, size))
+            .await
+            .map_err(|e| ApiError::internal(format!("disk task failed: {e}")))?;
+        disk.map_err(|e| {
+            let msg = error_chain("cannot create the VM disk", &e);
+            if msg.contains("space") {
+                ApiError::unavailable(msg)
+            } else {
+                ApiError::internal(msg)
+            }
+        })?;
+        if cancel.is_cancelled() {
+            return Err(ApiError::cancelled("create cancelled"));
+        }
+        self.store
+            .set_vm_state(&rec.id, VmState::Starting, None)
+            .map_err(store_err)?;
+        self.boot_vm(rec, Some(op), &cancel).await
+    }
+
+    /// Removes everything a VM owns on the host and its store row + lease.
+    /// The VMM must already be gone (or is killed here if recorded).
+    pub async fn remove_vm_files_and_row(&self, rec: &VmRecord) {
+        if let Ok(current) = self.store.get_vm(&rec.id) {
+            if let Some(rt) = &current.runtime {
+                self.undo_boot(&super::boot::handle_of(rt), &rt.tap).await;
+            }
+        }
+        let vm_dir = self.vm_dir(&rec.id);
+        let disk = vm_dir.join("disk.ext4");
+        if let Err(e) = self.disks.remove(&disk) {
+            warn!(error = %e, "cannot remove VM disk");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&vm_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(dir = %vm_dir.display(), error = %e, "cannot remove VM dir");
+            }
+        }
+        if let Err(e) = self.store.delete_vm(&rec.id) {
+            warn!(vm = %rec.name, error = %e, "cannot delete VM row");
+        }
+        self.vm_locks.forget(&rec.id);
+    }
+}

@@ -1,0 +1,54 @@
+//! Reaching a VM's guest over SSH: from inside the VM network namespace
+//! when one is configured, with the guest's host key pinned.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use hangar_api::ApiError;
+use hangar_guest::{ConnectFn, GuestClient, GuestTarget};
+use hangar_store::VmRecord;
+
+use super::error_chain;
+use crate::daemon::Daemon;
+
+impl Daemon {
+    /// A connector that opens TCP streams where the guests are reachable.
+    pub fn guest_connector(&self) -> ConnectFn {
+        let net = self.net.clone();
+        Arc::new(move |addr: SocketAddr| {
+            let net = net.clone();
+            async move { net.connect_tcp(addr, Duration::from_secs(2)).await }.boxed()
+        })
+    }
+
+    pub fn guest_target(rec: &VmRecord) -> GuestTarget {
+        GuestTarget {
+            addr: SocketAddr::new(rec.ip.into(), 22),
+            user: "root".into(),
+            host_key_public: rec.host_key_public.clone(),
+        }
+    }
+
+    /// Opens an SSH connection to a running VM's guest.
+    pub async fn guest_client(&self, rec: &VmRecord) -> Result<GuestClient, ApiError> {
+        GuestClient::connect(
+            &self.guest_connector(),
+            &Self::guest_target(rec),
+            &self.key,
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(error_chain(
+                &format!(
+                    "cannot reach VM {:?} over SSH (serial log: {})",
+                    rec.name,
+                    self.vm_dir(&rec.id).join("serial.log").display()
+                ),
+                &e,
+            ))
+        })
+    }
+}

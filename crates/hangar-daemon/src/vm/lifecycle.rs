@@ -1,0 +1,134 @@
+//! start / stop / restart as operations, each under the VM's lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hangar_api::{ApiError, OpKind, Operation, VmState};
+use hangar_ops::OpHandle;
+use hangar_store::VmRecord;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::boot::handle_of;
+use super::store_err;
+use crate::daemon::Daemon;
+
+impl Daemon {
+    pub fn begin_start(self: &Arc<Self>, name: &str) -> Result<Operation, ApiError> {
+        let rec = self.find_vm(name)?;
+        self.check_vmm_ready()?;
+        let this = self.clone();
+        Ok(self.ops.begin(OpKind::VmStart, name, move |op| async move {
+            let _g = this.vm_locks.lock(&rec.id).await;
+            let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+            let rec = this.start_locked(&rec, &op).await?;
+            Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
+        }))
+    }
+
+    pub fn begin_stop(self: &Arc<Self>, name: &str) -> Result<Operation, ApiError> {
+        let rec = self.find_vm(name)?;
+        let this = self.clone();
+        Ok(self.ops.begin(OpKind::VmStop, name, move |op| async move {
+            let _g = this.vm_locks.lock(&rec.id).await;
+            let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+            let rec = this.stop_locked(&rec, Some(&op)).await?;
+            Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
+        }))
+    }
+
+    pub fn begin_restart(self: &Arc<Self>, name: &str) -> Result<Operation, ApiError> {
+        let rec = self.find_vm(name)?;
+        self.check_vmm_ready()?;
+        let this = self.clone();
+        Ok(self.ops.begin(OpKind::VmRestart, name, move |op| async move {
+            let _g = this.vm_locks.lock(&rec.id).await;
+            let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+            let rec = this.stop_locked(&rec, Some(&op)).await?;
+            let rec = this.start_locked(&rec, &op).await?;
+            Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
+        }))
+    }
+
+    /// Boots a stopped VM. Starting a running VM is a no-op.
+    async fn start_locked(&self, rec: &VmRecord, op: &OpHandle) -> Result<VmRecord, ApiError> {
+        if let Some(rt) = &rec.runtime {
+            if self.driver.is_alive(&handle_of(rt)) {
+                return Ok(rec.clone());
+            }
+        }
+        self.store
+            .set_vm_state(&rec.id, VmState::Starting, None)
+            .map_err(store_err)?;
+        let cancel: CancellationToken = op.cancel_token().clone();
+        match self.boot_vm(rec, Some(op), &cancel).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let _ = self
+                    .store
+                    .set_vm_state(&rec.id, VmState::Error, Some(&e.message));
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops a VM: ask the guest to power off (SSH `poweroff` and the VMM's
+    /// own request), wait up to the stop timeout, then kill. Always ends
+    /// with the TAP returned and the runtime cleared.
+    pub async fn stop_locked(
+        &self,
+        rec: &VmRecord,
+        op: Option<&OpHandle>,
+    ) -> Result<VmRecord, ApiError> {
+        let Some(rt) = rec.runtime.clone() else {
+            self.store
+                .set_vm_state(&rec.id, VmState::Stopped, None)
+                .map_err(store_err)?;
+            return self.store.get_vm(&rec.id).map_err(store_err);
+        };
+        let handle = handle_of(&rt);
+        self.store
+            .set_vm_state(&rec.id, VmState::Stopping, None)
+            .map_err(store_err)?;
+        if self.driver.is_alive(&handle) {
+            if let Some(op) = op {
+                op.phase("graceful-stop");
+            }
+            self.ask_guest_to_power_off(rec).await;
+            if let Err(e) = self.driver.request_shutdown(&handle).await {
+                warn!(vm = %rec.name, error = %e, "VMM shutdown request failed");
+            }
+            let timeout = Duration::from_secs(self.config.vmm.stop_timeout_secs);
+            let exited = self.driver.wait_exit(&handle, timeout).await.unwrap_or(false);
+            if !exited {
+                if let Some(op) = op {
+                    op.phase("kill");
+                }
+                warn!(vm = %rec.name, secs = timeout.as_secs(), "guest did not power off in time; killing the VMM");
+            }
+        }
+        // kill is idempotent and also removes the VMM's socket and reaps it.
+        self.undo_boot(&handle, &rt.tap).await;
+        self.store.set_vm_runtime(&rec.id, None).map_err(store_err)?;
+        self.store
+            .set_vm_state(&rec.id, VmState::Stopped, None)
+            .map_err(store_err)?;
+        info!(vm = %rec.name, "VM stopped");
+        self.store.get_vm(&rec.id).map_err(store_err)
+    }
+
+    /// Best effort: the guest's own `poweroff` syncs and unmounts cleanly.
+    async fn ask_guest_to_power_off(&self, rec: &VmRecord) {
+        let attempt = async {
+            let client = self.guest_client(rec).await.ok()?;
+            // The connection dies with the guest; the result is not needed.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.run("nohup poweroff >/dev/null 2>&1 &"),
+            )
+            .await;
+            Some(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), attempt).await;
+    }
+}

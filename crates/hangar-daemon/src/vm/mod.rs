@@ -1,0 +1,93 @@
+//! VM lifecycle orchestration: create, start, stop, restart, delete,
+//! reconcile after a daemon restart, and guest access.
+
+pub mod boot;
+pub mod create;
+pub mod delete;
+pub mod guest;
+pub mod lifecycle;
+pub mod locks;
+pub mod reconcile;
+
+use std::path::PathBuf;
+
+use hangar_api::{ApiError, VmInfo};
+use hangar_store::{StoreError, VmRecord};
+
+use crate::daemon::Daemon;
+
+impl Daemon {
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.config.vms_dir().join(id)
+    }
+
+    pub fn vm_info(&self, rec: &VmRecord) -> VmInfo {
+        VmInfo {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            state: rec.state,
+            image: rec.image_name.clone(),
+            image_digest: rec.image_digest.clone(),
+            cpus: rec.cpus,
+            memory_mib: rec.memory_mib,
+            disk_bytes: rec.disk_bytes,
+            ip: rec.ip.to_string(),
+            mac: rec.mac.clone(),
+            driver: rec.driver.clone(),
+            pid: rec.runtime.as_ref().map(|r| r.pid),
+            tap: rec.runtime.as_ref().map(|r| r.tap.clone()),
+            serial_log: self.vm_dir(&rec.id).join("serial.log").display().to_string(),
+            created_at: rec.created_at.clone(),
+            last_error: rec.last_error.clone(),
+        }
+    }
+
+    pub fn find_vm(&self, name: &str) -> Result<VmRecord, ApiError> {
+        self.store.get_vm_by_name(name).map_err(store_err)
+    }
+
+    pub fn list_vm_infos(&self) -> Result<Vec<VmInfo>, ApiError> {
+        let recs = self.store.list_vms().map_err(store_err)?;
+        Ok(recs.iter().map(|r| self.vm_info(r)).collect())
+    }
+}
+
+/// Maps store errors to API errors, keeping their messages.
+pub fn store_err(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+        StoreError::Conflict { .. } => ApiError::conflict(e.to_string()),
+        other => ApiError::internal(error_chain("store error", &other)),
+    }
+}
+
+/// "context: error: cause: cause" — the whole chain on one line, since the
+/// CLI shows the message as is.
+pub fn error_chain(context: &str, e: &dyn std::error::Error) -> String {
+    let mut s = format!("{context}: {e}");
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_joins_causes_once() {
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(error_chain("create", &e), "create: outer: disk full");
+    }
+}

@@ -1,0 +1,350 @@
+//! Test infrastructure: a real `hangar daemon` in a temp dir, with its VM
+//! network inside a network namespace the test creates and removes, driven
+//! through the real CLI binary. Dropping a `TestDaemon` stops the daemon,
+//! kills any VMM process it left (and says so), and removes the namespace.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Tests that boot guests take this so that only one boots at a time on
+/// the 2-core machines (the lock survives a failed test).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where built images are cached between runs (keyed by recipe), shared by
+/// every test daemon so the default image is built once per machine.
+pub const IMAGE_CACHE: &str = "/var/cache/hangar/images";
+
+pub fn hangar_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hangar"))
+}
+
+/// Skips (with a printed reason) when not root: the daemon needs root.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (network namespaces, TAP devices)");
+        return false;
+    }
+    true
+}
+
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("hgt-{tag}-{}-{n}", std::process::id());
+        let st = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(st.success(), "ip netns add {name} failed");
+        Netns { name }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub netns: Netns,
+}
+
+pub struct Options {
+    pub extra_config: String,
+    pub vmm_extra: String,
+    pub start: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra_config: String::new(),
+            vmm_extra: String::new(),
+            start: true,
+        }
+    }
+}
+
+impl TestDaemon {
+    pub fn start(tag: &str) -> TestDaemon {
+        Self::with(tag, Options::default())
+    }
+
+    pub fn with(tag: &str, opts: Options) -> TestDaemon {
+        let netns = Netns::create(tag);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hangar-test-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            r#"state_dir = "{state}"
+runtime_dir = "{run}"
+image_cache_dir = "{cache}"
+log_level = "info,hangar_daemon=debug"
+{extra}
+[network]
+netns = "{ns}"
+bridge = "hgbr0"
+subnet = "10.213.7.0/24"
+tap_pool_size = 1
+
+[vmm]
+driver = "qemu"
+accel = "tcg"
+boot_timeout_secs = 90
+stop_timeout_secs = 10
+{vmm_extra}
+
+[defaults]
+cpus = 2
+memory_mib = 512
+"#,
+            state = dir.path().join("state").display(),
+            run = dir.path().join("run").display(),
+            cache = IMAGE_CACHE,
+            extra = opts.extra_config,
+            ns = netns.name,
+            vmm_extra = opts.vmm_extra,
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut d = TestDaemon {
+            dir,
+            config,
+            child: None,
+            netns,
+        };
+        if opts.start {
+            d.spawn();
+        }
+        d
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("hangar.sock")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the daemon and waits until its socket answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(hangar_bin())
+            .args(["daemon", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.hangar(&["vm", "ls"]).status.success() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("daemon exited early ({st}); log:\n{}", self.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not answer within 30s; log:\n{}", self.log());
+    }
+
+    /// SIGTERM and wait (the graceful path; VMs keep running).
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("daemon did not stop within 60s of SIGTERM; log:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn hangar(&self, args: &[&str]) -> Output {
+        Command::new(hangar_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.hangar(args);
+        assert!(
+            out.status.success(),
+            "hangar {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log tail:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and asserts failure, returning stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.hangar(args);
+        assert!(
+            !out.status.success(),
+            "hangar {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Processes whose command line mentions this test's state dir (VMMs).
+    pub fn vmm_pids(&self) -> Vec<i32> {
+        let needle = self.state_dir().display().to_string();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&needle) && !cmd.contains(" daemon ") {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// TAP devices in the test namespace.
+    pub fn taps(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.netns.name, "-o", "link", "show", "type", "tun"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|s| s.split('@').next().unwrap_or(s).to_string())
+            .collect()
+    }
+
+    /// Entries of state/vms (one dir per VM).
+    pub fn vm_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.state_dir().join("vms"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rows of a store table, read with the real SQLite CLI-free path: the
+    /// daemon's own API (`vm ls`) plus the leases via sqlite3 if present.
+    pub fn lease_count(&self) -> usize {
+        let db = self.state_dir().join("state.db");
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT count(*) FROM ip_leases;")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0),
+            _ => panic!("sqlite3 failed to read {}", db.display()),
+        }
+    }
+
+    /// Asserts that no VM resources are left: VMM processes, disks/dirs,
+    /// leases, rows, and TAPs beyond the idle pool.
+    pub fn assert_nothing_left(&self, pool: usize) {
+        assert_eq!(self.vmm_pids(), Vec::<i32>::new(), "VMM processes left");
+        assert_eq!(self.vm_dirs(), Vec::<String>::new(), "VM dirs left");
+        assert_eq!(self.lease_count(), 0, "IP leases left");
+        let vms = self.json(&["vm", "ls"]);
+        assert_eq!(vms.as_array().map(|a| a.len()), Some(0), "VM rows left: {vms}");
+        assert!(self.taps().len() <= pool, "TAPs beyond the pool: {:?}", self.taps());
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let leftovers = self.vmm_pids();
+        for pid in &leftovers {
+            // SAFETY: these processes were started by this test's daemon.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        if !leftovers.is_empty() {
+            eprintln!("killed VMM processes left by the test: {leftovers:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,215 @@
+//! Integration tests: a real daemon in a temp dir, driven through the real
+//! CLI binary and raw HTTP on its Unix socket. No guest is booted here.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+
+use common::{Options, TestDaemon};
+
+fn raw_http(d: &TestDaemon, request: &str) -> String {
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn empty_daemon_lists_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("empty");
+    assert_eq!(d.json(&["vm", "ls"]), serde_json::json!([]));
+    assert_eq!(d.json(&["image", "ls"]), serde_json::json!([]));
+    assert_eq!(d.json(&["op", "ls"]), serde_json::json!([]));
+    let catalog = d.json(&["image", "catalog"]);
+    assert_eq!(catalog[0]["name"], "debian-12");
+}
+
+#[test]
+fn socket_has_mode_0660() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("sockmode");
+    let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn second_daemon_on_same_runtime_dir_is_refused() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("single");
+    let out = std::process::Command::new(common::hangar_bin())
+        .args(["daemon", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another hangar daemon"), "{err}");
+    // The first daemon still answers.
+    d.ok(&["vm", "ls"]);
+}
+
+#[test]
+fn unknown_config_key_is_an_error_naming_it() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::with(
+        "badkey",
+        Options {
+            extra_config: "colour = \"blue\"".into(),
+            start: false,
+            ..Default::default()
+        },
+    );
+    let out = std::process::Command::new(common::hangar_bin())
+        .args(["daemon", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+}
+
+#[test]
+fn invalid_vm_name_is_rejected_and_nothing_is_created() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("badname");
+    for bad in ["Dev", "a_b", "-x", "toolong-toolong-toolong-toolong-toolong-toolong-toolong-toolong"] {
+        let err = d.fails(&["vm", "create", bad]);
+        assert!(err.contains("name"), "{bad}: {err}");
+    }
+    assert_eq!(d.json(&["op", "ls"]), serde_json::json!([]));
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn bad_cpu_memory_and_disk_values_are_rejected() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("badvals");
+    assert!(d.fails(&["vm", "create", "x", "--cpus", "0"]).contains("cpus"));
+    assert!(d.fails(&["vm", "create", "x", "--cpus", "99"]).contains("cpus"));
+    assert!(d.fails(&["vm", "create", "x", "--memory", "16"]).contains("memory"));
+    assert!(d.fails(&["vm", "create", "x", "--memory", "lots"]).contains("memory"));
+    assert!(d.fails(&["vm", "create", "x", "--disk-size", "12Q"]).contains("disk-size"));
+    assert!(d.fails(&["vm", "create", "x", "--disk-size", "1M"]).contains("disk size"));
+    assert_eq!(d.json(&["op", "ls"]), serde_json::json!([]));
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn unknown_image_is_not_found_with_a_hint() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("noimg");
+    let err = d.fails(&["vm", "create", "x", "--image", "nosuch"]);
+    assert!(err.contains("no image named \"nosuch\""), "{err}");
+    assert!(err.contains("hangar image"), "{err}");
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn unknown_vm_is_not_found_for_every_verb() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("novm");
+    for args in [
+        vec!["vm", "show", "ghost"],
+        vec!["vm", "stop", "ghost"],
+        vec!["vm", "start", "ghost"],
+        vec!["vm", "restart", "ghost"],
+        vec!["vm", "rm", "ghost"],
+    ] {
+        let err = d.fails(&args);
+        assert!(err.contains("no VM named \"ghost\""), "{args:?}: {err}");
+    }
+    let out = d.hangar(&["exec", "ghost", "--", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no VM named"));
+}
+
+#[test]
+fn missing_vmm_binary_fails_create_with_the_fix() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::with(
+        "novmm",
+        Options {
+            vmm_extra: "qemu = \"/nonexistent/qemu-system-x86_64\"".into(),
+            ..Default::default()
+        },
+    );
+    let err = d.fails(&["vm", "create", "x"]);
+    assert!(err.contains("/nonexistent/qemu-system-x86_64"), "{err}");
+    assert!(err.contains("apt-get install"), "{err}");
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn api_errors_are_json_with_a_stable_kind_and_status() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("rawhttp");
+    let resp = raw_http(
+        &d,
+        "GET /v1/vms/ghost HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+    assert!(resp.contains(r#""kind":"not_found""#), "{resp}");
+
+    let body = r#"{"name":"x","bogus":1}"#;
+    let resp = raw_http(
+        &d,
+        &format!(
+            "POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains(r#""kind":"invalid""#), "{resp}");
+    assert!(resp.contains("bogus"), "{resp}");
+
+    let resp = raw_http(&d, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+#[test]
+fn unknown_operation_is_not_found_and_cannot_be_cancelled() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::start("noop");
+    assert!(d.fails(&["op", "show", "op-000000000000"]).contains("no operation"));
+    assert!(d.fails(&["op", "cancel", "op-000000000000"]).contains("no operation"));
+}
+
+#[test]
+fn cli_without_daemon_says_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::hangar_bin())
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .args(["vm", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hangar daemon"), "{err}");
+}

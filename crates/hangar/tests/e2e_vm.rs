@@ -1,0 +1,157 @@
+//! End-to-end tests: real guests booted by the qemu driver (TCG) with their
+//! network inside a namespace each test creates. The default image is built
+//! on first use and cached by recipe in /var/cache/hangar/images.
+//! Run one at a time (`--test-threads=1`): each boots real VMs on 2 cores.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Options, TestDaemon};
+
+fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["exec", vm, "--"];
+    args.extend_from_slice(cmd);
+    d.hangar(&args)
+}
+
+#[test]
+fn lifecycle_create_exec_stop_start_exec_rm() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("life");
+    let t = Instant::now();
+    d.ok(&["vm", "create", "dev"]);
+    eprintln!("create took {:?}", t.elapsed());
+
+    let vm = d.json(&["vm", "show", "dev"]);
+    assert_eq!(vm["state"], "running");
+    assert_eq!(vm["driver"], "qemu");
+
+    let out = exec(&d, "dev", &["cat", "/etc/os-release"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bookworm"));
+
+    let out = exec(&d, "dev", &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
+
+    let out = exec(&d, "dev", &["hostname"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev");
+
+    // Data written before a stop is there after the next start.
+    assert!(exec(&d, "dev", &["sh", "-c", "echo kept > /root/marker"]).status.success());
+    d.ok(&["vm", "stop", "dev"]);
+    assert_eq!(d.json(&["vm", "show", "dev"])["state"], "stopped");
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "VMM still running after stop");
+    let err = d.fails(&["exec", "dev", "--", "true"]);
+    assert!(err.contains("start it"), "{err}");
+
+    d.ok(&["vm", "start", "dev"]);
+    let out = exec(&d, "dev", &["cat", "/root/marker"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+
+    d.ok(&["vm", "restart", "dev"]);
+    assert!(exec(&d, "dev", &["true"]).status.success());
+
+    // The image is in use: removal is refused.
+    let err = d.fails(&["image", "rm", "debian-12"]);
+    assert!(err.contains("used by"), "{err}");
+    // A running VM is not removed without --force.
+    let err = d.fails(&["vm", "rm", "dev"]);
+    assert!(err.contains("--force"), "{err}");
+    // A duplicate name is a conflict and changes nothing.
+    let err = d.fails(&["vm", "create", "dev"]);
+    assert!(err.contains("already exists"), "{err}");
+
+    d.ok(&["vm", "stop", "dev"]);
+    d.ok(&["vm", "rm", "dev"]);
+    d.assert_nothing_left(1);
+    d.ok(&["image", "rm", "debian-12"]);
+    assert_eq!(d.json(&["image", "ls"]), serde_json::json!([]));
+}
+
+#[test]
+fn cancel_during_create_leaves_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("cancel");
+    let op = d.ok(&["vm", "create", "doomed", "--no-wait"]).trim().to_string();
+    // Cancel while it boots.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let o = d.json(&["op", "show", &op]);
+        let phase = o["progress"]["phase"].as_str().unwrap_or("").to_string();
+        if phase == "boot" || phase == "wait-ssh" {
+            break;
+        }
+        assert_eq!(o["state"], "running", "create ended before it booted: {o}");
+        assert!(Instant::now() < deadline, "create never reached boot: {o}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.ok(&["op", "cancel", &op]);
+    let o = d.json(&["op", "show", &op, "--wait"]);
+    assert_eq!(o["state"], "cancelled", "{o}");
+    d.assert_nothing_left(1);
+    // The name is free again.
+    d.ok(&["vm", "create", "doomed"]);
+    d.ok(&["vm", "rm", "--force", "doomed"]);
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn daemon_restart_adopts_a_running_vm() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let mut d = TestDaemon::start("adopt");
+    d.ok(&["vm", "create", "keep"]);
+    let pid_before = d.json(&["vm", "show", "keep"])["pid"].clone();
+    d.stop_daemon();
+    assert_eq!(d.vmm_pids().len(), 1, "the VM must keep running without the daemon");
+    d.spawn();
+    let vm = d.json(&["vm", "show", "keep"]);
+    assert_eq!(vm["state"], "running");
+    assert_eq!(vm["pid"], pid_before);
+    let out = exec(&d, "keep", &["echo", "still here"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+
+    // A VM whose process died while the daemon was down is shown stopped.
+    d.stop_daemon();
+    for pid in d.vmm_pids() {
+        // SAFETY: the VMM was started by this test's daemon.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    d.spawn();
+    assert_eq!(d.json(&["vm", "show", "keep"])["state"], "stopped");
+    d.ok(&["vm", "rm", "keep"]);
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn boot_timeout_fails_with_the_serial_log_and_leaves_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::with(
+        "timeout",
+        Options {
+            vmm_extra: "boot_timeout_secs = 1".into(),
+            ..Default::default()
+        },
+    );
+    // Make sure the image exists first so the timeout hits the boot.
+    d.ok(&["image", "pull", "debian-12"]);
+    let err = d.fails(&["vm", "create", "slow"]);
+    assert!(err.contains("did not answer SSH"), "{err}");
+    assert!(err.contains("serial"), "{err}");
+    d.assert_nothing_left(1);
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what Hangar needs to build, run and test on Debian 12: the
+# toolchain comes from rustup (already on the machine or installed here),
+# everything else from Debian's packages.
+set -euo pipefail
+
+packages=(
+  qemu-system-x86      # the qemu VMM driver (TCG where KVM cannot boot guests)
+  debootstrap          # builds the default image from Debian packages
+  busybox-static       # the guest initramfs
+  e2fsprogs            # mkfs.ext4 -d, resize2fs, e2fsck
+  cpio zstd lz4        # initramfs and image handling
+  iproute2 nftables    # bridge, TAPs, namespaces, NAT
+  btrfs-progs          # reflink tests on a loop-mounted btrfs
+  openssh-client openssh-server  # real sshd for the guest-SSH tests
+  sqlite3              # tests inspect the store
+  ca-certificates curl python3 gcc pkg-config
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The packaged sshd service is not needed (tests start their own sshd).
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+cargo --version

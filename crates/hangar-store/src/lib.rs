@@ -1,0 +1,25 @@
+//! hangar-store: the SQLite database that is the single source of truth
+//! across daemon restarts — VMs, their IP leases, images and operations.
+//!
+//! One [`Store`] wraps one connection behind a mutex: every call is a short
+//! statement or transaction, so serialising them costs little and keeps the
+//! multi-step writes (VM + lease) atomic without a connection pool.
+
+// Tests may unwrap: a panic is the failure report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+mod images;
+mod leases;
+mod ops;
+mod schema;
+mod store;
+pub mod timestamp;
+mod vms;
+
+pub use error::{Result, StoreError};
+pub use images::ImageRecord;
+pub use leases::{lowest_free_ip, mac_for_ip};
+pub use schema::migrations;
+pub use store::Store;
+pub use vms::{VmRecord, VmRuntime};

@@ -1,0 +1,107 @@
+//! The one error type every driver returns, so callers (the daemon's vm
+//! subsystem, `doctor`) can match on what went wrong without knowing which
+//! hypervisor was in use.
+
+use std::path::PathBuf;
+
+/// What went wrong while driving a VMM. Messages say what failed and what
+/// to do; the underlying cause is carried as `#[source]`, not repeated.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The VMM binary is missing or does not run.
+    #[error("{kind} binary {path} is not usable: {hint}")]
+    BinaryUnusable {
+        kind: &'static str,
+        path: PathBuf,
+        hint: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
+    /// A file the VM needs (kernel, initrd, disk) is missing.
+    #[error("{what} {path} does not exist; build or pull the image first")]
+    MissingFile { what: &'static str, path: PathBuf },
+
+    /// The network namespace named in the spec does not exist.
+    #[error("network namespace {name} cannot be opened at /run/netns/{name}; create it first")]
+    Netns {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Preparing a file or directory in the VM directory failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Spawning the VMM process failed.
+    #[error("cannot spawn {kind} ({path})")]
+    Spawn {
+        kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The VMM process exited before it was ready.
+    #[error("{kind} exited during start-up ({status}); its last output:\n{log_tail}")]
+    EarlyExit {
+        kind: &'static str,
+        status: String,
+        log_tail: String,
+    },
+
+    /// The VMM did not become ready in time.
+    #[error("{kind} did not become ready within {secs:.1} s; its last output:\n{log_tail}")]
+    StartTimeout {
+        kind: &'static str,
+        secs: f64,
+        log_tail: String,
+    },
+
+    /// A QMP exchange failed.
+    #[error("QMP {command} on {socket} failed: {message}")]
+    Qmp {
+        command: String,
+        socket: PathBuf,
+        message: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
+    /// Firecracker's API could not be reached or answered garbage.
+    #[error("Firecracker API {method} {path} on {socket} failed: {message}")]
+    FirecrackerTransport {
+        method: &'static str,
+        path: String,
+        socket: PathBuf,
+        message: String,
+    },
+
+    /// Firecracker rejected a request; `fault_message` is Firecracker's own text.
+    #[error("Firecracker rejected {method} {path} (HTTP {status}): {fault_message}")]
+    FirecrackerApi {
+        method: &'static str,
+        path: String,
+        status: u16,
+        fault_message: String,
+    },
+
+    /// Sending a signal to the VMM process failed.
+    #[error("cannot send {signal} to VMM process {pid}")]
+    Signal {
+        signal: &'static str,
+        pid: u32,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// The VMM process did not exit even after SIGKILL.
+    #[error("VMM process {pid} is still alive after SIGKILL")]
+    Unkillable { pid: u32 },
+}

@@ -1,0 +1,248 @@
+//! Firecracker driver: spawns `firecracker --api-sock ... --id ...` in its
+//! own session, configures the VM through the API, then InstanceStart.
+
+pub mod api;
+pub mod client;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::error::VmmError;
+use crate::process::{self, Children};
+use crate::{check_spec_files, write_pid_file, VmSpec, VmmDriver, VmmHandle, PID_FILE};
+use api::ActionType;
+pub use client::ApiClient;
+
+/// API socket name inside `vm_dir`.
+pub const API_SOCKET: &str = "firecracker.sock";
+/// How long `start` waits for the API socket to accept.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Drives the `firecracker` binary.
+pub struct FirecrackerDriver {
+    binary: PathBuf,
+    children: Children,
+    adopted: Mutex<HashMap<u32, VmmHandle>>,
+}
+
+impl FirecrackerDriver {
+    /// `binary` may be a bare name (looked up on PATH).
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        FirecrackerDriver {
+            binary: binary.into(),
+            children: Children::default(),
+            adopted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget(&self, pid: u32) {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+
+    /// Kills a half-started Firecracker and removes what `start` created.
+    async fn abort_start(&self, h: &VmmHandle, pid_file: &Path) {
+        if let Err(e) = self.children.terminate(h, Duration::from_secs(1)).await {
+            tracing::error!(pid = h.pid, error = %e, "cannot kill half-started Firecracker");
+        }
+        process::remove_if_exists(&h.api_socket);
+        process::remove_if_exists(pid_file);
+    }
+
+    /// Waits until the API socket accepts a connection or the process dies.
+    async fn wait_socket(
+        &self,
+        h: &VmmHandle,
+        serial_log: &Path,
+        offset: u64,
+    ) -> Result<(), VmmError> {
+        let began = Instant::now();
+        loop {
+            if let Some(status) = self.children.exit_status(h.pid) {
+                return Err(VmmError::EarlyExit {
+                    kind: "firecracker",
+                    status: process::describe_status(&status),
+                    log_tail: process::log_tail(serial_log, offset, 2000),
+                });
+            }
+            if tokio::net::UnixStream::connect(&h.api_socket).await.is_ok() {
+                return Ok(());
+            }
+            if began.elapsed() > SOCKET_TIMEOUT {
+                return Err(VmmError::StartTimeout {
+                    kind: "firecracker",
+                    secs: SOCKET_TIMEOUT.as_secs_f64(),
+                    log_tail: process::log_tail(serial_log, offset, 2000),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Creates the (empty) log and metrics files: Firecracker opens them
+    /// but does not create them.
+    fn prepare_files(spec: &VmSpec) -> Result<(), VmmError> {
+        for name in [api::LOG_FILE, api::METRICS_FILE] {
+            process::open_append(&spec.vm_dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    async fn configure_and_boot(
+        &self,
+        spec: &VmSpec,
+        h: &VmmHandle,
+        offset: u64,
+    ) -> Result<(), VmmError> {
+        self.wait_socket(h, &spec.serial_log, offset).await?;
+        let client = ApiClient::new(&h.api_socket);
+        for call in api::boot_calls(spec) {
+            tracing::debug!(vm = %spec.id, method = call.method, path = %call.path, "Firecracker API call");
+            client.send(&call).await?;
+        }
+        write_pid_file(spec, h.pid)
+    }
+}
+
+#[async_trait::async_trait]
+impl VmmDriver for FirecrackerDriver {
+    fn kind(&self) -> &'static str {
+        "firecracker"
+    }
+
+    async fn check(&self) -> Result<String, VmmError> {
+        let unusable = |hint: String, source| VmmError::BinaryUnusable {
+            kind: "firecracker",
+            path: self.binary.clone(),
+            hint,
+            source,
+        };
+        let out = Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| {
+                unusable(
+                    "install a Firecracker release binary (github.com/firecracker-microvm/firecracker/releases) \
+                     on PATH, or set `[vmm] firecracker` in /etc/hangar/config.toml to its path; \
+                     or use `[vmm] driver = \"qemu\"`"
+                        .into(),
+                    Some(e),
+                )
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "Firecracker v1.16.1"
+        let version = text
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with('v')))
+            .map(|v| v.trim_start_matches('v').to_string());
+        match (out.status.success(), version) {
+            (true, Some(v)) => Ok(v),
+            _ => Err(unusable(
+                format!(
+                    "`--version` failed ({}): {}; reinstall Firecracker or fix `[vmm] firecracker`",
+                    process::describe_status(&out.status),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                None,
+            )),
+        }
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
+        check_spec_files(spec)?;
+        let sock = spec.vm_dir.join(API_SOCKET);
+        let pid_file = spec.vm_dir.join(PID_FILE);
+        // Firecracker refuses to start if the socket path exists.
+        process::remove_if_exists(&sock);
+        process::remove_if_exists(&pid_file);
+        Self::prepare_files(spec)?;
+
+        let serial = process::open_append(&spec.serial_log)?;
+        let offset = serial.metadata().map(|m| m.len()).unwrap_or(0);
+        let serial_err = serial.try_clone().map_err(|source| VmmError::Io {
+            action: "duplicate handle of",
+            path: spec.serial_log.clone(),
+            source,
+        })?;
+        let netns = spec.netns.as_deref().map(process::open_netns).transpose()?;
+
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--api-sock")
+            .arg(&sock)
+            .arg("--id")
+            .arg(&spec.id)
+            .stdout(serial)
+            .stderr(serial_err);
+        process::detach(&mut cmd, netns.as_ref());
+        let began = Instant::now();
+        let (pid, start_time) = self.children.spawn(&mut cmd, "firecracker", &self.binary)?;
+        drop(netns);
+        let handle = VmmHandle {
+            pid,
+            start_time,
+            api_socket: sock,
+        };
+        tracing::info!(vm = %spec.id, pid, "Firecracker spawned");
+
+        if let Err(e) = self.configure_and_boot(spec, &handle, offset).await {
+            tracing::warn!(vm = %spec.id, error = %e, "Firecracker start failed; cleaning up");
+            self.abort_start(&handle, &pid_file).await;
+            return Err(e);
+        }
+        tracing::info!(vm = %spec.id, pid, ms = began.elapsed().as_millis() as u64, "Firecracker guest started");
+        Ok(handle)
+    }
+
+    async fn request_shutdown(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        ApiClient::new(&h.api_socket)
+            .send(&api::action(ActionType::SendCtrlAltDel))
+            .await
+            .map(|_| ())
+    }
+
+    async fn wait_exit(&self, h: &VmmHandle, timeout: Duration) -> Result<bool, VmmError> {
+        let gone = self.children.wait_gone(h, timeout).await;
+        if gone {
+            self.forget(h.pid);
+            self.children.forget(h.pid);
+        }
+        Ok(gone)
+    }
+
+    async fn kill(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        self.children.terminate(h, process::TERM_GRACE).await?;
+        self.forget(h.pid);
+        process::remove_if_exists(&h.api_socket);
+        if let Some(p) = h.pid_file() {
+            process::remove_if_exists(&p);
+        }
+        Ok(())
+    }
+
+    fn is_alive(&self, h: &VmmHandle) -> bool {
+        process::is_same_process_alive(h.pid, h.start_time)
+    }
+
+    async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError> {
+        if !self.is_alive(h) {
+            return Ok(false);
+        }
+        if let Err(e) = ApiClient::new(&h.api_socket).get("/").await {
+            tracing::warn!(pid = h.pid, error = %e, "Firecracker process alive but its API does not answer");
+            return Ok(false);
+        }
+        self.adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h.pid, h.clone());
+        Ok(true)
+    }
+}

@@ -1,0 +1,153 @@
+//! Hypervisor drivers behind one trait ([`VmmDriver`]).
+//!
+//! - [`FirecrackerDriver`]: the product's engine; configured through its
+//!   HTTP API on a Unix socket.
+//! - [`QemuDriver`]: `-M microvm` under KVM or TCG, for hosts where
+//!   Firecracker is missing or KVM cannot boot stock kernels.
+//!
+//! Every VMM process runs in its own session so it survives a daemon
+//! restart; a [`VmmHandle`] (pid + start time + API socket) is what the
+//! daemon persists to find and [`VmmDriver::adopt`] it again.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod accel;
+mod error;
+pub mod firecracker;
+mod process;
+pub mod qemu;
+pub mod qmp;
+
+pub use accel::{Accel, AccelDecision};
+pub use error::VmmError;
+pub use firecracker::FirecrackerDriver;
+pub use process::{is_same_process_alive, proc_start_time};
+pub use qemu::QemuDriver;
+
+/// Name of the pid file every driver writes in [`VmSpec::vm_dir`].
+pub const PID_FILE: &str = "vmm.pid";
+/// Name of the VMM's own log (QEMU stderr, Firecracker logger) in `vm_dir`.
+pub const VMM_LOG: &str = "vmm.log";
+
+/// An extra block device, e.g. the config drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drive {
+    /// Device id; must be unique per VM and not `root`.
+    pub id: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything a driver needs to boot one VM. Paths are prepared by others
+/// (image, storage, net); the driver only checks they exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub id: String,
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Uncompressed PVH ELF `vmlinux` (QEMU also accepts a bzImage).
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// Complete kernel command line.
+    pub cmdline: String,
+    /// Raw ext4 image, attached read-write as the first virtio-blk device.
+    pub root_disk: PathBuf,
+    pub extra_drives: Vec<Drive>,
+    /// Host TAP device name (inside `netns` when set).
+    pub tap: String,
+    pub mac: String,
+    /// Directory for sockets, pid file and logs; must exist.
+    pub vm_dir: PathBuf,
+    /// Guest serial console output is appended here.
+    pub serial_log: PathBuf,
+    /// Run the VMM inside /run/netns/<name>.
+    pub netns: Option<String>,
+}
+
+/// What identifies a running VMM across daemon restarts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VmmHandle {
+    pub pid: u32,
+    /// Field 22 of /proc/<pid>/stat; guards against pid reuse.
+    pub start_time: u64,
+    /// QMP socket (qemu) or Firecracker API socket.
+    pub api_socket: PathBuf,
+}
+
+impl VmmHandle {
+    /// The pid file next to the API socket (both live in `vm_dir`).
+    pub fn pid_file(&self) -> Option<PathBuf> {
+        self.api_socket.parent().map(|d| d.join(PID_FILE))
+    }
+}
+
+/// One hypervisor backend. Implementations are cheap to share (`Arc`) and
+/// keep the children they spawned so they are reaped.
+#[async_trait::async_trait]
+pub trait VmmDriver: Send + Sync {
+    /// "qemu" or "firecracker".
+    fn kind(&self) -> &'static str;
+    /// Checks the binary exists and runs; returns its version. The error
+    /// says how to install it or which config key to set.
+    async fn check(&self) -> Result<String, VmmError>;
+    /// Starts the VMM and the guest; returns when the guest is booting. On
+    /// error, kills what was spawned and removes sockets and pid file (the
+    /// serial log is kept).
+    async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError>;
+    /// Asks the guest to power off. Does not wait.
+    async fn request_shutdown(&self, h: &VmmHandle) -> Result<(), VmmError>;
+    /// Waits up to `timeout` for the process to exit; `Ok(true)` if it did
+    /// (and was reaped if it is our child).
+    async fn wait_exit(&self, h: &VmmHandle, timeout: Duration) -> Result<bool, VmmError>;
+    /// SIGTERM, short wait, SIGKILL; reaps; removes the API socket and pid
+    /// file. Idempotent.
+    async fn kill(&self, h: &VmmHandle) -> Result<(), VmmError>;
+    /// True iff `h.pid` exists, is not a zombie, and has `h.start_time`.
+    fn is_alive(&self, h: &VmmHandle) -> bool;
+    /// After a daemon restart: `Ok(true)` if the process is alive (and, for
+    /// Firecracker, its API answers); registers it so wait/kill work.
+    async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError>;
+}
+
+/// Checks the files a spec points at exist, so a typo gives a clear error
+/// instead of a VMM's terse one.
+pub(crate) fn check_spec_files(spec: &VmSpec) -> Result<(), VmmError> {
+    let mut files = vec![("kernel", &spec.kernel), ("root disk", &spec.root_disk)];
+    if let Some(initrd) = &spec.initrd {
+        files.push(("initrd", initrd));
+    }
+    for d in &spec.extra_drives {
+        files.push(("drive", &d.path));
+    }
+    for (what, path) in files {
+        if !path.exists() {
+            return Err(VmmError::MissingFile {
+                what,
+                path: path.clone(),
+            });
+        }
+    }
+    if !spec.vm_dir.is_dir() {
+        return Err(VmmError::MissingFile {
+            what: "VM directory",
+            path: spec.vm_dir.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `vm_dir/vmm.pid`.
+pub(crate) fn write_pid_file(spec: &VmSpec, pid: u32) -> Result<(), VmmError> {
+    let path = spec.vm_dir.join(PID_FILE);
+    std::fs::write(&path, format!("{pid}\n")).map_err(|source| VmmError::Io {
+        action: "write pid file",
+        path,
+        source,
+    })
+}

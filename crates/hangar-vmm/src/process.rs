@@ -1,0 +1,342 @@
+//! VMM process handling shared by every driver: spawning detached from the
+//! daemon (own session, optional network namespace), identifying a process
+//! by pid *and* start time (pids get reused), reaping our own children,
+//! polling adopted ones, and SIGTERM→SIGKILL.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::error::VmmError;
+use crate::VmmHandle;
+
+/// How often adopted (non-child) processes are polled in /proc.
+const POLL: Duration = Duration::from_millis(20);
+/// How long `terminate` waits after SIGTERM before SIGKILL.
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Start time (field 22 of /proc/<pid>/stat, clock ticks since boot) of a
+/// live, non-zombie process; `None` if there is no such process.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).and_then(|(state, start)| (state != 'Z' && state != 'X').then_some(start))
+}
+
+/// Parses (state, starttime) from a /proc/<pid>/stat line. The command name
+/// (field 2) may contain spaces and parentheses, so split after the last ')'.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); field 22 is index 19.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// True iff `pid` is alive with exactly `start_time`.
+pub fn is_same_process_alive(pid: u32, start_time: u64) -> bool {
+    proc_start_time(pid) == Some(start_time)
+}
+
+/// Opens /run/netns/<name> before forking, so the child only has to call
+/// setns (async-signal-safe) between fork and exec.
+pub(crate) fn open_netns(name: &str) -> Result<OwnedFd, VmmError> {
+    File::open(format!("/run/netns/{name}"))
+        .map(OwnedFd::from)
+        .map_err(|source| VmmError::Netns {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// Makes `cmd` start in its own session (signals to the daemon's process
+/// group never reach it), with stdin from /dev/null, optionally inside the
+/// network namespace `netns`. The fd must stay open until spawn returns.
+pub(crate) fn detach(cmd: &mut Command, netns: Option<&OwnedFd>) {
+    cmd.stdin(Stdio::null());
+    cmd.kill_on_drop(false);
+    let ns_fd = netns.map(|fd| fd.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (setns, setsid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = ns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Exit state published by the reaper task: `None` while running.
+type ExitRx = watch::Receiver<Option<ExitStatus>>;
+
+/// Children this driver spawned. Each has a background task that waits on
+/// it (so it never lingers as a zombie) and publishes its exit status.
+#[derive(Clone, Default)]
+pub(crate) struct Children {
+    inner: Arc<Mutex<HashMap<u32, ExitRx>>>,
+}
+
+impl Children {
+    /// Spawns `cmd`, registers the child and returns its pid and start time.
+    pub(crate) fn spawn(
+        &self,
+        cmd: &mut Command,
+        kind: &'static str,
+        binary: &Path,
+    ) -> Result<(u32, u64), VmmError> {
+        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
+            kind,
+            path: binary.to_path_buf(),
+            source,
+        })?;
+        let pid = child.id().ok_or_else(|| VmmError::Spawn {
+            kind,
+            path: binary.to_path_buf(),
+            source: std::io::Error::other("child exited before its pid was read"),
+        })?;
+        // Read the start time now: the child cannot have been reaped yet
+        // (only the task below reaps it), so /proc/<pid> is this process.
+        let start_time = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+            .map(|(_, t)| t)
+            .unwrap_or(0);
+        let (tx, rx) = watch::channel(None);
+        self.lock().insert(pid, rx);
+        // The entry stays until `forget`, so the exit status can still be
+        // read after the process was reaped.
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let status = status.unwrap_or_else(|_| ExitStatus::from_raw(-1));
+            tracing::debug!(pid, %status, "VMM process exited");
+            let _ = tx.send(Some(status));
+        });
+        Ok((pid, start_time))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, ExitRx>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn receiver(&self, pid: u32) -> Option<ExitRx> {
+        self.lock().get(&pid).cloned()
+    }
+
+    /// Drops the record of an exited child (called once the driver is done
+    /// with it, so the map does not grow).
+    pub(crate) fn forget(&self, pid: u32) {
+        let mut map = self.lock();
+        if map.get(&pid).is_some_and(|rx| rx.borrow().is_some()) {
+            map.remove(&pid);
+        }
+    }
+
+    /// Exit status if `pid` is our child and has exited.
+    pub(crate) fn exit_status(&self, pid: u32) -> Option<ExitStatus> {
+        self.receiver(pid).and_then(|rx| *rx.borrow())
+    }
+
+    /// Waits up to `timeout` for the process to be gone. Our children are
+    /// awaited through their reaper task (so `true` means reaped); other
+    /// processes are polled in /proc by pid and start time.
+    pub(crate) async fn wait_gone(&self, h: &VmmHandle, timeout: Duration) -> bool {
+        if let Some(mut rx) = self.receiver(h.pid) {
+            let waited = tokio::time::timeout(timeout, rx.wait_for(|s| s.is_some()))
+                .await
+                .is_ok();
+            // `wait_for` also ends (with Err) if the sender is gone, which
+            // happens only after it published the status.
+            return waited || rx.borrow().is_some();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !is_same_process_alive(h.pid, h.start_time) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL and wait again. A process
+    /// that is already gone (or whose pid now belongs to someone else) is
+    /// left alone.
+    pub(crate) async fn terminate(&self, h: &VmmHandle, grace: Duration) -> Result<(), VmmError> {
+        for (signal, name, wait) in [
+            (Signal::SIGTERM, "SIGTERM", grace),
+            (Signal::SIGKILL, "SIGKILL", Duration::from_secs(5)),
+        ] {
+            if !is_same_process_alive(h.pid, h.start_time) {
+                // Still make sure our own child is reaped before returning.
+                self.wait_gone(h, Duration::from_secs(5)).await;
+                self.forget(h.pid);
+                return Ok(());
+            }
+            match kill(Pid::from_raw(h.pid as i32), signal) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(source) => {
+                    return Err(VmmError::Signal {
+                        signal: name,
+                        pid: h.pid,
+                        source,
+                    })
+                }
+            }
+            if self.wait_gone(h, wait).await {
+                self.forget(h.pid);
+                return Ok(());
+            }
+            tracing::warn!(
+                pid = h.pid,
+                signal = name,
+                "VMM process still alive after signal"
+            );
+        }
+        Err(VmmError::Unkillable { pid: h.pid })
+    }
+}
+
+/// Removes a file, ignoring "not found".
+pub(crate) fn remove_if_exists(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove file"),
+    }
+}
+
+/// The last `max` bytes of `path` starting at byte `from` (lossy UTF-8), for
+/// error messages that show what the VMM printed before it died.
+pub(crate) fn log_tail(path: &Path, from: u64, max: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
+    let new = &bytes[from..];
+    let start = new.len().saturating_sub(max);
+    let text = String::from_utf8_lossy(&new[start..]).trim().to_string();
+    if text.is_empty() {
+        "(no output)".to_string()
+    } else {
+        text
+    }
+}
+
+/// Opens `path` for appending, creating it (and nothing else).
+pub(crate) fn open_append(path: &Path) -> Result<File, VmmError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| VmmError::Io {
+            action: "open for appending",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Formats an exit status for messages ("exit code 1", "signal 9").
+pub(crate) fn describe_status(s: &ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_stat_handles_spaces_and_parens_in_comm() {
+        let line = "1234 (qemu (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some(('S', 987654)));
+    }
+
+    #[test]
+    fn parse_stat_with_truncated_line_returns_none() {
+        assert_eq!(parse_stat("1 (init) S 0 1"), None);
+    }
+
+    #[test]
+    fn proc_start_time_of_self_is_some() {
+        assert!(proc_start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn is_same_process_alive_with_wrong_start_time_is_false() {
+        let pid = std::process::id();
+        let start = proc_start_time(pid).unwrap();
+        assert!(!is_same_process_alive(pid, start + 1));
+    }
+
+    #[test]
+    fn log_tail_returns_only_bytes_after_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, "old line\nnew line\n").unwrap();
+        assert_eq!(log_tail(&p, 9, 100), "new line");
+    }
+
+    #[tokio::test]
+    async fn spawned_child_is_reaped_and_wait_gone_returns_true() {
+        let children = Children::default();
+        let mut cmd = Command::new("/bin/true");
+        detach(&mut cmd, None);
+        let (pid, start_time) = children
+            .spawn(&mut cmd, "test", Path::new("/bin/true"))
+            .unwrap();
+        let h = VmmHandle {
+            pid,
+            start_time,
+            api_socket: "/nonexistent".into(),
+        };
+        assert!(children.wait_gone(&h, Duration::from_secs(5)).await);
+        assert_eq!(
+            proc_start_time(pid),
+            None,
+            "child must not linger as a zombie"
+        );
+    }
+
+    #[tokio::test]
+    async fn detached_child_runs_in_its_own_session() {
+        let children = Children::default();
+        let mut cmd = Command::new("/bin/sleep");
+        cmd.arg("30");
+        detach(&mut cmd, None);
+        let (pid, start_time) = children
+            .spawn(&mut cmd, "test", Path::new("/bin/sleep"))
+            .unwrap();
+        let sid = nix::unistd::getsid(Some(Pid::from_raw(pid as i32))).unwrap();
+        let h = VmmHandle {
+            pid,
+            start_time,
+            api_socket: "/nonexistent".into(),
+        };
+        children
+            .terminate(&h, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(sid.as_raw(), pid as i32);
+        assert!(!is_same_process_alive(pid, start_time));
+    }
+}

@@ -1,0 +1,358 @@
+//! QEMU driver: `-M microvm` with virtio-mmio devices, KVM or TCG, managed
+//! over QMP. The argv is built by a pure function ([`build_args`]) so the
+//! exact device layout the image authors rely on is unit-tested.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::accel::Accel;
+use crate::error::VmmError;
+use crate::process::{self, Children};
+use crate::qmp::Qmp;
+use crate::{check_spec_files, VmSpec, VmmDriver, VmmHandle, PID_FILE, VMM_LOG};
+
+/// QMP socket name inside `vm_dir`.
+pub const QMP_SOCKET: &str = "qmp.sock";
+/// How long `start` waits for QMP to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Drives `qemu-system-x86_64`.
+pub struct QemuDriver {
+    binary: PathBuf,
+    accel: Accel,
+    children: Children,
+    adopted: Mutex<HashMap<u32, VmmHandle>>,
+}
+
+impl QemuDriver {
+    /// `binary` may be a bare name (looked up on PATH).
+    pub fn new(binary: impl Into<PathBuf>, accel: Accel) -> Self {
+        QemuDriver {
+            binary: binary.into(),
+            accel,
+            children: Children::default(),
+            adopted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    fn forget(&self, pid: u32) {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+
+    /// Kills a half-started VMM and removes what `start` created.
+    async fn abort_start(&self, h: &VmmHandle, pid_file: &Path) {
+        if let Err(e) = self.children.terminate(h, Duration::from_secs(1)).await {
+            tracing::error!(pid = h.pid, error = %e, "cannot kill half-started QEMU");
+        }
+        process::remove_if_exists(&h.api_socket);
+        process::remove_if_exists(pid_file);
+    }
+}
+
+/// Escapes a value for QEMU's comma-separated option syntax.
+fn opt(p: &Path) -> String {
+    p.to_string_lossy().replace(',', ",,")
+}
+
+/// The complete QEMU argv (without the binary) for `spec`.
+pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
+    let qmp = spec.vm_dir.join(QMP_SOCKET);
+    let pid = spec.vm_dir.join(PID_FILE);
+    let mut a: Vec<String> = vec![
+        "-M".into(),
+        "microvm,acpi=on".into(),
+        "-accel".into(),
+        accel.qemu_accel_arg().into(),
+        "-cpu".into(),
+        accel.qemu_cpu_arg().into(),
+        "-m".into(),
+        spec.memory_mib.to_string(),
+        "-smp".into(),
+        spec.cpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-nographic".into(),
+        "-no-reboot".into(),
+        "-kernel".into(),
+        spec.kernel.to_string_lossy().into_owned(),
+    ];
+    if let Some(initrd) = &spec.initrd {
+        a.push("-initrd".into());
+        a.push(initrd.to_string_lossy().into_owned());
+    }
+    a.push("-append".into());
+    a.push(spec.cmdline.clone());
+    a.push("-drive".into());
+    a.push(format!(
+        "id=root,file={},format=raw,if=none",
+        opt(&spec.root_disk)
+    ));
+    a.push("-device".into());
+    a.push("virtio-blk-device,drive=root".into());
+    for d in &spec.extra_drives {
+        let ro = if d.read_only { ",readonly=on" } else { "" };
+        a.push("-drive".into());
+        a.push(format!(
+            "id={},file={},format=raw,if=none{ro}",
+            d.id,
+            opt(&d.path)
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-device,drive={}", d.id));
+    }
+    a.push("-netdev".into());
+    a.push(format!(
+        "tap,id=net0,ifname={},script=no,downscript=no",
+        spec.tap
+    ));
+    a.push("-device".into());
+    a.push(format!("virtio-net-device,netdev=net0,mac={}", spec.mac));
+    // A file chardev with append=on keeps earlier boots' console output.
+    a.push("-chardev".into());
+    a.push(format!(
+        "file,id=serial0,path={},append=on",
+        opt(&spec.serial_log)
+    ));
+    a.push("-serial".into());
+    a.push("chardev:serial0".into());
+    a.push("-qmp".into());
+    a.push(format!("unix:{},server=on,wait=off", opt(&qmp)));
+    a.push("-pidfile".into());
+    a.push(pid.to_string_lossy().into_owned());
+    a
+}
+
+#[async_trait::async_trait]
+impl VmmDriver for QemuDriver {
+    fn kind(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn check(&self) -> Result<String, VmmError> {
+        let unusable = |hint: String, source| VmmError::BinaryUnusable {
+            kind: "qemu",
+            path: self.binary.clone(),
+            hint,
+            source,
+        };
+        let out = Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| {
+                unusable(
+                    "install it with `apt-get install qemu-system-x86`, or set `[vmm] qemu` in \
+                     /etc/hangar/config.toml to its path"
+                        .into(),
+                    Some(e),
+                )
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or_default();
+        match (out.status.success(), first.split("version ").nth(1)) {
+            (true, Some(v)) => Ok(v.split_whitespace().next().unwrap_or(v).to_string()),
+            _ => Err(unusable(
+                format!(
+                    "`--version` failed ({}): {}; reinstall qemu-system-x86 or fix `[vmm] qemu`",
+                    process::describe_status(&out.status),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                None,
+            )),
+        }
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
+        check_spec_files(spec)?;
+        let qmp_sock = spec.vm_dir.join(QMP_SOCKET);
+        let pid_file = spec.vm_dir.join(PID_FILE);
+        let log_path = spec.vm_dir.join(VMM_LOG);
+        process::remove_if_exists(&qmp_sock);
+        process::remove_if_exists(&pid_file);
+
+        let log = process::open_append(&log_path)?;
+        let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let log_out = log.try_clone().map_err(|source| VmmError::Io {
+            action: "duplicate handle of",
+            path: log_path.clone(),
+            source,
+        })?;
+        let netns = spec.netns.as_deref().map(process::open_netns).transpose()?;
+
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(build_args(spec, self.accel))
+            .stdout(log_out)
+            .stderr(log);
+        process::detach(&mut cmd, netns.as_ref());
+        let began = Instant::now();
+        let (pid, start_time) = self.children.spawn(&mut cmd, "qemu", &self.binary)?;
+        drop(netns);
+        let handle = VmmHandle {
+            pid,
+            start_time,
+            api_socket: qmp_sock.clone(),
+        };
+        tracing::info!(vm = %spec.id, pid, "QEMU spawned");
+
+        loop {
+            if let Some(status) = self.children.exit_status(pid) {
+                self.abort_start(&handle, &pid_file).await;
+                return Err(VmmError::EarlyExit {
+                    kind: "qemu",
+                    status: process::describe_status(&status),
+                    log_tail: process::log_tail(&log_path, log_offset, 2000),
+                });
+            }
+            if qmp_sock.exists() {
+                if let Ok(_qmp) = Qmp::connect(&qmp_sock).await {
+                    break;
+                }
+            }
+            if began.elapsed() > READY_TIMEOUT {
+                self.abort_start(&handle, &pid_file).await;
+                return Err(VmmError::StartTimeout {
+                    kind: "qemu",
+                    secs: READY_TIMEOUT.as_secs_f64(),
+                    log_tail: process::log_tail(&log_path, log_offset, 2000),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(vm = %spec.id, pid, ms = began.elapsed().as_millis() as u64, "QEMU ready (QMP answered)");
+        Ok(handle)
+    }
+
+    async fn request_shutdown(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        let mut qmp = Qmp::connect(&h.api_socket).await?;
+        qmp.execute("system_powerdown", None).await?;
+        Ok(())
+    }
+
+    async fn wait_exit(&self, h: &VmmHandle, timeout: Duration) -> Result<bool, VmmError> {
+        let gone = self.children.wait_gone(h, timeout).await;
+        if gone {
+            self.forget(h.pid);
+            self.children.forget(h.pid);
+        }
+        Ok(gone)
+    }
+
+    async fn kill(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        self.children.terminate(h, process::TERM_GRACE).await?;
+        self.forget(h.pid);
+        process::remove_if_exists(&h.api_socket);
+        if let Some(p) = h.pid_file() {
+            process::remove_if_exists(&p);
+        }
+        Ok(())
+    }
+
+    fn is_alive(&self, h: &VmmHandle) -> bool {
+        process::is_same_process_alive(h.pid, h.start_time)
+    }
+
+    async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError> {
+        if !self.is_alive(h) {
+            return Ok(false);
+        }
+        self.adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h.pid, h.clone());
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Drive;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            id: "vm1".into(),
+            name: "dev".into(),
+            cpus: 2,
+            memory_mib: 512,
+            kernel: "/img/vmlinux".into(),
+            initrd: Some("/img/initrd".into()),
+            cmdline: "console=ttyS0 quiet".into(),
+            root_disk: "/vms/vm1/root.ext4".into(),
+            extra_drives: vec![Drive {
+                id: "config".into(),
+                path: "/vms/vm1/config.img".into(),
+                read_only: true,
+            }],
+            tap: "hg-tap0".into(),
+            mac: "52:54:00:12:34:56".into(),
+            vm_dir: "/vms/vm1".into(),
+            serial_log: "/vms/vm1/serial.log".into(),
+            netns: None,
+        }
+    }
+
+    #[test]
+    fn build_args_tcg_gives_the_documented_layout() {
+        let args = build_args(&spec(), Accel::Tcg).join(" ");
+        assert_eq!(
+            args,
+            "-M microvm,acpi=on -accel tcg,thread=multi -cpu max -m 512 -smp 2 \
+             -nodefaults -no-user-config -nographic -no-reboot \
+             -kernel /img/vmlinux -initrd /img/initrd -append console=ttyS0 quiet \
+             -drive id=root,file=/vms/vm1/root.ext4,format=raw,if=none -device virtio-blk-device,drive=root \
+             -drive id=config,file=/vms/vm1/config.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=config \
+             -netdev tap,id=net0,ifname=hg-tap0,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56 \
+             -chardev file,id=serial0,path=/vms/vm1/serial.log,append=on -serial chardev:serial0 \
+             -qmp unix:/vms/vm1/qmp.sock,server=on,wait=off -pidfile /vms/vm1/vmm.pid"
+        );
+    }
+
+    #[test]
+    fn build_args_kvm_uses_host_cpu() {
+        let args = build_args(&spec(), Accel::Kvm);
+        let accel = args.iter().position(|a| a == "-accel").unwrap();
+        assert_eq!(args[accel + 1], "kvm");
+        assert_eq!(args[accel + 3], "host");
+    }
+
+    #[test]
+    fn build_args_keeps_cmdline_as_one_argument() {
+        let args = build_args(&spec(), Accel::Tcg);
+        let i = args.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(args[i + 1], "console=ttyS0 quiet");
+    }
+
+    #[test]
+    fn build_args_without_initrd_omits_initrd() {
+        let mut s = spec();
+        s.initrd = None;
+        assert!(!build_args(&s, Accel::Tcg).iter().any(|a| a == "-initrd"));
+    }
+
+    #[test]
+    fn build_args_writable_extra_drive_has_no_readonly() {
+        let mut s = spec();
+        s.extra_drives[0].read_only = false;
+        let args = build_args(&s, Accel::Tcg);
+        assert!(args.contains(&"id=config,file=/vms/vm1/config.img,format=raw,if=none".to_string()));
+    }
+
+    #[test]
+    fn build_args_escapes_commas_in_paths() {
+        let mut s = spec();
+        s.root_disk = "/vms/a,b/root.ext4".into();
+        let args = build_args(&s, Accel::Tcg);
+        assert!(args.contains(&"id=root,file=/vms/a,,b/root.ext4,format=raw,if=none".to_string()));
+    }
+}

@@ -1,0 +1,298 @@
+//! QEMU driver against the real `qemu-system-x86_64` (TCG). Networking
+//! uses a TAP inside a network namespace the test creates and removes.
+//! Boot tests need a Linux kernel: HANGAR_TEST_KERNEL, else an image under
+//! /var/cache/hangar/images/*/vmlinux, else /boot/vmlinuz-*; without one
+//! they print a SKIP reason.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hangar_vmm::{accel, Accel, QemuDriver, VmSpec, VmmDriver, VmmError};
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// A network namespace with one TAP (`tap0`), removed on drop.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new(tag: &str) -> Self {
+        let name = format!("hgtest-vmm-{}-{tag}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        run(
+            "ip",
+            &["-n", &name, "tuntap", "add", "dev", "tap0", "mode", "tap"],
+        );
+        run("ip", &["-n", &name, "link", "set", "tap0", "up"]);
+        TestNetns { name }
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let st = Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?} failed");
+}
+
+fn find_kernel() -> Option<PathBuf> {
+    if let Some(k) = std::env::var_os("HANGAR_TEST_KERNEL") {
+        return Some(k.into());
+    }
+    let globbed = |dir: &str, pick: &dyn Fn(&Path) -> Option<PathBuf>| -> Option<PathBuf> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| pick(&e.ok()?.path()))
+            .next()
+    };
+    globbed("/var/cache/hangar/images", &|p| {
+        Some(p.join("vmlinux")).filter(|k| k.is_file())
+    })
+    .or_else(|| {
+        globbed("/boot", &|p| {
+            let name = p.file_name()?.to_str()?;
+            name.starts_with("vmlinuz-").then(|| p.to_path_buf())
+        })
+    })
+}
+
+/// `tsc_early_khz` is required on microvm under TCG (see GUEST-BOOT.md).
+fn cmdline(extra: &str) -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2000.0);
+    format!(
+        "console=ttyS0 quiet tsc_early_khz={} {extra}",
+        (mhz * 1000.0) as u64
+    )
+}
+
+fn spec(dir: &Path, kernel: PathBuf, ns: &TestNetns, extra: &str) -> VmSpec {
+    let mut s = common::spec_in(dir, kernel, &cmdline(extra));
+    s.netns = Some(ns.name.clone());
+    s
+}
+
+fn driver() -> QemuDriver {
+    QemuDriver::new(QEMU, Accel::Tcg)
+}
+
+async fn wait_for_text(path: &Path, text: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(text)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn check_reports_the_qemu_version() {
+    let v = driver().check().await.unwrap();
+    assert!(v.chars().next().is_some_and(|c| c.is_ascii_digit()), "{v}");
+}
+
+#[tokio::test]
+async fn check_with_missing_binary_says_how_to_install() {
+    let err = QemuDriver::new("/nonexistent/qemu", Accel::Tcg)
+        .check()
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("apt-get install qemu-system-x86") && msg.contains("[vmm] qemu"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn detect_on_this_host_gives_a_decision_with_reason() {
+    let d = accel::detect();
+    assert!(!d.reason.is_empty());
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        assert_eq!(d.accel, Accel::Tcg, "{}", d.reason);
+    }
+}
+
+#[tokio::test]
+async fn start_with_missing_kernel_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = TestNetns::new("nokernel");
+    let spec = spec(dir.path(), dir.path().join("missing-vmlinux"), &ns, "");
+
+    let err = driver().start(&spec).await.unwrap_err();
+
+    assert!(
+        matches!(err, VmmError::MissingFile { what: "kernel", .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing-vmlinux"), "{err}");
+    assert!(!dir.path().join("qmp.sock").exists());
+    assert!(!dir.path().join("vmm.pid").exists());
+    assert!(common::processes_mentioning(&dir.path().to_string_lossy()).is_empty());
+}
+
+#[tokio::test]
+async fn start_with_missing_netns_names_the_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = common::spec_in(dir.path(), dir.path().join("root.ext4"), "");
+    spec.netns = Some("hgtest-vmm-does-not-exist".into());
+
+    let err = driver().start(&spec).await.unwrap_err();
+
+    assert!(matches!(err, VmmError::Netns { .. }), "{err:?}");
+    assert!(err.to_string().contains("hgtest-vmm-does-not-exist"));
+}
+
+#[tokio::test]
+async fn start_with_unbootable_kernel_reports_qemu_stderr_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = TestNetns::new("badkernel");
+    let bogus = dir.path().join("bogus-vmlinux");
+    std::fs::write(&bogus, b"this is not a kernel").unwrap();
+    let spec = spec(dir.path(), bogus, &ns, "");
+
+    let err = driver().start(&spec).await.unwrap_err();
+    eprintln!("error shown to the user: {err}");
+
+    assert!(matches!(err, VmmError::EarlyExit { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("kernel"),
+        "QEMU's own message is shown: {err}"
+    );
+    assert!(!dir.path().join("qmp.sock").exists());
+    assert!(!dir.path().join("vmm.pid").exists());
+    assert!(common::processes_mentioning(&dir.path().to_string_lossy()).is_empty());
+    assert!(
+        dir.path().join("vmm.log").exists(),
+        "QEMU stderr is kept in vmm.log"
+    );
+}
+
+#[tokio::test]
+async fn booted_vm_writes_console_and_supports_adopt_shutdown_and_kill() {
+    let Some(kernel) = find_kernel() else {
+        eprintln!("SKIP booted_vm_...: no kernel (set HANGAR_TEST_KERNEL)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ns = TestNetns::new("boot");
+    // No root fs: the kernel panics, and panic=0 keeps QEMU running.
+    let spec = spec(dir.path(), kernel, &ns, "panic=0");
+    let first = driver();
+
+    let t0 = Instant::now();
+    let h = first.start(&spec).await.unwrap();
+    let _guard = common::KillOnDrop(h.clone());
+    eprintln!("QEMU spawn -> QMP ready: {} ms", t0.elapsed().as_millis());
+
+    assert!(first.is_alive(&h));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("vmm.pid"))
+            .unwrap()
+            .trim(),
+        h.pid.to_string()
+    );
+    assert!(
+        // `quiet` hides the banner; the panic (no root fs) always prints.
+        wait_for_text(&spec.serial_log, "Kernel panic", Duration::from_secs(60)).await,
+        "guest console output reaches the serial log"
+    );
+    let second = driver();
+    assert!(
+        second.adopt(&h).await.unwrap(),
+        "a new driver adopts the running VM"
+    );
+    second.request_shutdown(&h).await.unwrap();
+    // The panicked guest ignores the ACPI power button.
+    assert!(!second
+        .wait_exit(&h, Duration::from_millis(500))
+        .await
+        .unwrap());
+    second.kill(&h).await.unwrap();
+    assert!(!first.is_alive(&h));
+    assert!(first.wait_exit(&h, Duration::from_secs(5)).await.unwrap());
+    assert!(!h.api_socket.exists());
+    assert!(!dir.path().join("vmm.pid").exists());
+    second.kill(&h).await.unwrap(); // idempotent
+    assert!(!second.adopt(&h).await.unwrap());
+}
+
+#[tokio::test]
+async fn guest_power_off_makes_wait_exit_return_true() {
+    let Some(kernel) = find_kernel() else {
+        eprintln!("SKIP guest_power_off_...: no kernel (set HANGAR_TEST_KERNEL)");
+        return;
+    };
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIP guest_power_off_...: /bin/busybox missing (apt-get install busybox-static)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = make_poweroff_initrd(dir.path());
+    let ns = TestNetns::new("poweroff");
+    let mut spec = spec(dir.path(), kernel, &ns, "panic=0");
+    spec.initrd = Some(initrd);
+    let d = driver();
+    let h = d.start(&spec).await.unwrap();
+    let _guard = common::KillOnDrop(h.clone());
+
+    let exited = d.wait_exit(&h, Duration::from_secs(90)).await.unwrap();
+
+    assert!(exited, "guest powered off and QEMU exited");
+    assert!(!d.is_alive(&h));
+    let console = std::fs::read_to_string(&spec.serial_log).unwrap();
+    assert!(console.contains("hangar-init-ran"), "{console}");
+    d.kill(&h).await.unwrap();
+    assert!(!h.api_socket.exists());
+}
+
+/// A newc initramfs whose /init prints a marker and powers off.
+fn make_poweroff_initrd(dir: &Path) -> PathBuf {
+    let tree = dir.join("initrd-tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    let init = tree.join("init");
+    std::fs::write(
+        &init,
+        "#!/bin/busybox sh\n/bin/busybox echo hangar-init-ran\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.join("initrd.cpio");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            tree.display(),
+            out.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cpio failed");
+    out
+}

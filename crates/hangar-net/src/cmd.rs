@@ -1,0 +1,177 @@
+//! Running `ip` and `nft`. Every `ip` call targets the configured namespace
+//! with `ip -n NS`, so nothing here can touch the host's interfaces when a
+//! namespace is configured.
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use crate::NetError;
+
+/// Builds `ip` commands for one namespace (or the root namespace when `None`).
+#[derive(Debug, Clone)]
+pub(crate) struct Ip {
+    netns: Option<String>,
+}
+
+impl Ip {
+    pub(crate) fn new(netns: Option<&str>) -> Self {
+        Ip {
+            netns: netns.map(str::to_string),
+        }
+    }
+
+    /// `ip [-n NS] ARGS...`
+    pub(crate) fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec!["ip".to_string()];
+        if let Some(ns) = &self.netns {
+            v.push("-n".to_string());
+            v.push(ns.clone());
+        }
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    pub(crate) async fn run(&self, args: &[&str]) -> Result<String, NetError> {
+        run(&self.args(args), None).await
+    }
+
+    /// All links in the namespace with kind details (`ip -j -d link show`).
+    pub(crate) async fn links(&self) -> Result<Vec<Link>, NetError> {
+        let argv = self.args(&["-j", "-d", "link", "show"]);
+        let out = run(&argv, None).await?;
+        parse_links(&out).map_err(|source| NetError::Parse {
+            command: argv.join(" "),
+            source,
+        })
+    }
+}
+
+/// The part of `ip -j -d link show` we use.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub(crate) struct Link {
+    pub ifname: String,
+    #[serde(default)]
+    pub master: Option<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub linkinfo: Option<LinkInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub(crate) struct LinkInfo {
+    #[serde(default)]
+    pub info_kind: Option<String>,
+}
+
+impl Link {
+    pub(crate) fn kind(&self) -> &str {
+        self.linkinfo
+            .as_ref()
+            .and_then(|i| i.info_kind.as_deref())
+            .unwrap_or("device")
+    }
+}
+
+pub(crate) fn parse_links(json: &str) -> Result<Vec<Link>, serde_json::Error> {
+    if json.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(json)
+}
+
+/// Runs `argv` (optionally feeding `stdin`), returning stdout; a non-zero exit
+/// becomes [`NetError::Command`] with the command line and stderr.
+pub(crate) async fn run(argv: &[String], stdin: Option<&str>) -> Result<String, NetError> {
+    use tokio::io::AsyncWriteExt;
+    let command = argv.join(" ");
+    tracing::debug!(%command, "running");
+    let (prog, rest) = argv
+        .split_first()
+        .ok_or_else(|| NetError::Config("empty command".to_string()))?;
+    let mut cmd = Command::new(prog);
+    cmd.args(rest)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let spawn_err = |source| NetError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).await.map_err(spawn_err)?;
+        drop(pipe);
+    }
+    let out = child.wait_with_output().await.map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(NetError::Command {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_with_netns_target_the_namespace() {
+        let ip = Ip::new(Some("hg"));
+        assert_eq!(
+            ip.args(&["link", "show"]),
+            vec!["ip", "-n", "hg", "link", "show"]
+        );
+    }
+
+    #[test]
+    fn args_without_netns_have_no_n_flag() {
+        let ip = Ip::new(None);
+        assert_eq!(ip.args(&["link", "show"]), vec!["ip", "link", "show"]);
+    }
+
+    #[test]
+    fn parse_links_reads_master_and_kind() {
+        let json = r#"[{"ifindex":3,"ifname":"hgtap0","flags":["BROADCAST","UP"],"master":"hgbr0",
+            "linkinfo":{"info_kind":"tun","info_data":{"type":"tap"}}}]"#;
+        let links = parse_links(json).unwrap();
+        assert_eq!(links[0].ifname, "hgtap0");
+        assert_eq!(links[0].master.as_deref(), Some("hgbr0"));
+        assert_eq!(links[0].kind(), "tun");
+    }
+
+    #[test]
+    fn parse_links_of_empty_output_is_empty() {
+        assert!(parse_links("").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn run_failure_carries_command_and_stderr() {
+        let argv: Vec<String> = ["sh", "-c", "echo nope >&2; exit 2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let err = run(&argv, None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Command `sh -c echo nope >&2; exit 2` failed (exit status: 2): nope"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_feeds_stdin() {
+        let argv: Vec<String> = ["cat"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            run(&argv, Some("table ip x {}")).await.unwrap(),
+            "table ip x {}"
+        );
+    }
+}

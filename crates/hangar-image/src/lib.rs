@@ -1,0 +1,47 @@
+//! hangar-image: images (kernel + initrd + ext4 rootfs + manifest) and the
+//! per-VM boot contract.
+//!
+//! - [`build_bootstrap_image`] / [`build_or_reuse_cached`]: the default
+//!   `debian-12` image, built locally from Debian packages.
+//! - [`import_files`]: register user files.
+//! - [`identity::write_config_drive`] + [`kernel_cmdline`]: what each VM
+//!   boots with. Boot contract (QEMU microvm or Firecracker):
+//!   `-kernel vmlinux -initrd initrd.img -append "$(kernel_cmdline)"`, a
+//!   writable root disk (ext4 label `root`), a read-only config drive and
+//!   one virtio-net interface; device order does not matter.
+//!
+//! The guest side (`assets/`): our initramfs loads the virtio modules,
+//! mounts the root by label, unpacks the config drive into `/run/hangar`,
+//! sets the address and route, then `switch_root`s to
+//! `tini -s -- /usr/lib/hangar/guest-init`, which mounts the API
+//! filesystems, sets the hostname and runs `sshd -D -e -r`. SIGTERM/SIGINT
+//! to PID 1 (and `poweroff` in the guest) stop all processes, remount `/`
+//! read-only and power off, so the VMM process exits.
+
+mod assets;
+mod bootstrap;
+mod cache;
+mod cmdline;
+mod cpio;
+mod error;
+pub mod identity;
+mod import;
+mod initramfs;
+mod kernel;
+mod manifest;
+mod mirror;
+mod process;
+mod recipe;
+mod rootfs;
+
+pub use bootstrap::{build_bootstrap_image, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
+pub use cache::{build_or_reuse_cached, copy_image, DEFAULT_CACHE_DIR};
+pub use cmdline::{host_tsc_khz, kernel_cmdline, CmdlineOptions};
+pub use error::ImageError;
+pub use identity::{write_config_drive, GuestIdentity};
+pub use import::import_files;
+pub use kernel::{vmlinux_from_bzimage, write_vmlinux};
+pub use manifest::{ImageManifest, MANIFEST_FILE};
+pub use mirror::{host_debian_mirror, DEFAULT_MIRROR};
+pub use process::ProgressFn;
+pub use recipe::Recipe;

@@ -1,0 +1,141 @@
+//! `manifest.json`: what an image directory holds.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ImageError;
+
+/// File name of the manifest inside an image directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Describes one image directory (`kernel`, optional `initrd`, `rootfs`,
+/// all file names relative to the directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageManifest {
+    /// `sha256:<hex>` over this manifest with `digest` empty (see
+    /// [`ImageManifest::compute_digest`]). It identifies a build: the same
+    /// files copied elsewhere keep it.
+    pub digest: String,
+    /// Where it came from, e.g. `bootstrap:debian-12` or `register`.
+    pub source: String,
+    /// Uncompressed PVH ELF kernel, normally `vmlinux`.
+    pub kernel: String,
+    /// Initramfs (newc cpio), normally `initrd.img`.
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// ext4 root filesystem, normally `rootfs.ext4`.
+    pub rootfs: String,
+    /// Apparent size of the rootfs file in bytes (what the guest sees).
+    pub rootfs_bytes: u64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Recipe cache key for bootstrapped images.
+    #[serde(default)]
+    pub recipe_key: Option<String>,
+}
+
+impl ImageManifest {
+    /// Builds a manifest with a fresh `created_at` and its digest set.
+    pub fn new(
+        source: &str,
+        kernel: &str,
+        initrd: Option<&str>,
+        rootfs: &str,
+        rootfs_bytes: u64,
+        recipe_key: Option<String>,
+    ) -> Self {
+        let mut m = ImageManifest {
+            digest: String::new(),
+            source: source.to_string(),
+            kernel: kernel.to_string(),
+            initrd: initrd.map(str::to_string),
+            rootfs: rootfs.to_string(),
+            rootfs_bytes,
+            created_at: now_rfc3339(),
+            recipe_key,
+        };
+        m.digest = m.compute_digest();
+        m
+    }
+
+    /// `sha256:<hex>` of the JSON of this manifest with `digest` empty.
+    pub fn compute_digest(&self) -> String {
+        let mut copy = self.clone();
+        copy.digest = String::new();
+        let json = serde_json::to_vec(&copy).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+
+    /// Reads `DIR/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Self, ImageError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read(&path).map_err(|e| ImageError::io("read", &path, e))?;
+        serde_json::from_slice(&text).map_err(|source| ImageError::BadManifest { path, source })
+    }
+
+    /// Writes `DIR/manifest.json` (via a temp file and rename, so readers
+    /// never see half a manifest).
+    pub fn save(&self, dir: &Path) -> Result<(), ImageError> {
+        let path = dir.join(MANIFEST_FILE);
+        let tmp = dir.join(".manifest.json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|source| ImageError::BadManifest {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, json).map_err(|e| ImageError::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| ImageError::io("rename into place", &path, e))
+    }
+}
+
+/// Current UTC time as RFC 3339.
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_through_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = ImageManifest::new(
+            "bootstrap:debian-12",
+            "vmlinux",
+            Some("initrd.img"),
+            "rootfs.ext4",
+            2 << 30,
+            Some("abc".into()),
+        );
+
+        m.save(dir.path()).expect("save");
+        let loaded = ImageManifest::load(dir.path()).expect("load");
+
+        assert_eq!(loaded, m);
+        assert!(loaded.digest.starts_with("sha256:"));
+        assert_eq!(loaded.digest, loaded.compute_digest());
+    }
+
+    #[test]
+    fn load_of_garbage_returns_bad_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(MANIFEST_FILE), b"{not json").expect("write");
+
+        let err = ImageManifest::load(dir.path()).expect_err("must fail");
+
+        assert!(matches!(err, ImageError::BadManifest { .. }));
+    }
+
+    #[test]
+    fn digest_depends_on_source() {
+        let a = ImageManifest::new("a", "vmlinux", None, "rootfs.ext4", 1, None);
+        let mut b = a.clone();
+        b.source = "b".into();
+
+        assert_ne!(a.compute_digest(), b.compute_digest());
+    }
+}

@@ -1,0 +1,23 @@
+//! hangar-guest: the daemon's SSH access to its guests.
+//!
+//! The daemon owns one ed25519 key pair ([`DaemonKey`]) and generates a
+//! fresh host key for every VM ([`generate_host_key`]); the host key reaches
+//! the guest at boot and is pinned here, so there is no trust-on-first-use.
+//! [`wait_ready`] decides when a booting guest is usable (SSH handshake and
+//! auth succeed), and [`GuestClient`] runs commands with separate
+//! stdout/stderr streams, stdin, exit codes and an optional PTY.
+
+mod client;
+mod error;
+mod exec;
+mod keys;
+mod quote;
+mod ready;
+mod signal;
+
+pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
+pub use error::GuestError;
+pub use exec::{CommandOutput, ExecSpec, Input, Output};
+pub use keys::{generate_host_key, DaemonKey, HostKey};
+pub use quote::shell_quote;
+pub use ready::wait_ready;

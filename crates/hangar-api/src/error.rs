@@ -111,6 +111,9 @@ mod tests {
     fn error_serializes_with_snake_case_kind() {
         let e = ApiError::not_found("no VM named \"x\"");
         let json = serde_json::to_string(&e).unwrap();
-        assert_eq!(json, r#"{"kind":"not_found","message":"no VM named \"x\""}"#);
+        assert_eq!(
+            json,
+            r#"{"kind":"not_found","message":"no VM named \"x\""}"#
+        );
     }
 }

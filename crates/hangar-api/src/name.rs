@@ -4,7 +4,8 @@
 /// lowercase letters, digits and `-`, not starting or ending with `-`.
 /// Returns a message that says what is wrong and what would be accepted.
 pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
-    let rule = "use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit";
+    let rule =
+        "use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit";
     if name.is_empty() {
         return Err(format!("{what} name is empty: {rule}"));
     }
@@ -18,9 +19,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
     {
-        return Err(format!(
-            "{what} name {name:?} contains {bad:?}: {rule}"
-        ));
+        return Err(format!("{what} name {name:?} contains {bad:?}: {rule}"));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err(format!(
@@ -46,8 +45,12 @@ mod tests {
         assert!(validate_name("VM", "").unwrap_err().contains("empty"));
         assert!(validate_name("VM", "Dev").unwrap_err().contains("'D'"));
         assert!(validate_name("VM", "a_b").unwrap_err().contains("'_'"));
-        assert!(validate_name("VM", "-a").unwrap_err().contains("starts or ends"));
+        assert!(validate_name("VM", "-a")
+            .unwrap_err()
+            .contains("starts or ends"));
         assert!(validate_name("VM", "a.b").unwrap_err().contains("'.'"));
-        assert!(validate_name("VM", &"x".repeat(64)).unwrap_err().contains("64"));
+        assert!(validate_name("VM", &"x".repeat(64))
+            .unwrap_err()
+            .contains("64"));
     }
 }

@@ -89,7 +89,10 @@ impl Frame {
                 if p.len() != 4 {
                     return Err(FrameError::Malformed(ty));
                 }
-                Frame::Resize(u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
+                Frame::Resize(
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u16::from_be_bytes([p[2], p[3]]),
+                )
             }
             3 => Frame::Stdout(p.to_vec()),
             4 => Frame::Stderr(p.to_vec()),
@@ -134,7 +137,13 @@ mod tests {
     fn oversized_and_unknown_frames_are_errors() {
         let mut big = vec![3u8];
         big.extend_from_slice(&((MAX_FRAME as u32) + 1).to_be_bytes());
-        assert_eq!(Frame::decode(&big), Err(FrameError::TooLarge(MAX_FRAME + 1)));
-        assert_eq!(Frame::decode(&[9, 0, 0, 0, 0]), Err(FrameError::UnknownType(9)));
+        assert_eq!(
+            Frame::decode(&big),
+            Err(FrameError::TooLarge(MAX_FRAME + 1))
+        );
+        assert_eq!(
+            Frame::decode(&[9, 0, 0, 0, 0]),
+            Err(FrameError::UnknownType(9))
+        );
     }
 }

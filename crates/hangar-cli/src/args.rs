@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "hangar", version, about = "Disposable, isolated Linux VMs for developers and coding agents")]
+#[command(
+    name = "hangar",
+    version,
+    about = "Disposable, isolated Linux VMs for developers and coding agents"
+)]
 pub struct Cli {
     /// Config file (the daemon reads it; the CLI finds the socket in it).
     #[arg(long, global = true, env = "HANGAR_CONFIG")]

@@ -48,7 +48,9 @@ impl Client {
         let io = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| ApiError::internal(format!("HTTP handshake with the daemon failed: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal(format!("HTTP handshake with the daemon failed: {e}"))
+            })?;
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -88,7 +90,11 @@ impl Client {
         if !status.is_success() {
             return Err(decode_error(status, &bytes));
         }
-        let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::internal(format!("cannot decode the daemon's answer: {e}")))
     }
@@ -122,7 +128,9 @@ impl Client {
         let io = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| ApiError::internal(format!("HTTP handshake with the daemon failed: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal(format!("HTTP handshake with the daemon failed: {e}"))
+            })?;
         tokio::spawn(conn.with_upgrades());
         let body = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal(format!("cannot encode request: {e}")))?;

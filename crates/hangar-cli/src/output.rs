@@ -1,6 +1,5 @@
 //! Human tables and `--json` output.
 
-use comfy_table::{presets, Table};
 use serde::Serialize;
 
 pub fn json<T: Serialize>(v: &T) {
@@ -10,14 +9,38 @@ pub fn json<T: Serialize>(v: &T) {
     }
 }
 
+/// Prints left-aligned columns separated by two spaces, like `docker ps`.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut t = Table::new();
-    t.load_preset(presets::NOTHING);
-    t.set_header(header.iter().map(|h| h.to_uppercase()));
+    print!("{}", render_table(header, &rows));
+}
+
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let head: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for r in rows {
-        t.add_row(r);
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
     }
-    println!("{t}");
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let pad = widths.get(i).copied().unwrap_or(0);
+                s.push_str(&format!("{c:<pad$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&head);
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
 }
 
 pub fn human_bytes(b: u64) -> String {
@@ -37,7 +60,19 @@ pub fn human_bytes(b: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, render_table};
+
+    #[test]
+    fn table_columns_are_aligned() {
+        let t = render_table(
+            &["name", "state"],
+            &[
+                vec!["a".into(), "running".into()],
+                vec!["long-name".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, "NAME       STATE\na          running\nlong-name  x\n");
+    }
 
     #[test]
     fn bytes_are_shown_in_binary_units() {

@@ -33,7 +33,11 @@ pub async fn wait_op(client: &Client, mut op: Operation) -> Result<Operation, Ap
                 }
                 _ => b.set_style(ProgressStyle::default_spinner()),
             }
-            let detail = p.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+            let detail = p
+                .detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
             b.set_message(format!("{} {}{}", op.target, p.phase, detail));
         } else if p.phase != last_phase && !p.phase.is_empty() {
             eprintln!("{}: {}", op.target, p.phase);

@@ -248,7 +248,10 @@ impl Config {
             ("image_cache_dir", &self.image_cache_dir),
         ] {
             if !p.is_absolute() {
-                return Err(format!("{key} must be an absolute path, got {}", p.display()));
+                return Err(format!(
+                    "{key} must be an absolute path, got {}",
+                    p.display()
+                ));
             }
         }
         Ok(())
@@ -281,9 +284,7 @@ impl Config {
 /// (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -294,7 +295,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        other => return Err(format!("{s:?} has unknown unit {other:?}; use K, M, G or T")),
+        other => {
+            return Err(format!(
+                "{s:?} has unknown unit {other:?}; use K, M, G or T"
+            ))
+        }
     };
     n.checked_mul(mult)
         .filter(|b| *b > 0)
@@ -340,7 +345,9 @@ mod tests {
 
     #[test]
     fn subnet_with_host_bits_is_rejected_with_suggestion() {
-        let err = parse("[network]\nsubnet = \"10.9.0.5/24\"\n").unwrap_err().to_string();
+        let err = parse("[network]\nsubnet = \"10.9.0.5/24\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("10.9.0.0/24"), "{err}");
     }
 
@@ -355,7 +362,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("none.toml");
         assert!(Config::load(&p, false).is_ok());
-        assert!(matches!(Config::load(&p, true), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            Config::load(&p, true),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]

@@ -48,12 +48,8 @@ pub struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
-    std::fs::create_dir_all(&config.runtime_dir).with_context(|| {
-        format!(
-            "cannot create runtime dir {}",
-            config.runtime_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.runtime_dir)
+        .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;
     let daemon = Daemon::build(config).await?;
     let listener = bind_socket(&daemon.config.socket_path())?;
@@ -119,7 +115,10 @@ impl Daemon {
             .fail_running_ops("the daemon restarted while this operation ran")
             .context("cannot mark interrupted operations")?;
         if failed > 0 {
-            warn!(count = failed, "operations interrupted by a daemon restart marked failed");
+            warn!(
+                count = failed,
+                "operations interrupted by a daemon restart marked failed"
+            );
         }
         let ops = OpRegistry::new(
             store.clone(),

@@ -68,17 +68,29 @@ pub fn run_checks(config: &Config) -> Vec<Check> {
         Some(p) => check("qemu", Level::Ok, format!("found {}", p.display()), None),
         None => check(
             "qemu",
-            if fc.is_some() { Level::Warn } else { Level::Fail },
+            if fc.is_some() {
+                Level::Warn
+            } else {
+                Level::Fail
+            },
             format!("{} not found", config.vmm.qemu.display()),
             Some("apt-get install qemu-system-x86"),
         ),
     });
     out.push(match &fc {
-        Some(p) => check("firecracker", Level::Ok, format!("found {}", p.display()), None),
+        Some(p) => check(
+            "firecracker",
+            Level::Ok,
+            format!("found {}", p.display()),
+            None,
+        ),
         None => check(
             "firecracker",
             Level::Warn,
-            format!("{} not found; the qemu driver is used", config.vmm.firecracker.display()),
+            format!(
+                "{} not found; the qemu driver is used",
+                config.vmm.firecracker.display()
+            ),
             Some("install Firecracker ≥ 1.8 and set [vmm] firecracker = \"/path/to/firecracker\""),
         ),
     });
@@ -95,7 +107,11 @@ pub fn run_checks(config: &Config) -> Vec<Check> {
             Some(p) => check(tool, Level::Ok, format!("found {}", p.display()), None),
             None => check(
                 tool,
-                if tool == "nft" && config.netns().is_some() { Level::Warn } else { Level::Fail },
+                if tool == "nft" && config.netns().is_some() {
+                    Level::Warn
+                } else {
+                    Level::Fail
+                },
                 format!("{tool} not found"),
                 Some(&format!("apt-get install {pkg}")),
             ),
@@ -105,13 +121,20 @@ pub fn run_checks(config: &Config) -> Vec<Check> {
     out.push(if Path::new("/dev/net/tun").exists() {
         check("tun", Level::Ok, "/dev/net/tun present", None)
     } else {
-        check("tun", Level::Fail, "/dev/net/tun missing", Some("modprobe tun"))
+        check(
+            "tun",
+            Level::Fail,
+            "/dev/net/tun missing",
+            Some("modprobe tun"),
+        )
     });
 
     out.push(disk_space_check(&config.state_dir));
 
     let default = &config.defaults.image;
-    let local = crate::images::catalog().iter().any(|c| c.name == default.as_str());
+    let local = crate::images::catalog()
+        .iter()
+        .any(|c| c.name == default.as_str());
     out.push(if local {
         check(
             "default-image",
@@ -124,7 +147,9 @@ pub fn run_checks(config: &Config) -> Vec<Check> {
             "default-image",
             Level::Warn,
             format!("{default} is not in the built-in catalog; it must be registered locally"),
-            Some("register it with `hangar image register` or set [defaults] image = \"debian-12\""),
+            Some(
+                "register it with `hangar image register` or set [defaults] image = \"debian-12\"",
+            ),
         )
     });
     out
@@ -147,9 +172,19 @@ fn disk_space_check(dir: &Path) -> Check {
                     Some("free at least 4 GiB or point state_dir at a larger filesystem"),
                 )
             } else {
-                check("disk-space", Level::Ok, format!("{gib:.1} GiB free in {}", probe.display()), None)
+                check(
+                    "disk-space",
+                    Level::Ok,
+                    format!("{gib:.1} GiB free in {}", probe.display()),
+                    None,
+                )
             }
         }
-        Err(e) => check("disk-space", Level::Warn, format!("statvfs failed: {e}"), None),
+        Err(e) => check(
+            "disk-space",
+            Level::Warn,
+            format!("statvfs failed: {e}"),
+            None,
+        ),
     }
 }

@@ -143,13 +143,21 @@ impl Daemon {
     /// Registers user-provided kernel/initrd/rootfs files as a named image.
     pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo, ApiError> {
         hangar_api::name::validate_name("image", &req.name).map_err(ApiError::invalid)?;
-        for (what, p) in [("kernel", Some(&req.kernel)), ("rootfs", Some(&req.rootfs)), ("initrd", req.initrd.as_ref())] {
+        for (what, p) in [
+            ("kernel", Some(&req.kernel)),
+            ("rootfs", Some(&req.rootfs)),
+            ("initrd", req.initrd.as_ref()),
+        ] {
             if let Some(p) = p {
                 if !Path::new(p).is_absolute() {
-                    return Err(ApiError::invalid(format!("{what} path {p:?} must be absolute (the daemon resolves paths itself)")));
+                    return Err(ApiError::invalid(format!(
+                        "{what} path {p:?} must be absolute (the daemon resolves paths itself)"
+                    )));
                 }
                 if !Path::new(p).is_file() {
-                    return Err(ApiError::invalid(format!("{what} file {p} does not exist or is not a regular file")));
+                    return Err(ApiError::invalid(format!(
+                        "{what} file {p} does not exist or is not a regular file"
+                    )));
                 }
             }
         }
@@ -162,10 +170,10 @@ impl Daemon {
                 )));
             }
         }
-        let tmp = self
-            .config
-            .images_dir()
-            .join(format!(".register-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let tmp = self.config.images_dir().join(format!(
+            ".register-{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
         let (kernel, initrd, rootfs, tmp2) = (
             PathBuf::from(&req.kernel),
             req.initrd.as_ref().map(PathBuf::from),

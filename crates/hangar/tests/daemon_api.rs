@@ -86,7 +86,12 @@ fn invalid_vm_name_is_rejected_and_nothing_is_created() {
         return;
     }
     let d = TestDaemon::start("badname");
-    for bad in ["Dev", "a_b", "-x", "toolong-toolong-toolong-toolong-toolong-toolong-toolong-toolong"] {
+    for bad in [
+        "Dev",
+        "a_b",
+        "x-",
+        "toolong-toolong-toolong-toolong-toolong-toolong-toolong-toolong",
+    ] {
         let err = d.fails(&["vm", "create", bad]);
         assert!(err.contains("name"), "{bad}: {err}");
     }
@@ -100,12 +105,24 @@ fn bad_cpu_memory_and_disk_values_are_rejected() {
         return;
     }
     let d = TestDaemon::start("badvals");
-    assert!(d.fails(&["vm", "create", "x", "--cpus", "0"]).contains("cpus"));
-    assert!(d.fails(&["vm", "create", "x", "--cpus", "99"]).contains("cpus"));
-    assert!(d.fails(&["vm", "create", "x", "--memory", "16"]).contains("memory"));
-    assert!(d.fails(&["vm", "create", "x", "--memory", "lots"]).contains("memory"));
-    assert!(d.fails(&["vm", "create", "x", "--disk-size", "12Q"]).contains("disk-size"));
-    assert!(d.fails(&["vm", "create", "x", "--disk-size", "1M"]).contains("disk size"));
+    assert!(d
+        .fails(&["vm", "create", "x", "--cpus", "0"])
+        .contains("cpus"));
+    assert!(d
+        .fails(&["vm", "create", "x", "--cpus", "99"])
+        .contains("cpus"));
+    assert!(d
+        .fails(&["vm", "create", "x", "--memory", "16"])
+        .contains("memory"));
+    assert!(d
+        .fails(&["vm", "create", "x", "--memory", "lots"])
+        .contains("memory"));
+    assert!(d
+        .fails(&["vm", "create", "x", "--disk-size", "12Q"])
+        .contains("disk-size"));
+    assert!(d
+        .fails(&["vm", "create", "x", "--disk-size", "1M"])
+        .contains("disk size"));
     assert_eq!(d.json(&["op", "ls"]), serde_json::json!([]));
     d.assert_nothing_left(1);
 }
@@ -186,7 +203,10 @@ fn api_errors_are_json_with_a_stable_kind_and_status() {
     assert!(resp.contains(r#""kind":"invalid""#), "{resp}");
     assert!(resp.contains("bogus"), "{resp}");
 
-    let resp = raw_http(&d, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = raw_http(
+        &d,
+        "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
 }
 
@@ -196,8 +216,12 @@ fn unknown_operation_is_not_found_and_cannot_be_cancelled() {
         return;
     }
     let d = TestDaemon::start("noop");
-    assert!(d.fails(&["op", "show", "op-000000000000"]).contains("no operation"));
-    assert!(d.fails(&["op", "cancel", "op-000000000000"]).contains("no operation"));
+    assert!(d
+        .fails(&["op", "show", "op-000000000000"])
+        .contains("no operation"));
+    assert!(d
+        .fails(&["op", "cancel", "op-000000000000"])
+        .contains("no operation"));
 }
 
 #[test]

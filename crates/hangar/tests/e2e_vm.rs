@@ -34,7 +34,11 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("bookworm"));
 
-    let out = exec(&d, "dev", &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"]);
+    let out = exec(
+        &d,
+        "dev",
+        &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"],
+    );
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
@@ -43,10 +47,16 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev");
 
     // Data written before a stop is there after the next start.
-    assert!(exec(&d, "dev", &["sh", "-c", "echo kept > /root/marker"]).status.success());
+    assert!(exec(&d, "dev", &["sh", "-c", "echo kept > /root/marker"])
+        .status
+        .success());
     d.ok(&["vm", "stop", "dev"]);
     assert_eq!(d.json(&["vm", "show", "dev"])["state"], "stopped");
-    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "VMM still running after stop");
+    assert_eq!(
+        d.vmm_pids(),
+        Vec::<i32>::new(),
+        "VMM still running after stop"
+    );
     let err = d.fails(&["exec", "dev", "--", "true"]);
     assert!(err.contains("start it"), "{err}");
 
@@ -81,7 +91,10 @@ fn cancel_during_create_leaves_nothing() {
     }
     let _serial = common::serial();
     let d = TestDaemon::start("cancel");
-    let op = d.ok(&["vm", "create", "doomed", "--no-wait"]).trim().to_string();
+    let op = d
+        .ok(&["vm", "create", "doomed", "--no-wait"])
+        .trim()
+        .to_string();
     // Cancel while it boots.
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
@@ -114,7 +127,11 @@ fn daemon_restart_adopts_a_running_vm() {
     d.ok(&["vm", "create", "keep"]);
     let pid_before = d.json(&["vm", "show", "keep"])["pid"].clone();
     d.stop_daemon();
-    assert_eq!(d.vmm_pids().len(), 1, "the VM must keep running without the daemon");
+    assert_eq!(
+        d.vmm_pids().len(),
+        1,
+        "the VM must keep running without the daemon"
+    );
     d.spawn();
     let vm = d.json(&["vm", "show", "keep"]);
     assert_eq!(vm["state"], "running");

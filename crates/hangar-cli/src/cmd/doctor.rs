@@ -23,7 +23,9 @@ pub async fn run(cli: &Cli, client: &Client) -> u8 {
             result: format!(
                 "answering on {} (driver: {})",
                 client.socket().display(),
-                info.get("driver_reason").and_then(|v| v.as_str()).unwrap_or("?")
+                info.get("driver_reason")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
             ),
             fix: None,
         },

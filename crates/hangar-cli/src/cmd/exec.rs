@@ -94,8 +94,17 @@ fn terminal_size() -> Option<(u16, u16)> {
     (rc == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
 }
 
-async fn stream(client: &Client, name: &str, req: ExecRequest, forward_stdin: bool, raw: bool) -> u8 {
-    let io = match client.upgrade(&format!("/v1/vms/{}/exec", seg(name)), &req).await {
+async fn stream(
+    client: &Client,
+    name: &str,
+    req: ExecRequest,
+    forward_stdin: bool,
+    raw: bool,
+) -> u8 {
+    let io = match client
+        .upgrade(&format!("/v1/vms/{}/exec", seg(name)), &req)
+        .await
+    {
         Ok(io) => io,
         Err(e) => {
             eprintln!("error: {}", e.message);

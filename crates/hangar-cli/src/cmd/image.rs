@@ -60,12 +60,20 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             let done = wait_op(client, op).await?;
             if cli.json {
                 output::json(&done.result);
-            } else if let Some(info) = done.result.and_then(|r| serde_json::from_value::<ImageInfo>(r).ok()) {
+            } else if let Some(info) = done
+                .result
+                .and_then(|r| serde_json::from_value::<ImageInfo>(r).ok())
+            {
                 println!("{} {}", info.name, info.digest);
             }
             Ok(())
         }
-        ImageCommand::Register { name, kernel, initrd, rootfs } => {
+        ImageCommand::Register {
+            name,
+            kernel,
+            initrd,
+            rootfs,
+        } => {
             let abs = |p: &std::path::Path| -> Result<String, ApiError> {
                 std::path::absolute(p)
                     .map(|p| p.display().to_string())

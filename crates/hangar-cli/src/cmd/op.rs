@@ -62,7 +62,10 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &OpCommand) -> Result<(), ApiE
         }
         OpCommand::Cancel { id } => {
             let op: Operation = client
-                .post(&format!("/v1/operations/{}/cancel", seg(id)), &serde_json::json!({}))
+                .post(
+                    &format!("/v1/operations/{}/cancel", seg(id)),
+                    &serde_json::json!({}),
+                )
                 .await?;
             if cli.json {
                 output::json(&op);

@@ -53,11 +53,14 @@ fn user_public_keys() -> Vec<String> {
 
 fn parse_memory(s: &str) -> Result<u32, ApiError> {
     let bytes = if s.chars().all(|c| c.is_ascii_digit()) {
-        s.parse::<u64>().map(|m| m << 20).map_err(|e| ApiError::invalid(format!("--memory {s:?}: {e}")))?
+        s.parse::<u64>()
+            .map(|m| m << 20)
+            .map_err(|e| ApiError::invalid(format!("--memory {s:?}: {e}")))?
     } else {
         hangar_config::parse_size(s).map_err(|e| ApiError::invalid(format!("--memory: {e}")))?
     };
-    u32::try_from(bytes >> 20).map_err(|_| ApiError::invalid(format!("--memory {s:?} is too large")))
+    u32::try_from(bytes >> 20)
+        .map_err(|_| ApiError::invalid(format!("--memory {s:?} is too large")))
 }
 
 async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiError> {
@@ -69,7 +72,10 @@ async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiErr
         disk_bytes: a
             .disk_size
             .as_deref()
-            .map(|s| hangar_config::parse_size(s).map_err(|e| ApiError::invalid(format!("--disk-size: {e}"))))
+            .map(|s| {
+                hangar_config::parse_size(s)
+                    .map_err(|e| ApiError::invalid(format!("--disk-size: {e}")))
+            })
             .transpose()?,
         authorized_keys: user_public_keys(),
     };
@@ -77,9 +83,17 @@ async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiErr
     finish(cli, client, op, a.no_wait).await
 }
 
-async fn lifecycle(cli: &Cli, client: &Client, a: &LifecycleArgs, verb: &str) -> Result<(), ApiError> {
+async fn lifecycle(
+    cli: &Cli,
+    client: &Client,
+    a: &LifecycleArgs,
+    verb: &str,
+) -> Result<(), ApiError> {
     let op: Operation = client
-        .post(&format!("/v1/vms/{}/{verb}", seg(&a.name)), &serde_json::json!({}))
+        .post(
+            &format!("/v1/vms/{}/{verb}", seg(&a.name)),
+            &serde_json::json!({}),
+        )
         .await?;
     finish(cli, client, op, a.no_wait).await
 }
@@ -94,7 +108,10 @@ async fn finish(cli: &Cli, client: &Client, op: Operation, no_wait: bool) -> Res
         return Ok(());
     }
     let done = wait_op(client, op).await?;
-    match done.result.and_then(|r| serde_json::from_value::<VmInfo>(r).ok()) {
+    match done
+        .result
+        .and_then(|r| serde_json::from_value::<VmInfo>(r).ok())
+    {
         Some(vm) if cli.json => output::json(&vm),
         Some(vm) => println!("{} {} ({})", vm.name, vm.state, vm.ip),
         None => {}
@@ -143,7 +160,10 @@ fn show(cli: &Cli, vm: &VmInfo) {
         ("memory", format!("{} MiB", vm.memory_mib)),
         ("disk", output::human_bytes(vm.disk_bytes)),
         ("driver", vm.driver.clone()),
-        ("pid", vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
+        (
+            "pid",
+            vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ),
         ("tap", vm.tap.clone().unwrap_or_else(|| "-".into())),
         ("serial log", vm.serial_log.clone()),
         ("created", vm.created_at.clone()),

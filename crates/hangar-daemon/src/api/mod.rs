@@ -14,8 +14,7 @@ use axum::{Json, Router};
 use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
-    ApiError, CreateVmRequest, ImageInfo, Operation, PullImageRequest, RegisterImageRequest,
-    VmInfo,
+    ApiError, CreateVmRequest, ImageInfo, Operation, PullImageRequest, RegisterImageRequest, VmInfo,
 };
 use serde::Deserialize;
 
@@ -181,13 +180,15 @@ async fn pull_image(
     d.resolve_image(&req.name)?;
     let this = d.clone();
     let name = req.name.clone();
-    let op = d
-        .ops
-        .begin(hangar_api::OpKind::ImagePull, &req.name, move |op| async move {
+    let op = d.ops.begin(
+        hangar_api::OpKind::ImagePull,
+        &req.name,
+        move |op| async move {
             let cancel = op.cancel_token().clone();
             let rec = this.pull_image(&name, Some(&op), &cancel).await?;
             Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
-        });
+        },
+    );
     Ok((StatusCode::ACCEPTED, Json(op)))
 }
 

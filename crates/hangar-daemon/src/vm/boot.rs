@@ -73,9 +73,8 @@ impl Daemon {
             host_key_public_openssh: rec.host_key_public.clone(),
         };
         let config_drive = vm_dir.join("config.img");
-        write_config_drive(&config_drive, &identity).map_err(|e| {
-            ApiError::internal(error_chain("cannot write the VM config drive", &e))
-        })?;
+        write_config_drive(&config_drive, &identity)
+            .map_err(|e| ApiError::internal(error_chain("cannot write the VM config drive", &e)))?;
 
         phase("network", None);
         let tap = self.net.acquire_tap().await.map_err(|e| {
@@ -138,8 +137,10 @@ impl Daemon {
 
         phase("wait-ssh", None);
         let deadline = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        let connector = self.guest_connector();
+        let target = Self::guest_target(rec);
         let ready = tokio::select! {
-            r = hangar_guest::wait_ready(&self.guest_connector(), &Self::guest_target(rec), &self.key, deadline) => r.map(|_| ()).map_err(|e| {
+            r = hangar_guest::wait_ready(&connector, &target, &self.key, deadline) => r.map(|_| ()).map_err(|e| {
                 ApiError::timeout(format!(
                     "VM {:?} did not answer SSH within {}s: {}; read its serial log: {}",
                     rec.name,

@@ -26,7 +26,10 @@ impl PendingNames {
             .insert(name.to_string())
     }
     fn remove(&self, name: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 }
 
@@ -69,7 +72,9 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
         }
     }
     for k in &req.authorized_keys {
-        if k.contains('\n') || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") && !k.starts_with("sk-") {
+        if k.contains('\n')
+            || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") && !k.starts_with("sk-")
+        {
             return Err(ApiError::invalid(format!(
                 "authorized key {:?} is not an OpenSSH public key line",
                 k.chars().take(40).collect::<String>()
@@ -115,12 +120,14 @@ impl Daemon {
         }
         let this = self.clone();
         let name = plan.name.clone();
-        Ok(self.ops.begin(OpKind::VmCreate, &name, move |op| async move {
-            let name = plan.name.clone();
-            let result = this.create_work(plan, &op).await;
-            this.pending_names.remove(&name);
-            result
-        }))
+        Ok(self
+            .ops
+            .begin(OpKind::VmCreate, &name, move |op| async move {
+                let name = plan.name.clone();
+                let result = this.create_work(plan, &op).await;
+                this.pending_names.remove(&name);
+                result
+            }))
     }
 
     /// Refuses early when the VMM binary is missing, with the fix.

@@ -14,8 +14,8 @@ impl Daemon {
             )));
         };
         let rec = self.find_vm(name)?;
-        let running = rec.runtime.is_some()
-            || matches!(rec.state, VmState::Running | VmState::Starting);
+        let running =
+            rec.runtime.is_some() || matches!(rec.state, VmState::Running | VmState::Starting);
         if running && !force {
             return Err(ApiError::conflict(format!(
                 "VM {name:?} is running; stop it first (`hangar vm stop {name}`) or use --force"

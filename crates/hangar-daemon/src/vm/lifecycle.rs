@@ -41,13 +41,15 @@ impl Daemon {
         let rec = self.find_vm(name)?;
         self.check_vmm_ready()?;
         let this = self.clone();
-        Ok(self.ops.begin(OpKind::VmRestart, name, move |op| async move {
-            let _g = this.vm_locks.lock(&rec.id).await;
-            let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
-            let rec = this.stop_locked(&rec, Some(&op)).await?;
-            let rec = this.start_locked(&rec, &op).await?;
-            Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
-        }))
+        Ok(self
+            .ops
+            .begin(OpKind::VmRestart, name, move |op| async move {
+                let _g = this.vm_locks.lock(&rec.id).await;
+                let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+                let rec = this.stop_locked(&rec, Some(&op)).await?;
+                let rec = this.start_locked(&rec, &op).await?;
+                Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
+            }))
     }
 
     /// Boots a stopped VM. Starting a running VM is a no-op.
@@ -99,7 +101,11 @@ impl Daemon {
                 warn!(vm = %rec.name, error = %e, "VMM shutdown request failed");
             }
             let timeout = Duration::from_secs(self.config.vmm.stop_timeout_secs);
-            let exited = self.driver.wait_exit(&handle, timeout).await.unwrap_or(false);
+            let exited = self
+                .driver
+                .wait_exit(&handle, timeout)
+                .await
+                .unwrap_or(false);
             if !exited {
                 if let Some(op) = op {
                     op.phase("kill");
@@ -109,7 +115,9 @@ impl Daemon {
         }
         // kill is idempotent and also removes the VMM's socket and reaps it.
         self.undo_boot(&handle, &rt.tap).await;
-        self.store.set_vm_runtime(&rec.id, None).map_err(store_err)?;
+        self.store
+            .set_vm_runtime(&rec.id, None)
+            .map_err(store_err)?;
         self.store
             .set_vm_state(&rec.id, VmState::Stopped, None)
             .map_err(store_err)?;

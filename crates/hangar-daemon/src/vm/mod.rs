@@ -36,7 +36,11 @@ impl Daemon {
             driver: rec.driver.clone(),
             pid: rec.runtime.as_ref().map(|r| r.pid),
             tap: rec.runtime.as_ref().map(|r| r.tap.clone()),
-            serial_log: self.vm_dir(&rec.id).join("serial.log").display().to_string(),
+            serial_log: self
+                .vm_dir(&rec.id)
+                .join("serial.log")
+                .display()
+                .to_string(),
             created_at: rec.created_at.clone(),
             last_error: rec.last_error.clone(),
         }
@@ -54,11 +58,7 @@ impl Daemon {
 
 /// Maps store errors to API errors, keeping their messages.
 pub fn store_err(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
-        StoreError::Conflict { .. } => ApiError::conflict(e.to_string()),
-        other => ApiError::internal(error_chain("store error", &other)),
-    }
+    ApiError::from(e)
 }
 
 /// "context: error: cause: cause" — the whole chain on one line, since the

@@ -24,7 +24,10 @@ impl Daemon {
                 continue;
             }
             let Some(rt) = rec.runtime.clone() else {
-                if matches!(rec.state, VmState::Running | VmState::Starting | VmState::Stopping) {
+                if matches!(
+                    rec.state,
+                    VmState::Running | VmState::Starting | VmState::Stopping
+                ) {
                     let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
                 }
                 continue;

@@ -45,7 +45,10 @@ impl Netns {
     pub fn create(tag: &str) -> Netns {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("hgt-{tag}-{}-{n}", std::process::id());
-        let st = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
         assert!(st.success(), "ip netns add {name} failed");
         Netns { name }
     }
@@ -53,7 +56,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -195,7 +200,10 @@ memory_mib = 512
                 if Instant::now() > deadline {
                     let _ = c.kill();
                     let _ = c.wait();
-                    panic!("daemon did not stop within 60s of SIGTERM; log:\n{}", self.log());
+                    panic!(
+                        "daemon did not stop within 60s of SIGTERM; log:\n{}",
+                        self.log()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -296,7 +304,10 @@ memory_mib = 512
             .arg("SELECT count(*) FROM ip_leases;")
             .output();
         match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0),
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0),
             _ => panic!("sqlite3 failed to read {}", db.display()),
         }
     }
@@ -308,8 +319,16 @@ memory_mib = 512
         assert_eq!(self.vm_dirs(), Vec::<String>::new(), "VM dirs left");
         assert_eq!(self.lease_count(), 0, "IP leases left");
         let vms = self.json(&["vm", "ls"]);
-        assert_eq!(vms.as_array().map(|a| a.len()), Some(0), "VM rows left: {vms}");
-        assert!(self.taps().len() <= pool, "TAPs beyond the pool: {:?}", self.taps());
+        assert_eq!(
+            vms.as_array().map(|a| a.len()),
+            Some(0),
+            "VM rows left: {vms}"
+        );
+        assert!(
+            self.taps().len() <= pool,
+            "TAPs beyond the pool: {:?}",
+            self.taps()
+        );
     }
 }
 

@@ -161,7 +161,7 @@ fn boot_timeout_fails_with_the_serial_log_and_leaves_nothing() {
     let d = TestDaemon::with(
         "timeout",
         Options {
-            vmm_extra: "boot_timeout_secs = 1".into(),
+            boot_timeout_secs: 1,
             ..Default::default()
         },
     );

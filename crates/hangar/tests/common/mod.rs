@@ -72,6 +72,7 @@ pub struct TestDaemon {
 pub struct Options {
     pub extra_config: String,
     pub vmm_extra: String,
+    pub boot_timeout_secs: u64,
     pub start: bool,
 }
 
@@ -80,6 +81,7 @@ impl Default for Options {
         Options {
             extra_config: String::new(),
             vmm_extra: String::new(),
+            boot_timeout_secs: 90,
             start: true,
         }
     }
@@ -112,7 +114,7 @@ tap_pool_size = 1
 [vmm]
 driver = "qemu"
 accel = "tcg"
-boot_timeout_secs = 90
+boot_timeout_secs = {boot_timeout}
 stop_timeout_secs = 10
 {vmm_extra}
 
@@ -126,6 +128,7 @@ memory_mib = 512
             extra = opts.extra_config,
             ns = netns.name,
             vmm_extra = opts.vmm_extra,
+            boot_timeout = opts.boot_timeout_secs,
         );
         std::fs::write(&config, text).unwrap();
         let mut d = TestDaemon {

@@ -14,6 +14,7 @@ packages=(
   btrfs-progs          # reflink tests on a loop-mounted btrfs
   openssh-client openssh-server  # real sshd for the guest-SSH tests
   sqlite3              # tests inspect the store
+  tmux                 # the interactive `hangar ssh` test drives a terminal
   ca-certificates curl python3 gcc pkg-config
 )
 missing=()

@@ -90,7 +90,7 @@ fn invalid_vm_name_is_rejected_and_nothing_is_created() {
         "Dev",
         "a_b",
         "x-",
-        "toolong-toolong-toolong-toolong-toolong-toolong-toolong-toolong",
+        "toolong-toolong-toolong-toolong-toolong-toolong-toolong-toolong-x",
     ] {
         let err = d.fails(&["vm", "create", bad]);
         assert!(err.contains("name"), "{bad}: {err}");

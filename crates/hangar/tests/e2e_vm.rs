@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Options, TestDaemon};
+use common::{Options, TestDaemon, TmpfsMount, Tmux};
 
 fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
     let mut args = vec!["exec", vm, "--"];
@@ -171,4 +171,90 @@ fn boot_timeout_fails_with_the_serial_log_and_leaves_nothing() {
     assert!(err.contains("did not answer SSH"), "{err}");
     assert!(err.contains("serial"), "{err}");
     d.assert_nothing_left(1);
+}
+
+#[test]
+fn ssh_is_an_interactive_terminal_that_follows_resizes() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("ssh");
+    d.ok(&["vm", "create", "term"]);
+    let cmd = format!(
+        "{} --config {} ssh term; echo hangar-ssh-exited-$?; sleep 60",
+        common::hangar_bin().display(),
+        d.config.display()
+    );
+    let t = Tmux::start(&cmd, 100, 30);
+    t.wait_for("root@term", Duration::from_secs(30));
+    t.keys(&["stty size; tty", "Enter"]);
+    let s = t.wait_for("/dev/pts/", Duration::from_secs(20));
+    assert!(s.contains("30 100"), "{s}");
+    t.resize(120, 40);
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["clear; stty size", "Enter"]);
+    t.wait_for("40 120", Duration::from_secs(20));
+    t.keys(&["C-d"]);
+    t.wait_for("hangar-ssh-exited-0", Duration::from_secs(20));
+    drop(t);
+    d.ok(&["vm", "rm", "--force", "term"]);
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn disk_size_grows_the_guest_filesystem() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("grow");
+    d.ok(&[
+        "vm",
+        "create",
+        "big",
+        "--disk-size",
+        "5G",
+        "--cpus",
+        "1",
+        "--memory",
+        "384",
+    ]);
+    let vm = d.json(&["vm", "show", "big"]);
+    assert_eq!(vm["disk_bytes"], 5u64 << 30);
+    assert_eq!(vm["cpus"], 1);
+    let out = exec(
+        &d,
+        "big",
+        &["sh", "-c", "df -k / | tail -1 | awk '{print $2}'; nproc"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let kib: u64 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(kib > 4_500_000, "root fs is only {kib} KiB");
+    assert_eq!(lines.next(), Some("1"));
+    d.ok(&["vm", "rm", "--force", "big"]);
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn full_disk_fails_create_clearly_and_leaves_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    // Room for the image copy (~0.5 GB allocated) but not for a VM disk.
+    let fs = TmpfsMount::new("800M");
+    let d = TestDaemon::with(
+        "full",
+        Options {
+            state_dir: Some(fs.dir.path().join("state")),
+            ..Default::default()
+        },
+    );
+    d.ok(&["image", "pull", "debian-12"]);
+    let err = d.fails(&["vm", "create", "nospace"]);
+    assert!(err.to_lowercase().contains("space"), "{err}");
+    d.assert_nothing_left(1);
+    drop(d);
 }

@@ -156,7 +156,7 @@ impl Daemon {
             let _ = self.store.set_vm_runtime(&rec.id, None);
             return Err(e);
         }
-        info!(vm = %rec.name, ms = started.elapsed().as_millis() as u64, "guest ready");
+        info!(vm = %rec.name, boot_to_ssh_ms = started.elapsed().as_millis() as u64, "guest ready");
         self.store
             .set_vm_state(&rec.id, VmState::Running, None)
             .map_err(store_err)?;

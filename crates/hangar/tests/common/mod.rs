@@ -64,6 +64,7 @@ impl Drop for Netns {
 
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
+    pub state: PathBuf,
     pub config: PathBuf,
     pub child: Option<Child>,
     pub netns: Netns,
@@ -73,6 +74,8 @@ pub struct Options {
     pub extra_config: String,
     pub vmm_extra: String,
     pub boot_timeout_secs: u64,
+    /// Put the state dir here instead of inside the temp dir.
+    pub state_dir: Option<PathBuf>,
     pub start: bool,
 }
 
@@ -82,6 +85,7 @@ impl Default for Options {
             extra_config: String::new(),
             vmm_extra: String::new(),
             boot_timeout_secs: 90,
+            state_dir: None,
             start: true,
         }
     }
@@ -122,7 +126,11 @@ stop_timeout_secs = 10
 cpus = 2
 memory_mib = 512
 "#,
-            state = dir.path().join("state").display(),
+            state = opts
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state"))
+                .display(),
             run = dir.path().join("run").display(),
             cache = IMAGE_CACHE,
             extra = opts.extra_config,
@@ -131,8 +139,13 @@ memory_mib = 512
             boot_timeout = opts.boot_timeout_secs,
         );
         std::fs::write(&config, text).unwrap();
+        let state = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
         let mut d = TestDaemon {
             dir,
+            state,
             config,
             child: None,
             netns,
@@ -144,7 +157,7 @@ memory_mib = 512
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state.clone()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -369,4 +382,116 @@ pub fn tail(s: &str, n: usize) -> String {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A tmpfs of a given size, unmounted (and its dir removed) on drop.
+pub struct TmpfsMount {
+    pub dir: tempfile::TempDir,
+}
+
+impl TmpfsMount {
+    pub fn new(size: &str) -> TmpfsMount {
+        let dir = tempfile::Builder::new()
+            .prefix("hangar-tmpfs-")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs failed");
+        TmpfsMount { dir }
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// tmux session running a command, killed on drop.
+pub struct Tmux {
+    pub name: String,
+}
+
+impl Tmux {
+    pub fn start(cmd: &str, cols: u16, rows: u16) -> Tmux {
+        let name = format!(
+            "hgt{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let st = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+                cmd,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux new-session failed");
+        Tmux { name }
+    }
+
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.name];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let st = Command::new("tmux")
+            .args([
+                "resize-window",
+                "-t",
+                &self.name,
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits until the screen contains `needle`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {needle:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
 }

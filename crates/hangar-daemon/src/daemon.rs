@@ -35,6 +35,8 @@ pub struct Daemon {
     pub disk_reason: String,
     pub key: Arc<DaemonKey>,
     pub vm_locks: VmLocks,
+    /// Cached SSH connections to running guests.
+    pub guest_clients: crate::vm::guest::GuestClients,
     /// Serialises name uniqueness checks and IP allocation. Narrow: never
     /// held across guest or VMM I/O.
     pub create_lock: std::sync::Mutex<()>,
@@ -157,6 +159,7 @@ impl Daemon {
             disk_reason,
             key,
             vm_locks: VmLocks::default(),
+            guest_clients: Default::default(),
             create_lock: std::sync::Mutex::new(()),
             pending_names: Default::default(),
             image_lock: tokio::sync::Mutex::new(()),

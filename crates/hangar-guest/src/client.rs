@@ -69,6 +69,12 @@ impl GuestClient {
         connect_within(connect, target, key, timeout, timeout).await
     }
 
+    /// True once the SSH connection is gone (guest stopped or rebooted);
+    /// a cached client must then be replaced.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// Address this client is connected to.
     pub fn addr(&self) -> SocketAddr {
         self.addr

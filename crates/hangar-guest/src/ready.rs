@@ -14,6 +14,7 @@ use crate::keys::DaemonKey;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
 const MAX_RETRY: Duration = Duration::from_millis(250);
+const FIRST_TCP_LIMIT: Duration = Duration::from_millis(300);
 
 /// Retries connect+handshake+auth until it works or the deadline passes.
 /// Readiness = SSH handshake and auth succeed (not just a port probe). The
@@ -31,6 +32,10 @@ pub async fn wait_ready(
     let started = Instant::now();
     let mut pause = FIRST_RETRY;
     let mut attempts: u32 = 0;
+    // A connect sent before the guest has its address waits for ARP to
+    // give up (seconds); start with a short TCP limit and widen it only
+    // when attempts keep timing out (a slow, loaded guest).
+    let mut tcp_limit = FIRST_TCP_LIMIT;
     let mut last_error = String::from("no attempt was made (deadline was zero)");
     loop {
         let remaining = deadline.saturating_sub(started.elapsed());
@@ -43,13 +48,16 @@ pub async fn wait_ready(
             });
         }
         attempts += 1;
-        match connect_within(connect, target, key, TCP_ATTEMPT_LIMIT, remaining).await {
+        match connect_within(connect, target, key, tcp_limit, remaining).await {
             Ok(client) => {
                 tracing::debug!(addr = %target.addr, attempts, elapsed = ?started.elapsed(), "guest SSH ready");
                 return Ok(client);
             }
             Err(err) if err.is_permanent() => return Err(err),
             Err(err) => {
+                if matches!(err, GuestError::ConnectTimeout { .. }) {
+                    tcp_limit = (tcp_limit * 2).min(TCP_ATTEMPT_LIMIT);
+                }
                 tracing::trace!(addr = %target.addr, attempts, error = %err, "guest SSH not ready yet");
                 last_error = chain_to_string(&err);
             }

@@ -18,6 +18,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         EnvFilter::try_from_env("HANGAR_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -77,7 +77,7 @@ pub async fn exec(
 /// Pumps frames between the client and the guest command.
 async fn bridge<S>(
     stream: S,
-    client: hangar_guest::GuestClient,
+    client: std::sync::Arc<hangar_guest::GuestClient>,
     req: ExecRequest,
 ) -> std::io::Result<()>
 where

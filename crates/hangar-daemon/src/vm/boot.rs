@@ -140,7 +140,7 @@ impl Daemon {
         let connector = self.guest_connector();
         let target = Self::guest_target(rec);
         let ready = tokio::select! {
-            r = hangar_guest::wait_ready(&connector, &target, &self.key, deadline) => r.map(|_| ()).map_err(|e| {
+            r = hangar_guest::wait_ready(&connector, &target, &self.key, deadline) => r.map(|c| self.guest_clients.put(&rec.id, std::sync::Arc::new(c))).map_err(|e| {
                 ApiError::timeout(format!(
                     "VM {:?} did not answer SSH within {}s: {}; read its serial log: {}",
                     rec.name,
@@ -163,7 +163,8 @@ impl Daemon {
         self.store.get_vm(&rec.id).map_err(store_err)
     }
 
-    /// Kills a VMM and returns its TAP; used on failure paths.
+    /// Kills a VMM and returns its TAP; used on failure paths and after
+    /// every stop.
     pub async fn undo_boot(&self, handle: &VmmHandle, tap: &str) {
         if let Err(e) = self.driver.kill(handle).await {
             warn!(pid = handle.pid, error = %e, "cannot kill VMM");

@@ -274,6 +274,7 @@ impl Daemon {
                 self.undo_boot(&super::boot::handle_of(rt), &rt.tap).await;
             }
         }
+        self.guest_clients.forget(&rec.id);
         let vm_dir = self.vm_dir(&rec.id);
         let disk = vm_dir.join("disk.ext4");
         if let Err(e) = self.disks.remove(&disk) {

@@ -31,8 +31,22 @@ impl Daemon {
         }
     }
 
-    /// Opens an SSH connection to a running VM's guest.
-    pub async fn guest_client(&self, rec: &VmRecord) -> Result<GuestClient, ApiError> {
+    /// An SSH connection to a running VM's guest: the cached one while it
+    /// lives (each exec is then one channel, no new handshake), else a new
+    /// one, cached for the next caller.
+    pub async fn guest_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>, ApiError> {
+        if let Some(c) = self.guest_clients.get(&rec.id) {
+            if !c.is_closed() {
+                return Ok(c);
+            }
+        }
+        let client = Arc::new(self.connect_guest(rec).await?);
+        self.guest_clients.put(&rec.id, client.clone());
+        Ok(client)
+    }
+
+    /// Opens a fresh SSH connection to a running VM's guest.
+    pub async fn connect_guest(&self, rec: &VmRecord) -> Result<GuestClient, ApiError> {
         GuestClient::connect(
             &self.guest_connector(),
             &Self::guest_target(rec),
@@ -50,5 +64,29 @@ impl Daemon {
                 &e,
             ))
         })
+    }
+}
+
+/// Live SSH connections per VM id. A leaf lock: never held across I/O.
+#[derive(Default)]
+pub struct GuestClients(std::sync::Mutex<std::collections::HashMap<String, Arc<GuestClient>>>);
+
+impl GuestClients {
+    pub fn get(&self, id: &str) -> Option<Arc<GuestClient>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+    pub fn put(&self, id: &str, c: Arc<GuestClient>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), c);
+    }
+    /// Forgets a VM's connection (it is closed when the last user drops it).
+    pub fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }

@@ -114,6 +114,7 @@ impl Daemon {
             }
         }
         // kill is idempotent and also removes the VMM's socket and reaps it.
+        self.guest_clients.forget(&rec.id);
         self.undo_boot(&handle, &rt.tap).await;
         self.store
             .set_vm_runtime(&rec.id, None)
@@ -129,6 +130,7 @@ impl Daemon {
     async fn ask_guest_to_power_off(&self, rec: &VmRecord) {
         let attempt = async {
             let client = self.guest_client(rec).await.ok()?;
+            self.guest_clients.forget(&rec.id);
             // The connection dies with the guest; the result is not needed.
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),

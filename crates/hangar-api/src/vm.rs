@@ -67,7 +67,13 @@ pub struct VmInfo {
     /// Populated while the VMM process runs.
     pub pid: Option<u32>,
     pub tap: Option<String>,
+    /// The VMM's control socket (QMP or Firecracker API) while it runs.
+    #[serde(default)]
+    pub api_socket: Option<String>,
     pub serial_log: String,
+    /// Latest VMM metrics (Firecracker: vCPU exits, block and net bytes).
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
     pub created_at: String,
     pub last_error: Option<String>,
 }

@@ -88,6 +88,12 @@ pub struct VmmConfig {
     /// Firecracker binary (a name is looked up on PATH).
     pub firecracker: PathBuf,
     pub qemu: PathBuf,
+    /// The KVM device (a test can point it elsewhere to simulate a host
+    /// without KVM).
+    pub kvm_device: PathBuf,
+    /// Firecracker's jailer (used when `use_jailer` is true).
+    pub jailer: PathBuf,
+    pub use_jailer: bool,
     /// How long to wait from VMM start to a working SSH login.
     pub boot_timeout_secs: u64,
     /// How long a graceful stop may take before the VMM is killed.
@@ -148,6 +154,9 @@ impl Default for VmmConfig {
             accel: AccelChoice::Auto,
             firecracker: PathBuf::from("firecracker"),
             qemu: PathBuf::from("qemu-system-x86_64"),
+            kvm_device: PathBuf::from("/dev/kvm"),
+            jailer: PathBuf::from("jailer"),
+            use_jailer: false,
             boot_timeout_secs: 60,
             stop_timeout_secs: 15,
         }

@@ -185,10 +185,26 @@ impl Daemon {
     }
 }
 
+/// The accelerator the config asks for, when it insists on KVM but the
+/// device cannot be used: the reason and the fix.
+pub fn forced_kvm_problem(config: &Config) -> Option<String> {
+    if config.vmm.accel != AccelChoice::Kvm {
+        return None;
+    }
+    hangar_vmm::accel::kvm_device_usable(&config.vmm.kvm_device)
+        .err()
+        .map(|e| {
+            format!(
+                "KVM is not usable: cannot open {} read-write ({e}); load the kvm module (kvm_intel or kvm_amd) and check permissions, or set [vmm] accel = \"tcg\" (or \"auto\") to use software emulation",
+                config.vmm.kvm_device.display()
+            )
+        })
+}
+
 /// Picks the VMM driver: Firecracker needs its binary and a KVM that can
 /// boot guests; QEMU runs everywhere (TCG when KVM cannot boot guests).
 fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
-    let detected = hangar_vmm::accel::detect();
+    let detected = hangar_vmm::accel::detect_with(&config.vmm.kvm_device);
     let (accel, accel_reason) = match config.vmm.accel {
         AccelChoice::Kvm => (Accel::Kvm, "accel = \"kvm\" in the config".to_string()),
         AccelChoice::Tcg => (Accel::Tcg, "accel = \"tcg\" in the config".to_string()),
@@ -201,10 +217,16 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
         DriverChoice::Auto => fc_found && matches!(accel, Accel::Kvm),
     };
     if use_fc {
-        (
-            Arc::new(FirecrackerDriver::new(config.vmm.firecracker.clone())),
-            format!("firecracker ({accel_reason})"),
-        )
+        let mut fc = FirecrackerDriver::new(config.vmm.firecracker.clone());
+        if config.vmm.use_jailer {
+            fc = fc.with_jailer(hangar_vmm::JailerConfig::new(
+                config.vmm.jailer.clone(),
+                0,
+                0,
+                config.state_dir.join("jail"),
+            ));
+        }
+        (Arc::new(fc), format!("firecracker ({accel_reason})"))
     } else {
         let why = match config.vmm.driver {
             DriverChoice::Qemu => "driver = \"qemu\" in the config".to_string(),

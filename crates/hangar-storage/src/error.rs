@@ -44,15 +44,17 @@ pub enum StorageError {
         source: std::io::Error,
     },
 
-    /// An e2fsprogs command could not be started.
-    #[error("Failed to run `{command}`; is e2fsprogs installed?")]
+    /// A host tool (e2fsprogs, losetup, dmsetup) could not be started.
+    #[error("Failed to run `{command}`; is {package} installed?")]
     Spawn {
         command: String,
+        /// The Debian package that provides the tool.
+        package: &'static str,
         #[source]
         source: std::io::Error,
     },
 
-    /// An e2fsprogs command ran and failed.
+    /// A host tool ran and failed.
     #[error("Command `{command}` failed ({status}): {stderr}")]
     Command {
         command: String,
@@ -67,12 +69,33 @@ pub enum StorageError {
     )]
     ReflinkUnsupported { dir: PathBuf, reason: String },
 
-    /// A backend that is planned but not implemented.
-    #[error("Disk backend {name:?} is not available yet; use auto, reflink or copy")]
-    NotAvailable { name: String },
+    /// The dm backend was asked for explicitly but this host cannot do it.
+    #[error("Device-mapper is not available on this host ({reason}): use backend = \"reflink\" or \"copy\"")]
+    DmUnavailable { reason: String },
+
+    /// The image length is not a whole number of 512-byte sectors, so
+    /// device-mapper cannot map it exactly.
+    #[error(
+        "Image rootfs {} is {len} bytes, not a multiple of 512; the dm backend needs a sector-aligned image (rebuild it, or use reflink or copy)",
+        path.display()
+    )]
+    ImageNotSectorAligned { path: PathBuf, len: u64 },
+
+    /// A per-VM COW disk exists but its size record next to it is missing or
+    /// unreadable, so the snapshot cannot be rebuilt with the right size.
+    #[error(
+        "The dm disk {} has no valid size record ({}); recreate the VM disk",
+        disk.display(), record.display()
+    )]
+    DmRecord {
+        disk: PathBuf,
+        record: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// A backend name nobody knows.
-    #[error("Unknown disk backend {name:?}; expected auto, reflink or copy")]
+    #[error("Unknown disk backend {name:?}; expected auto, dm, reflink or copy")]
     UnknownBackend { name: String },
 }
 

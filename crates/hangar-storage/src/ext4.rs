@@ -22,6 +22,7 @@ fn run(cmd: &mut Command, ok_codes: &[i32]) -> Result<(), StorageError> {
     tracing::debug!(%command, "running");
     let out = cmd.output().map_err(|source| StorageError::Spawn {
         command: command.clone(),
+        package: "e2fsprogs",
         source,
     })?;
     match out.status.code() {
@@ -34,7 +35,7 @@ fn run(cmd: &mut Command, ok_codes: &[i32]) -> Result<(), StorageError> {
     }
 }
 
-fn render(cmd: &Command) -> String {
+pub(crate) fn render(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');

@@ -1,6 +1,9 @@
 //! The disk-backend conformance suite: the same behaviour tests run against
 //! every backend on a real filesystem (reflink on a loop-mounted btrfs, copy
-//! on a temp dir). Needs root (mount, loop devices).
+//! on a temp dir, dm snapshots when `/dev/mapper/control` exists — skipped
+//! with a printed reason otherwise). Needs root (mount, loop devices). Disk
+//! contents are checked through `activate`, i.e. at the path a VMM would
+//! open (the file itself, or the `/dev/mapper` device).
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
@@ -10,7 +13,10 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use common::*;
-use hangar_storage::{detect, CopyBackend, DiskBackend, ReflinkBackend, StorageError};
+use hangar_storage::{
+    detect, dm_availability, dm_device_name, CopyBackend, DiskBackend, DmBackend, ReflinkBackend,
+    StorageError,
+};
 
 /// A directory for disks plus the backend under test; the guard keeps the
 /// filesystem alive (and unmounts it on drop).
@@ -18,6 +24,75 @@ struct Fixture {
     dir: PathBuf,
     backend: Box<dyn DiskBackend>,
     _guard: Box<dyn std::any::Any>,
+}
+
+/// Activates `disk`, runs `f` on the path a VMM would open, deactivates.
+fn with_active<T>(
+    fx: &Fixture,
+    img: &std::path::Path,
+    disk: &std::path::Path,
+    f: impl FnOnce(&std::path::Path) -> T,
+) -> T {
+    let dev = fx.backend.activate(img, disk).unwrap();
+    let out = f(&dev);
+    fx.backend.deactivate(disk).unwrap();
+    out
+}
+
+/// Size in bytes of a file or block device.
+fn dev_len(path: &std::path::Path) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    std::fs::File::open(path)
+        .unwrap()
+        .seek(SeekFrom::End(0))
+        .unwrap()
+}
+
+/// Removes any dm device of this fixture's directory on drop (panic-safe).
+struct DmCleanup {
+    dir: PathBuf,
+}
+
+impl Drop for DmCleanup {
+    fn drop(&mut self) {
+        let prefix = dm_device_name(&self.dir.join("x"));
+        let prefix = prefix.trim_end_matches("-x").to_string() + "-";
+        let Ok(out) = std::process::Command::new("dmsetup").arg("ls").output() else {
+            return;
+        };
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        // Snapshots before their "-base" origins.
+        names.sort_by_key(|n| n.ends_with("-base"));
+        for n in names {
+            let _ = std::process::Command::new("dmsetup")
+                .args(["remove", "--retry", &n])
+                .status();
+        }
+    }
+}
+
+fn dm_fixture() -> Option<Fixture> {
+    if let Err(why) = dm_availability() {
+        eprintln!("SKIP dm conformance: device-mapper not usable here ({why})");
+        return None;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("hgtest-dm")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
+    let cleanup = DmCleanup { dir: dir.clone() };
+    Some(Fixture {
+        dir: dir.clone(),
+        backend: Box::new(DmBackend::new(&dir)),
+        // Drop order: tuple fields in order, so devices go before the dir.
+        _guard: Box::new((cleanup, tmp)),
+    })
 }
 
 fn reflink_fixture() -> Fixture {
@@ -55,63 +130,80 @@ macro_rules! conformance_suite {
 
             #[test]
             fn create_at_image_size_gives_identical_clean_disk() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let img = make_image(&fx.dir, "rootfs.ext4", 64, 8);
 
-                fx.backend.create(&img, &fx.dir.join("vm1.ext4"), 64 * MIB).unwrap();
+                let disk = fx.dir.join("vm1.ext4");
+                fx.backend.create(&img, &disk, 64 * MIB).unwrap();
 
-                assert_eq!(sha256(&img), sha256(&fx.dir.join("vm1.ext4")));
-                assert!(fsck_clean(&fx.dir.join("vm1.ext4")));
+                let (sum, clean) = with_active(&fx, &img, &disk, |dev| (sha256(dev), fsck_clean(dev)));
+
+                assert_eq!(sha256(&img), sum);
+                assert!(clean);
             }
 
             #[test]
             fn create_larger_grows_file_and_filesystem() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let img = make_image(&fx.dir, "rootfs.ext4", 64, 8);
                 let disk = fx.dir.join("vm1.ext4");
 
                 fx.backend.create(&img, &disk, 256 * MIB).unwrap();
 
-                assert_eq!(std::fs::metadata(&disk).unwrap().len(), 256 * MIB);
-                assert_eq!(ext4_fs_bytes(&disk), 256 * MIB);
-                assert!(fsck_clean(&disk), "e2fsck -fn must pass after growing");
+                let (len, fs, clean) = with_active(&fx, &img, &disk, |dev| {
+                    (dev_len(dev), ext4_fs_bytes(dev), fsck_clean(dev))
+                });
+
+                assert_eq!(len, 256 * MIB);
+                assert_eq!(fs, 256 * MIB);
+                assert!(clean, "e2fsck -fn must pass after growing");
                 assert_eq!(ext4_fs_bytes(&img), 64 * MIB, "image must stay untouched");
             }
 
             #[test]
             fn write_to_one_disk_changes_neither_image_nor_other_disk() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let img = make_image(&fx.dir, "rootfs.ext4", 64, 8);
                 let (a, b) = (fx.dir.join("a.ext4"), fx.dir.join("b.ext4"));
                 fx.backend.create(&img, &a, 64 * MIB).unwrap();
                 fx.backend.create(&img, &b, 64 * MIB).unwrap();
-                let (img_sum, b_sum) = (sha256(&img), sha256(&b));
+                let img_sum = sha256(&img);
+                let b_sum = with_active(&fx, &img, &b, |dev| sha256(dev));
 
-                let f = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
-                f.write_all_at(&[0xab; 1 << 20], 10 * MIB).unwrap();
-                f.sync_all().unwrap();
+                let a_sum = with_active(&fx, &img, &a, |dev| {
+                    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+                    f.write_all_at(&[0xab; 1 << 20], 10 * MIB).unwrap();
+                    f.sync_all().unwrap();
+                    drop(f);
+                    sha256(dev)
+                });
 
-                assert_ne!(sha256(&a), img_sum, "the write must land in disk a");
+                assert_ne!(a_sum, img_sum, "the write must land in disk a");
+                assert_eq!(with_active(&fx, &img, &a, |dev| sha256(dev)), a_sum, "the write must survive deactivation");
                 assert_eq!(sha256(&img), img_sum, "image changed");
-                assert_eq!(sha256(&b), b_sum, "other disk changed");
+                assert_eq!(with_active(&fx, &img, &b, |dev| sha256(dev)), b_sum, "other disk changed");
             }
 
             #[test]
             fn remove_leaves_nothing_and_tolerates_missing_disk() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let img = make_image(&fx.dir, "rootfs.ext4", 64, 0);
                 let disk = fx.dir.join("vm1.ext4");
                 fx.backend.create(&img, &disk, 128 * MIB).unwrap();
+                fx.backend.activate(&img, &disk).unwrap();
 
                 fx.backend.remove(&disk).unwrap();
                 fx.backend.remove(&disk).unwrap();
 
                 assert_eq!(entries(&fx.dir), vec!["rootfs.ext4".to_string()]);
+                let ours = dm_device_name(&disk);
+                let left = fx.backend.leftovers();
+                assert!(!left.iter().any(|l| l.contains(&ours) || l.contains("vm1.ext4")), "{left:?}");
             }
 
             #[test]
             fn too_small_size_is_refused_naming_minimum_and_leaves_nothing() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let img = make_image(&fx.dir, "rootfs.ext4", 64, 0);
                 let disk = fx.dir.join("vm1.ext4");
 
@@ -127,7 +219,7 @@ macro_rules! conformance_suite {
 
             #[test]
             fn create_over_existing_disk_is_refused_and_keeps_it() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let img = make_image(&fx.dir, "rootfs.ext4", 64, 0);
                 let disk = fx.dir.join("vm1.ext4");
                 std::fs::write(&disk, b"precious").unwrap();
@@ -140,7 +232,7 @@ macro_rules! conformance_suite {
 
             #[test]
             fn failed_grow_removes_the_disk() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let not_ext4 = fx.dir.join("rootfs.ext4");
                 std::fs::write(&not_ext4, vec![1u8; 1 << 20]).unwrap();
                 let disk = fx.dir.join("vm1.ext4");
@@ -153,7 +245,7 @@ macro_rules! conformance_suite {
 
             #[test]
             fn missing_image_is_an_error_and_creates_nothing() {
-                let fx = $fixture;
+                let Some(fx) = $fixture else { return };
                 let disk = fx.dir.join("vm1.ext4");
 
                 let err = fx.backend.create(&fx.dir.join("nope.ext4"), &disk, 64 * MIB).unwrap_err();
@@ -165,5 +257,6 @@ macro_rules! conformance_suite {
     };
 }
 
-conformance_suite!(reflink_on_btrfs, reflink_fixture());
-conformance_suite!(copy_on_tmpdir, copy_fixture());
+conformance_suite!(reflink_on_btrfs, Some(reflink_fixture()));
+conformance_suite!(copy_on_tmpdir, Some(copy_fixture()));
+conformance_suite!(dm_snapshot, dm_fixture());

@@ -83,17 +83,28 @@ pub fn decide(kvm_open_ok: bool, cpu_flags: &[String], loaded_modules: &[String]
 /// Observes the host and decides. Never fails: anything unreadable counts
 /// as "not available", which leads to the safe choice (TCG).
 pub fn detect() -> AccelDecision {
-    let kvm_open_ok = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
+    detect_with(std::path::Path::new("/dev/kvm"))
+}
+
+/// Like [`detect`], with the KVM device at `kvm_device` (configurable so a
+/// host without KVM can be simulated).
+pub fn detect_with(kvm_device: &std::path::Path) -> AccelDecision {
+    let kvm_open_ok = kvm_device_usable(kvm_device).is_ok();
     let cpu_flags = std::fs::read_to_string("/proc/cpuinfo")
         .map(|s| parse_cpu_flags(&s))
         .unwrap_or_default();
     let decision = decide(kvm_open_ok, &cpu_flags, &loaded_modules());
     tracing::debug!(accel = ?decision.accel, reason = %decision.reason, "accelerator chosen");
     decision
+}
+
+/// Opens the KVM device read-write, as a VMM would.
+pub fn kvm_device_usable(kvm_device: &std::path::Path) -> std::io::Result<()> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(kvm_device)
+        .map(|_| ())
 }
 
 /// Flags of the first `flags` line of /proc/cpuinfo.

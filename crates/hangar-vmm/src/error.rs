@@ -104,4 +104,17 @@ pub enum VmmError {
     /// The VMM process did not exit even after SIGKILL.
     #[error("VMM process {pid} is still alive after SIGKILL")]
     Unkillable { pid: u32 },
+
+    /// The VM id cannot be used as a jailer `--id`.
+    #[error("VM id {id:?} cannot be used as a jail id: {reason}")]
+    InvalidJailId { id: String, reason: &'static str },
+
+    /// A writable file (disk, log, metrics) cannot be hard-linked into the
+    /// jail because it lives on another filesystem; a copy would lose the
+    /// guest's writes.
+    #[error(
+        "cannot hard-link writable {path} into the jail at {jail_path}: they are on different \
+         filesystems; put the jailer's chroot base on the same filesystem as the VM directory"
+    )]
+    JailCrossDevice { path: PathBuf, jail_path: PathBuf },
 }

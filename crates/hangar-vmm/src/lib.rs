@@ -25,6 +25,9 @@ pub mod qmp;
 
 pub use accel::{Accel, AccelDecision};
 pub use error::VmmError;
+pub use firecracker::jailer::JailerConfig;
+pub use firecracker::metrics::{read_latest_metrics, summarize_metrics, MetricsSummary};
+pub use firecracker::version::{firecracker_version_warning, parse_firecracker_version};
 pub use firecracker::FirecrackerDriver;
 pub use process::{is_same_process_alive, proc_start_time};
 pub use qemu::QemuDriver;
@@ -87,6 +90,26 @@ impl VmmHandle {
     }
 }
 
+/// How [`VmmDriver::stop`] ended the VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopOutcome {
+    /// The guest powered off when asked, within the graceful timeout.
+    Graceful,
+    /// The guest did not power off in time; the VMM exited on SIGTERM.
+    Terminated,
+    /// The VMM ignored SIGTERM and was SIGKILLed.
+    Killed,
+    /// The VMM was already gone when `stop` was called (crashed, or the
+    /// guest powered off by itself).
+    AlreadyExited,
+}
+
+/// How long [`VmmDriver::stop`] waits after SIGTERM before SIGKILL.
+pub const STOP_TERM_WAIT: Duration = Duration::from_secs(2);
+/// How long [`VmmDriver::stop`] waits for the process after SIGKILL.
+const STOP_KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// One hypervisor backend. Implementations are cheap to share (`Arc`) and
 /// keep the children they spawned so they are reaped.
 #[async_trait::async_trait]
@@ -113,6 +136,58 @@ pub trait VmmDriver: Send + Sync {
     /// After a daemon restart: `Ok(true)` if the process is alive (and, for
     /// Firecracker, its API answers); registers it so wait/kill work.
     async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError>;
+
+    /// The whole stop sequence: ask the guest to power off, wait up to
+    /// `graceful_timeout`, then SIGTERM, wait [`STOP_TERM_WAIT`], then
+    /// SIGKILL; reaps the process and removes the API socket, pid file and
+    /// any other transient files (via [`VmmDriver::kill`], which is
+    /// idempotent). A failing power-off request (API socket already gone,
+    /// QMP wedged) does not stop the sequence: it moves on to SIGTERM.
+    async fn stop(
+        &self,
+        h: &VmmHandle,
+        graceful_timeout: Duration,
+    ) -> Result<StopOutcome, VmmError> {
+        let outcome = if !self.is_alive(h) {
+            StopOutcome::AlreadyExited
+        } else if graceful_stop(self, h, graceful_timeout).await? {
+            StopOutcome::Graceful
+        } else {
+            tracing::info!(
+                pid = h.pid,
+                "guest did not power off in time; sending SIGTERM"
+            );
+            process::send_signal(h, nix::sys::signal::Signal::SIGTERM)?;
+            if self.wait_exit(h, STOP_TERM_WAIT).await? {
+                StopOutcome::Terminated
+            } else {
+                tracing::warn!(pid = h.pid, "VMM ignored SIGTERM; sending SIGKILL");
+                process::send_signal(h, nix::sys::signal::Signal::SIGKILL)?;
+                if !self.wait_exit(h, STOP_KILL_WAIT).await? {
+                    return Err(VmmError::Unkillable { pid: h.pid });
+                }
+                StopOutcome::Killed
+            }
+        };
+        // The process is gone: this only reaps and removes files.
+        self.kill(h).await?;
+        tracing::info!(pid = h.pid, ?outcome, "VMM stopped");
+        Ok(outcome)
+    }
+}
+
+/// Asks the guest to power off and waits; `Ok(true)` if the VMM exited.
+async fn graceful_stop<D: VmmDriver + ?Sized>(
+    driver: &D,
+    h: &VmmHandle,
+    timeout: Duration,
+) -> Result<bool, VmmError> {
+    if let Err(e) = driver.request_shutdown(h).await {
+        tracing::warn!(pid = h.pid, error = %e, "cannot ask the guest to power off");
+        // It may have exited between the liveness check and the request.
+        return driver.wait_exit(h, Duration::ZERO).await;
+    }
+    driver.wait_exit(h, timeout).await
 }
 
 /// Checks the files a spec points at exist, so a typo gives a clear error

@@ -22,6 +22,8 @@ use crate::VmmHandle;
 
 /// How often adopted (non-child) processes are polled in /proc.
 const POLL: Duration = Duration::from_millis(20);
+/// How often the reaper task checks its child without waiting for SIGCHLD.
+const REAP_POLL: Duration = Duration::from_millis(100);
 /// How long `terminate` waits after SIGTERM before SIGKILL.
 pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -123,7 +125,22 @@ impl Children {
         // The entry stays until `forget`, so the exit status can still be
         // read after the process was reaped.
         tokio::spawn(async move {
-            let status = child.wait().await;
+            // `wait()` relies on SIGCHLD reaching this runtime's signal
+            // driver; with several runtimes in one process (tests, or a
+            // runtime shut down) a wake-up can be missed, so also poll
+            // `try_wait` (waitpid WNOHANG) now and then.
+            let status = loop {
+                tokio::select! {
+                    s = child.wait() => break s,
+                    _ = tokio::time::sleep(REAP_POLL) => {
+                        match child.try_wait() {
+                            Ok(Some(s)) => break Ok(s),
+                            Ok(None) => {}
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+            };
             let status = status.unwrap_or_else(|_| ExitStatus::from_raw(-1));
             tracing::debug!(pid, %status, "VMM process exited");
             let _ = tx.send(Some(status));
@@ -212,6 +229,22 @@ impl Children {
             );
         }
         Err(VmmError::Unkillable { pid: h.pid })
+    }
+}
+
+/// Sends `signal` to the VMM if it is still the same process (pid and
+/// start time); a process that is gone is not an error.
+pub(crate) fn send_signal(h: &VmmHandle, signal: Signal) -> Result<(), VmmError> {
+    if !is_same_process_alive(h.pid, h.start_time) {
+        return Ok(());
+    }
+    match kill(Pid::from_raw(h.pid as i32), signal) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(source) => Err(VmmError::Signal {
+            signal: signal.as_str(),
+            pid: h.pid,
+            source,
+        }),
     }
 }
 

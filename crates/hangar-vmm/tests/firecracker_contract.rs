@@ -153,6 +153,21 @@ fn shutdown_request_body_matches_the_firecracker_api() {
 }
 
 #[test]
+fn flush_metrics_request_body_matches_the_firecracker_api() {
+    let spec = load_spec();
+    assert_valid(&spec, &api::action(ActionType::FlushMetrics));
+}
+
+#[test]
+fn jailed_boot_request_bodies_match_the_firecracker_api() {
+    let spec = load_spec();
+    let (jailed, _) = hangar_vmm::firecracker::jailer::jailed_spec(&full_spec()).unwrap();
+    for call in &api::boot_calls(&jailed) {
+        assert_valid(&spec, call);
+    }
+}
+
+#[test]
 fn path_ids_equal_body_ids() {
     // Firecracker rejects a body whose id differs from the path's id.
     for call in api::boot_calls(&full_spec()) {

@@ -8,9 +8,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hangar_vmm::{FirecrackerDriver, VmmDriver, VmmError};
+use hangar_vmm::{
+    read_latest_metrics, summarize_metrics, FirecrackerDriver, StopOutcome, VmmDriver, VmmError,
+};
 
 fn fake() -> PathBuf {
     PathBuf::from(concat!(
@@ -73,8 +75,13 @@ async fn start_sends_configuration_in_order_and_ends_with_instance_start() {
     let spec = common::spec_in(dir.path(), dir.path().join("root.ext4"), "console=ttyS0");
     let driver = FirecrackerDriver::new(fake());
 
+    let t0 = Instant::now();
     let h = driver.start(&spec).await.unwrap();
     let _guard = common::KillOnDrop(h.clone());
+    eprintln!(
+        "fake firecracker: spawn -> InstanceStart answered: {} ms",
+        t0.elapsed().as_millis()
+    );
 
     let paths: Vec<String> = recorded(dir.path())
         .iter()
@@ -237,4 +244,94 @@ async fn real_firecracker_accepts_the_boot_configuration() {
     let err = driver.start(&spec).await.unwrap_err();
     assert!(matches!(err, VmmError::FirecrackerApi { .. }), "{err:?}");
     assert!(!dir.path().join("firecracker.sock").exists());
+}
+
+/// Starts the fake with `config` written to its fake-firecracker.json.
+async fn start_fake(
+    dir: &std::path::Path,
+    config: &str,
+) -> (FirecrackerDriver, hangar_vmm::VmmHandle, common::KillOnDrop) {
+    let spec = common::spec_in(dir, dir.join("root.ext4"), "console=ttyS0");
+    std::fs::write(dir.join("fake-firecracker.json"), config).unwrap();
+    let driver = FirecrackerDriver::new(fake());
+    let h = driver.start(&spec).await.unwrap();
+    let guard = common::KillOnDrop(h.clone());
+    (driver, h, guard)
+}
+
+#[tokio::test]
+async fn stop_when_guest_honours_ctrl_alt_del_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, h, _guard) = start_fake(dir.path(), "{}").await;
+
+    let outcome = driver.stop(&h, Duration::from_secs(5)).await.unwrap();
+
+    assert_eq!(outcome, StopOutcome::Graceful);
+    assert!(!driver.is_alive(&h));
+    assert!(!h.api_socket.exists());
+    assert!(!dir.path().join("vmm.pid").exists());
+}
+
+#[tokio::test]
+async fn stop_when_guest_ignores_ctrl_alt_del_terminates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, h, _guard) = start_fake(dir.path(), r#"{"ignore_ctrl_alt_del": true}"#).await;
+
+    let t0 = Instant::now();
+    let outcome = driver.stop(&h, Duration::from_millis(300)).await.unwrap();
+
+    assert_eq!(outcome, StopOutcome::Terminated);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(!driver.is_alive(&h));
+    assert!(!h.api_socket.exists());
+    assert!(!dir.path().join("vmm.pid").exists());
+}
+
+#[tokio::test]
+async fn stop_when_vmm_ignores_sigterm_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, h, _guard) = start_fake(
+        dir.path(),
+        r#"{"ignore_ctrl_alt_del": true, "ignore_sigterm": true}"#,
+    )
+    .await;
+
+    let outcome = driver.stop(&h, Duration::from_millis(300)).await.unwrap();
+
+    assert_eq!(outcome, StopOutcome::Killed);
+    assert!(!driver.is_alive(&h));
+    assert!(!h.api_socket.exists());
+}
+
+#[tokio::test]
+async fn stop_of_an_exited_vmm_reports_already_exited_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, h, _guard) = start_fake(dir.path(), "{}").await;
+    driver.request_shutdown(&h).await.unwrap();
+    assert!(driver.wait_exit(&h, Duration::from_secs(5)).await.unwrap());
+
+    let outcome = driver.stop(&h, Duration::from_secs(1)).await.unwrap();
+
+    assert_eq!(outcome, StopOutcome::AlreadyExited);
+    assert!(!h.api_socket.exists());
+    assert!(!dir.path().join("vmm.pid").exists());
+}
+
+#[tokio::test]
+async fn flush_metrics_appends_a_line_that_read_latest_metrics_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, h, _guard) = start_fake(dir.path(), "{}").await;
+    assert_eq!(read_latest_metrics(dir.path()), None, "no flush yet");
+
+    driver.flush_metrics(&h).await.unwrap();
+    driver.flush_metrics(&h).await.unwrap();
+    let latest = read_latest_metrics(dir.path()).unwrap();
+
+    let summary = summarize_metrics(&latest);
+    assert_eq!(summary.vcpu_exits, Some(20), "second flush: 2+4+6+8");
+    assert_eq!(summary.block_read_bytes, Some(8192));
+    assert_eq!(summary.net_tx_bytes, Some(400));
+    let last = recorded(dir.path()).pop().unwrap();
+    assert_eq!(last["body"]["action_type"], "FlushMetrics");
+    driver.kill(&h).await.unwrap();
 }

@@ -237,3 +237,23 @@ fn cli_without_daemon_says_how_to_start_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hangar daemon"), "{err}");
 }
+
+#[test]
+fn forced_kvm_without_a_usable_device_fails_create_with_the_fix() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::with(
+        "nokvm",
+        Options {
+            accel: "kvm",
+            vmm_extra: "kvm_device = \"/nonexistent/kvm\"".into(),
+            ..Default::default()
+        },
+    );
+    let err = d.fails(&["vm", "create", "x"]);
+    assert!(err.contains("KVM is not usable"), "{err}");
+    assert!(err.contains("/nonexistent/kvm"), "{err}");
+    assert!(err.contains("accel = \"tcg\""), "{err}");
+    d.assert_nothing_left(1);
+}

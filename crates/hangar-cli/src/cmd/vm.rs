@@ -165,11 +165,23 @@ fn show(cli: &Cli, vm: &VmInfo) {
             vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         ),
         ("tap", vm.tap.clone().unwrap_or_else(|| "-".into())),
+        (
+            "api socket",
+            vm.api_socket.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("serial log", vm.serial_log.clone()),
         ("created", vm.created_at.clone()),
     ];
     for (k, v) in rows {
         println!("{k:<11} {v}");
+    }
+    if let Some(m) = vm.metrics.as_ref().and_then(|m| m.as_object()) {
+        let parts: Vec<String> = m
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("{:<11} {}", "metrics", parts.join(" "));
     }
     if let Some(e) = &vm.last_error {
         println!("{:<11} {e}", "last error");

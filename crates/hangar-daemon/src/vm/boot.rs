@@ -76,10 +76,25 @@ impl Daemon {
         write_config_drive(&config_drive, &identity)
             .map_err(|e| ApiError::internal(error_chain("cannot write the VM config drive", &e)))?;
 
+        phase("disk-activate", None);
+        let disks = self.disks.clone();
+        let (rootfs, disk) = (image_dir.join(&manifest.rootfs), vm_dir.join("disk.ext4"));
+        let root_disk = tokio::task::spawn_blocking(move || disks.activate(&rootfs, &disk))
+            .await
+            .map_err(|e| ApiError::internal(format!("disk task failed: {e}")))?
+            .map_err(|e| ApiError::internal(error_chain("cannot activate the VM disk", &e)))?;
+
         phase("network", None);
-        let tap = self.net.acquire_tap().await.map_err(|e| {
-            ApiError::internal(error_chain("cannot get a TAP device for the VM", &e))
-        })?;
+        let tap = match self.net.acquire_tap().await {
+            Ok(t) => t,
+            Err(e) => {
+                self.deactivate_disk(&rec.id).await;
+                return Err(ApiError::internal(error_chain(
+                    "cannot get a TAP device for the VM",
+                    &e,
+                )));
+            }
+        };
 
         let tsc_khz = if self.driver.kind() == "qemu" {
             hangar_image::host_tsc_khz()
@@ -97,7 +112,7 @@ impl Daemon {
                 tsc_khz,
                 extra: Vec::new(),
             }),
-            root_disk: vm_dir.join("disk.ext4"),
+            root_disk,
             extra_drives: vec![Drive {
                 id: "cfg".into(),
                 path: config_drive,
@@ -118,6 +133,7 @@ impl Daemon {
             Ok(h) => h,
             Err(e) => {
                 self.release_tap_logged(&tap).await;
+                self.deactivate_disk(&rec.id).await;
                 return Err(ApiError::internal(error_chain(
                     &format!("cannot start the VMM for {:?}", rec.name),
                     &e,
@@ -131,7 +147,7 @@ impl Daemon {
             tap: tap.clone(),
         };
         if let Err(e) = self.store.set_vm_runtime(&rec.id, Some(&runtime)) {
-            self.undo_boot(&handle, &tap).await;
+            self.undo_boot(&rec.id, &handle, &tap).await;
             return Err(store_err(e));
         }
 
@@ -152,7 +168,7 @@ impl Daemon {
             _ = cancel.cancelled() => Err(ApiError::cancelled(format!("boot of VM {:?} cancelled", rec.name))),
         };
         if let Err(e) = ready {
-            self.undo_boot(&handle, &tap).await;
+            self.undo_boot(&rec.id, &handle, &tap).await;
             let _ = self.store.set_vm_runtime(&rec.id, None);
             return Err(e);
         }
@@ -165,11 +181,23 @@ impl Daemon {
 
     /// Kills a VMM and returns its TAP; used on failure paths and after
     /// every stop.
-    pub async fn undo_boot(&self, handle: &VmmHandle, tap: &str) {
+    pub async fn undo_boot(&self, vm_id: &str, handle: &VmmHandle, tap: &str) {
         if let Err(e) = self.driver.kill(handle).await {
             warn!(pid = handle.pid, error = %e, "cannot kill VMM");
         }
         self.release_tap_logged(tap).await;
+        self.deactivate_disk(vm_id).await;
+    }
+
+    /// Tears down the disk's block device view (dm backend); a no-op for
+    /// file-backed disks.
+    pub async fn deactivate_disk(&self, vm_id: &str) {
+        let disks = self.disks.clone();
+        let disk = self.vm_dir(vm_id).join("disk.ext4");
+        let r = tokio::task::spawn_blocking(move || disks.deactivate(&disk)).await;
+        if let Ok(Err(e)) = r {
+            warn!(vm = vm_id, error = %e, "cannot deactivate VM disk");
+        }
     }
 
     pub async fn release_tap_logged(&self, tap: &str) {

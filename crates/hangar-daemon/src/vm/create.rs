@@ -132,6 +132,9 @@ impl Daemon {
 
     /// Refuses early when the VMM binary is missing, with the fix.
     pub fn check_vmm_ready(&self) -> Result<(), ApiError> {
+        if let Some(problem) = crate::daemon::forced_kvm_problem(&self.config) {
+            return Err(ApiError::unavailable(problem));
+        }
         let bin = match self.driver.kind() {
             "firecracker" => &self.config.vmm.firecracker,
             _ => &self.config.vmm.qemu,
@@ -271,7 +274,8 @@ impl Daemon {
     pub async fn remove_vm_files_and_row(&self, rec: &VmRecord) {
         if let Ok(current) = self.store.get_vm(&rec.id) {
             if let Some(rt) = &current.runtime {
-                self.undo_boot(&super::boot::handle_of(rt), &rt.tap).await;
+                self.undo_boot(&rec.id, &super::boot::handle_of(rt), &rt.tap)
+                    .await;
             }
         }
         self.guest_clients.forget(&rec.id);

@@ -97,25 +97,15 @@ impl Daemon {
                 op.phase("graceful-stop");
             }
             self.ask_guest_to_power_off(rec).await;
-            if let Err(e) = self.driver.request_shutdown(&handle).await {
-                warn!(vm = %rec.name, error = %e, "VMM shutdown request failed");
-            }
             let timeout = Duration::from_secs(self.config.vmm.stop_timeout_secs);
-            let exited = self
-                .driver
-                .wait_exit(&handle, timeout)
-                .await
-                .unwrap_or(false);
-            if !exited {
-                if let Some(op) = op {
-                    op.phase("kill");
-                }
-                warn!(vm = %rec.name, secs = timeout.as_secs(), "guest did not power off in time; killing the VMM");
+            match self.driver.stop(&handle, timeout).await {
+                Ok(outcome) => info!(vm = %rec.name, ?outcome, "VMM stopped"),
+                Err(e) => warn!(vm = %rec.name, error = %e, "VMM stop failed; killing it"),
             }
         }
         // kill is idempotent and also removes the VMM's socket and reaps it.
         self.guest_clients.forget(&rec.id);
-        self.undo_boot(&handle, &rt.tap).await;
+        self.undo_boot(&rec.id, &handle, &rt.tap).await;
         self.store
             .set_vm_runtime(&rec.id, None)
             .map_err(store_err)?;

@@ -36,14 +36,23 @@ impl Daemon {
             driver: rec.driver.clone(),
             pid: rec.runtime.as_ref().map(|r| r.pid),
             tap: rec.runtime.as_ref().map(|r| r.tap.clone()),
+            api_socket: rec.runtime.as_ref().map(|r| r.api_socket.clone()),
             serial_log: self
                 .vm_dir(&rec.id)
                 .join("serial.log")
                 .display()
                 .to_string(),
+            metrics: self.vm_metrics(rec),
             created_at: rec.created_at.clone(),
             last_error: rec.last_error.clone(),
         }
+    }
+
+    /// A summary of the VMM's latest metrics (Firecracker writes them).
+    fn vm_metrics(&self, rec: &VmRecord) -> Option<serde_json::Value> {
+        rec.runtime.as_ref()?;
+        let m = hangar_vmm::read_latest_metrics(&self.vm_dir(&rec.id))?;
+        serde_json::to_value(hangar_vmm::summarize_metrics(&m)).ok()
     }
 
     pub fn find_vm(&self, name: &str) -> Result<VmRecord, ApiError> {

@@ -41,7 +41,7 @@ impl Daemon {
                 }
                 Ok(false) | Err(_) => {
                     info!(vm = %rec.name, pid = rt.pid, "VMM process is gone; VM marked stopped");
-                    self.undo_boot(&handle, &rt.tap).await;
+                    self.undo_boot(&rec.id, &handle, &rt.tap).await;
                     let _ = self.store.set_vm_runtime(&rec.id, None);
                     let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
                 }

@@ -74,6 +74,8 @@ pub struct Metrics {
 pub enum ActionType {
     InstanceStart,
     SendCtrlAltDel,
+    /// Makes Firecracker append one line to its metrics file now.
+    FlushMetrics,
 }
 
 /// PUT /actions
@@ -242,6 +244,14 @@ mod tests {
         assert_eq!(root.body["is_read_only"], false);
         assert_eq!(root.body["is_root_device"], false);
         assert_eq!(cfg.body["is_read_only"], true);
+    }
+
+    #[test]
+    fn flush_metrics_body_names_the_action() {
+        assert_eq!(
+            action(ActionType::FlushMetrics).body,
+            serde_json::json!({"action_type": "FlushMetrics"})
+        );
     }
 
     #[test]

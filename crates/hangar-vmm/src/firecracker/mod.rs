@@ -1,8 +1,12 @@
-//! Firecracker driver: spawns `firecracker --api-sock ... --id ...` in its
-//! own session, configures the VM through the API, then InstanceStart.
+//! Firecracker driver: spawns `firecracker --api-sock ... --id ...` (or
+//! the `jailer`, see [`jailer`]) in its own session, configures the VM
+//! through the API, then InstanceStart.
 
 pub mod api;
 pub mod client;
+pub mod jailer;
+pub mod metrics;
+pub mod version;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use crate::process::{self, Children};
 use crate::{check_spec_files, write_pid_file, VmSpec, VmmDriver, VmmHandle, PID_FILE};
 use api::ActionType;
 pub use client::ApiClient;
+use jailer::{Jail, JailerConfig};
 
 /// API socket name inside `vm_dir`.
 pub const API_SOCKET: &str = "firecracker.sock";
@@ -25,6 +30,7 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// Drives the `firecracker` binary.
 pub struct FirecrackerDriver {
     binary: PathBuf,
+    jailer: Option<JailerConfig>,
     children: Children,
     adopted: Mutex<HashMap<u32, VmmHandle>>,
 }
@@ -34,9 +40,68 @@ impl FirecrackerDriver {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         FirecrackerDriver {
             binary: binary.into(),
+            jailer: None,
             children: Children::default(),
             adopted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs every VM under Firecracker's `jailer` (chroot, uid/gid drop,
+    /// cgroups). `vm_dir/firecracker.sock` then is a symlink to the API
+    /// socket inside the jail.
+    pub fn with_jailer(mut self, cfg: JailerConfig) -> Self {
+        self.jailer = Some(cfg);
+        self
+    }
+
+    /// The jailer configuration, if any.
+    pub fn jailer(&self) -> Option<&JailerConfig> {
+        self.jailer.as_ref()
+    }
+
+    /// Asks Firecracker to append a metrics line now (read it with
+    /// [`metrics::read_latest_metrics`]).
+    pub async fn flush_metrics(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        ApiClient::new(&h.api_socket)
+            .send(&api::action(ActionType::FlushMetrics))
+            .await
+            .map(|_| ())
+    }
+
+    /// The jail behind `h`, found through the `vm_dir` socket symlink. Only
+    /// jails under this driver's chroot base count, so a driver without a
+    /// jailer never removes directories.
+    fn jail_of(&self, h: &VmmHandle) -> Option<Jail> {
+        let cfg = self.jailer.as_ref()?;
+        let target = std::fs::read_link(&h.api_socket).ok()?;
+        Jail::from_api_socket(&target).filter(|j| j.dir.starts_with(&cfg.chroot_base))
+    }
+
+    /// Builds the jail for `spec` and the jailer command; returns the
+    /// command, the spec with jail-relative paths, and the jail.
+    fn jailed_command(
+        &self,
+        cfg: &JailerConfig,
+        spec: &VmSpec,
+        sock: &Path,
+        netns: Option<&str>,
+    ) -> Result<(Command, VmSpec, Jail), VmmError> {
+        jailer::validate_jail_id(&spec.id)?;
+        let exec_file = jailer::absolute_binary(&self.binary)?;
+        let (api_spec, files) = jailer::jailed_spec(spec)?;
+        let jail = Jail::new(&cfg.chroot_base, &exec_file, &spec.id);
+        jailer::build_jail(&jail, &files, cfg)?;
+        if let Err(source) = std::os::unix::fs::symlink(jail.api_socket(), sock) {
+            jailer::remove_jail(&jail);
+            return Err(VmmError::Io {
+                action: "create the API socket symlink",
+                path: sock.to_path_buf(),
+                source,
+            });
+        }
+        let mut cmd = Command::new(&cfg.binary);
+        cmd.args(jailer::jailer_args(cfg, &exec_file, spec, netns));
+        Ok((cmd, api_spec, jail))
     }
 
     fn forget(&self, pid: u32) {
@@ -47,12 +112,15 @@ impl FirecrackerDriver {
     }
 
     /// Kills a half-started Firecracker and removes what `start` created.
-    async fn abort_start(&self, h: &VmmHandle, pid_file: &Path) {
+    async fn abort_start(&self, h: &VmmHandle, pid_file: &Path, jail: Option<&Jail>) {
         if let Err(e) = self.children.terminate(h, Duration::from_secs(1)).await {
             tracing::error!(pid = h.pid, error = %e, "cannot kill half-started Firecracker");
         }
         process::remove_if_exists(&h.api_socket);
         process::remove_if_exists(pid_file);
+        if let Some(j) = jail {
+            jailer::remove_jail(j);
+        }
     }
 
     /// Waits until the API socket accepts a connection or the process dies.
@@ -94,15 +162,18 @@ impl FirecrackerDriver {
         Ok(())
     }
 
+    /// `api_spec` is `spec` with the paths Firecracker sees (jail-relative
+    /// under the jailer).
     async fn configure_and_boot(
         &self,
         spec: &VmSpec,
+        api_spec: &VmSpec,
         h: &VmmHandle,
         offset: u64,
     ) -> Result<(), VmmError> {
         self.wait_socket(h, &spec.serial_log, offset).await?;
         let client = ApiClient::new(&h.api_socket);
-        for call in api::boot_calls(spec) {
+        for call in api::boot_calls(api_spec) {
             tracing::debug!(vm = %spec.id, method = call.method, path = %call.path, "Firecracker API call");
             client.send(&call).await?;
         }
@@ -137,14 +208,25 @@ impl VmmDriver for FirecrackerDriver {
                 )
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
-        // "Firecracker v1.16.1"
+        // "Firecracker v1.16.1": return the word after the "v" (with any
+        // suffix, e.g. "1.16.1-dev"), and warn when it is too old.
         let version = text
             .lines()
             .next()
-            .and_then(|l| l.split_whitespace().find(|w| w.starts_with('v')))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find(|w| version::parse_firecracker_version(w).is_some())
+            })
             .map(|v| v.trim_start_matches('v').to_string());
         match (out.status.success(), version) {
-            (true, Some(v)) => Ok(v),
+            (true, Some(v)) => {
+                if let Some(w) = version::parse_firecracker_version(&v)
+                    .and_then(version::firecracker_version_warning)
+                {
+                    tracing::warn!(version = %v, "{w}");
+                }
+                Ok(v)
+            }
             _ => Err(unusable(
                 format!(
                     "`--version` failed ({}): {}; reinstall Firecracker or fix `[vmm] firecracker`",
@@ -172,32 +254,58 @@ impl VmmDriver for FirecrackerDriver {
             path: spec.serial_log.clone(),
             source,
         })?;
-        let netns = spec.netns.as_deref().map(process::open_netns).transpose()?;
+        let netns_name = spec
+            .netns
+            .clone()
+            .or_else(|| self.jailer.as_ref().and_then(|j| j.netns.clone()));
+        // Opened even under the jailer, for a clear error when it is missing.
+        let netns = netns_name.as_deref().map(process::open_netns).transpose()?;
 
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--api-sock")
-            .arg(&sock)
-            .arg("--id")
-            .arg(&spec.id)
-            .stdout(serial)
-            .stderr(serial_err);
-        process::detach(&mut cmd, netns.as_ref());
+        let (mut cmd, api_spec, jail, spawned) = match &self.jailer {
+            None => {
+                let mut cmd = Command::new(&self.binary);
+                cmd.arg("--api-sock").arg(&sock).arg("--id").arg(&spec.id);
+                (cmd, spec.clone(), None, self.binary.clone())
+            }
+            Some(cfg) => {
+                let (cmd, api_spec, jail) =
+                    self.jailed_command(cfg, spec, &sock, netns_name.as_deref())?;
+                (cmd, api_spec, Some(jail), cfg.binary.clone())
+            }
+        };
+        cmd.stdout(serial).stderr(serial_err);
+        // The jailer joins the namespace itself (`--netns`).
+        let setns = if jail.is_some() { None } else { netns.as_ref() };
+        process::detach(&mut cmd, setns);
         let began = Instant::now();
-        let (pid, start_time) = self.children.spawn(&mut cmd, "firecracker", &self.binary)?;
+        let spawn = self.children.spawn(&mut cmd, "firecracker", &spawned);
         drop(netns);
+        let (pid, start_time) = match spawn {
+            Ok(p) => p,
+            Err(e) => {
+                process::remove_if_exists(&sock);
+                if let Some(j) = &jail {
+                    jailer::remove_jail(j);
+                }
+                return Err(e);
+            }
+        };
         let handle = VmmHandle {
             pid,
             start_time,
             api_socket: sock,
         };
-        tracing::info!(vm = %spec.id, pid, "Firecracker spawned");
+        tracing::info!(vm = %spec.id, pid, jailed = jail.is_some(), "Firecracker spawned");
 
-        if let Err(e) = self.configure_and_boot(spec, &handle, offset).await {
+        if let Err(e) = self
+            .configure_and_boot(spec, &api_spec, &handle, offset)
+            .await
+        {
             tracing::warn!(vm = %spec.id, error = %e, "Firecracker start failed; cleaning up");
-            self.abort_start(&handle, &pid_file).await;
+            self.abort_start(&handle, &pid_file, jail.as_ref()).await;
             return Err(e);
         }
-        tracing::info!(vm = %spec.id, pid, ms = began.elapsed().as_millis() as u64, "Firecracker guest started");
+        tracing::info!(vm = %spec.id, pid, ms = began.elapsed().as_millis() as u64, "Firecracker guest started (InstanceStart answered)");
         Ok(handle)
     }
 
@@ -218,11 +326,17 @@ impl VmmDriver for FirecrackerDriver {
     }
 
     async fn kill(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        // Read before the symlink is removed; removed after the process
+        // is gone (it runs inside).
+        let jail = self.jail_of(h);
         self.children.terminate(h, process::TERM_GRACE).await?;
         self.forget(h.pid);
         process::remove_if_exists(&h.api_socket);
         if let Some(p) = h.pid_file() {
             process::remove_if_exists(&p);
+        }
+        if let Some(j) = jail {
+            jailer::remove_jail(&j);
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ pub struct Options {
     pub extra_config: String,
     pub vmm_extra: String,
     pub boot_timeout_secs: u64,
+    pub accel: &'static str,
     /// Put the state dir here instead of inside the temp dir.
     pub state_dir: Option<PathBuf>,
     pub start: bool,
@@ -85,6 +86,7 @@ impl Default for Options {
             extra_config: String::new(),
             vmm_extra: String::new(),
             boot_timeout_secs: 90,
+            accel: "tcg",
             state_dir: None,
             start: true,
         }
@@ -117,7 +119,7 @@ tap_pool_size = 1
 
 [vmm]
 driver = "qemu"
-accel = "tcg"
+accel = "{accel}"
 boot_timeout_secs = {boot_timeout}
 stop_timeout_secs = 10
 {vmm_extra}
@@ -137,6 +139,7 @@ memory_mib = 512
             ns = netns.name,
             vmm_extra = opts.vmm_extra,
             boot_timeout = opts.boot_timeout_secs,
+            accel = opts.accel,
         );
         std::fs::write(&config, text).unwrap();
         let state = opts

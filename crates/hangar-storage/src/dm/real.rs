@@ -1,0 +1,258 @@
+//! [`DmOps`] on the real host: shells out to `losetup` (util-linux) and
+//! `dmsetup` (dmsetup package), the reference tools, rather than
+//! re-implementing their ioctls and udev handshakes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::ops::{DmOps, LoopInfo};
+use crate::ext4::render;
+use crate::StorageError;
+
+/// The host's loop and device-mapper tools.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct HostOps;
+
+/// Runs `cmd` (feeding `stdin` if given) and returns its output if it exited 0.
+fn run(
+    cmd: &mut Command,
+    package: &'static str,
+    stdin: Option<&str>,
+) -> Result<Output, StorageError> {
+    let command = render(cmd);
+    tracing::debug!(%command, "running");
+    let spawn_err = |source| StorageError::Spawn {
+        command: command.clone(),
+        package,
+        source,
+    };
+    let out = match stdin {
+        None => cmd.output().map_err(spawn_err)?,
+        Some(input) => {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(spawn_err)?;
+            if let Some(mut pipe) = child.stdin.take() {
+                // A write error shows up as the command's own failure below.
+                let _ = pipe.write_all(input.as_bytes());
+            }
+            child.wait_with_output().map_err(spawn_err)?
+        }
+    };
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(StorageError::Command {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+impl DmOps for HostOps {
+    fn loop_attach(&self, file: &Path, read_only: bool) -> Result<String, StorageError> {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show"]);
+        if read_only {
+            cmd.arg("--read-only");
+        }
+        cmd.arg(file);
+        let out = run(&mut cmd, "util-linux", None)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn loop_detach(&self, device: &str) -> Result<(), StorageError> {
+        run(
+            Command::new("losetup").arg("--detach").arg(device),
+            "util-linux",
+            None,
+        )
+        .map(drop)
+    }
+
+    fn dm_create(&self, name: &str, table: &str) -> Result<(), StorageError> {
+        run(
+            Command::new("dmsetup").arg("create").arg(name),
+            "dmsetup",
+            Some(table),
+        )?;
+        // Without a running udev the /dev/mapper node may be missing; mknodes
+        // makes it (a no-op when udev already did).
+        if !Path::new("/dev/mapper").join(name).exists() {
+            run(
+                Command::new("dmsetup").arg("mknodes").arg(name),
+                "dmsetup",
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn dm_remove(&self, name: &str) -> Result<(), StorageError> {
+        // --retry rides out a transient open by udev's blkid probe.
+        run(
+            Command::new("dmsetup")
+                .args(["remove", "--retry"])
+                .arg(name),
+            "dmsetup",
+            None,
+        )
+        .map(drop)
+    }
+
+    fn dm_exists(&self, name: &str) -> Result<bool, StorageError> {
+        match run(
+            Command::new("dmsetup")
+                .args(["info", "-c", "--noheadings", "-o", "name"])
+                .arg(name),
+            "dmsetup",
+            None,
+        ) {
+            Ok(_) => Ok(true),
+            Err(StorageError::Command { ref stderr, .. })
+                if stderr.contains("does not exist") || stderr.contains("not found") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn grow_ext4(&self, device: &Path) -> Result<(), StorageError> {
+        crate::ext4::grow_to_file_size(device)
+    }
+
+    fn dm_list(&self) -> Result<Vec<String>, StorageError> {
+        let out = run(Command::new("dmsetup").arg("ls"), "dmsetup", None)?;
+        Ok(parse_dmsetup_ls(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn loop_list(&self) -> Result<Vec<LoopInfo>, StorageError> {
+        let out = run(Command::new("losetup").arg("-J"), "util-linux", None)?;
+        let mut loops = parse_losetup_json(&String::from_utf8_lossy(&out.stdout))?;
+        for l in &mut loops {
+            l.held_with_autoclear = l.held_with_autoclear && has_holders(&l.device);
+        }
+        Ok(loops)
+    }
+}
+
+/// `dmsetup ls` prints `name\t(253:0)` lines, or "No devices found".
+pub(crate) fn parse_dmsetup_ls(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains('(') && !l.starts_with("No devices"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `losetup -J` (empty output means no loop devices). The
+/// `held_with_autoclear` field holds only the autoclear flag here; the
+/// caller ANDs in the holders check.
+pub(crate) fn parse_losetup_json(out: &str) -> Result<Vec<LoopInfo>, StorageError> {
+    if out.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Value = serde_json::from_str(out).map_err(|e| StorageError::Command {
+        command: "losetup -J".to_string(),
+        status: "unparseable output".to_string(),
+        stderr: e.to_string(),
+    })?;
+    let list = v
+        .get("loopdevices")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter_map(|d| {
+            let device = d.get("name")?.as_str()?.to_string();
+            let back = d.get("back-file")?.as_str()?;
+            let back = back.strip_suffix(" (deleted)").unwrap_or(back);
+            Some(LoopInfo {
+                device,
+                backing_file: PathBuf::from(back),
+                held_with_autoclear: d.get("autoclear").and_then(|a| a.as_bool()) == Some(true),
+            })
+        })
+        .collect())
+}
+
+/// Whether anything (a dm device) holds `/dev/loopN` open, per sysfs.
+fn has_holders(device: &str) -> bool {
+    let Some(base) = Path::new(device).file_name() else {
+        return false;
+    };
+    std::fs::read_dir(Path::new("/sys/block").join(base).join("holders"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_dmsetup_ls_reads_names_and_ignores_no_devices() {
+        assert_eq!(
+            parse_dmsetup_ls("hangar-a-disk\t(253:1)\nother\t(253:0)\n"),
+            vec!["hangar-a-disk".to_string(), "other".to_string()]
+        );
+        assert!(parse_dmsetup_ls("No devices found\n").is_empty());
+    }
+
+    #[test]
+    fn parse_losetup_json_strips_deleted_and_reads_autoclear() {
+        let json = r#"{"loopdevices":[
+            {"name":"/dev/loop0","autoclear":true,"back-file":"/s/vms/a/disk.ext4 (deleted)"},
+            {"name":"/dev/loop1","autoclear":false,"back-file":"/s/img"}]}"#;
+
+        let loops = parse_losetup_json(json).unwrap();
+
+        assert_eq!(loops[0].backing_file, PathBuf::from("/s/vms/a/disk.ext4"));
+        assert!(loops[0].held_with_autoclear);
+        assert!(!loops[1].held_with_autoclear);
+    }
+
+    #[test]
+    fn parse_losetup_json_of_empty_output_is_empty() {
+        assert!(parse_losetup_json("").unwrap().is_empty());
+    }
+
+    /// Real kernel behaviour the backend relies on: detaching a loop device
+    /// that is still open only marks it autoclear; it goes away when the
+    /// last opener closes it. (Needs root and loop devices.)
+    #[test]
+    fn detach_of_open_loop_is_deferred_until_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("backing");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let dev = HostOps.loop_attach(&file, true).unwrap();
+        let holder = std::fs::File::open(&dev).unwrap();
+
+        HostOps.loop_detach(&dev).unwrap();
+        let while_open = HostOps.loop_list().unwrap();
+        drop(holder);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let after_close = HostOps.loop_list().unwrap();
+
+        assert!(
+            while_open
+                .iter()
+                .any(|l| l.device == dev && l.backing_file == file),
+            "{while_open:?}"
+        );
+        assert!(
+            !after_close.iter().any(|l| l.backing_file == file),
+            "{after_close:?}"
+        );
+    }
+}

@@ -1,0 +1,640 @@
+//! Running Firecracker under its `jailer` (chroot, uid/gid drop, cgroups,
+//! network namespace).
+//!
+//! The jailer builds `<chroot_base>/<exec file name>/<id>/root`, copies the
+//! Firecracker binary there, pivots into it and execs Firecracker (same
+//! pid: we never pass `--new-pid-ns` or `--daemonize`). Every file the API
+//! names must exist inside that root, so `start` hard-links (read-only
+//! files: or copies) kernel, initrd, drives, log and metrics into it and
+//! sends jail-relative paths. The API socket is
+//! `<root>/run/firecracker.socket`; `vm_dir/firecracker.sock` is a symlink
+//! to it, which is how `kill` (also after a daemon restart) finds the jail
+//! to remove.
+//!
+//! Layout and argv are pure functions (unit-tested); the file operations
+//! are small wrappers.
+
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{chown, Gid, Uid};
+
+use crate::error::VmmError;
+use crate::{VmSpec, VMM_LOG};
+
+use super::api::METRICS_FILE;
+
+/// Firecracker's API socket as the jailed process sees it.
+pub const JAIL_API_SOCKET: &str = "/run/firecracker.socket";
+/// The jailer's own default chroot base.
+pub const DEFAULT_CHROOT_BASE: &str = "/srv/jailer";
+/// The jailer's limit on `--id`.
+const MAX_ID_LEN: usize = 64;
+/// Memory the Firecracker process needs beyond guest RAM, for the
+/// `memory.max` limit (VMM, device buffers, page tables).
+const VMM_MEMORY_OVERHEAD_MIB: u64 = 64;
+
+/// How to run Firecracker under the jailer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailerConfig {
+    /// The `jailer` binary (same version as Firecracker).
+    pub binary: PathBuf,
+    /// Uid/gid Firecracker runs as; writable files are chowned to them.
+    pub uid: u32,
+    pub gid: u32,
+    /// `--chroot-base-dir`; must be on the same filesystem as the VM
+    /// directories (writable files are hard-linked).
+    pub chroot_base: PathBuf,
+    /// `--cgroup-version` (1 or 2).
+    pub cgroup_version: u8,
+    /// Network namespace for VMs whose spec names none.
+    pub netns: Option<String>,
+    /// `--parent-cgroup`.
+    pub parent_cgroup: Option<String>,
+    /// Extra `--cgroup FILE=VALUE` settings, passed verbatim.
+    pub cgroups: Vec<String>,
+    /// Derive CPU and memory limits from the spec (`cpu.max` and
+    /// `memory.max` on v2; CFS quota and `memory.limit_in_bytes` on v1).
+    pub limit_resources: bool,
+}
+
+impl JailerConfig {
+    /// cgroup v2, no extra limits, no default network namespace.
+    pub fn new(
+        binary: impl Into<PathBuf>,
+        uid: u32,
+        gid: u32,
+        chroot_base: impl Into<PathBuf>,
+    ) -> Self {
+        JailerConfig {
+            binary: binary.into(),
+            uid,
+            gid,
+            chroot_base: chroot_base.into(),
+            cgroup_version: 2,
+            netns: None,
+            parent_cgroup: None,
+            cgroups: Vec::new(),
+            limit_resources: false,
+        }
+    }
+}
+
+/// Where one VM's jail lives on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jail {
+    /// `<chroot_base>/<exec file name>/<id>`: removed as a whole.
+    pub dir: PathBuf,
+    /// `<dir>/root`: the jailed process's `/`.
+    pub root: PathBuf,
+}
+
+impl Jail {
+    /// The jail the jailer builds for `exec_file` and `id`.
+    pub fn new(chroot_base: &Path, exec_file: &Path, id: &str) -> Jail {
+        let exec_name = exec_file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "firecracker".to_string());
+        let dir = chroot_base.join(exec_name).join(id);
+        Jail {
+            root: dir.join("root"),
+            dir,
+        }
+    }
+
+    /// Host path of a path as the jailed process sees it ("/vmlinux").
+    pub fn host_path(&self, jail_path: &str) -> PathBuf {
+        self.root.join(jail_path.trim_start_matches('/'))
+    }
+
+    /// Host path of the API socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.host_path(JAIL_API_SOCKET)
+    }
+
+    /// The jail whose API socket is `socket`, if `socket` has exactly the
+    /// layout [`Jail::api_socket`] produces (so a stray symlink can never
+    /// make `kill` remove an unrelated directory).
+    pub fn from_api_socket(socket: &Path) -> Option<Jail> {
+        let run = socket.parent()?;
+        let root = run.parent()?;
+        let dir = root.parent()?;
+        let exec_dir = dir.parent()?;
+        let ok = socket.file_name()? == "firecracker.socket"
+            && run.file_name()? == "run"
+            && root.file_name()? == "root"
+            && exec_dir
+                .file_name()?
+                .to_string_lossy()
+                .contains("firecracker")
+            && validate_jail_id(&dir.file_name()?.to_string_lossy()).is_ok();
+        ok.then(|| Jail {
+            dir: dir.to_path_buf(),
+            root: root.to_path_buf(),
+        })
+    }
+}
+
+/// The jailer accepts ids of 1–64 alphanumerics and hyphens.
+pub fn validate_jail_id(id: &str) -> Result<(), VmmError> {
+    let invalid = |reason| VmmError::InvalidJailId {
+        id: id.to_string(),
+        reason,
+    };
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(invalid("it must be 1 to 64 characters long"));
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(invalid("only letters, digits and hyphens are allowed"));
+    }
+    Ok(())
+}
+
+/// `--cgroup` values limiting the VMM to the spec's CPUs and memory.
+pub fn cgroup_limits(spec: &VmSpec, cgroup_version: u8) -> Vec<String> {
+    let period: u64 = 100_000;
+    let quota = u64::from(spec.cpus.max(1)) * period;
+    let mem_bytes = (u64::from(spec.memory_mib) + VMM_MEMORY_OVERHEAD_MIB) * 1024 * 1024;
+    if cgroup_version == 1 {
+        vec![
+            format!("cpu.cfs_period_us={period}"),
+            format!("cpu.cfs_quota_us={quota}"),
+            format!("memory.limit_in_bytes={mem_bytes}"),
+        ]
+    } else {
+        vec![
+            format!("cpu.max={quota} {period}"),
+            format!("memory.max={mem_bytes}"),
+        ]
+    }
+}
+
+/// The jailer argv (without the binary). `firecracker` must be an absolute
+/// path; `netns` is the namespace name (under /run/netns).
+pub fn jailer_args(
+    cfg: &JailerConfig,
+    firecracker: &Path,
+    spec: &VmSpec,
+    netns: Option<&str>,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--id".into(),
+        spec.id.clone(),
+        "--exec-file".into(),
+        firecracker.to_string_lossy().into_owned(),
+        "--uid".into(),
+        cfg.uid.to_string(),
+        "--gid".into(),
+        cfg.gid.to_string(),
+        "--chroot-base-dir".into(),
+        cfg.chroot_base.to_string_lossy().into_owned(),
+    ];
+    if let Some(ns) = netns {
+        a.push("--netns".into());
+        a.push(format!("/run/netns/{ns}"));
+    }
+    a.push("--cgroup-version".into());
+    a.push(cfg.cgroup_version.to_string());
+    if let Some(parent) = &cfg.parent_cgroup {
+        a.push("--parent-cgroup".into());
+        a.push(parent.clone());
+    }
+    let limits = if cfg.limit_resources {
+        cgroup_limits(spec, cfg.cgroup_version)
+    } else {
+        Vec::new()
+    };
+    for c in limits.iter().chain(&cfg.cgroups) {
+        a.push("--cgroup".into());
+        a.push(c.clone());
+    }
+    a.push("--".into());
+    a.push("--api-sock".into());
+    a.push(JAIL_API_SOCKET.into());
+    a
+}
+
+/// One file that must appear inside the jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailFile {
+    pub host: PathBuf,
+    /// Absolute path as the jailed process sees it.
+    pub in_jail: String,
+    /// Firecracker writes it: hard link only, chowned to the jail user.
+    pub writable: bool,
+}
+
+/// `spec` with every path the API sends rewritten to its place in the jail
+/// (`vm_dir` becomes `/`, so log and metrics are `/vmm.log`,
+/// `/metrics.json`), plus the files to put there.
+pub fn jailed_spec(spec: &VmSpec) -> Result<(VmSpec, Vec<JailFile>), VmmError> {
+    let mut j = spec.clone();
+    let mut files = Vec::new();
+    let mut place = |host: &Path, name: String, writable: bool| -> PathBuf {
+        let in_jail = format!("/{name}");
+        files.push(JailFile {
+            host: host.to_path_buf(),
+            in_jail: in_jail.clone(),
+            writable,
+        });
+        PathBuf::from(in_jail)
+    };
+    j.kernel = place(&spec.kernel, "vmlinux".into(), false);
+    j.initrd = spec
+        .initrd
+        .as_deref()
+        .map(|p| place(p, "initrd".into(), false));
+    j.root_disk = place(&spec.root_disk, "drive-root".into(), true);
+    for (d, jd) in spec.extra_drives.iter().zip(j.extra_drives.iter_mut()) {
+        if d.id.is_empty()
+            || !d
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(VmmError::InvalidJailId {
+                id: d.id.clone(),
+                reason: "drive ids must be letters, digits, '-' or '_' to be placed in the jail",
+            });
+        }
+        jd.path = place(&d.path, format!("drive-{}", d.id), !d.read_only);
+    }
+    place(&spec.vm_dir.join(VMM_LOG), VMM_LOG.into(), true);
+    place(&spec.vm_dir.join(METRICS_FILE), METRICS_FILE.into(), true);
+    j.vm_dir = PathBuf::from("/");
+    Ok((j, files))
+}
+
+/// How a file got into the jail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    HardLinked,
+    Copied,
+}
+
+/// Hard-links `src` to `dst`; across filesystems, copies read-only files
+/// and refuses writable ones (a copy would silently drop the guest's
+/// writes when the jail is removed).
+pub fn link_or_copy(src: &Path, dst: &Path, writable: bool) -> Result<Placed, VmmError> {
+    match std::fs::hard_link(src, dst) {
+        Ok(()) => Ok(Placed::HardLinked),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) && !writable => {
+            std::fs::copy(src, dst).map_err(|source| VmmError::Io {
+                action: "copy into the jail",
+                path: src.to_path_buf(),
+                source,
+            })?;
+            Ok(Placed::Copied)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Err(VmmError::JailCrossDevice {
+            path: src.to_path_buf(),
+            jail_path: dst.to_path_buf(),
+        }),
+        Err(source) => Err(VmmError::Io {
+            action: "hard-link into the jail",
+            path: src.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Creates the jail root with `run/` and places `files`; writable files and
+/// `run/` (where Firecracker creates its socket) are chowned to uid:gid.
+/// On error the caller removes the jail.
+pub(crate) fn prepare_jail(
+    jail: &Jail,
+    files: &[JailFile],
+    uid: u32,
+    gid: u32,
+) -> Result<(), VmmError> {
+    let run = jail.host_path("/run");
+    std::fs::create_dir_all(&run).map_err(|source| VmmError::Io {
+        action: "create the jail directory",
+        path: run.clone(),
+        source,
+    })?;
+    let give = |path: &Path| {
+        chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| VmmError::Io {
+            action: "chown to the jail user",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })
+    };
+    give(&run)?;
+    for f in files {
+        let dst = jail.host_path(&f.in_jail);
+        let placed = link_or_copy(&f.host, &dst, f.writable)?;
+        tracing::debug!(src = %f.host.display(), dst = %dst.display(), ?placed, "file placed in jail");
+        if f.writable {
+            give(&dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the whole jail directory (links, copies, the copied binary,
+/// device nodes the jailer made). Missing is fine.
+pub(crate) fn remove_jail(jail: &Jail) {
+    match std::fs::remove_dir_all(&jail.dir) {
+        Ok(()) => tracing::debug!(jail = %jail.dir.display(), "jail removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(jail = %jail.dir.display(), error = %e, "cannot remove jail"),
+    }
+}
+
+/// `binary` as an absolute path (the jailer requires one): bare names are
+/// looked up on PATH.
+pub(crate) fn absolute_binary(binary: &Path) -> Result<PathBuf, VmmError> {
+    let unusable = |hint: &str| VmmError::BinaryUnusable {
+        kind: "firecracker",
+        path: binary.to_path_buf(),
+        hint: hint.to_string(),
+        source: None,
+    };
+    let found = if binary.components().count() > 1 {
+        Some(binary.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(binary))
+                .find(|p| p.is_file())
+        })
+    };
+    let found = found.ok_or_else(|| {
+        unusable("not found on PATH; set `[vmm] firecracker` to its absolute path")
+    })?;
+    std::fs::canonicalize(&found).map_err(|_| unusable("does not exist; fix `[vmm] firecracker`"))
+}
+
+/// Removes a stale jail left by a crash, then builds a fresh one.
+pub(crate) fn build_jail(
+    jail: &Jail,
+    files: &[JailFile],
+    cfg: &JailerConfig,
+) -> Result<(), VmmError> {
+    if jail.dir.exists() {
+        tracing::warn!(jail = %jail.dir.display(), "removing a stale jail");
+        remove_jail(jail);
+    }
+    if let Err(e) = prepare_jail(jail, files, cfg.uid, cfg.gid) {
+        remove_jail(jail);
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Drive;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            id: "vm-0123".into(),
+            name: "dev".into(),
+            cpus: 2,
+            memory_mib: 512,
+            kernel: "/img/abc/vmlinux".into(),
+            initrd: Some("/img/abc/initrd.img".into()),
+            cmdline: "console=ttyS0".into(),
+            root_disk: "/vms/vm-0123/root.ext4".into(),
+            extra_drives: vec![Drive {
+                id: "config".into(),
+                path: "/vms/vm-0123/config.img".into(),
+                read_only: true,
+            }],
+            tap: "tap0".into(),
+            mac: "06:00:00:00:00:01".into(),
+            vm_dir: "/vms/vm-0123".into(),
+            serial_log: "/vms/vm-0123/serial.log".into(),
+            netns: Some("hg-ns".into()),
+        }
+    }
+
+    fn cfg() -> JailerConfig {
+        JailerConfig::new("/usr/bin/jailer", 123, 100, "/srv/jailer")
+    }
+
+    #[test]
+    fn jail_dir_is_base_exec_name_id() {
+        let j = Jail::new(
+            Path::new("/srv/jailer"),
+            Path::new("/usr/bin/firecracker"),
+            "vm-1",
+        );
+        assert_eq!(j.dir, PathBuf::from("/srv/jailer/firecracker/vm-1"));
+        assert_eq!(j.root, PathBuf::from("/srv/jailer/firecracker/vm-1/root"));
+        assert_eq!(
+            j.api_socket(),
+            PathBuf::from("/srv/jailer/firecracker/vm-1/root/run/firecracker.socket")
+        );
+    }
+
+    #[test]
+    fn jail_from_api_socket_inverts_api_socket() {
+        let j = Jail::new(
+            Path::new("/srv/jailer"),
+            Path::new("/opt/fc/firecracker-v1.16"),
+            "vm-1",
+        );
+        assert_eq!(Jail::from_api_socket(&j.api_socket()), Some(j));
+    }
+
+    #[test]
+    fn jail_from_unrelated_socket_is_none() {
+        assert_eq!(
+            Jail::from_api_socket(Path::new("/var/lib/hangar/vms/x/firecracker.sock")),
+            None
+        );
+        assert_eq!(
+            Jail::from_api_socket(Path::new("/run/firecracker.socket")),
+            None
+        );
+        assert_eq!(
+            Jail::from_api_socket(Path::new("/srv/other/vm-1/root/run/firecracker.socket")),
+            None,
+            "the exec directory must name firecracker"
+        );
+    }
+
+    #[test]
+    fn validate_jail_id_rejects_bad_characters_and_length() {
+        assert!(validate_jail_id("vm-0123").is_ok());
+        assert!(validate_jail_id("").is_err());
+        assert!(validate_jail_id("../etc").is_err());
+        assert!(validate_jail_id("a_b").is_err());
+        assert!(validate_jail_id(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn jailer_args_give_the_documented_layout() {
+        let args = jailer_args(
+            &cfg(),
+            Path::new("/usr/bin/firecracker"),
+            &spec(),
+            Some("hg-ns"),
+        );
+        assert_eq!(
+            args.join(" "),
+            "--id vm-0123 --exec-file /usr/bin/firecracker --uid 123 --gid 100 \
+             --chroot-base-dir /srv/jailer --netns /run/netns/hg-ns --cgroup-version 2 \
+             -- --api-sock /run/firecracker.socket"
+        );
+    }
+
+    #[test]
+    fn jailer_args_with_limits_add_cgroup_v2_settings_before_separator() {
+        let mut c = cfg();
+        c.limit_resources = true;
+        c.cgroups = vec!["cpuset.cpus=0".into()];
+        let args = jailer_args(&c, Path::new("/usr/bin/firecracker"), &spec(), None);
+        let sep = args.iter().position(|a| a == "--").unwrap();
+        let cgroups: Vec<&str> = args[..sep]
+            .windows(2)
+            .filter(|w| w[0] == "--cgroup")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(
+            cgroups,
+            [
+                "cpu.max=200000 100000",
+                "memory.max=603979776",
+                "cpuset.cpus=0"
+            ]
+        );
+        assert!(!args.contains(&"--netns".to_string()));
+    }
+
+    #[test]
+    fn cgroup_limits_v1_use_cfs_quota_and_limit_in_bytes() {
+        assert_eq!(
+            cgroup_limits(&spec(), 1),
+            [
+                "cpu.cfs_period_us=100000",
+                "cpu.cfs_quota_us=200000",
+                "memory.limit_in_bytes=603979776"
+            ]
+        );
+    }
+
+    #[test]
+    fn jailer_args_with_parent_cgroup_pass_it() {
+        let mut c = cfg();
+        c.parent_cgroup = Some("hangar".into());
+        let args = jailer_args(&c, Path::new("/usr/bin/firecracker"), &spec(), None);
+        let i = args.iter().position(|a| a == "--parent-cgroup").unwrap();
+        assert_eq!(args[i + 1], "hangar");
+    }
+
+    #[test]
+    fn jailed_spec_rewrites_api_paths_relative_to_jail_root() {
+        let (j, _) = jailed_spec(&spec()).unwrap();
+        assert_eq!(j.kernel, PathBuf::from("/vmlinux"));
+        assert_eq!(j.initrd, Some(PathBuf::from("/initrd")));
+        assert_eq!(j.root_disk, PathBuf::from("/drive-root"));
+        assert_eq!(j.extra_drives[0].path, PathBuf::from("/drive-config"));
+        assert_eq!(j.vm_dir, PathBuf::from("/"));
+        assert_eq!(
+            j.serial_log,
+            spec().serial_log,
+            "the console is not an API path"
+        );
+    }
+
+    #[test]
+    fn jailed_spec_lists_files_with_writability() {
+        let (_, files) = jailed_spec(&spec()).unwrap();
+        let list: Vec<(String, &str, bool)> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.host.to_string_lossy().into_owned(),
+                    f.in_jail.as_str(),
+                    f.writable,
+                )
+            })
+            .collect();
+        assert_eq!(
+            list,
+            [
+                ("/img/abc/vmlinux".to_string(), "/vmlinux", false),
+                ("/img/abc/initrd.img".to_string(), "/initrd", false),
+                ("/vms/vm-0123/root.ext4".to_string(), "/drive-root", true),
+                (
+                    "/vms/vm-0123/config.img".to_string(),
+                    "/drive-config",
+                    false
+                ),
+                ("/vms/vm-0123/vmm.log".to_string(), "/vmm.log", true),
+                (
+                    "/vms/vm-0123/metrics.json".to_string(),
+                    "/metrics.json",
+                    true
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn jailed_spec_with_unsafe_drive_id_fails() {
+        let mut s = spec();
+        s.extra_drives[0].id = "../x".into();
+        assert!(matches!(
+            jailed_spec(&s),
+            Err(VmmError::InvalidJailId { .. })
+        ));
+    }
+
+    #[test]
+    fn link_or_copy_on_same_filesystem_hard_links() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk");
+        std::fs::write(&src, b"data").unwrap();
+        let dst = dir.path().join("link");
+        let placed = link_or_copy(&src, &dst, true).unwrap();
+        assert_eq!(placed, Placed::HardLinked);
+        assert_eq!(
+            std::fs::metadata(&src).unwrap().ino(),
+            std::fs::metadata(&dst).unwrap().ino()
+        );
+    }
+
+    /// /dev/shm (tmpfs) and the temp dir are different filesystems on
+    /// this project's machines; elsewhere the cross-device tests say so.
+    fn cross_device_dirs() -> Option<(tempfile::TempDir, tempfile::TempDir)> {
+        use std::os::unix::fs::MetadataExt;
+        let a = tempfile::tempdir().ok()?;
+        let b = tempfile::tempdir_in("/dev/shm").ok()?;
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        if dev(a.path()) == dev(b.path()) {
+            eprintln!("SKIP: /dev/shm and the temp dir are on the same filesystem");
+            return None;
+        }
+        Some((a, b))
+    }
+
+    #[test]
+    fn link_or_copy_across_filesystems_copies_read_only_file() {
+        let Some((a, b)) = cross_device_dirs() else {
+            return;
+        };
+        let src = b.path().join("vmlinux");
+        std::fs::write(&src, b"kernel").unwrap();
+        let dst = a.path().join("vmlinux");
+        assert_eq!(link_or_copy(&src, &dst, false).unwrap(), Placed::Copied);
+        assert_eq!(std::fs::read(&dst).unwrap(), b"kernel");
+    }
+
+    #[test]
+    fn link_or_copy_across_filesystems_refuses_writable_file() {
+        let Some((a, b)) = cross_device_dirs() else {
+            return;
+        };
+        let src = b.path().join("root.ext4");
+        std::fs::write(&src, b"disk").unwrap();
+        let err = link_or_copy(&src, &a.path().join("drive-root"), true).unwrap_err();
+        assert!(matches!(err, VmmError::JailCrossDevice { .. }), "{err:?}");
+        assert!(!a.path().join("drive-root").exists());
+    }
+}

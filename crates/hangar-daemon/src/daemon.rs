@@ -110,7 +110,7 @@ impl Daemon {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let store = Arc::new(
-            Store::open(&config.store_path())
+            Store::open(config.store_path())
                 .with_context(|| format!("cannot open store {}", config.store_path().display()))?,
         );
         let failed = store

@@ -65,7 +65,7 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
         None => None,
     };
     if let Some(b) = disk_bytes {
-        if b < (64 << 20) || b > (16 << 40) {
+        if !((64u64 << 20)..=(16u64 << 40)).contains(&b) {
             return Err(ApiError::invalid(format!(
                 "disk size {b} bytes is out of range (64 MiB to 16 TiB)"
             )));

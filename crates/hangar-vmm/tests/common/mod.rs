@@ -153,7 +153,9 @@ pub const READY_MARKER: &str = "hangar-guest-ready";
 
 /// Modules the power-button guest loads, from the cached image's rootfs.
 fn button_modules(image_rootfs: &Path, tree: &Path) -> bool {
-    let kver = "6.1.0-50-cloud-amd64";
+    let Some(kver) = kernel_version_in(image_rootfs) else {
+        return false;
+    };
     let mut ok = true;
     for (src, name) in [
         ("kernel/drivers/input/evdev.ko", "evdev.ko"),
@@ -169,6 +171,22 @@ fn button_modules(image_rootfs: &Path, tree: &Path) -> bool {
         ok &= st.is_ok_and(|s| s.success()) && dst.metadata().is_ok_and(|m| m.len() > 0);
     }
     ok
+}
+
+/// The kernel version directory under /lib/modules in an ext4 image
+/// (`debugfs ls -p` prints `/inode/mode/uid/gid/name/size/`).
+fn kernel_version_in(image_rootfs: &Path) -> Option<String> {
+    let out = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg("ls -p /lib/modules")
+        .arg(image_rootfs)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+        .find(|n| n.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// A busybox newc initramfs for `guest`. The power-button path needs the

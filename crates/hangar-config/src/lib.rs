@@ -94,6 +94,8 @@ pub struct VmmConfig {
     /// Firecracker's jailer (used when `use_jailer` is true).
     pub jailer: PathBuf,
     pub use_jailer: bool,
+    /// Extra guest kernel arguments, appended to Hangar's own.
+    pub kernel_args: String,
     /// How long to wait from VMM start to a working SSH login.
     pub boot_timeout_secs: u64,
     /// How long a graceful stop may take before the VMM is killed.
@@ -157,6 +159,7 @@ impl Default for VmmConfig {
             kvm_device: PathBuf::from("/dev/kvm"),
             jailer: PathBuf::from("jailer"),
             use_jailer: false,
+            kernel_args: String::new(),
             boot_timeout_secs: 60,
             stop_timeout_secs: 15,
         }

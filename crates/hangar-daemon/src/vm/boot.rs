@@ -110,7 +110,7 @@ impl Daemon {
             initrd: manifest.initrd.as_ref().map(|i| image_dir.join(i)),
             cmdline: kernel_cmdline(&CmdlineOptions {
                 tsc_khz,
-                extra: Vec::new(),
+                extra: self.guest_kernel_args(tsc_khz),
             }),
             root_disk,
             extra_drives: vec![Drive {
@@ -177,6 +177,30 @@ impl Daemon {
             .set_vm_state(&rec.id, VmState::Running, None)
             .map_err(store_err)?;
         self.store.get_vm(&rec.id).map_err(store_err)
+    }
+
+    /// Kernel arguments Hangar adds for this driver, then the user's.
+    /// Under QEMU (TCG on hosts like these) the guest skips delay-loop
+    /// calibration (`lpj`, from the TSC rate: the cloud kernel has HZ=250)
+    /// and speculative-execution mitigations, whose page-table switches
+    /// are costly under emulation; both only concern the guest's own
+    /// processes. Measured with bench/boot-args.sh.
+    fn guest_kernel_args(&self, tsc_khz: Option<u64>) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.driver.kind() == "qemu" {
+            args.push("mitigations=off".to_string());
+            if let Some(khz) = tsc_khz {
+                args.push(format!("lpj={}", khz * 4));
+            }
+        }
+        args.extend(
+            self.config
+                .vmm
+                .kernel_args
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        args
     }
 
     /// Kills a VMM and returns its TAP; used on failure paths and after

@@ -1,5 +1,6 @@
 //! Integration tests: a real daemon in a temp dir, driven through the real
 //! CLI binary and raw HTTP on its Unix socket. No guest is booted here.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

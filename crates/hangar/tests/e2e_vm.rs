@@ -2,6 +2,7 @@
 //! network inside a namespace each test creates. The default image is built
 //! on first use and cached by recipe in /var/cache/hangar/images.
 //! Run one at a time (`--test-threads=1`): each boots real VMs on 2 cores.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,7 +1,9 @@
 //! `hangar doctor`: host checks (local, no daemon needed) plus whether the
-//! daemon answers. Exit 0 when nothing fails.
+//! daemon answers and whether the default image is available. Exit 0 when
+//! nothing fails, 1 otherwise; `--json` prints the checks as an array.
 
-use hangar_daemon::doctor::{run_checks, Check, Level};
+use hangar_api::ImageInfo;
+use hangar_daemon::doctor::{check_daemon, check_default_image, run_checks, Check, Level};
 
 use crate::args::Cli;
 use crate::client::Client;
@@ -15,44 +17,127 @@ pub async fn run(cli: &Cli, client: &Client) -> u8 {
             return 1;
         }
     };
-    let mut checks = run_checks(&config);
-    checks.push(match client.get::<serde_json::Value>("/v1/info").await {
-        Ok(info) => Check {
-            name: "daemon".into(),
-            level: Level::Ok,
-            result: format!(
-                "answering on {} (driver: {})",
-                client.socket().display(),
+    // The host probe runs binaries and statvfs: keep it off the runtime.
+    let host = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || run_checks(&config)).await
+    };
+    let mut checks = match host {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: the host checks crashed: {e}");
+            return 1;
+        }
+    };
+
+    let config_path = cli
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| hangar_config::DEFAULT_CONFIG_PATH.to_string());
+    let info = client
+        .get::<serde_json::Value>("/v1/info")
+        .await
+        .map(|info| {
+            format!(
+                "driver: {}",
                 info.get("driver_reason")
                     .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-            ),
-            fix: None,
-        },
-        Err(e) => Check {
-            name: "daemon".into(),
-            level: Level::Warn,
-            result: e.message,
-            fix: Some("sudo hangar daemon --config /etc/hangar/config.toml".into()),
-        },
-    });
+                    .unwrap_or("unknown")
+            )
+        })
+        .map_err(|e| e.message);
+    let reachable = info.is_ok();
+    checks.push(check_daemon(client.socket(), info, &config_path));
+
+    // Local presence is only known from the daemon; without it the catalog
+    // decides (the store is the daemon's, and opening it would migrate it).
+    let local = if reachable {
+        client
+            .get::<Vec<ImageInfo>>("/v1/images")
+            .await
+            .ok()
+            .map(|imgs| imgs.iter().any(|i| i.name == config.defaults.image))
+    } else {
+        None
+    };
+    let catalog = hangar_daemon::images::catalog();
+    let names: Vec<&str> = catalog.iter().map(|c| c.name).collect();
+    checks.push(check_default_image(&config.defaults.image, local, &names));
+
     let failed = checks.iter().any(|c| c.level == Level::Fail);
     if cli.json {
         output::json(&checks);
     } else {
-        for c in &checks {
-            let mark = match c.level {
-                Level::Ok => "ok  ",
-                Level::Warn => "warn",
-                Level::Fail => "FAIL",
-            };
-            println!("[{mark}] {:<14} {}", c.name, c.result);
-            if let Some(fix) = &c.fix {
-                if c.level != Level::Ok {
-                    println!("       {:<14} fix: {fix}", "");
-                }
-            }
-        }
+        print!("{}", render(&checks));
     }
     u8::from(failed)
+}
+
+/// Human output: failures first, then warnings, then what is fine; each
+/// with a mark, the name, the result and a `fix:` line.
+fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for (level, mark, title) in [
+        (Level::Fail, "✗", "Failed"),
+        (Level::Warn, "!", "Warnings"),
+        (Level::Ok, "✓", "OK"),
+    ] {
+        let group: Vec<&Check> = checks.iter().filter(|c| c.level == level).collect();
+        if group.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{title} ({}):\n", group.len()));
+        for c in group {
+            out.push_str(&format!("  {mark} {:<22} {}\n", c.name, c.result));
+            if let Some(fix) = c.fix.as_ref().filter(|_| level != Level::Ok) {
+                out.push_str(&format!("    {:<22} fix: {fix}\n", ""));
+            }
+        }
+        out.push('\n');
+    }
+    let count = |l| checks.iter().filter(|c| c.level == l).count();
+    out.push_str(&format!(
+        "{} ok, {} warnings, {} failed\n",
+        count(Level::Ok),
+        count(Level::Warn),
+        count(Level::Fail)
+    ));
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, level: Level, fix: Option<&str>) -> Check {
+        Check {
+            name: name.into(),
+            what: "w".into(),
+            level,
+            result: format!("{name} result"),
+            fix: fix.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn render_groups_failures_first_with_fix_lines() {
+        let checks = vec![
+            check("a", Level::Ok, None),
+            check("b", Level::Warn, Some("do b")),
+            check("c", Level::Fail, Some("do c")),
+        ];
+
+        let s = render(&checks);
+
+        let (fail, warn, ok) = (
+            s.find("✗ c").unwrap(),
+            s.find("! b").unwrap(),
+            s.find("✓ a").unwrap(),
+        );
+        assert!(fail < warn && warn < ok, "{s}");
+        assert!(s.contains("fix: do c") && s.contains("fix: do b"), "{s}");
+        assert!(s.ends_with("1 ok, 1 warnings, 1 failed\n"), "{s}");
+    }
 }

@@ -115,7 +115,8 @@ pub struct Defaults {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `auto`, `reflink` or `copy`.
+    /// `auto` (dm where usable, else reflink where the state dir supports
+    /// it, else copy), `dm`, `reflink` or `copy`.
     pub backend: String,
 }
 
@@ -248,9 +249,9 @@ impl Config {
             parse_size(&self.defaults.disk_size)
                 .map_err(|e| format!("[defaults] disk_size: {e}"))?;
         }
-        if !["auto", "reflink", "copy"].contains(&self.storage.backend.as_str()) {
+        if !["auto", "dm", "reflink", "copy"].contains(&self.storage.backend.as_str()) {
             return Err(format!(
-                "[storage] backend {:?} is not one of auto, reflink, copy",
+                "[storage] backend {:?} is not one of auto, dm, reflink, copy",
                 self.storage.backend
             ));
         }
@@ -361,6 +362,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("10.9.0.0/24"), "{err}");
+    }
+
+    #[test]
+    fn storage_backend_must_be_known() {
+        assert!(parse("[storage]\nbackend = \"dm\"\n").is_ok());
+        let err = parse("[storage]\nbackend = \"zfs\"\n").unwrap_err().to_string();
+        assert!(err.contains("zfs") && err.contains("reflink"), "{err}");
     }
 
     #[test]

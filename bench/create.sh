@@ -70,7 +70,7 @@ resize2fs -f "$work/rootfs8.ext4" >/dev/null 2>&1
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 boot_ms_of() { grep "vm=$1 " "$work/daemon.log" | grep -o 'boot_to_ssh_ms=[0-9]*' | tail -1 | cut -d= -f2; }
 
-declare -A total boot first_exec
+declare -A total boot first_exec overhead
 for r in $(seq "$rounds"); do
   for img in debian-12 big8; do
     name=b-$img-$r
@@ -92,16 +92,17 @@ echo
 echo "rounds: $rounds (median ms)"
 printf "%-10s %10s %14s %16s %22s\n" image create boot-to-ssh daemon-overhead create+first-exec
 for img in debian-12 big8; do
-  t=$(echo "${total[$img]}" | median); b=$(echo "${boot[$img]}" | median); e=$(echo "${first_exec[$img]}" | median)
-  printf "%-10s %10s %14s %16s %22s\n" "$img" "$t" "$b" "$((t - b))" "$e"
-done
-t2=$(echo "${total[debian-12]}" | median); t8=$(echo "${total[big8]}" | median)
-python3 -c "print(f'8 GiB / 2 GiB create time ratio: {$t8/$t2:.3f}')"
-# per-round overheads, to show the spread
-for img in debian-12 big8; do
   read -ra T <<<"${total[$img]}"; read -ra B <<<"${boot[$img]}"
   o=""; for i in "${!T[@]}"; do o+="$((T[i] - B[i])) "; done
-  echo "overhead per round ($img): $o"
+  overhead[$img]="$o"
+  printf "%-10s %10s %14s %16s %22s\n" "$img" "$(echo "${total[$img]}" | median)" "$(echo "${boot[$img]}" | median)" \
+    "$(echo "$o" | median)" "$(echo "${first_exec[$img]}" | median)"
+done
+t2=$(echo "${total[debian-12]}" | median); t8=$(echo "${total[big8]}" | median)
+o2=$(echo "${overhead[debian-12]}" | median); o8=$(echo "${overhead[big8]}" | median)
+python3 -c "print(f'8 GiB / 2 GiB: create time ratio {$t8/$t2:.3f}, daemon overhead ratio {$o8/max($o2,1):.3f}')"
+for img in debian-12 big8; do
+  echo "per round ($img): create ${total[$img]}| boot-to-ssh ${boot[$img]}| overhead ${overhead[$img]}"
 done
 
 # 50 VM records (stopped) straight into the store, then time `vm ls`.

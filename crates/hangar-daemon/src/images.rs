@@ -208,6 +208,7 @@ impl Daemon {
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.config.images_dir().join(hexdigest);
         let result = (|| {
+            sync_dir_files(tmp)?;
             if final_dir.exists() {
                 // Same content already stored (e.g. under another name).
                 std::fs::remove_dir_all(tmp)?;
@@ -257,4 +258,17 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// Flushes a new image's files to disk once, at pull time. Otherwise the
+/// first VM created from it pays for writing back the whole image (a
+/// reflink clone of a file with dirty pages forces writeback).
+fn sync_dir_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    Ok(())
 }

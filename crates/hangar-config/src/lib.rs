@@ -94,6 +94,9 @@ pub struct VmmConfig {
     /// Firecracker's jailer (used when `use_jailer` is true).
     pub jailer: PathBuf,
     pub use_jailer: bool,
+    /// The unprivileged user and group Firecracker runs as in the jail.
+    pub jailer_uid: u32,
+    pub jailer_gid: u32,
     /// Extra guest kernel arguments, appended to Hangar's own.
     pub kernel_args: String,
     /// How long to wait from VMM start to a working SSH login.
@@ -160,6 +163,8 @@ impl Default for VmmConfig {
             kvm_device: PathBuf::from("/dev/kvm"),
             jailer: PathBuf::from("jailer"),
             use_jailer: false,
+            jailer_uid: 65534,
+            jailer_gid: 65534,
             kernel_args: String::new(),
             boot_timeout_secs: 60,
             stop_timeout_secs: 15,
@@ -367,7 +372,9 @@ mod tests {
     #[test]
     fn storage_backend_must_be_known() {
         assert!(parse("[storage]\nbackend = \"dm\"\n").is_ok());
-        let err = parse("[storage]\nbackend = \"zfs\"\n").unwrap_err().to_string();
+        let err = parse("[storage]\nbackend = \"zfs\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("zfs") && err.contains("reflink"), "{err}");
     }
 

@@ -221,8 +221,8 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
         if config.vmm.use_jailer {
             fc = fc.with_jailer(hangar_vmm::JailerConfig::new(
                 config.vmm.jailer.clone(),
-                0,
-                0,
+                config.vmm.jailer_uid,
+                config.vmm.jailer_gid,
                 config.state_dir.join("jail"),
             ));
         }

@@ -117,4 +117,12 @@ pub enum VmmError {
          filesystems; put the jailer's chroot base on the same filesystem as the VM directory"
     )]
     JailCrossDevice { path: PathBuf, jail_path: PathBuf },
+
+    /// The spec's vsock device cannot be configured.
+    #[error("invalid vsock device: {reason}")]
+    InvalidVsock { reason: String },
+
+    /// QEMU's vsock device needs the host's vhost-vsock driver.
+    #[error("vsock needs {path} on the host: modprobe vhost_vsock")]
+    VsockUnavailable { path: PathBuf },
 }

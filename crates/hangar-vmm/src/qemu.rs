@@ -17,6 +17,8 @@ use crate::{check_spec_files, VmSpec, VmmDriver, VmmHandle, PID_FILE, VMM_LOG};
 
 /// QMP socket name inside `vm_dir`.
 pub const QMP_SOCKET: &str = "qmp.sock";
+/// The host device QEMU's vhost-vsock backend opens.
+pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
 /// How long `start` waits for QMP to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -24,6 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct QemuDriver {
     binary: PathBuf,
     accel: Accel,
+    /// [`VHOST_VSOCK_DEVICE`]; a field so tests can point it elsewhere.
+    vhost_vsock: PathBuf,
     children: Children,
     adopted: Mutex<HashMap<u32, VmmHandle>>,
 }
@@ -34,6 +38,7 @@ impl QemuDriver {
         QemuDriver {
             binary: binary.into(),
             accel,
+            vhost_vsock: PathBuf::from(VHOST_VSOCK_DEVICE),
             children: Children::default(),
             adopted: Mutex::new(HashMap::new()),
         }
@@ -41,6 +46,17 @@ impl QemuDriver {
 
     pub fn accel(&self) -> Accel {
         self.accel
+    }
+
+    /// QEMU's vsock is backed by the host kernel (vhost_vsock module);
+    /// without it QEMU fails with a terse "vhost-vsock: failed to open".
+    fn check_vsock(&self, spec: &VmSpec) -> Result<(), VmmError> {
+        if spec.vsock.is_some() && !self.vhost_vsock.exists() {
+            return Err(VmmError::VsockUnavailable {
+                path: self.vhost_vsock.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn forget(&self, pid: u32) {
@@ -118,6 +134,12 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     ));
     a.push("-device".into());
     a.push(format!("virtio-net-device,netdev=net0,mac={}", spec.mac));
+    if let Some(v) = &spec.vsock {
+        // The virtio-mmio variant: microvm has no PCI bus. `uds_path` is a
+        // Firecracker concept; QEMU uses the host's AF_VSOCK directly.
+        a.push("-device".into());
+        a.push(format!("vhost-vsock-device,guest-cid={}", v.guest_cid));
+    }
     // A file chardev with append=on keeps earlier boots' console output.
     a.push("-chardev".into());
     a.push(format!(
@@ -175,6 +197,7 @@ impl VmmDriver for QemuDriver {
 
     async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         check_spec_files(spec)?;
+        self.check_vsock(spec)?;
         let qmp_sock = spec.vm_dir.join(QMP_SOCKET);
         let pid_file = spec.vm_dir.join(PID_FILE);
         let log_path = spec.vm_dir.join(VMM_LOG);
@@ -299,6 +322,7 @@ mod tests {
             vm_dir: "/vms/vm1".into(),
             serial_log: "/vms/vm1/serial.log".into(),
             netns: None,
+            vsock: None,
         }
     }
 
@@ -316,6 +340,89 @@ mod tests {
              -chardev file,id=serial0,path=/vms/vm1/serial.log,append=on -serial chardev:serial0 \
              -qmp unix:/vms/vm1/qmp.sock,server=on,wait=off -pidfile /vms/vm1/vmm.pid"
         );
+    }
+
+    #[test]
+    fn build_args_without_vsock_add_no_vsock_device() {
+        let args = build_args(&spec(), Accel::Tcg);
+        assert!(!args.iter().any(|a| a.contains("vsock")));
+    }
+
+    #[test]
+    fn build_args_with_vsock_add_mmio_vhost_vsock_device_after_network() {
+        let mut s = spec();
+        s.vsock = Some(crate::Vsock {
+            guest_cid: 42,
+            uds_path: "/vms/vm1/v.sock".into(),
+        });
+        let args = build_args(&s, Accel::Tcg);
+        let net = args
+            .iter()
+            .position(|a| a.starts_with("virtio-net-device"))
+            .unwrap();
+        assert_eq!(
+            args[net + 1..net + 3],
+            ["-device", "vhost-vsock-device,guest-cid=42"]
+        );
+    }
+
+    fn vsock_spec_in(dir: &Path) -> VmSpec {
+        let mut s = spec();
+        s.kernel = dir.join("vmlinux");
+        s.initrd = None;
+        s.root_disk = dir.join("root.ext4");
+        s.extra_drives.clear();
+        s.vm_dir = dir.to_path_buf();
+        s.serial_log = dir.join("serial.log");
+        s.vsock = Some(crate::Vsock {
+            guest_cid: 3,
+            uds_path: dir.join("v.sock"),
+        });
+        for f in [&s.kernel, &s.root_disk] {
+            std::fs::write(f, b"").unwrap();
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn start_with_vsock_without_vhost_vsock_device_fails_before_spawning() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = vsock_spec_in(dir.path());
+        let mut driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
+        driver.vhost_vsock = dir.path().join("no-vhost-vsock");
+
+        let err = driver.start(&spec).await.unwrap_err();
+
+        assert!(matches!(err, VmmError::VsockUnavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("modprobe vhost_vsock"), "{err}");
+        assert!(!dir.path().join(VMM_LOG).exists(), "nothing was prepared");
+    }
+
+    #[tokio::test]
+    async fn start_with_vsock_and_vhost_vsock_device_gets_past_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = vsock_spec_in(dir.path());
+        let mut driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
+        driver.vhost_vsock = dir.path().join("vhost-vsock");
+        std::fs::write(&driver.vhost_vsock, b"").unwrap();
+
+        let err = driver.start(&spec).await.unwrap_err();
+
+        assert!(matches!(err, VmmError::Spawn { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn start_with_reserved_guest_cid_fails_with_invalid_vsock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = vsock_spec_in(dir.path());
+        if let Some(v) = &mut spec.vsock {
+            v.guest_cid = 2;
+        }
+        let driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
+
+        let err = driver.start(&spec).await.unwrap_err();
+
+        assert!(matches!(err, VmmError::InvalidVsock { .. }), "{err:?}");
     }
 
     #[test]

@@ -258,3 +258,51 @@ fn forced_kvm_without_a_usable_device_fails_create_with_the_fix() {
     assert!(err.contains("accel = \"tcg\""), "{err}");
     d.assert_nothing_left(1);
 }
+
+/// The daemon drives the Firecracker driver end to end against a stand-in
+/// that serves Firecracker's API (no guest can boot here): the create
+/// configures the VMM, times out waiting for SSH, and undoes everything.
+#[test]
+fn firecracker_create_that_never_answers_ssh_cleans_up() {
+    if !common::require_root() {
+        return;
+    }
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../hangar-vmm/tests/fixtures/fake-firecracker.py");
+    let mut d = TestDaemon::with(
+        "fcfake",
+        Options {
+            start: false,
+            boot_timeout_secs: 2,
+            vmm_extra: format!(
+                "firecracker = \"{}\"",
+                fake.canonicalize().unwrap().display()
+            ),
+            ..Default::default()
+        },
+    );
+    // The driver line in the template says qemu; this daemon overrides it.
+    let cfg = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("driver = \"qemu\"", "driver = \"firecracker\"");
+    std::fs::write(&d.config, cfg).unwrap();
+    d.spawn();
+    let info: serde_json::Value = serde_json::from_str(&raw_http_body(
+        &d,
+        "GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ))
+    .unwrap();
+    assert_eq!(info["driver"], "firecracker", "{info}");
+
+    let err = d.fails(&["vm", "create", "fc"]);
+    assert!(err.contains("did not answer SSH"), "{err}");
+    d.assert_nothing_left(1);
+}
+
+fn raw_http_body(d: &TestDaemon, request: &str) -> String {
+    let resp = raw_http(d, request);
+    resp.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}

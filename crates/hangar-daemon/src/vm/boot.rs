@@ -123,6 +123,7 @@ impl Daemon {
             vm_dir: vm_dir.clone(),
             serial_log: vm_dir.join("serial.log"),
             netns: self.config.netns().map(str::to_string),
+            vsock: None,
         };
         // A fresh serial log per boot, so a timeout points at this boot.
         let _ = std::fs::remove_file(&spec.serial_log);

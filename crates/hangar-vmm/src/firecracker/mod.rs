@@ -7,6 +7,7 @@ pub mod client;
 pub mod jailer;
 pub mod metrics;
 pub mod version;
+pub mod vsock;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,18 @@ impl FirecrackerDriver {
             .map(|_| ())
     }
 
+    /// Host path of the vsock socket Firecracker listens on for the VM
+    /// behind `h` (guest-initiated connections go to `<path>_<port>`), or
+    /// `None` without a vsock device. Under the jailer this is inside the
+    /// jail; the spec's `uds_path` is a symlink to it.
+    pub fn vsock_socket(&self, h: &VmmHandle) -> Option<PathBuf> {
+        let recorded = vsock::recorded(h.api_socket.parent()?)?;
+        match self.jail_of(h) {
+            Some(j) => Some(j.vsock_socket()),
+            None => Some(recorded),
+        }
+    }
+
     /// The jail behind `h`, found through the `vm_dir` socket symlink. Only
     /// jails under this driver's chroot base count, so a driver without a
     /// jailer never removes directories.
@@ -118,6 +131,9 @@ impl FirecrackerDriver {
         }
         process::remove_if_exists(&h.api_socket);
         process::remove_if_exists(pid_file);
+        if let Some(dir) = h.api_socket.parent() {
+            vsock::cleanup(dir);
+        }
         if let Some(j) = jail {
             jailer::remove_jail(j);
         }
@@ -273,6 +289,13 @@ impl VmmDriver for FirecrackerDriver {
                 (cmd, api_spec, Some(jail), cfg.binary.clone())
             }
         };
+        if let Err(e) = vsock::prepare(spec, jail.as_ref()) {
+            process::remove_if_exists(&sock);
+            if let Some(j) = &jail {
+                jailer::remove_jail(j);
+            }
+            return Err(e);
+        }
         cmd.stdout(serial).stderr(serial_err);
         // The jailer joins the namespace itself (`--netns`).
         let setns = if jail.is_some() { None } else { netns.as_ref() };
@@ -284,6 +307,7 @@ impl VmmDriver for FirecrackerDriver {
             Ok(p) => p,
             Err(e) => {
                 process::remove_if_exists(&sock);
+                vsock::cleanup(&spec.vm_dir);
                 if let Some(j) = &jail {
                     jailer::remove_jail(j);
                 }
@@ -334,6 +358,9 @@ impl VmmDriver for FirecrackerDriver {
         process::remove_if_exists(&h.api_socket);
         if let Some(p) = h.pid_file() {
             process::remove_if_exists(&p);
+        }
+        if let Some(dir) = h.api_socket.parent() {
+            vsock::cleanup(dir);
         }
         if let Some(j) = jail {
             jailer::remove_jail(&j);

@@ -167,6 +167,7 @@ impl Daemon {
         });
         daemon.reconcile().await;
         daemon.ops.spawn_pruner();
+        daemon.spawn_vm_watcher();
         Ok(daemon)
     }
 

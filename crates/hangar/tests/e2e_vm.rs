@@ -259,3 +259,34 @@ fn full_disk_fails_create_clearly_and_leaves_nothing() {
     d.assert_nothing_left(1);
     drop(d);
 }
+
+#[test]
+fn poweroff_inside_the_guest_is_noticed_and_the_vm_starts_again() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("selfstop");
+    d.ok(&["vm", "create", "quitter"]);
+    // The command may or may not see its connection end; only the effect counts.
+    let _ = exec(
+        &d,
+        "quitter",
+        &["sh", "-c", "sync; (sleep 0.2; poweroff) >/dev/null 2>&1 &"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let vm = d.json(&["vm", "show", "quitter"]);
+        if vm["state"] == "stopped" {
+            assert_eq!(vm["pid"], serde_json::Value::Null, "{vm}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "VM never shown stopped: {vm}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new());
+    d.ok(&["vm", "start", "quitter"]);
+    assert!(exec(&d, "quitter", &["true"]).status.success());
+    d.ok(&["vm", "rm", "--force", "quitter"]);
+    d.assert_nothing_left(1);
+}

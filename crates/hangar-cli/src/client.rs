@@ -38,20 +38,21 @@ impl Client {
         Ok(TokioIo::new(stream))
     }
 
-    /// Sends one request and returns the status and body bytes.
-    pub async fn raw(
+    /// Sends one request on a fresh connection (which may be upgraded).
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), ApiError> {
+        upgrade: bool,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
         let io = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| {
                 ApiError::internal(format!("HTTP handshake with the daemon failed: {e}"))
             })?;
-        tokio::spawn(conn);
+        tokio::spawn(conn.with_upgrades());
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -59,13 +60,28 @@ impl Client {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
+        if upgrade {
+            req = req
+                .header("connection", "upgrade")
+                .header("upgrade", hangar_api::stream::UPGRADE_PROTOCOL);
+        }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ApiError::internal(format!("cannot build request: {e}")))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| ApiError::internal(format!("request to the daemon failed: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("request to the daemon failed: {e}")))
+    }
+
+    /// Sends one request and returns the status and body bytes.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let resp = self.send(method, path, body, false).await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -125,28 +141,9 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
-        let io = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| {
-                ApiError::internal(format!("HTTP handshake with the daemon failed: {e}"))
-            })?;
-        tokio::spawn(conn.with_upgrades());
         let body = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal(format!("cannot encode request: {e}")))?;
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header("host", "hangar")
-            .header("connection", "upgrade")
-            .header("upgrade", hangar_api::stream::UPGRADE_PROTOCOL)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ApiError::internal(format!("cannot build request: {e}")))?;
-        let mut resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ApiError::internal(format!("request to the daemon failed: {e}")))?;
+        let mut resp = self.send(Method::POST, path, Some(body), true).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status();
             let bytes = resp

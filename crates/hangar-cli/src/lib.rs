@@ -20,19 +20,25 @@ pub fn main() -> ExitCode {
     if let Command::Daemon = cli.command {
         return cmd::daemon::run(&cli);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
     };
     let code = rt.block_on(cmd::dispatch(cli));
     // Exec streams may leave a blocking stdin reader behind; do not wait.
     rt.shutdown_background();
     ExitCode::from(code)
+}
+
+/// The multi-threaded tokio runtime both the CLI and the daemon run on.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }

@@ -21,15 +21,8 @@ pub fn run(cli: &Cli) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(rt) = crate::runtime() else {
+        return ExitCode::from(1);
     };
     match rt.block_on(hangar_daemon::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
 //! Follows an operation to its end, showing progress on stderr (a spinner
-//! or bar on a terminal, phase lines otherwise).
+//! or bar on a terminal, phase lines otherwise). Ctrl-C cancels the
+//! operation and waits for its cleanup; a second Ctrl-C leaves at once (the
+//! operation goes on; `hangar op show ID`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -19,6 +21,8 @@ pub async fn wait_op(client: &Client, mut op: Operation) -> Result<Operation, Ap
         None
     };
     let mut last_phase = String::new();
+    let mut interrupts = 0u32;
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     loop {
         let p = &op.progress;
         if let Some(b) = &bar {
@@ -46,9 +50,28 @@ pub async fn wait_op(client: &Client, mut op: Operation) -> Result<Operation, Ap
         if op.state.is_terminal() {
             break;
         }
-        op = client
-            .get(&format!("/v1/operations/{}?wait_ms=250", op.id))
-            .await?;
+        let path = format!("/v1/operations/{}?wait_ms=250", op.id);
+        let poll = client.get::<Operation>(&path);
+        tokio::select! {
+            next = poll => op = next?,
+            _ = &mut ctrl_c => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
+                    return Err(ApiError::cancelled(format!(
+                        "interrupted; operation {} goes on (`hangar op show {}`)",
+                        op.id, op.id
+                    )));
+                }
+                eprintln!("{}: cancelling (Ctrl-C again to leave it running)", op.target);
+                let _ = client
+                    .post::<Operation>(&format!("/v1/operations/{}/cancel", op.id), &serde_json::json!({}))
+                    .await;
+                ctrl_c = Box::pin(tokio::signal::ctrl_c());
+            }
+        }
     }
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -290,3 +290,46 @@ fn poweroff_inside_the_guest_is_noticed_and_the_vm_starts_again() {
     d.ok(&["vm", "rm", "--force", "quitter"]);
     d.assert_nothing_left(1);
 }
+
+#[test]
+fn ctrl_c_during_create_cancels_it_and_leaves_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("ctrlc");
+    let child = std::process::Command::new(common::hangar_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["vm", "create", "interrupted"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let ops = d.json(&["op", "ls"]);
+        let phase = ops[0]["progress"]["phase"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if phase == "boot" || phase == "wait-ssh" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "create never reached boot: {ops}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signalling the CLI process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cancelling"), "{err}");
+    let ops = d.json(&["op", "ls"]);
+    assert_eq!(ops[0]["state"], "cancelled", "{ops}");
+    d.assert_nothing_left(1);
+}

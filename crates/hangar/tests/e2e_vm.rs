@@ -333,3 +333,92 @@ fn ctrl_c_during_create_cancels_it_and_leaves_nothing() {
     assert_eq!(ops[0]["state"], "cancelled", "{ops}");
     d.assert_nothing_left(1);
 }
+
+#[test]
+fn registered_image_boots_and_bad_registrations_change_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("register");
+    d.ok(&["image", "pull", "debian-12"]);
+    let images = d.json(&["image", "ls"]);
+    let digest = images[0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let dir = d.state_dir().join("images").join(&digest);
+    let (kernel, initrd, rootfs) = (
+        dir.join("vmlinux"),
+        dir.join("initrd.img"),
+        dir.join("rootfs.ext4"),
+    );
+    let s = |p: &std::path::Path| p.display().to_string();
+
+    // Not ext4: refused, nothing stored.
+    let junk = d.dir.path().join("junk.img");
+    std::fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
+    let err = d.fails(&[
+        "image",
+        "register",
+        "junk",
+        "--kernel",
+        &s(&kernel),
+        "--rootfs",
+        &s(&junk),
+    ]);
+    assert!(err.contains("ext4"), "{err}");
+    // Missing file: refused.
+    let err = d.fails(&[
+        "image",
+        "register",
+        "ghost",
+        "--kernel",
+        "/nonexistent/vmlinux",
+        "--rootfs",
+        &s(&rootfs),
+    ]);
+    assert!(err.contains("does not exist"), "{err}");
+    // Bad name: refused.
+    let err = d.fails(&[
+        "image",
+        "register",
+        "Bad_Name",
+        "--kernel",
+        &s(&kernel),
+        "--rootfs",
+        &s(&rootfs),
+    ]);
+    assert!(err.contains("name"), "{err}");
+    assert_eq!(d.json(&["image", "ls"]).as_array().unwrap().len(), 1);
+
+    d.ok(&[
+        "image",
+        "register",
+        "mine",
+        "--kernel",
+        &s(&kernel),
+        "--initrd",
+        &s(&initrd),
+        "--rootfs",
+        &s(&rootfs),
+    ]);
+    let err = d.fails(&[
+        "image",
+        "register",
+        "mine",
+        "--kernel",
+        &s(&kernel),
+        "--rootfs",
+        &s(&rootfs),
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+
+    d.ok(&["vm", "create", "custom", "--image", "mine"]);
+    assert_eq!(d.json(&["vm", "show", "custom"])["image"], "mine");
+    assert!(exec(&d, "custom", &["true"]).status.success());
+    d.ok(&["vm", "rm", "--force", "custom"]);
+    d.ok(&["image", "rm", "mine"]);
+    d.assert_nothing_left(1);
+}

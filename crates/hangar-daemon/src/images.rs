@@ -88,6 +88,9 @@ impl Daemon {
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<ImageRecord, ApiError> {
+        if let Ok(rec) = self.store.get_image(name) {
+            return Ok(rec);
+        }
         let item = catalog()
             .into_iter()
             .find(|c| c.name == name)

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{find_kernel, tcg_cmdline, TestNetns};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,75 +18,8 @@ use hangar_vmm::{accel, Accel, QemuDriver, VmSpec, VmmDriver, VmmError};
 
 const QEMU: &str = "qemu-system-x86_64";
 
-/// A network namespace with one TAP (`tap0`), removed on drop.
-struct TestNetns {
-    name: String,
-}
-
-impl TestNetns {
-    fn new(tag: &str) -> Self {
-        let name = format!("hgtest-vmm-{}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        run(
-            "ip",
-            &["-n", &name, "tuntap", "add", "dev", "tap0", "mode", "tap"],
-        );
-        run("ip", &["-n", &name, "link", "set", "tap0", "up"]);
-        TestNetns { name }
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().unwrap();
-    assert!(st.success(), "{cmd} {args:?} failed");
-}
-
-fn find_kernel() -> Option<PathBuf> {
-    if let Some(k) = std::env::var_os("HANGAR_TEST_KERNEL") {
-        return Some(k.into());
-    }
-    let globbed = |dir: &str, pick: &dyn Fn(&Path) -> Option<PathBuf>| -> Option<PathBuf> {
-        std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| pick(&e.ok()?.path()))
-            .next()
-    };
-    globbed("/var/cache/hangar/images", &|p| {
-        Some(p.join("vmlinux")).filter(|k| k.is_file())
-    })
-    .or_else(|| {
-        globbed("/boot", &|p| {
-            let name = p.file_name()?.to_str()?;
-            name.starts_with("vmlinuz-").then(|| p.to_path_buf())
-        })
-    })
-}
-
-/// `tsc_early_khz` is required on microvm under TCG (see GUEST-BOOT.md).
-fn cmdline(extra: &str) -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(2000.0);
-    format!(
-        "console=ttyS0 quiet tsc_early_khz={} {extra}",
-        (mhz * 1000.0) as u64
-    )
-}
-
 fn spec(dir: &Path, kernel: PathBuf, ns: &TestNetns, extra: &str) -> VmSpec {
-    let mut s = common::spec_in(dir, kernel, &cmdline(extra));
+    let mut s = common::spec_in(dir, kernel, &tcg_cmdline(extra));
     s.netns = Some(ns.name.clone());
     s
 }

@@ -422,3 +422,55 @@ fn registered_image_boots_and_bad_registrations_change_nothing() {
     d.ok(&["image", "rm", "mine"]);
     d.assert_nothing_left(1);
 }
+
+#[test]
+fn concurrent_creates_get_distinct_addresses_and_both_work() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("concurrent");
+    d.ok(&["image", "pull", "debian-12"]);
+    let op_a = d
+        .ok(&["vm", "create", "alpha", "--no-wait", "--cpus", "1"])
+        .trim()
+        .to_string();
+    let op_b = d
+        .ok(&["vm", "create", "beta", "--no-wait", "--cpus", "1"])
+        .trim()
+        .to_string();
+    for op in [&op_a, &op_b] {
+        let o = d.json(&["op", "show", op, "--wait"]);
+        assert_eq!(o["state"], "succeeded", "{o}");
+    }
+    let a = d.json(&["vm", "show", "alpha"]);
+    let b = d.json(&["vm", "show", "beta"]);
+    assert_ne!(a["ip"], b["ip"]);
+    assert_ne!(a["mac"], b["mac"]);
+    assert_ne!(a["tap"], b["tap"]);
+    for (vm, info) in [("alpha", &a), ("beta", &b)] {
+        let out = exec(
+            &d,
+            vm,
+            &["sh", "-c", "hostname; ip -4 -o addr show scope global"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.starts_with(vm), "{text}");
+        assert!(text.contains(info["ip"].as_str().unwrap()), "{text}");
+    }
+    // Guests on the same bridge reach each other.
+    let probe = format!(
+        "timeout 10 bash -c 'head -c 7 < /dev/tcp/{}/22'",
+        b["ip"].as_str().unwrap()
+    );
+    let out = exec(&d, "alpha", &["sh", "-c", &probe]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SSH-2.0");
+    assert!(
+        out.status.success(),
+        "alpha cannot reach beta's sshd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.ok(&["vm", "rm", "--force", "alpha"]);
+    d.ok(&["vm", "rm", "--force", "beta"]);
+    d.assert_nothing_left(1);
+}

@@ -166,6 +166,9 @@ impl Daemon {
             shutdown: CancellationToken::new(),
         });
         daemon.reconcile().await;
+        if let Err(e) = daemon.net.trim_idle().await {
+            warn!(error = %e, "cannot remove surplus TAP devices");
+        }
         daemon.ops.spawn_pruner();
         daemon.spawn_vm_watcher();
         Ok(daemon)

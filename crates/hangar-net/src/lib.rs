@@ -213,6 +213,28 @@ impl Network {
             .mark_in_use(&self.inner.cfg.tap_prefix, name);
     }
 
+    /// Deletes idle TAPs beyond the pool size. Setup adopts every existing
+    /// TAP as idle (it cannot know which ones running VMs hold); once the
+    /// daemon has marked those in use, this trims what a previous daemon
+    /// left over.
+    pub async fn trim_idle(&self) -> Result<(), NetError> {
+        self.wait_background().await;
+        let _refill = self.inner.refill.lock().await;
+        let extra: Vec<String> = {
+            let mut pool = self.lock_pool();
+            let keep = self.inner.cfg.tap_pool_size.min(pool.free.len());
+            pool.free.split_off(keep)
+        };
+        let mut first_err = None;
+        for name in extra {
+            if let Err(e) = tap::delete(&self.inner.ip, &name).await {
+                tracing::warn!(tap = %name, error = %e, "could not delete surplus idle TAP");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Waits for pending background refills, then fills the pool up to its
     /// size. Afterwards the pool is full and nothing refills behind the
     /// caller's back (until the next acquire). Useful in tests.

@@ -438,3 +438,19 @@ fn nat_ruleset_is_accepted_by_nft_check_inside_a_test_netns() {
         "check mode must not commit: {listing}"
     );
 }
+
+#[tokio::test]
+async fn trim_idle_deletes_taps_beyond_the_pool_but_keeps_marked_ones() {
+    let ns = NetnsGuard::new(true);
+    let first = Network::setup(cfg(&ns.name, 3)).await.unwrap();
+    let names = tap_names(&ns.name);
+    assert_eq!(names.len(), 3);
+    drop(first);
+    // A smaller pool after a restart, with one TAP held by a running VM.
+    let net = Network::setup(cfg(&ns.name, 1)).await.unwrap();
+    net.mark_in_use(&names[0]);
+    net.trim_idle().await.unwrap();
+    let left = tap_names(&ns.name);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&names[0]), "{left:?}");
+}

@@ -474,3 +474,46 @@ fn concurrent_creates_get_distinct_addresses_and_both_work() {
     d.ok(&["vm", "rm", "--force", "beta"]);
     d.assert_nothing_left(1);
 }
+
+#[test]
+fn daemon_crash_during_create_is_undone_by_the_next_daemon() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let mut d = TestDaemon::start("crash");
+    d.ok(&["image", "pull", "debian-12"]);
+    let op = d
+        .ok(&["vm", "create", "orphan", "--no-wait"])
+        .trim()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = d.json(&["op", "show", &op]);
+        if o["progress"]["phase"] == "wait-ssh" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "create never reached wait-ssh: {o}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.crash_daemon();
+    assert_eq!(d.vmm_pids().len(), 1, "the VMM outlives the crashed daemon");
+    d.spawn();
+    let o = d.json(&["op", "show", &op]);
+    assert_eq!(o["state"], "failed", "{o}");
+    assert!(
+        o["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{o}"
+    );
+    d.assert_nothing_left(1);
+    // The name is free again.
+    d.ok(&["vm", "create", "orphan"]);
+    d.ok(&["vm", "rm", "--force", "orphan"]);
+    d.assert_nothing_left(1);
+}

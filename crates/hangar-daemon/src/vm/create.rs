@@ -263,9 +263,8 @@ impl Daemon {
         if cancel.is_cancelled() {
             return Err(ApiError::cancelled("create cancelled"));
         }
-        self.store
-            .set_vm_state(&rec.id, VmState::Starting, None)
-            .map_err(store_err)?;
+        // The state stays `creating` until the guest answers: a daemon
+        // restart in between then undoes the whole create.
         self.boot_vm(rec, Some(op), &cancel).await
     }
 

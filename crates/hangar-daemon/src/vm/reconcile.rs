@@ -9,6 +9,28 @@ use super::boot::handle_of;
 use crate::daemon::Daemon;
 
 impl Daemon {
+    /// Kills the process named by `vms/<id>/vmm.pid` if it is a VMM of this
+    /// VM (its command line names the VM dir), so a pid reused by an
+    /// unrelated process is never touched.
+    fn kill_unrecorded_vmm(&self, vm_id: &str) {
+        let vm_dir = self.vm_dir(vm_id);
+        let Ok(text) = std::fs::read_to_string(vm_dir.join(hangar_vmm::PID_FILE)) else {
+            return;
+        };
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            return;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = vm_dir.display().to_string();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            warn!(vm = vm_id, pid, "killing a VMM the store never recorded");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     pub async fn reconcile(&self) {
         let vms = match self.store.list_vms() {
             Ok(v) => v,
@@ -18,6 +40,11 @@ impl Daemon {
             }
         };
         for rec in vms {
+            if rec.runtime.is_none() {
+                // A daemon killed between spawning a VMM and recording it
+                // leaves a process only the VM dir's pid file knows.
+                self.kill_unrecorded_vmm(&rec.id);
+            }
             if rec.state == VmState::Creating {
                 info!(vm = %rec.name, "removing VM whose create was interrupted by a daemon restart");
                 self.remove_vm_files_and_row(&rec).await;

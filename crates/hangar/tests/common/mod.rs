@@ -229,6 +229,14 @@ memory_mib = 512
         }
     }
 
+    /// SIGKILL: a daemon crash (nothing is cleaned up).
+    pub fn crash_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn hangar(&self, args: &[&str]) -> Output {
         Command::new(hangar_bin())
             .arg("--config")

@@ -517,3 +517,46 @@ fn daemon_crash_during_create_is_undone_by_the_next_daemon() {
     d.ok(&["vm", "rm", "--force", "orphan"]);
     d.assert_nothing_left(1);
 }
+
+#[test]
+fn a_killed_exec_client_ends_its_terminal_command_in_the_guest() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("execgone");
+    d.ok(&["vm", "create", "ghostly"]);
+    let mut child = std::process::Command::new(common::hangar_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["exec", "-t", "ghostly", "--", "sleep", "4242"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = || {
+        let out = exec(
+            &d,
+            "ghostly",
+            &["sh", "-c", "pgrep -f '[s]leep 4242' || true"],
+        );
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "the guest command outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.ok(&["vm", "rm", "--force", "ghostly"]);
+    d.assert_nothing_left(1);
+}

@@ -121,7 +121,7 @@ async fn stream(
         // the process.
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin();
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; 256 * 1024];
             loop {
                 match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => {

@@ -87,10 +87,11 @@ where
     let (in_tx, in_rx) = mpsc::channel::<Input>(64);
     let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
 
-    // Client → guest.
-    let reader = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
+    // Client → guest. Resolves to true when the client went away (its
+    // connection closed without the command having ended).
+    let mut reader = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(256 * 1024);
+        let mut chunk = vec![0u8; 256 * 1024];
         loop {
             loop {
                 match Frame::decode(&buf) {
@@ -103,15 +104,15 @@ where
                             _ => continue,
                         };
                         if in_tx.send(input).await.is_err() {
-                            return;
+                            return false;
                         }
                     }
                     Ok(None) => break,
-                    Err(_) => return,
+                    Err(_) => return true,
                 }
             }
             match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return true,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
@@ -127,13 +128,31 @@ where
     };
     let run = tokio::spawn(async move { client.exec(spec, in_rx, out_tx).await });
 
-    // Guest → client, until the output channel closes.
-    while let Some(out) = out_rx.recv().await {
-        let frame = match out {
-            Output::Stdout(b) => Frame::Stdout(b),
-            Output::Stderr(b) => Frame::Stderr(b),
-        };
-        wr.write_all(&frame.encode()).await?;
+    // Guest → client, until the output channel closes. A client that goes
+    // away ends the command: dropping the exec closes its SSH channel.
+    let mut reader_done = false;
+    loop {
+        tokio::select! {
+            out = out_rx.recv() => {
+                let Some(out) = out else { break };
+                let frame = match out {
+                    Output::Stdout(b) => Frame::Stdout(b),
+                    Output::Stderr(b) => Frame::Stderr(b),
+                };
+                if let Err(e) = wr.write_all(&frame.encode()).await {
+                    run.abort();
+                    return Err(e);
+                }
+            }
+            gone = &mut reader, if !reader_done => {
+                reader_done = true;
+                if gone.unwrap_or(true) {
+                    debug!("exec client went away; closing the guest command");
+                    run.abort();
+                    return Ok(());
+                }
+            }
+        }
     }
     let last = match run.await {
         Ok(Ok(code)) => Frame::Exit(code),
@@ -143,6 +162,8 @@ where
     wr.write_all(&last.encode()).await?;
     wr.flush().await?;
     wr.shutdown().await?;
-    reader.abort();
+    if !reader_done {
+        reader.abort();
+    }
     Ok(())
 }

@@ -159,11 +159,12 @@ impl Daemon {
         let ready = tokio::select! {
             r = hangar_guest::wait_ready(&connector, &target, &self.key, deadline) => r.map(|c| self.guest_clients.put(&rec.id, std::sync::Arc::new(c))).map_err(|e| {
                 ApiError::timeout(format!(
-                    "VM {:?} did not answer SSH within {}s: {}; read its serial log: {}",
+                    "VM {:?} did not answer SSH within {}s: {}; its serial console log is {}{}",
                     rec.name,
                     deadline.as_secs(),
                     e,
-                    spec.serial_log.display()
+                    spec.serial_log.display(),
+                    console_tail(&spec.serial_log)
                 ))
             }),
             _ = cancel.cancelled() => Err(ApiError::cancelled(format!("boot of VM {:?} cancelled", rec.name))),
@@ -232,11 +233,58 @@ impl Daemon {
     }
 }
 
+/// The last lines of a console log, for error messages (a boot that fails
+/// usually says why on the console).
+pub fn console_tail(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX_BYTES: u64 = 4096;
+    const MAX_LINES: usize = 12;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return " (the console printed nothing)".to_string();
+    }
+    let tail = &lines[lines.len().saturating_sub(MAX_LINES)..];
+    format!("; its last lines:\n  {}", tail.join("\n  "))
+}
+
 /// The VMM handle recorded for a VM's running process.
 pub fn handle_of(runtime: &VmRuntime) -> VmmHandle {
     VmmHandle {
         pid: runtime.pid,
         start_time: runtime.start_time,
         api_socket: runtime.api_socket.clone().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_tail;
+
+    #[test]
+    fn console_tail_shows_the_last_twelve_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        let text: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        let tail = console_tail(&log);
+        assert!(tail.starts_with("; its last lines:\n  line 9\n"), "{tail}");
+        assert!(tail.ends_with("line 20"), "{tail}");
+    }
+
+    #[test]
+    fn console_tail_of_an_empty_log_says_so_and_of_a_missing_one_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "\n\n").unwrap();
+        assert_eq!(console_tail(&log), " (the console printed nothing)");
+        assert_eq!(console_tail(&dir.path().join("none")), "");
     }
 }

@@ -210,8 +210,9 @@ impl Daemon {
         info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
         match self.provision_and_boot(&rec, &plan, op).await {
             Ok(rec) => Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default()),
-            Err(e) => {
+            Err(mut e) => {
                 warn!(vm = %rec.name, error = %e.message, "create failed; cleaning up");
+                self.keep_failed_console_log(&rec, &mut e);
                 self.remove_vm_files_and_row(&rec).await;
                 Err(e)
             }
@@ -266,6 +267,23 @@ impl Daemon {
         // The state stays `creating` until the guest answers: a daemon
         // restart in between then undoes the whole create.
         self.boot_vm(rec, Some(op), &cancel).await
+    }
+
+    /// A failed create removes the VM dir; its console log, which usually
+    /// says why the boot failed, moves to `state_dir/logs/` and the error
+    /// points there.
+    fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut ApiError) {
+        let log = self.vm_dir(&rec.id).join("serial.log");
+        if !log.exists() {
+            return;
+        }
+        let logs = self.config.state_dir.join("logs");
+        let kept = logs.join(format!("{}-{}.serial.log", rec.name, rec.id));
+        if std::fs::create_dir_all(&logs).is_ok() && std::fs::rename(&log, &kept).is_ok() {
+            e.message = e
+                .message
+                .replace(&log.display().to_string(), &kept.display().to_string());
+        }
     }
 
     /// Removes everything a VM owns on the host and its store row + lease.

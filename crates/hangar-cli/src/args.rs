@@ -59,6 +59,13 @@ pub enum VmCommand {
     Stop(LifecycleArgs),
     /// Stop and start a VM.
     Restart(LifecycleArgs),
+    /// Print the guest's serial console log (current or last boot).
+    Logs {
+        name: String,
+        /// Only the last N bytes.
+        #[arg(long)]
+        tail_bytes: Option<u64>,
+    },
     /// Remove a VM and its disk.
     Rm {
         name: String,

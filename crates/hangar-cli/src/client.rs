@@ -161,7 +161,7 @@ impl Client {
     }
 }
 
-fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
+pub fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
     serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| {
         ApiError::new(
             ErrorKind::from_http_status(status.as_u16()),

@@ -46,6 +46,10 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
 
     let out = exec(&d, "dev", &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev");
+    let console = d.ok(&["vm", "logs", "dev"]);
+    assert!(console.contains("sshd started"), "{console}");
+    let tail = d.ok(&["vm", "logs", "dev", "--tail-bytes", "10"]);
+    assert!(tail.len() <= 10, "{tail}");
 
     // Data written before a stop is there after the next start.
     assert!(exec(&d, "dev", &["sh", "-c", "echo kept > /root/marker"])

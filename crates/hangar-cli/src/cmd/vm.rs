@@ -20,6 +20,24 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &VmCommand) -> Result<(), ApiE
         VmCommand::Start(a) => lifecycle(cli, client, a, "start").await,
         VmCommand::Stop(a) => lifecycle(cli, client, a, "stop").await,
         VmCommand::Restart(a) => lifecycle(cli, client, a, "restart").await,
+        VmCommand::Logs { name, tail_bytes } => {
+            let q = tail_bytes
+                .map(|t| format!("?tail_bytes={t}"))
+                .unwrap_or_default();
+            let (status, body) = client
+                .raw(
+                    hyper::Method::GET,
+                    &format!("/v1/vms/{}/console{q}", seg(name)),
+                    None,
+                )
+                .await?;
+            if !status.is_success() {
+                return Err(crate::client::decode_error(status, &body));
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&body);
+            Ok(())
+        }
         VmCommand::Rm { name, force } => {
             let q = if *force { "?force=true" } else { "" };
             client.delete(&format!("/v1/vms/{}{q}", seg(name))).await?;

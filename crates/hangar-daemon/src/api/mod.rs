@@ -47,6 +47,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/stop", post(stop_vm))
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/exec", post(exec::exec))
+        .route("/v1/vms/{name}/console", get(console_log))
         .route("/v1/images", get(list_images))
         .route("/v1/images/catalog", get(catalog))
         .route("/v1/images/pull", post(pull_image))
@@ -147,6 +148,39 @@ async fn restart_vm(
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     Ok((StatusCode::ACCEPTED, Json(d.begin_restart(&name)?)))
+}
+
+#[derive(Deserialize)]
+struct ConsoleQuery {
+    /// Only the last this many bytes.
+    #[serde(default)]
+    tail_bytes: Option<u64>,
+}
+
+/// The guest's serial console log of the current (or last) boot, as text.
+async fn console_log(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<ConsoleQuery>,
+) -> ApiResult<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let rec = d.find_vm(&name)?;
+    let path = d.vm_dir(&rec.id).join("serial.log");
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return Ok(String::new());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = q.tail_bytes.map_or(0, |t| len.saturating_sub(t));
+    let mut buf = Vec::new();
+    f.seek(SeekFrom::Start(start))
+        .and_then(|_| f.take(16 << 20).read_to_end(&mut buf))
+        .map_err(|e| {
+            ApiError::internal(crate::vm::error_chain(
+                &format!("cannot read {}", path.display()),
+                &e,
+            ))
+        })?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageInfo>>> {

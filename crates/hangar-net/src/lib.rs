@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use cmd::Ip;
 pub use config::{NetConfig, IFNAME_MAX};
-pub use dns::parse_resolv_conf;
+pub use dns::{host_dns_servers, parse_resolv_conf, RESOLV_CONF, SYSTEMD_RESOLVED_UPSTREAM};
 pub use error::NetError;
 use tap::Pool;
 
@@ -314,13 +314,7 @@ impl Network {
         if self.netns().is_some() {
             return Vec::new();
         }
-        match std::fs::read_to_string("/etc/resolv.conf") {
-            Ok(text) => parse_resolv_conf(&text),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read /etc/resolv.conf; guests get no DNS servers");
-                Vec::new()
-            }
-        }
+        host_dns_servers(&[RESOLV_CONF, SYSTEMD_RESOLVED_UPSTREAM])
     }
 
     fn lock_pool(&self) -> MutexGuard<'_, Pool> {

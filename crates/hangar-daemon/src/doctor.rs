@@ -129,6 +129,9 @@ pub struct HostProbe {
     /// configured one cannot be used.
     pub storage: Result<(String, String), String>,
     pub leftovers: Vec<String>,
+    /// Base chains on the forward hook with policy drop, from
+    /// `nft list ruleset` (root-namespace mode only; `None`: not read).
+    pub forward_drop_chains: Option<Vec<String>>,
 }
 
 /// Tools checked for presence only: (binary, Debian package, why needed).
@@ -162,6 +165,7 @@ pub fn host_checks(p: &HostProbe, config: &Config) -> Vec<Check> {
     }
     out.push(check_disk_space(p, config));
     out.push(check_ip_forward(p, config));
+    out.push(check_forward_policy(p, config));
     out.push(check_storage(p, config));
     out.push(check_leftovers(p));
     out
@@ -972,6 +976,77 @@ impl HostProbe {
                     .map_err(|e| e.to_string())
             },
             leftovers: hangar_storage::find_leftovers(&config.state_dir),
+            forward_drop_chains: match (config.netns(), which(Path::new("nft"))) {
+                (None, Some(nft)) => run_capture(&nft, &["list", "ruleset"])
+                    .ok()
+                    .map(|text| forward_drop_chains(&text)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Base chains hooked on `forward` whose policy is drop, as
+/// `table <family> <name> chain <name>`, from `nft list ruleset` output.
+/// Such a chain (Docker's and ufw's FORWARD) drops guest traffic whatever
+/// Hangar's own table accepts.
+pub fn forward_drop_chains(ruleset: &str) -> Vec<String> {
+    let mut table = String::new();
+    let mut chain = String::new();
+    let mut found = Vec::new();
+    for line in ruleset.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("table ") {
+            table = rest.trim_end_matches('{').trim().to_string();
+        } else if let Some(rest) = line.strip_prefix("chain ") {
+            chain = rest.trim_end_matches('{').trim().to_string();
+        } else if line.starts_with("type filter hook forward")
+            && line.contains("policy drop")
+            && table != "ip hangar"
+        {
+            found.push(format!("table {table} chain {chain}"));
+        }
+    }
+    found
+}
+
+/// Whether the host firewall lets guest traffic be forwarded.
+pub fn check_forward_policy(p: &HostProbe, config: &Config) -> Check {
+    const WHAT: &str = "host firewall forwards guest traffic (root-namespace mode only)";
+    if let Some(ns) = config.netns() {
+        return Check::new(
+            "forward-policy",
+            WHAT,
+            Level::Ok,
+            format!("not needed: the VM network lives in network namespace {ns:?}"),
+        );
+    }
+    match &p.forward_drop_chains {
+        None => Check::new(
+            "forward-policy",
+            WHAT,
+            Level::Ok,
+            "not checked (nft missing or the ruleset could not be read)",
+        ),
+        Some(chains) if chains.is_empty() => Check::new(
+            "forward-policy",
+            WHAT,
+            Level::Ok,
+            "no forward chain with policy drop",
+        ),
+        Some(chains) => {
+            let bridge = &config.network.bridge;
+            Check::new(
+                "forward-policy",
+                WHAT,
+                Level::Warn,
+                format!(
+                    "{} drops forwarded packets by default (Docker and ufw do this): guests cannot reach beyond the host",
+                    chains.join(", ")
+                ),
+            )
+            .fix(format!(
+                "allow the bridge in that chain, e.g. `iptables -I FORWARD -i {bridge} -j ACCEPT; iptables -I FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (with Docker: the DOCKER-USER chain), or set [network] netns"
+            ))
         }
     }
 }
@@ -1178,7 +1253,33 @@ mod tests {
             disk: Ok(DiskFacts { measured: "/var/lib/hangar".into(), free_bytes: 50 << 30 }),
             storage: Ok(("reflink".into(), "reflink: FICLONE works".into())),
             leftovers: vec![],
+            forward_drop_chains: Some(vec![]),
         }
+    }
+
+    #[test]
+    fn forward_drop_chains_are_found_outside_our_table() {
+        let ruleset = "table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tcounter jump DOCKER-USER\n\t}\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n}\ntable ip hangar {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\n";
+        assert_eq!(
+            forward_drop_chains(ruleset),
+            vec!["table ip filter chain FORWARD"]
+        );
+        assert!(forward_drop_chains("table inet x {\n chain f {\n type filter hook forward priority 0; policy accept;\n }\n}\n").is_empty());
+    }
+
+    #[test]
+    fn forward_drop_warns_in_root_namespace_mode_only() {
+        let mut p = good();
+        p.forward_drop_chains = Some(vec!["table ip filter chain FORWARD".into()]);
+        let mut cfg = Config::default();
+        let c = check_forward_policy(&p, &cfg);
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.fix.as_deref().unwrap_or("").contains("-i hangar0"),
+            "{c:?}"
+        );
+        cfg.network.netns = "ns1".into();
+        assert_eq!(check_forward_policy(&p, &cfg).level, Level::Ok);
     }
 
     fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
@@ -1549,7 +1650,7 @@ mod tests {
 
         let checks = run_checks(&cfg);
 
-        assert_eq!(checks.len(), 5 + FEATURES.len() + 1 + TOOLS.len() + 4);
+        assert_eq!(checks.len(), 5 + FEATURES.len() + 1 + TOOLS.len() + 5);
         assert!(checks.iter().all(|c| !c.what.is_empty()));
         assert!(find(&checks, "disk-space")
             .result

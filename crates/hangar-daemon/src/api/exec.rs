@@ -48,8 +48,14 @@ pub async fn exec(
     };
     let rec = d.find_vm(&name)?;
     if rec.state != VmState::Running || rec.runtime.is_none() {
+        let next = match rec.state {
+            VmState::Creating | VmState::Starting | VmState::Stopping => {
+                "wait for its operation to finish (`hangar op ls`)".to_string()
+            }
+            _ => format!("start it first with `hangar vm start {name}`"),
+        };
         return Err(HttpError(ApiError::conflict(format!(
-            "VM {name:?} is {}; start it first with `hangar vm start {name}`",
+            "VM {name:?} is {}; {next}",
             rec.state
         ))));
     }

@@ -50,6 +50,11 @@ pub struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "hangar daemon must run as root (it creates TAP devices, bridges, namespaces and VM disks): run it with sudo; the CLI itself needs no root"
+        );
+    }
     std::fs::create_dir_all(&config.runtime_dir)
         .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;

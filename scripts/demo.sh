@@ -40,6 +40,7 @@ cleanup() {
     "$bin" vm rm --force demo >/dev/null 2>&1 || true
     kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
+    rm -rf "$work"   # the built image stays cached in /var/cache/hangar/images
   fi
 }
 trap cleanup EXIT

@@ -162,37 +162,19 @@ impl VmmDriver for QemuDriver {
     }
 
     async fn check(&self) -> Result<String, VmmError> {
-        let unusable = |hint: String, source| VmmError::BinaryUnusable {
-            kind: "qemu",
-            path: self.binary.clone(),
-            hint,
-            source,
-        };
-        let out = Command::new(&self.binary)
-            .arg("--version")
-            .output()
-            .await
-            .map_err(|e| {
-                unusable(
-                    "install it with `apt-get install qemu-system-x86`, or set `[vmm] qemu` in \
-                     /etc/hangar/config.toml to its path"
-                        .into(),
-                    Some(e),
-                )
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let first = text.lines().next().unwrap_or_default();
-        match (out.status.success(), first.split("version ").nth(1)) {
-            (true, Some(v)) => Ok(v.split_whitespace().next().unwrap_or(v).to_string()),
-            _ => Err(unusable(
-                format!(
-                    "`--version` failed ({}): {}; reinstall qemu-system-x86 or fix `[vmm] qemu`",
-                    process::describe_status(&out.status),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                None,
-            )),
-        }
+        // "QEMU emulator version 7.2.19 (Debian ...)": the version word.
+        process::binary_version(
+            "qemu",
+            &self.binary,
+            "install it with `apt-get install qemu-system-x86`, or set `[vmm] qemu` in \
+             /etc/hangar/config.toml to its path",
+            "reinstall qemu-system-x86 or fix `[vmm] qemu`",
+            |first| {
+                let v = first.split("version ").nth(1)?;
+                Some(v.split_whitespace().next().unwrap_or(v).to_string())
+            },
+        )
+        .await
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {

@@ -204,54 +204,29 @@ impl VmmDriver for FirecrackerDriver {
     }
 
     async fn check(&self) -> Result<String, VmmError> {
-        let unusable = |hint: String, source| VmmError::BinaryUnusable {
-            kind: "firecracker",
-            path: self.binary.clone(),
-            hint,
-            source,
-        };
-        let out = Command::new(&self.binary)
-            .arg("--version")
-            .output()
-            .await
-            .map_err(|e| {
-                unusable(
-                    "install a Firecracker release binary (github.com/firecracker-microvm/firecracker/releases) \
-                     on PATH, or set `[vmm] firecracker` in /etc/hangar/config.toml to its path; \
-                     or use `[vmm] driver = \"qemu\"`"
-                        .into(),
-                    Some(e),
-                )
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        // "Firecracker v1.16.1": return the word after the "v" (with any
-        // suffix, e.g. "1.16.1-dev"), and warn when it is too old.
-        let version = text
-            .lines()
-            .next()
-            .and_then(|l| {
-                l.split_whitespace()
+        // "Firecracker v1.16.1": the word after the "v" (with any suffix,
+        // e.g. "1.16.1-dev"); warn when it is too old.
+        let v = process::binary_version(
+            "firecracker",
+            &self.binary,
+            "install a Firecracker release binary (github.com/firecracker-microvm/firecracker/releases) \
+             on PATH, or set `[vmm] firecracker` in /etc/hangar/config.toml to its path; \
+             or use `[vmm] driver = \"qemu\"`",
+            "reinstall Firecracker or fix `[vmm] firecracker`",
+            |first| {
+                first
+                    .split_whitespace()
                     .find(|w| version::parse_firecracker_version(w).is_some())
-            })
-            .map(|v| v.trim_start_matches('v').to_string());
-        match (out.status.success(), version) {
-            (true, Some(v)) => {
-                if let Some(w) = version::parse_firecracker_version(&v)
-                    .and_then(version::firecracker_version_warning)
-                {
-                    tracing::warn!(version = %v, "{w}");
-                }
-                Ok(v)
-            }
-            _ => Err(unusable(
-                format!(
-                    "`--version` failed ({}): {}; reinstall Firecracker or fix `[vmm] firecracker`",
-                    process::describe_status(&out.status),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                None,
-            )),
+                    .map(|v| v.trim_start_matches('v').to_string())
+            },
+        )
+        .await?;
+        if let Some(w) =
+            version::parse_firecracker_version(&v).and_then(version::firecracker_version_warning)
+        {
+            tracing::warn!(version = %v, "{w}");
         }
+        Ok(v)
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {

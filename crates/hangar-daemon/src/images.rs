@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::daemon::Daemon;
-use crate::vm::{error_chain, store_err};
+use crate::vm::error_chain;
 
 /// A named image the daemon knows how to obtain.
 pub struct CatalogItem {
@@ -40,12 +40,12 @@ impl Daemon {
             source: rec.source.clone(),
             rootfs_bytes: rec.rootfs_bytes,
             created_at: rec.created_at.clone(),
-            used_by: self.store.vms_using_image(&rec.digest).map_err(store_err)?,
+            used_by: self.store.vms_using_image(&rec.digest)?,
         })
     }
 
     pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>, ApiError> {
-        let recs = self.store.list_images().map_err(store_err)?;
+        let recs = self.store.list_images()?;
         recs.iter().map(|r| self.image_info(r)).collect()
     }
 
@@ -75,7 +75,7 @@ impl Daemon {
                     )))
                 }
             }
-            Err(e) => Err(store_err(e)),
+            Err(e) => Err(ApiError::from(e)),
         }
     }
 
@@ -233,15 +233,15 @@ impl Daemon {
             created_at: crate::timefmt::now_rfc3339(),
             manifest_json: serde_json::to_string(manifest).unwrap_or_default(),
         };
-        self.store.upsert_image(&rec).map_err(store_err)?;
+        self.store.upsert_image(&rec)?;
         Ok(rec)
     }
 
     /// Removes an image unless a VM uses it.
     pub async fn remove_image(&self, name: &str) -> Result<(), ApiError> {
         let _guard = self.image_lock.lock().await;
-        let rec = self.store.get_image(name).map_err(store_err)?;
-        let users = self.store.vms_using_image(&rec.digest).map_err(store_err)?;
+        let rec = self.store.get_image(name)?;
+        let users = self.store.vms_using_image(&rec.digest)?;
         if !users.is_empty() {
             return Err(ApiError::conflict(format!(
                 "image {} is used by VM(s) {}; remove them first (`hangar vm rm NAME`)",
@@ -249,11 +249,10 @@ impl Daemon {
                 users.join(", ")
             )));
         }
-        self.store.delete_image(&rec.digest).map_err(store_err)?;
+        self.store.delete_image(&rec.digest)?;
         let still_used = self
             .store
-            .list_images()
-            .map_err(store_err)?
+            .list_images()?
             .iter()
             .any(|i| i.digest == rec.digest);
         if !still_used {

@@ -195,7 +195,7 @@ async fn show_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageInfo>> {
-    let rec = d.store.get_image(&name).map_err(crate::vm::store_err)?;
+    let rec = d.store.get_image(&name).map_err(ApiError::from)?;
     Ok(Json(d.image_info(&rec)?))
 }
 

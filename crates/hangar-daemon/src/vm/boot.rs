@@ -13,7 +13,7 @@ use hangar_vmm::{Drive, VmSpec, VmmHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{error_chain, store_err};
+use super::error_chain;
 use crate::daemon::Daemon;
 
 /// File in the VM dir holding the user's extra authorized keys.
@@ -149,7 +149,7 @@ impl Daemon {
         };
         if let Err(e) = self.store.set_vm_runtime(&rec.id, Some(&runtime)) {
             self.undo_boot(&rec.id, &handle, &tap).await;
-            return Err(store_err(e));
+            return Err(ApiError::from(e));
         }
 
         phase("wait-ssh", None);
@@ -175,10 +175,8 @@ impl Daemon {
             return Err(e);
         }
         info!(vm = %rec.name, boot_to_ssh_ms = started.elapsed().as_millis() as u64, "guest ready");
-        self.store
-            .set_vm_state(&rec.id, VmState::Running, None)
-            .map_err(store_err)?;
-        self.store.get_vm(&rec.id).map_err(store_err)
+        self.store.set_vm_state(&rec.id, VmState::Running, None)?;
+        self.store.get_vm(&rec.id).map_err(ApiError::from)
     }
 
     /// Kernel arguments Hangar adds for this driver, then the user's.

@@ -11,7 +11,7 @@ use hangar_store::VmRecord;
 use tracing::{info, warn};
 
 use super::boot::USER_KEYS_FILE;
-use super::{error_chain, store_err};
+use super::error_chain;
 use crate::daemon::Daemon;
 
 /// Names reserved by creates still pulling their image (not yet stored).
@@ -109,7 +109,7 @@ impl Daemon {
                     )))
                 }
                 Err(hangar_store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(store_err(e)),
+                Err(e) => return Err(ApiError::from(e)),
             }
             if !self.pending_names.insert(&plan.name) {
                 return Err(ApiError::conflict(format!(
@@ -203,8 +203,7 @@ impl Daemon {
             let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
             let gw = self.net.gateway();
             self.store
-                .insert_vm_with_lease(&draft, self.config.network.subnet, &[gw])
-                .map_err(store_err)?
+                .insert_vm_with_lease(&draft, self.config.network.subnet, &[gw])?
         };
         self.pending_names.remove(&plan.name);
         info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
@@ -241,7 +240,7 @@ impl Daemon {
             .map_err(|e| ApiError::internal(error_chain("cannot write authorized keys", &e)))?;
         }
         op.phase("disk");
-        let image = self.store.get_image(&rec.image_digest).map_err(store_err)?;
+        let image = self.store.get_image(&rec.image_digest)?;
         let rootfs = std::path::Path::new(&image.dir).join(
             hangar_image::ImageManifest::load(std::path::Path::new(&image.dir))
                 .map(|m| m.rootfs)

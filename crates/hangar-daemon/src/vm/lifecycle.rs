@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::boot::handle_of;
-use super::store_err;
 use crate::daemon::Daemon;
 
 impl Daemon {
@@ -20,7 +19,7 @@ impl Daemon {
         let this = self.clone();
         Ok(self.ops.begin(OpKind::VmStart, name, move |op| async move {
             let _g = this.vm_locks.lock(&rec.id).await;
-            let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+            let rec = this.store.get_vm(&rec.id)?;
             let rec = this.start_locked(&rec, &op).await?;
             Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
         }))
@@ -31,7 +30,7 @@ impl Daemon {
         let this = self.clone();
         Ok(self.ops.begin(OpKind::VmStop, name, move |op| async move {
             let _g = this.vm_locks.lock(&rec.id).await;
-            let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+            let rec = this.store.get_vm(&rec.id)?;
             let rec = this.stop_locked(&rec, Some(&op)).await?;
             Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
         }))
@@ -45,7 +44,7 @@ impl Daemon {
             .ops
             .begin(OpKind::VmRestart, name, move |op| async move {
                 let _g = this.vm_locks.lock(&rec.id).await;
-                let rec = this.store.get_vm(&rec.id).map_err(store_err)?;
+                let rec = this.store.get_vm(&rec.id)?;
                 let rec = this.stop_locked(&rec, Some(&op)).await?;
                 let rec = this.start_locked(&rec, &op).await?;
                 Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
@@ -59,9 +58,7 @@ impl Daemon {
                 return Ok(rec.clone());
             }
         }
-        self.store
-            .set_vm_state(&rec.id, VmState::Starting, None)
-            .map_err(store_err)?;
+        self.store.set_vm_state(&rec.id, VmState::Starting, None)?;
         let cancel: CancellationToken = op.cancel_token().clone();
         match self.boot_vm(rec, Some(op), &cancel).await {
             Ok(r) => Ok(r),
@@ -83,15 +80,11 @@ impl Daemon {
         op: Option<&OpHandle>,
     ) -> Result<VmRecord, ApiError> {
         let Some(rt) = rec.runtime.clone() else {
-            self.store
-                .set_vm_state(&rec.id, VmState::Stopped, None)
-                .map_err(store_err)?;
-            return self.store.get_vm(&rec.id).map_err(store_err);
+            self.store.set_vm_state(&rec.id, VmState::Stopped, None)?;
+            return self.store.get_vm(&rec.id).map_err(ApiError::from);
         };
         let handle = handle_of(&rt);
-        self.store
-            .set_vm_state(&rec.id, VmState::Stopping, None)
-            .map_err(store_err)?;
+        self.store.set_vm_state(&rec.id, VmState::Stopping, None)?;
         if self.driver.is_alive(&handle) {
             if let Some(op) = op {
                 op.phase("graceful-stop");
@@ -106,14 +99,10 @@ impl Daemon {
         // kill is idempotent and also removes the VMM's socket and reaps it.
         self.guest_clients.forget(&rec.id);
         self.undo_boot(&rec.id, &handle, &rt.tap).await;
-        self.store
-            .set_vm_runtime(&rec.id, None)
-            .map_err(store_err)?;
-        self.store
-            .set_vm_state(&rec.id, VmState::Stopped, None)
-            .map_err(store_err)?;
+        self.store.set_vm_runtime(&rec.id, None)?;
+        self.store.set_vm_state(&rec.id, VmState::Stopped, None)?;
         info!(vm = %rec.name, "VM stopped");
-        self.store.get_vm(&rec.id).map_err(store_err)
+        self.store.get_vm(&rec.id).map_err(ApiError::from)
     }
 
     /// Best effort: the guest's own `poweroff` syncs and unmounts cleanly.

@@ -13,7 +13,7 @@ pub mod watch;
 use std::path::PathBuf;
 
 use hangar_api::{ApiError, VmInfo};
-use hangar_store::{StoreError, VmRecord};
+use hangar_store::VmRecord;
 
 use crate::daemon::Daemon;
 
@@ -57,18 +57,13 @@ impl Daemon {
     }
 
     pub fn find_vm(&self, name: &str) -> Result<VmRecord, ApiError> {
-        self.store.get_vm_by_name(name).map_err(store_err)
+        self.store.get_vm_by_name(name).map_err(ApiError::from)
     }
 
     pub fn list_vm_infos(&self) -> Result<Vec<VmInfo>, ApiError> {
-        let recs = self.store.list_vms().map_err(store_err)?;
+        let recs = self.store.list_vms()?;
         Ok(recs.iter().map(|r| self.vm_info(r)).collect())
     }
-}
-
-/// Maps store errors to API errors, keeping their messages.
-pub fn store_err(e: StoreError) -> ApiError {
-    ApiError::from(e)
 }
 
 /// "context: error: cause: cause" — the whole chain on one line, since the

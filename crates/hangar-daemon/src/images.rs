@@ -10,7 +10,7 @@ use hangar_image::{ImageManifest, Recipe};
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::daemon::Daemon;
 use crate::vm::error_chain;
@@ -210,20 +210,24 @@ impl Daemon {
     ) -> Result<ImageRecord, ApiError> {
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.config.images_dir().join(hexdigest);
-        let result = (|| {
+        let moved = (|| {
             sync_dir_files(tmp)?;
             if final_dir.exists() {
                 // Same content already stored (e.g. under another name).
                 std::fs::remove_dir_all(tmp)?;
+                Ok(false)
             } else {
                 std::fs::rename(tmp, &final_dir)?;
+                Ok::<_, std::io::Error>(true)
             }
-            Ok::<_, std::io::Error>(())
         })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(tmp);
-            return Err(ApiError::internal(error_chain("cannot store image", &e)));
-        }
+        let moved = match moved {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(tmp);
+                return Err(ApiError::internal(error_chain("cannot store image", &e)));
+            }
+        };
         let rec = ImageRecord {
             digest: manifest.digest.clone(),
             name: name.to_string(),
@@ -233,30 +237,24 @@ impl Daemon {
             created_at: crate::timefmt::now_rfc3339(),
             manifest_json: serde_json::to_string(manifest).unwrap_or_default(),
         };
-        self.store.upsert_image(&rec)?;
+        if let Err(e) = self.store.upsert_image(&rec) {
+            // No row points at files this call moved in: take them back out.
+            if moved {
+                let _ = std::fs::remove_dir_all(&final_dir);
+            }
+            return Err(e.into());
+        }
         Ok(rec)
     }
 
-    /// Removes an image unless a VM uses it.
+    /// Removes an image unless a VM uses it (the store refuses, naming the
+    /// VMs, in the same transaction that would delete the row).
     pub async fn remove_image(&self, name: &str) -> Result<(), ApiError> {
         let _guard = self.image_lock.lock().await;
         let rec = self.store.get_image(name)?;
-        let users = self.store.vms_using_image(&rec.digest)?;
-        if !users.is_empty() {
-            return Err(ApiError::conflict(format!(
-                "image {} is used by VM(s) {}; remove them first (`hangar vm rm NAME`)",
-                rec.name,
-                users.join(", ")
-            )));
-        }
         self.store.delete_image(&rec.digest)?;
-        let still_used = self
-            .store
-            .list_images()?
-            .iter()
-            .any(|i| i.digest == rec.digest);
-        if !still_used {
-            let _ = std::fs::remove_dir_all(&rec.dir);
+        if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
+            warn!(dir = %rec.dir, error = %e, "cannot remove image files");
         }
         Ok(())
     }

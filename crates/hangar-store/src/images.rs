@@ -142,7 +142,7 @@ impl Store {
         let users = vm_names_using(&tx, digest)?;
         if !users.is_empty() {
             return Err(StoreError::conflict(format!(
-                "image {digest} is used by VMs {}: delete those VMs first",
+                "image {digest} is used by VM(s) {}; remove them first (`hangar vm rm NAME`)",
                 users.join(", ")
             )));
         }

@@ -2,6 +2,7 @@
 //! VMM → SSH readiness. Shared by create and start. On any failure it undoes
 //! its own steps (VMM killed, TAP returned) and leaves the disk alone.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hangar_api::{ApiError, Progress, VmState};
@@ -20,6 +21,24 @@ use crate::daemon::Daemon;
 pub const USER_KEYS_FILE: &str = "authorized_keys";
 
 impl Daemon {
+    /// The directory and manifest of the image a VM was made from.
+    pub fn image_files(&self, rec: &VmRecord) -> Result<(PathBuf, ImageManifest), ApiError> {
+        let image = self.store.get_image(&rec.image_digest).map_err(|e| {
+            ApiError::not_found(format!(
+                "image {} of VM {:?} is gone ({e}); remove the VM and create it again",
+                rec.image_name, rec.name
+            ))
+        })?;
+        let dir = PathBuf::from(&image.dir);
+        let manifest = ImageManifest::load(&dir).map_err(|e| {
+            ApiError::internal(error_chain(
+                &format!("cannot read manifest of image {}", image.name),
+                &e,
+            ))
+        })?;
+        Ok((dir, manifest))
+    }
+
     /// Boots `rec` and waits until its guest accepts SSH. The caller holds
     /// the VM lock.
     pub async fn boot_vm(
@@ -38,19 +57,7 @@ impl Daemon {
             }
         };
         let vm_dir = self.vm_dir(&rec.id);
-        let image = self.store.get_image(&rec.image_digest).map_err(|e| {
-            ApiError::not_found(format!(
-                "image {} of VM {:?} is gone ({e}); remove the VM and create it again",
-                rec.image_name, rec.name
-            ))
-        })?;
-        let manifest = ImageManifest::load(std::path::Path::new(&image.dir)).map_err(|e| {
-            ApiError::internal(error_chain(
-                &format!("cannot read manifest of image {}", image.name),
-                &e,
-            ))
-        })?;
-        let image_dir = std::path::PathBuf::from(&image.dir);
+        let (image_dir, manifest) = self.image_files(rec)?;
 
         phase("config-drive", None);
         let user_keys = std::fs::read_to_string(vm_dir.join(USER_KEYS_FILE)).unwrap_or_default();

@@ -205,7 +205,6 @@ impl Daemon {
             self.store
                 .insert_vm_with_lease(&draft, self.config.network.subnet, &[gw])?
         };
-        self.pending_names.remove(&plan.name);
         info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
         match self.provision_and_boot(&rec, &plan, op).await {
             Ok(rec) => Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default()),
@@ -240,12 +239,8 @@ impl Daemon {
             .map_err(|e| ApiError::internal(error_chain("cannot write authorized keys", &e)))?;
         }
         op.phase("disk");
-        let image = self.store.get_image(&rec.image_digest)?;
-        let rootfs = std::path::Path::new(&image.dir).join(
-            hangar_image::ImageManifest::load(std::path::Path::new(&image.dir))
-                .map(|m| m.rootfs)
-                .unwrap_or_else(|_| "rootfs.ext4".into()),
-        );
+        let (image_dir, manifest) = self.image_files(rec)?;
+        let rootfs = image_dir.join(&manifest.rootfs);
         let disks = self.disks.clone();
         let dest = vm_dir.join("disk.ext4");
         let size = rec.disk_bytes;

@@ -117,7 +117,7 @@ async fn show_vm(
     Path(name): Path<String>,
 ) -> ApiResult<Json<VmInfo>> {
     let rec = d.find_vm(&name)?;
-    Ok(Json(d.vm_info(&rec)))
+    Ok(Json(d.vm_info_detailed(&rec)))
 }
 
 async fn delete_vm(

@@ -43,9 +43,18 @@ impl Daemon {
                 .join("serial.log")
                 .display()
                 .to_string(),
-            metrics: self.vm_metrics(rec),
+            // Read only for one VM (`vm show`), not on every listing.
+            metrics: None,
             created_at: rec.created_at.clone(),
             last_error: rec.last_error.clone(),
+        }
+    }
+
+    /// One VM with its VMM's latest metrics, for `vm show`.
+    pub fn vm_info_detailed(&self, rec: &VmRecord) -> VmInfo {
+        VmInfo {
+            metrics: self.vm_metrics(rec),
+            ..self.vm_info(rec)
         }
     }
 

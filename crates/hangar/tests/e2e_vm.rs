@@ -205,9 +205,32 @@ fn ssh_is_an_interactive_terminal_that_follows_resizes() {
     let s = t.wait_for("/dev/pts/", Duration::from_secs(20));
     assert!(s.contains("30 100"), "{s}");
     t.resize(120, 40);
-    std::thread::sleep(Duration::from_millis(500));
-    t.keys(&["clear; stty size", "Enter"]);
-    t.wait_for("40 120", Duration::from_secs(20));
+    // The window change travels tmux → hangar → daemon → sshd → the guest's
+    // pty; on a slow host a `stty size` typed right away can still see the
+    // old size, so ask again (after the prompt is back) until it changes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        t.keys(&["clear; stty size", "Enter"]);
+        // After `clear`: the size on the first line, the next prompt below.
+        let s = t.wait_until("a size, then a prompt", Duration::from_secs(20), |s| {
+            let mut lines = s.lines();
+            let size = lines.next().unwrap_or("");
+            size.split(' ').count() == 2
+                && size.split(' ').all(|n| n.parse::<u16>().is_ok())
+                && lines.next().is_some_and(|l| l.contains("root@term"))
+        });
+        if s.starts_with("40 120\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never reached the guest:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Ctrl-D goes only once the prompt is drawn (the loop above waited for
+    // it): readline leaves canonical mode before drawing the prompt, and a
+    // Ctrl-D that arrives earlier is eaten by the guest tty's line discipline.
     t.keys(&["C-d"]);
     t.wait_for("hangar-ssh-exited-0", Duration::from_secs(20));
     drop(t);

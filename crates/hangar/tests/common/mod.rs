@@ -484,15 +484,20 @@ impl Tmux {
 
     /// Waits until the screen contains `needle`.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_until(&format!("{needle:?}"), timeout, |s| s.contains(needle))
+    }
+
+    /// Waits until `done` accepts the screen; `what` names it in the failure.
+    pub fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.screen();
-            if s.contains(needle) {
+            if done(&s) {
                 return s;
             }
             assert!(
                 Instant::now() < deadline,
-                "screen never showed {needle:?}:\n{s}"
+                "screen never showed {what}:\n{s}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -106,6 +106,12 @@ impl GuestError {
             GuestError::HostKeyMismatch { .. } | GuestError::InvalidPinnedHostKey { .. }
         )
     }
+
+    /// The guest answered the connect with a reset: its network is up but
+    /// nothing listens on the port yet.
+    pub(crate) fn is_connection_refused(&self) -> bool {
+        matches!(self, GuestError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
 }
 
 /// Renders an error with its whole `source` chain on one line, for messages
@@ -119,4 +125,23 @@ pub(crate) fn chain_to_string(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_error(kind: std::io::ErrorKind) -> GuestError {
+        GuestError::Connect {
+            addr: "10.0.0.2:22".parse().expect("addr"),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn only_a_refused_connect_counts_as_refused() {
+        assert!(connect_error(std::io::ErrorKind::ConnectionRefused).is_connection_refused());
+        assert!(!connect_error(std::io::ErrorKind::HostUnreachable).is_connection_refused());
+        assert!(!GuestError::NoExitStatus.is_connection_refused());
+    }
 }

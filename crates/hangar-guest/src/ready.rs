@@ -14,6 +14,9 @@ use crate::keys::DaemonKey;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
 const MAX_RETRY: Duration = Duration::from_millis(250);
+/// Pause after a refused connection: the guest is up and sshd is about to
+/// listen, and a refusal costs the guest one RST, so poll closely.
+const REFUSED_RETRY: Duration = Duration::from_millis(25);
 const FIRST_TCP_LIMIT: Duration = Duration::from_millis(300);
 
 /// Retries connect+handshake+auth until it works or the deadline passes.
@@ -48,7 +51,7 @@ pub async fn wait_ready(
             });
         }
         attempts += 1;
-        match connect_within(connect, target, key, tcp_limit, remaining).await {
+        let refused = match connect_within(connect, target, key, tcp_limit, remaining).await {
             Ok(client) => {
                 tracing::debug!(addr = %target.addr, attempts, elapsed = ?started.elapsed(), "guest SSH ready");
                 return Ok(client);
@@ -58,12 +61,17 @@ pub async fn wait_ready(
                 if matches!(err, GuestError::ConnectTimeout { .. }) {
                     tcp_limit = (tcp_limit * 2).min(TCP_ATTEMPT_LIMIT);
                 }
-                tracing::trace!(addr = %target.addr, attempts, error = %err, "guest SSH not ready yet");
                 last_error = chain_to_string(&err);
+                tracing::trace!(addr = %target.addr, attempts, error = %last_error, "guest SSH not ready yet");
+                err.is_connection_refused()
             }
-        }
+        };
         let remaining = deadline.saturating_sub(started.elapsed());
-        sleep(pause.min(remaining)).await;
-        pause = (pause * 2).min(MAX_RETRY);
+        if refused {
+            sleep(REFUSED_RETRY.min(remaining)).await;
+        } else {
+            sleep(pause.min(remaining)).await;
+            pause = (pause * 2).min(MAX_RETRY);
+        }
     }
 }

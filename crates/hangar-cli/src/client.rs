@@ -30,6 +30,9 @@ impl Client {
 
     async fn connect(&self) -> Result<TokioIo<UnixStream>, ApiError> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return ApiError::unavailable(permission_hint(&self.socket, &e));
+            }
             ApiError::unavailable(format!(
                 "cannot reach the hangar daemon at {}: {e}; start it with `sudo hangar daemon` (or point --socket / HANGAR_SOCKET / --config at the right one)",
                 self.socket.display()
@@ -171,4 +174,27 @@ pub fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
             ),
         )
     })
+}
+
+/// What to do when the socket exists but this user may not open it: name
+/// the group that may (the daemon's `socket_group`).
+fn permission_hint(socket: &Path, e: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let group = std::fs::metadata(socket).ok().map(|m| {
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .unwrap_or_else(|| m.gid().to_string())
+    });
+    match group {
+        Some(g) if g != "root" => format!(
+            "cannot open the hangar API socket {}: {e}; it is for members of group {g:?}: run `sudo usermod -aG {g} $USER` and log in again, or use sudo",
+            socket.display()
+        ),
+        _ => format!(
+            "cannot open the hangar API socket {}: {e}; it is root's only: use sudo, or set socket_group in the daemon's config to a group of yours",
+            socket.display()
+        ),
+    }
 }

@@ -33,6 +33,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// API socket and pid file.
     pub runtime_dir: PathBuf,
+    /// Group that owns the API socket (mode 0660), so its members can use
+    /// the CLI without root, like the `docker` group. Empty: root's group.
+    pub socket_group: String,
     /// Built images are cached here by recipe, across state dirs.
     pub image_cache_dir: PathBuf,
     /// `tracing` filter, e.g. `info` or `hangar_daemon=debug`.
@@ -91,9 +94,10 @@ pub struct VmmConfig {
     /// The KVM device (a test can point it elsewhere to simulate a host
     /// without KVM).
     pub kvm_device: PathBuf,
-    /// Firecracker's jailer (used when `use_jailer` is true).
-    pub jailer: PathBuf,
-    pub use_jailer: bool,
+    /// Run Firecracker under its jailer (chroot, uid/gid, cgroups, netns).
+    pub jailer: bool,
+    /// The jailer binary (a name is looked up on PATH).
+    pub jailer_binary: PathBuf,
     /// The unprivileged user and group Firecracker runs as in the jail.
     pub jailer_uid: u32,
     pub jailer_gid: u32,
@@ -128,6 +132,7 @@ impl Default for Config {
         Self {
             state_dir: PathBuf::from("/var/lib/hangar"),
             runtime_dir: PathBuf::from("/run/hangar"),
+            socket_group: String::new(),
             image_cache_dir: PathBuf::from("/var/cache/hangar/images"),
             log_level: "info".into(),
             operation_retention_secs: 3600,
@@ -161,8 +166,8 @@ impl Default for VmmConfig {
             firecracker: PathBuf::from("firecracker"),
             qemu: PathBuf::from("qemu-system-x86_64"),
             kvm_device: PathBuf::from("/dev/kvm"),
-            jailer: PathBuf::from("jailer"),
-            use_jailer: false,
+            jailer: false,
+            jailer_binary: PathBuf::from("jailer"),
             jailer_uid: 65534,
             jailer_gid: 65534,
             kernel_args: String::new(),
@@ -353,6 +358,19 @@ mod tests {
         assert_eq!(cfg.netns(), Some("ns1"));
         assert_eq!(cfg.vmm.driver, DriverChoice::Qemu);
         assert_eq!(cfg.vmm.accel, AccelChoice::Tcg);
+    }
+
+    #[test]
+    fn jailer_is_a_switch_and_its_binary_a_separate_key() {
+        let cfg = parse("[vmm]\njailer = true\njailer_binary = \"/opt/fc/jailer\"\n").unwrap();
+        assert!(cfg.vmm.jailer);
+        assert_eq!(cfg.vmm.jailer_binary, PathBuf::from("/opt/fc/jailer"));
+        assert!(!parse("").unwrap().vmm.jailer);
+
+        let err = parse("[vmm]\njailer = \"/opt/fc/jailer\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jailer"), "{err}");
     }
 
     #[test]

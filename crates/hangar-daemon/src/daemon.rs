@@ -55,11 +55,13 @@ pub async fn run(config: Config) -> Result<()> {
             "hangar daemon must run as root (it creates TAP devices, bridges, namespaces and VM disks): run it with sudo; the CLI itself needs no root"
         );
     }
+    // Resolved before anything is created, so a typo changes nothing.
+    let socket_gid = socket_group(&config.socket_group)?;
     std::fs::create_dir_all(&config.runtime_dir)
         .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;
     let daemon = Daemon::build(config).await?;
-    let listener = bind_socket(&daemon.config.socket_path())?;
+    let listener = bind_socket(&daemon.config.socket_path(), socket_gid)?;
     info!(socket = %daemon.config.socket_path().display(), driver = daemon.driver.kind(), disks = daemon.disks.name(), "hangar daemon ready");
 
     let app = crate::api::router(daemon.clone());
@@ -90,15 +92,34 @@ async fn wait_for_signal() {
     }
 }
 
-/// Binds the API socket with mode 0660. A stale socket file is removed:
-/// the pid-file lock already proved no other daemon serves it.
-fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
+/// The gid of `[socket_group]`, or `None` when it is empty.
+fn socket_group(name: &str) -> Result<Option<nix::unistd::Gid>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(g.gid)),
+        Ok(None) => anyhow::bail!(
+            "socket_group {name:?} does not exist: create it (groupadd {name}) and add the users who may use hangar (usermod -aG {name} USER), or leave socket_group empty"
+        ),
+        Err(e) => Err(anyhow::anyhow!(e).context(format!("cannot look up group {name:?}"))),
+    }
+}
+
+/// Binds the API socket with mode 0660, owned by `group` when given. A
+/// stale socket file is removed: the pid-file lock already proved no other
+/// daemon serves it.
+fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind API socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(gid))
+            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+    }
     Ok(listener)
 }
 
@@ -227,13 +248,17 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
     };
     if use_fc {
         let mut fc = FirecrackerDriver::new(config.vmm.firecracker.clone());
-        if config.vmm.use_jailer {
-            fc = fc.with_jailer(hangar_vmm::JailerConfig::new(
-                config.vmm.jailer.clone(),
+        if config.vmm.jailer {
+            let mut jail = hangar_vmm::JailerConfig::new(
+                config.vmm.jailer_binary.clone(),
                 config.vmm.jailer_uid,
                 config.vmm.jailer_gid,
                 config.state_dir.join("jail"),
-            ));
+            );
+            // Each VM's cgroup caps its VMM at the VM's vCPUs and memory.
+            jail.limit_resources = true;
+            jail.cgroup_version = hangar_vmm::host_cgroup_version(&jail.cgroup_root);
+            fc = fc.with_jailer(jail);
         }
         (Arc::new(fc), format!("firecracker ({accel_reason})"))
     } else {

@@ -393,17 +393,17 @@ pub fn check_firecracker(p: &HostProbe, config: &Config) -> Check {
 }
 
 pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
-    const WHAT: &str = "the jailer binary ([vmm] jailer) is present and matches the Firecracker version when use_jailer = true";
+    const WHAT: &str = "the jailer binary ([vmm] jailer_binary) is present and matches the Firecracker version when [vmm] jailer = true";
     let j = &p.jailer;
-    let install = "install the jailer from the same Firecracker release and set [vmm] jailer = \"/path/to/jailer\"";
+    let install = "install the jailer from the same Firecracker release and set [vmm] jailer_binary = \"/path/to/jailer\"";
     let Some(path) = &j.path else {
-        if !config.vmm.use_jailer {
+        if !config.vmm.jailer {
             return Check::new(
                 "jailer",
                 WHAT,
                 Level::Ok,
                 format!(
-                    "{} not found; not used ([vmm] use_jailer = false)",
+                    "{} not found; not used ([vmm] jailer = false)",
                     j.configured.display()
                 ),
             );
@@ -418,11 +418,11 @@ pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
             WHAT,
             level,
             format!(
-                "{} not found, but [vmm] use_jailer = true",
+                "{} not found, but [vmm] jailer = true",
                 j.configured.display()
             ),
         )
-        .fix(format!("{install}, or set [vmm] use_jailer = false"));
+        .fix(format!("{install}, or set [vmm] jailer = false"));
     };
     let jv = j
         .version_output
@@ -949,7 +949,7 @@ impl HostProbe {
                 .unwrap_or_default(),
             kernel: gather_kernel(),
             firecracker: binary(&config.vmm.firecracker, &["--version"]),
-            jailer: binary(&config.vmm.jailer, &["--version"]),
+            jailer: binary(&config.vmm.jailer_binary, &["--version"]),
             qemu: binary(&config.vmm.qemu, &["--version"]),
             tools,
             mkfs_ext4,
@@ -1412,7 +1412,7 @@ mod tests {
         let mut p = good();
         p.jailer.version_output = Ok("Jailer v1.9.0".into());
         let mut cfg = Config::default();
-        cfg.vmm.use_jailer = true;
+        cfg.vmm.jailer = true;
 
         let c = check_jailer(&p, &cfg);
 

@@ -157,6 +157,57 @@ async fn kill_under_jailer_removes_the_jail_but_keeps_the_vm_files() {
     d.kill(&h).await.unwrap(); // idempotent
 }
 
+/// A driver whose jailer sets CPU and memory limits, with the fake's cgroup
+/// v2 mount in `<base>/cgroup`.
+fn limited_driver(base: &Path) -> FirecrackerDriver {
+    let mut cfg = JailerConfig::new(fixture("fake-jailer.py"), UID, GID, base);
+    cfg.limit_resources = true;
+    cfg.cgroup_root = base.join("cgroup");
+    std::fs::create_dir_all(&cfg.cgroup_root).unwrap();
+    FirecrackerDriver::new(fixture("fake-firecracker.py")).with_jailer(cfg)
+}
+
+#[tokio::test]
+async fn cgroup_limits_are_set_and_the_cgroup_is_removed_on_kill_and_stop() {
+    for graceful in [false, true] {
+        let s = setup();
+        let d = limited_driver(s.base.path());
+        let h = d.start(&s.spec).await.unwrap();
+        let _guard = common::KillOnDrop(h.clone());
+        let cgroup = s
+            .base
+            .path()
+            .join("cgroup/fake-firecracker.py")
+            .join(&s.spec.id);
+        assert!(cgroup.is_dir(), "the jailer made the VM's cgroup");
+        let argv: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(jail_dir(s.base.path(), &s.spec).join("jailer-argv.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let memory_max = format!("memory.max={}", (u64::from(s.spec.memory_mib) + 64) << 20);
+        assert!(
+            argv["cgroups"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::Value::from(memory_max.clone())),
+            "{argv} lacks {memory_max}"
+        );
+
+        if graceful {
+            d.stop(&h, Duration::from_secs(5)).await.unwrap();
+        } else {
+            d.kill(&h).await.unwrap();
+        }
+
+        assert!(!jail_dir(s.base.path(), &s.spec).exists());
+        assert!(
+            !cgroup.exists(),
+            "cgroup left behind (graceful: {graceful})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn stop_under_jailer_is_graceful_and_removes_the_jail() {
     let s = setup();

@@ -41,6 +41,88 @@ fn socket_has_mode_0660() {
     assert_eq!(mode, 0o660);
 }
 
+/// Runs the CLI as `nobody` with primary group `group` against `d`'s socket.
+fn cli_as_nobody(d: &TestDaemon, group: &str, args: &[&str]) -> std::process::Output {
+    // Reachable by an unprivileged user wherever the checkout lives.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = d.dir.path().join("hangar-cli-copy");
+    if !bin.exists() {
+        std::fs::copy(common::hangar_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::process::Command::new("runuser")
+        .args(["-u", "nobody", "-g", group, "--"])
+        .arg(&bin)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn socket_group_members_use_the_cli_without_root_and_others_are_told_why_not() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::with(
+        "sockgrp",
+        Options {
+            extra_config: "socket_group = \"nogroup\"".into(),
+            ..Options::default()
+        },
+    );
+    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(d.socket()).unwrap()),
+        nogroup.gid.as_raw()
+    );
+
+    let member = cli_as_nobody(&d, "nogroup", &["--json", "vm", "ls"]);
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&member.stdout).trim(), "[]");
+
+    let outsider = cli_as_nobody(&d, "daemon", &["vm", "ls"]);
+    let err = String::from_utf8_lossy(&outsider.stderr);
+    assert!(!outsider.status.success());
+    assert!(
+        err.contains("group \"nogroup\"") && err.contains("usermod -aG nogroup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_socket_group_is_refused_before_anything_is_created() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::with(
+        "sockgrpbad",
+        Options {
+            extra_config: "socket_group = \"no-such-group-hg\"".into(),
+            start: false,
+            ..Options::default()
+        },
+    );
+    let out = std::process::Command::new(common::hangar_bin())
+        .args(["daemon", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no-such-group-hg") && err.contains("groupadd"),
+        "{err}"
+    );
+    assert!(!d.dir.path().join("run").exists(), "no runtime dir");
+    assert!(!d.state.exists(), "no state dir");
+}
+
 #[test]
 fn second_daemon_on_same_runtime_dir_is_refused() {
     if !common::require_root() {

@@ -30,6 +30,8 @@ pub const JAIL_API_SOCKET: &str = "/run/firecracker.socket";
 pub const JAIL_VSOCK_SOCKET: &str = "/run/vsock.sock";
 /// The jailer's own default chroot base.
 pub const DEFAULT_CHROOT_BASE: &str = "/srv/jailer";
+/// Where cgroup hierarchies are mounted on a standard host.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The jailer's limit on `--id`.
 const MAX_ID_LEN: usize = 64;
 /// Memory the Firecracker process needs beyond guest RAM, for the
@@ -58,6 +60,9 @@ pub struct JailerConfig {
     /// Derive CPU and memory limits from the spec (`cpu.max` and
     /// `memory.max` on v2; CFS quota and `memory.limit_in_bytes` on v1).
     pub limit_resources: bool,
+    /// Where the cgroup hierarchy is mounted (the jailer finds it itself;
+    /// this tells the driver where to remove what the jailer made).
+    pub cgroup_root: PathBuf,
 }
 
 impl JailerConfig {
@@ -78,7 +83,14 @@ impl JailerConfig {
             parent_cgroup: None,
             cgroups: Vec::new(),
             limit_resources: false,
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
         }
+    }
+
+    /// True when the jailer will create a cgroup per VM: it does only
+    /// when given `--cgroup` settings.
+    pub fn makes_cgroups(&self) -> bool {
+        self.limit_resources || !self.cgroups.is_empty()
     }
 }
 
@@ -108,6 +120,22 @@ impl Jail {
     /// Host path of a path as the jailed process sees it ("/vmlinux").
     pub fn host_path(&self, jail_path: &str) -> PathBuf {
         self.root.join(jail_path.trim_start_matches('/'))
+    }
+
+    /// The jail's `--id` (its directory name).
+    pub fn id(&self) -> Option<String> {
+        Some(self.dir.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// The exec file name the jail was built for (its parent directory).
+    pub fn exec_name(&self) -> Option<String> {
+        Some(
+            self.dir
+                .parent()?
+                .file_name()?
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 
     /// Host path of the API socket.
@@ -355,6 +383,61 @@ pub(crate) fn remove_jail(jail: &Jail) {
     }
 }
 
+/// The cgroup directories the jailer creates for `jail` under `cfg`:
+/// `<root>/<parent>/<id>` on v2, and the same below each controller a
+/// setting names on v1; the parent defaults to the exec file name. None
+/// when the jailer is given no `--cgroup` settings (it then creates none).
+pub fn cgroup_dirs(cfg: &JailerConfig, jail: &Jail) -> Vec<PathBuf> {
+    let (Some(exec_name), Some(id)) = (jail.exec_name(), jail.id()) else {
+        return Vec::new();
+    };
+    if !cfg.makes_cgroups() {
+        return Vec::new();
+    }
+    let parent = cfg.parent_cgroup.clone().unwrap_or(exec_name);
+    if cfg.cgroup_version != 1 {
+        return vec![cfg.cgroup_root.join(parent).join(id)];
+    }
+    let mut controllers: Vec<String> = if cfg.limit_resources {
+        vec!["cpu".into(), "memory".into()]
+    } else {
+        Vec::new()
+    };
+    controllers.extend(cfg.cgroups.iter().filter_map(|c| {
+        c.split_once('.')
+            .map(|(controller, _)| controller.to_string())
+    }));
+    controllers.sort();
+    controllers.dedup();
+    controllers
+        .into_iter()
+        .map(|c| cfg.cgroup_root.join(c).join(&parent).join(&id))
+        .collect()
+}
+
+/// The cgroup version mounted at `root`: 2 when it is the unified
+/// hierarchy (it has `cgroup.controllers`), else 1.
+pub fn host_cgroup_version(root: &Path) -> u8 {
+    if root.join("cgroup.controllers").exists() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Removes the (empty, once the VMM is gone) cgroup directories the jailer
+/// made. Missing is fine; a cgroup that still has processes stays and is
+/// logged.
+pub(crate) fn remove_cgroups(dirs: &[PathBuf]) {
+    for dir in dirs {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => tracing::debug!(cgroup = %dir.display(), "cgroup removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove cgroup"),
+        }
+    }
+}
+
 /// `binary` as an absolute path (the jailer requires one): bare names are
 /// looked up on PATH.
 pub(crate) fn absolute_binary(binary: &Path) -> Result<PathBuf, VmmError> {
@@ -400,6 +483,59 @@ pub(crate) fn build_jail(
 mod tests {
     use super::*;
     use crate::Drive;
+
+    fn jail() -> Jail {
+        Jail::new(
+            Path::new("/srv/jailer"),
+            Path::new("/usr/bin/firecracker"),
+            "vm-0123",
+        )
+    }
+
+    #[test]
+    fn no_cgroup_settings_means_no_cgroup_dirs() {
+        let cfg = JailerConfig::new("jailer", 1, 1, "/srv/jailer");
+
+        assert!(cgroup_dirs(&cfg, &jail()).is_empty());
+    }
+
+    #[test]
+    fn v2_cgroup_is_under_the_exec_name_or_the_parent() {
+        let mut cfg = JailerConfig::new("jailer", 1, 1, "/srv/jailer");
+        cfg.limit_resources = true;
+
+        assert_eq!(
+            cgroup_dirs(&cfg, &jail()),
+            [PathBuf::from("/sys/fs/cgroup/firecracker/vm-0123")]
+        );
+        cfg.parent_cgroup = Some("hangar.slice/vms".into());
+        assert_eq!(
+            cgroup_dirs(&cfg, &jail()),
+            [PathBuf::from("/sys/fs/cgroup/hangar.slice/vms/vm-0123")]
+        );
+    }
+
+    #[test]
+    fn v1_cgroups_are_one_per_controller_named_by_the_settings() {
+        let mut cfg = JailerConfig::new("jailer", 1, 1, "/srv/jailer");
+        cfg.cgroup_version = 1;
+        cfg.limit_resources = true;
+        cfg.cgroups = vec!["cpuset.cpus=0".into(), "memory.swappiness=0".into()];
+
+        assert_eq!(
+            cgroup_dirs(&cfg, &jail()),
+            ["cpu", "cpuset", "memory"]
+                .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}/firecracker/vm-0123")))
+        );
+    }
+
+    #[test]
+    fn cgroup_version_follows_the_unified_hierarchy_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(host_cgroup_version(dir.path()), 1);
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory").expect("write");
+        assert_eq!(host_cgroup_version(dir.path()), 2);
+    }
 
     fn spec() -> VmSpec {
         VmSpec {

@@ -103,9 +103,12 @@ impl FirecrackerDriver {
         let exec_file = jailer::absolute_binary(&self.binary)?;
         let (api_spec, files) = jailer::jailed_spec(spec)?;
         let jail = Jail::new(&cfg.chroot_base, &exec_file, &spec.id);
+        // A crash can leave this VM's (empty) cgroup behind; the jailer
+        // would reuse it as it is.
+        jailer::remove_cgroups(&jailer::cgroup_dirs(cfg, &jail));
         jailer::build_jail(&jail, &files, cfg)?;
         if let Err(source) = std::os::unix::fs::symlink(jail.api_socket(), sock) {
-            jailer::remove_jail(&jail);
+            self.remove_jail(&jail);
             return Err(VmmError::Io {
                 action: "create the API socket symlink",
                 path: sock.to_path_buf(),
@@ -115,6 +118,15 @@ impl FirecrackerDriver {
         let mut cmd = Command::new(&cfg.binary);
         cmd.args(jailer::jailer_args(cfg, &exec_file, spec, netns));
         Ok((cmd, api_spec, jail))
+    }
+
+    /// Removes a jail and the cgroups the jailer made for it. Called only
+    /// once the VMM has exited (or never ran).
+    fn remove_jail(&self, jail: &Jail) {
+        jailer::remove_jail(jail);
+        if let Some(cfg) = &self.jailer {
+            jailer::remove_cgroups(&jailer::cgroup_dirs(cfg, jail));
+        }
     }
 
     fn forget(&self, pid: u32) {
@@ -135,7 +147,7 @@ impl FirecrackerDriver {
             vsock::cleanup(dir);
         }
         if let Some(j) = jail {
-            jailer::remove_jail(j);
+            self.remove_jail(j);
         }
     }
 
@@ -267,7 +279,7 @@ impl VmmDriver for FirecrackerDriver {
         if let Err(e) = vsock::prepare(spec, jail.as_ref()) {
             process::remove_if_exists(&sock);
             if let Some(j) = &jail {
-                jailer::remove_jail(j);
+                self.remove_jail(j);
             }
             return Err(e);
         }
@@ -284,7 +296,7 @@ impl VmmDriver for FirecrackerDriver {
                 process::remove_if_exists(&sock);
                 vsock::cleanup(&spec.vm_dir);
                 if let Some(j) = &jail {
-                    jailer::remove_jail(j);
+                    self.remove_jail(j);
                 }
                 return Err(e);
             }
@@ -338,7 +350,7 @@ impl VmmDriver for FirecrackerDriver {
             vsock::cleanup(dir);
         }
         if let Some(j) = jail {
-            jailer::remove_jail(&j);
+            self.remove_jail(&j);
         }
         Ok(())
     }

@@ -70,8 +70,19 @@ resize2fs -f "$work/rootfs8.ext4" >/dev/null 2>&1
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 boot_ms_of() { grep "vm=$1 " "$work/daemon.log" | grep -o 'boot_to_ssh_ms=[0-9]*' | tail -1 | cut -d= -f2; }
 
+# Host speed varies a lot on shared machines (the same binary booted in 4 s
+# and in 8 s within minutes here): time a fixed CPU task each round and
+# print it next to the results, so a slow round is visible as such.
+cpu_probe_ms() {
+  local t0; t0=$(ms)
+  head -c 200000000 /dev/zero | sha256sum >/dev/null
+  echo $(( $(ms) - t0 ))
+}
+
 declare -A total boot first_exec overhead
+probes=""
 for r in $(seq "$rounds"); do
+  probes+="$(cpu_probe_ms) "
   for img in debian-12 big8; do
     name=b-$img-$r
     t0=$(ms)
@@ -102,8 +113,9 @@ t2=$(echo "${total[debian-12]}" | median); t8=$(echo "${total[big8]}" | median)
 o2=$(echo "${overhead[debian-12]}" | median); o8=$(echo "${overhead[big8]}" | median)
 python3 -c "print(f'8 GiB / 2 GiB: create time ratio {$t8/$t2:.3f}, daemon overhead ratio {$o8/max($o2,1):.3f}')"
 for img in debian-12 big8; do
-  echo "per round ($img): create ${total[$img]}| boot-to-ssh ${boot[$img]}| overhead ${overhead[$img]}"
+  echo "per round ($img): create ${total[$img]}| boot-to-ssh ${boot[$img]}| overhead ${overhead[$img]}| create+first-exec ${first_exec[$img]}"
 done
+echo "host CPU probe per round (sha256 of 200 MB, ms; higher = slower host): $probes"
 
 # 50 VM records (stopped) straight into the store, then time `vm ls`.
 db=$mnt/state/state.db

@@ -191,11 +191,26 @@ impl Daemon {
     /// calibration (`lpj`, from the TSC rate: the cloud kernel has HZ=250)
     /// and speculative-execution mitigations, whose page-table switches
     /// are costly under emulation; both only concern the guest's own
-    /// processes. Measured with bench/boot-args.sh.
+    /// processes. It also skips work that buys nothing in a microvm:
+    /// zeroing every kernel allocation (`init_on_alloc=0`, a hardening
+    /// default), the TSC and timer sanity checks and the lockup watchdog
+    /// (an emulated CPU stalls by design), PCI probing (microvm has no PCI
+    /// bus here) and kernel audit. Measured with bench/boot-args.sh: about
+    /// 0.4 s less to SSH in two interleaved runs.
     fn guest_kernel_args(&self, tsc_khz: Option<u64>) -> Vec<String> {
         let mut args = Vec::new();
         if self.driver.kind() == "qemu" {
-            args.push("mitigations=off".to_string());
+            for a in [
+                "mitigations=off",
+                "init_on_alloc=0",
+                "tsc=reliable",
+                "no_timer_check",
+                "nowatchdog",
+                "pci=off",
+                "audit=0",
+            ] {
+                args.push(a.to_string());
+            }
             if let Some(khz) = tsc_khz {
                 args.push(format!("lpj={}", khz * 4));
             }

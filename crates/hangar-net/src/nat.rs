@@ -2,7 +2,8 @@
 //! own (`ip hangar`) that masquerades the guest subnet out of every interface
 //! except the bridge, plus IPv4 forwarding. Applied atomically with `nft -f -`;
 //! re-applying replaces the table, so it is idempotent. Never used in
-//! namespace mode, and never applied by tests (only the ruleset text is).
+//! namespace mode. The end-to-end test applies it for real with the daemon
+//! itself running inside a namespace the test made, never on the host.
 
 use ipnet::Ipv4Net;
 

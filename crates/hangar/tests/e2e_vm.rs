@@ -595,3 +595,178 @@ fn a_killed_exec_client_ends_its_terminal_command_in_the_guest() {
     d.ok(&["vm", "rm", "--force", "ghostly"]);
     d.assert_nothing_left(1);
 }
+
+/// A stand-in for "the internet": a second namespace joined to the
+/// daemon's by a veth pair, with an HTTP server that answers with the
+/// address the request came from.
+struct FakeInternet {
+    ns: common::Netns,
+    server: std::process::Child,
+}
+
+impl FakeInternet {
+    const SERVER: &'static str = "198.51.100.1";
+    const UPLINK: &'static str = "198.51.100.2";
+
+    /// Links `host_ns` (its uplink gets [`Self::UPLINK`] and a default
+    /// route) to a new namespace serving HTTP on [`Self::SERVER`]:8080.
+    fn attach(host_ns: &str) -> FakeInternet {
+        let ns = common::Netns::create("inet");
+        let run = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip {args:?} failed");
+        };
+        run(&[
+            "-n", host_ns, "link", "add", "hgup", "type", "veth", "peer", "name", "hgdown",
+            "netns", &ns.name,
+        ]);
+        run(&[
+            "-n",
+            host_ns,
+            "addr",
+            "add",
+            "198.51.100.2/24",
+            "dev",
+            "hgup",
+        ]);
+        run(&["-n", host_ns, "link", "set", "hgup", "up"]);
+        run(&[
+            "-n",
+            host_ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            Self::SERVER,
+        ]);
+        run(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            "hgdown",
+        ]);
+        run(&["-n", &ns.name, "link", "set", "hgdown", "up"]);
+        run(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        let script = "import http.server as h\n\
+            class H(h.BaseHTTPRequestHandler):\n\
+            \x20   def do_GET(self):\n\
+            \x20       b = self.client_address[0].encode()\n\
+            \x20       self.send_response(200)\n\
+            \x20       self.send_header('Content-Length', str(len(b)))\n\
+            \x20       self.end_headers()\n\
+            \x20       self.wfile.write(b)\n\
+            h.HTTPServer(('198.51.100.1', 8080), H).serve_forever()\n";
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        FakeInternet { ns, server }
+    }
+}
+
+impl Drop for FakeInternet {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = &self.ns; // removed after the server is gone
+    }
+}
+
+/// Root-namespace mode (`netns = ""`, NAT on) for real, without touching
+/// the host: the daemon runs inside a namespace the test made, so the
+/// bridge, the `ip hangar` nft table and IP forwarding it sets up are that
+/// namespace's. A guest reaches a server beyond the daemon's uplink, and
+/// the server sees the uplink's address: the guest's traffic was
+/// masqueraded. The guest's resolv.conf carries the daemon's DNS servers.
+#[test]
+fn root_namespace_mode_gives_guests_nat_to_the_outside() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    // The image must be cached first: the daemon below has no route to a
+    // Debian mirror.
+    TestDaemon::start("natimg").ok(&["image", "pull", "debian-12"]);
+    let d = TestDaemon::with(
+        "nat",
+        Options {
+            daemon_in_netns: true,
+            start: false,
+            ..Options::default()
+        },
+    );
+    let inet = FakeInternet::attach(&d.netns.name);
+    let mut d = d;
+    d.spawn();
+
+    let ns_cmd = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &d.netns.name])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        ns_cmd(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
+    let table = ns_cmd(&["nft", "list", "table", "ip", "hangar"]);
+    assert!(table.contains("masquerade"), "{table}");
+
+    d.ok(&["vm", "create", "out"]);
+    let out = exec(
+        &d,
+        "out",
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "20",
+            "http://198.51.100.1:8080/",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl from the guest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        FakeInternet::UPLINK,
+        "the server must see the masqueraded uplink address"
+    );
+
+    // DNS: the daemon's own upstream servers (loopback stubs skipped).
+    let host_dns: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| {
+            s.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| !a.is_loopback())
+        })
+        .collect();
+    let guest_resolv =
+        String::from_utf8_lossy(&exec(&d, "out", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+    for ns in &host_dns {
+        assert!(
+            guest_resolv.contains(ns),
+            "{ns} missing in:\n{guest_resolv}"
+        );
+    }
+
+    d.ok(&["vm", "rm", "--force", "out"]);
+    d.assert_nothing_left(1);
+    drop(d);
+    drop(inet);
+}

@@ -68,6 +68,7 @@ pub struct TestDaemon {
     pub config: PathBuf,
     pub child: Option<Child>,
     pub netns: Netns,
+    daemon_in_netns: bool,
 }
 
 pub struct Options {
@@ -78,6 +79,10 @@ pub struct Options {
     /// Put the state dir here instead of inside the temp dir.
     pub state_dir: Option<PathBuf>,
     pub start: bool,
+    /// Root-namespace mode, safely: the daemon itself runs inside the
+    /// test's namespace (`ip netns exec`) with `netns = ""` and NAT on, so
+    /// its "host" bridge, NAT table and IP forwarding all live there.
+    pub daemon_in_netns: bool,
 }
 
 impl Default for Options {
@@ -89,6 +94,7 @@ impl Default for Options {
             accel: "tcg",
             state_dir: None,
             start: true,
+            daemon_in_netns: false,
         }
     }
 }
@@ -113,6 +119,7 @@ log_level = "info,hangar_daemon=debug"
 {extra}
 [network]
 netns = "{ns}"
+nat = {nat}
 bridge = "hgbr0"
 subnet = "10.213.7.0/24"
 tap_pool_size = 1
@@ -136,7 +143,12 @@ memory_mib = 512
             run = dir.path().join("run").display(),
             cache = IMAGE_CACHE,
             extra = opts.extra_config,
-            ns = netns.name,
+            ns = if opts.daemon_in_netns {
+                ""
+            } else {
+                netns.name.as_str()
+            },
+            nat = opts.daemon_in_netns,
             vmm_extra = opts.vmm_extra,
             boot_timeout = opts.boot_timeout_secs,
             accel = opts.accel,
@@ -152,6 +164,7 @@ memory_mib = 512
             config,
             child: None,
             netns,
+            daemon_in_netns: opts.daemon_in_netns,
         };
         if opts.start {
             d.spawn();
@@ -182,7 +195,16 @@ memory_mib = 512
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(hangar_bin())
+        let mut cmd = if self.daemon_in_netns {
+            // `ip netns exec` execs the daemon in place: same pid.
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.netns.name])
+                .arg(hangar_bin());
+            c
+        } else {
+            Command::new(hangar_bin())
+        };
+        let child = cmd
             .args(["daemon", "--config"])
             .arg(&self.config)
             .stdin(Stdio::null())

@@ -126,3 +126,12 @@ pub struct DeleteVmQuery {
     #[serde(default)]
     pub force: bool,
 }
+
+/// Response header of `GET /v1/vms/{name}/console`: the byte offset in
+/// the console log where the body starts (followers ask for `offset` =
+/// this + body length next).
+pub const CONSOLE_OFFSET_HEADER: &str = "x-hangar-console-offset";
+/// Response header of the same request: an id of the log file (each boot
+/// starts a new one). Followers send it back as `file`; when it changed,
+/// the answer starts at 0 of the new log.
+pub const CONSOLE_FILE_HEADER: &str = "x-hangar-console-file";

@@ -65,6 +65,10 @@ pub enum VmCommand {
         /// Only the last N bytes.
         #[arg(long)]
         tail_bytes: Option<u64>,
+        /// Keep printing what the console writes (Ctrl-C to stop); ends
+        /// when the VM is removed.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Remove a VM and its disk.
     Rm {

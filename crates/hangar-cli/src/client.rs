@@ -84,15 +84,27 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
+        let (status, _, bytes) = self.raw_with_headers(method, path, body).await?;
+        Ok((status, bytes))
+    }
+
+    /// Like [`Client::raw`], with the response headers.
+    pub async fn raw_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ApiError> {
         let resp = self.send(method, path, body, false).await?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
             .to_bytes();
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
     }
 
     pub async fn call<T: DeserializeOwned>(

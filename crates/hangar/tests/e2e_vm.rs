@@ -50,6 +50,50 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     assert!(console.contains("sshd started"), "{console}");
     let tail = d.ok(&["vm", "logs", "dev", "--tail-bytes", "10"]);
     assert!(tail.len() <= 10, "{tail}");
+    // `vm logs -f` prints what the console writes after it started.
+    let mut follower = std::process::Command::new(common::hangar_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["vm", "logs", "-f", "dev", "--tail-bytes", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(exec(
+        &d,
+        "dev",
+        &["sh", "-c", "echo follow-marker-$((6*7)) > /dev/ttyS0"]
+    )
+    .status
+    .success());
+    let mut stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("follow-marker-42") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let followed = reader.join().unwrap();
+    assert!(followed.contains("follow-marker-42"), "{followed:?}");
+    assert!(
+        !followed.contains("sshd"),
+        "--tail-bytes 0 starts at the end: {followed:?}"
+    );
 
     // Data written before a stop is there after the next start.
     assert!(exec(&d, "dev", &["sh", "-c", "echo kept > /root/marker"])

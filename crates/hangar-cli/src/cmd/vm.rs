@@ -20,24 +20,11 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &VmCommand) -> Result<(), ApiE
         VmCommand::Start(a) => lifecycle(cli, client, a, "start").await,
         VmCommand::Stop(a) => lifecycle(cli, client, a, "stop").await,
         VmCommand::Restart(a) => lifecycle(cli, client, a, "restart").await,
-        VmCommand::Logs { name, tail_bytes } => {
-            let q = tail_bytes
-                .map(|t| format!("?tail_bytes={t}"))
-                .unwrap_or_default();
-            let (status, body) = client
-                .raw(
-                    hyper::Method::GET,
-                    &format!("/v1/vms/{}/console{q}", seg(name)),
-                    None,
-                )
-                .await?;
-            if !status.is_success() {
-                return Err(crate::client::decode_error(status, &body));
-            }
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&body);
-            Ok(())
-        }
+        VmCommand::Logs {
+            name,
+            tail_bytes,
+            follow,
+        } => console(client, name, *tail_bytes, *follow).await,
         VmCommand::Rm { name, force } => {
             let q = if *force { "?force=true" } else { "" };
             client.delete(&format!("/v1/vms/{}{q}", seg(name))).await?;
@@ -203,6 +190,59 @@ fn show(cli: &Cli, vm: &VmInfo) {
     }
     if let Some(e) = &vm.last_error {
         println!("{:<11} {e}", "last error");
+    }
+}
+
+/// How often `vm logs -f` asks for new console output.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Prints the console log; with `follow`, keeps asking for what comes
+/// after the last byte printed (a fresh log after a reboot starts over)
+/// until the VM is removed.
+async fn console(
+    client: &Client,
+    name: &str,
+    tail_bytes: Option<u64>,
+    follow: bool,
+) -> Result<(), ApiError> {
+    use std::io::Write;
+    let base = format!("/v1/vms/{}/console", seg(name));
+    // (offset, file id) to continue from.
+    let mut next: Option<(u64, u64)> = None;
+    loop {
+        let path = match (next, tail_bytes) {
+            (Some((o, file)), _) => format!("{base}?offset={o}&file={file}"),
+            (None, Some(t)) => format!("{base}?tail_bytes={t}"),
+            (None, None) => base.clone(),
+        };
+        let (status, headers, body) = client
+            .raw_with_headers(hyper::Method::GET, &path, None)
+            .await?;
+        if !status.is_success() {
+            if next.is_some() && status == hyper::StatusCode::NOT_FOUND {
+                return Ok(()); // removed while we followed it
+            }
+            return Err(crate::client::decode_error(status, &body));
+        }
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&body);
+        let _ = out.flush();
+        if !follow {
+            return Ok(());
+        }
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let start = header(hangar_api::vm::CONSOLE_OFFSET_HEADER);
+        let file = header(hangar_api::vm::CONSOLE_FILE_HEADER);
+        next = Some((start + body.len() as u64, file));
+        if body.is_empty() {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+        }
     }
 }
 

@@ -155,32 +155,72 @@ struct ConsoleQuery {
     /// Only the last this many bytes.
     #[serde(default)]
     tail_bytes: Option<u64>,
+    /// Start at this byte (for following: the previous answer's offset
+    /// plus its length). Past the end of the log it starts over at 0.
+    #[serde(default)]
+    offset: Option<u64>,
+    /// The file id of the previous answer: when the VM rebooted since
+    /// (a new log), `offset` is ignored and the answer starts at 0.
+    #[serde(default)]
+    file: Option<u64>,
 }
 
-/// The guest's serial console log of the current (or last) boot, as text.
+/// Most bytes one console request returns.
+const CONSOLE_CHUNK: u64 = 16 << 20;
+
+/// The guest's serial console log of the current (or last) boot: raw
+/// bytes, with the offset they start at in
+/// [`hangar_api::vm::CONSOLE_OFFSET_HEADER`].
 async fn console_log(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
     Query(q): Query<ConsoleQuery>,
-) -> ApiResult<String> {
+) -> ApiResult<Response> {
     use std::io::{Read, Seek, SeekFrom};
     let rec = d.find_vm(&name)?;
     let path = d.vm_dir(&rec.id).join("serial.log");
-    let Ok(mut f) = std::fs::File::open(&path) else {
-        return Ok(String::new());
+    let (start, file_id, buf) = match std::fs::File::open(&path) {
+        Err(_) => (0, 0, Vec::new()),
+        Ok(mut f) => {
+            use std::os::unix::fs::MetadataExt;
+            let (len, file_id) = f.metadata().map(|m| (m.len(), m.ino())).unwrap_or((0, 0));
+            let same_file = q.file.is_none_or(|id| id == file_id);
+            let start = match (q.offset, q.tail_bytes) {
+                (Some(o), _) if o <= len && same_file => o,
+                (Some(_), _) => 0,
+                (None, Some(t)) => len.saturating_sub(t),
+                (None, None) => 0,
+            };
+            let mut buf = Vec::new();
+            f.seek(SeekFrom::Start(start))
+                .and_then(|_| f.take(CONSOLE_CHUNK).read_to_end(&mut buf))
+                .map_err(|e| {
+                    ApiError::internal(crate::vm::error_chain(
+                        &format!("cannot read {}", path.display()),
+                        &e,
+                    ))
+                })?;
+            (start, file_id, buf)
+        }
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = q.tail_bytes.map_or(0, |t| len.saturating_sub(t));
-    let mut buf = Vec::new();
-    f.seek(SeekFrom::Start(start))
-        .and_then(|_| f.take(16 << 20).read_to_end(&mut buf))
-        .map_err(|e| {
-            ApiError::internal(crate::vm::error_chain(
-                &format!("cannot read {}", path.display()),
-                &e,
-            ))
-        })?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static(hangar_api::vm::CONSOLE_OFFSET_HEADER),
+                start.to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static(hangar_api::vm::CONSOLE_FILE_HEADER),
+                file_id.to_string(),
+            ),
+        ],
+        buf,
+    )
+        .into_response())
 }
 
 async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageInfo>>> {

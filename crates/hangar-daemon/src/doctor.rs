@@ -132,6 +132,18 @@ pub struct HostProbe {
     /// Base chains on the forward hook with policy drop, from
     /// `nft list ruleset` (root-namespace mode only; `None`: not read).
     pub forward_drop_chains: Option<Vec<String>>,
+    /// The cgroup hierarchy the jailer puts VMs in.
+    pub cgroups: CgroupFacts,
+}
+
+/// What the jailer's CPU and memory limits need from the host's cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupFacts {
+    /// 2 for the unified hierarchy, else 1.
+    pub version: u8,
+    /// Controllers usable below the root: `cgroup.controllers` on v2, the
+    /// mounted controller directories on v1.
+    pub controllers: BTreeSet<String>,
 }
 
 /// Tools checked for presence only: (binary, Debian package, why needed).
@@ -156,6 +168,7 @@ pub fn host_checks(p: &HostProbe, config: &Config) -> Vec<Check> {
         check_kvm(p, config),
         check_firecracker(p, config),
         check_jailer(p, config),
+        check_jailer_cgroups(p, config),
         check_qemu(p, config),
     ];
     out.extend(check_kernel_features(&p.kernel));
@@ -390,6 +403,56 @@ pub fn check_firecracker(p: &HostProbe, config: &Config) -> Check {
             ),
         },
     }
+}
+
+/// Jailed VMs get `cpu.max`/`memory.max` (v2) or CFS quota and a memory
+/// limit (v1): both controllers must be usable, or the jailer fails at
+/// every start.
+pub fn check_jailer_cgroups(p: &HostProbe, config: &Config) -> Check {
+    const WHAT: &str =
+        "the cpu and memory cgroup controllers the jailer limits VMs with (when [vmm] jailer = true)";
+    let c = &p.cgroups;
+    if !config.vmm.jailer {
+        return Check::new(
+            "jailer-cgroups",
+            WHAT,
+            Level::Ok,
+            "not needed ([vmm] jailer = false)",
+        );
+    }
+    let missing: Vec<&str> = ["cpu", "memory"]
+        .into_iter()
+        .filter(|ctl| !c.controllers.contains(*ctl))
+        .collect();
+    if missing.is_empty() {
+        return Check::new(
+            "jailer-cgroups",
+            WHAT,
+            Level::Ok,
+            format!("cgroup v{}: cpu and memory available", c.version),
+        );
+    }
+    let level = if config.vmm.driver == DriverChoice::Firecracker {
+        Level::Fail
+    } else {
+        Level::Warn
+    };
+    let fix = if c.version == 2 {
+        "enable the controllers at the root (`echo +cpu +memory > /sys/fs/cgroup/cgroup.subtree_control`; with systemd they are on by default), or set [vmm] jailer = false"
+    } else {
+        "mount the cgroup v1 cpu and memory controllers under /sys/fs/cgroup (or boot with the unified hierarchy), or set [vmm] jailer = false"
+    };
+    Check::new(
+        "jailer-cgroups",
+        WHAT,
+        level,
+        format!(
+            "cgroup v{}: {} not available, so the jailer cannot limit VMs",
+            c.version,
+            missing.join(" and ")
+        ),
+    )
+    .fix(fix)
 }
 
 pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
@@ -982,7 +1045,30 @@ impl HostProbe {
                     .map(|text| forward_drop_chains(&text)),
                 _ => None,
             },
+            cgroups: gather_cgroups(Path::new(hangar_vmm::DEFAULT_CGROUP_ROOT)),
         }
+    }
+}
+
+/// The cgroup version at `root` and the controllers usable below it.
+pub fn gather_cgroups(root: &Path) -> CgroupFacts {
+    let version = hangar_vmm::host_cgroup_version(root);
+    let controllers = if version == 2 {
+        std::fs::read_to_string(root.join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    } else {
+        ["cpu", "memory"]
+            .into_iter()
+            .filter(|c| root.join(c).is_dir())
+            .map(str::to_string)
+            .collect()
+    };
+    CgroupFacts {
+        version,
+        controllers,
     }
 }
 
@@ -1254,7 +1340,48 @@ mod tests {
             storage: Ok(("reflink".into(), "reflink: FICLONE works".into())),
             leftovers: vec![],
             forward_drop_chains: Some(vec![]),
+            cgroups: CgroupFacts { version: 2, controllers: ["cpu", "io", "memory", "pids"].map(String::from).into() },
         }
+    }
+
+    #[test]
+    fn jailer_cgroups_matter_only_with_the_jailer_and_name_the_missing_controller() {
+        let mut p = good();
+        p.cgroups.controllers.remove("memory");
+        let mut cfg = Config::default();
+        assert_eq!(check_jailer_cgroups(&p, &cfg).level, Level::Ok);
+
+        cfg.vmm.jailer = true;
+        cfg.vmm.driver = DriverChoice::Firecracker;
+        let c = check_jailer_cgroups(&p, &cfg);
+
+        assert_eq!(c.level, Level::Fail);
+        assert!(
+            c.result.contains("memory") && !c.result.contains("cpu and"),
+            "{}",
+            c.result
+        );
+        assert!(c.fix.unwrap().contains("subtree_control"));
+        assert_eq!(check_jailer_cgroups(&good(), &cfg).level, Level::Ok);
+    }
+
+    #[test]
+    fn cgroup_facts_read_v2_controllers_and_v1_directories() {
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(
+            v2.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let f = gather_cgroups(v2.path());
+        assert_eq!(f.version, 2);
+        assert!(f.controllers.contains("cpu") && f.controllers.contains("memory"));
+
+        let v1 = tempfile::tempdir().unwrap();
+        std::fs::create_dir(v1.path().join("memory")).unwrap();
+        let f = gather_cgroups(v1.path());
+        assert_eq!(f.version, 1);
+        assert_eq!(f.controllers, ["memory".to_string()].into());
     }
 
     #[test]
@@ -1650,7 +1777,7 @@ mod tests {
 
         let checks = run_checks(&cfg);
 
-        assert_eq!(checks.len(), 5 + FEATURES.len() + 1 + TOOLS.len() + 5);
+        assert_eq!(checks.len(), 6 + FEATURES.len() + 1 + TOOLS.len() + 5);
         assert!(checks.iter().all(|c| !c.what.is_empty()));
         assert!(find(&checks, "disk-space")
             .result

@@ -114,11 +114,19 @@ fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> Result<tokio::ne
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind API socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
-    if let Some(gid) = group {
-        nix::unistd::chown(path, None, Some(gid))
-            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+    let restrict = || -> Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
+        if let Some(gid) = group {
+            nix::unistd::chown(path, None, Some(gid))
+                .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = restrict() {
+        // Never leave a socket behind with the wrong owner or mode.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
     }
     Ok(listener)
 }

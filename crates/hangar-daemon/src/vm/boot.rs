@@ -200,17 +200,18 @@ impl Daemon {
     fn guest_kernel_args(&self, tsc_khz: Option<u64>) -> Vec<String> {
         let mut args = Vec::new();
         if self.driver.kind() == "qemu" {
-            for a in [
-                "mitigations=off",
-                "init_on_alloc=0",
-                "tsc=reliable",
-                "no_timer_check",
-                "nowatchdog",
-                "pci=off",
-                "audit=0",
-            ] {
-                args.push(a.to_string());
-            }
+            args.extend(
+                [
+                    "mitigations=off",
+                    "init_on_alloc=0",
+                    "tsc=reliable",
+                    "no_timer_check",
+                    "nowatchdog",
+                    "pci=off",
+                    "audit=0",
+                ]
+                .map(String::from),
+            );
             if let Some(khz) = tsc_khz {
                 args.push(format!("lpj={}", khz * 4));
             }

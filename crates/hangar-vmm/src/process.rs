@@ -194,6 +194,16 @@ impl Children {
         }
     }
 
+    /// [`Children::wait_gone`], then drops the record of a child that is
+    /// gone (the driver is done with it).
+    pub(crate) async fn wait_exit(&self, h: &VmmHandle, timeout: Duration) -> bool {
+        let gone = self.wait_gone(h, timeout).await;
+        if gone {
+            self.forget(h.pid);
+        }
+        gone
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL and wait again. A process
     /// that is already gone (or whose pid now belongs to someone else) is
     /// left alone.

@@ -2,9 +2,7 @@
 //! over QMP. The argv is built by a pure function ([`build_args`]) so the
 //! exact device layout the image authors rely on is unit-tested.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
@@ -29,7 +27,6 @@ pub struct QemuDriver {
     /// [`VHOST_VSOCK_DEVICE`]; a field so tests can point it elsewhere.
     vhost_vsock: PathBuf,
     children: Children,
-    adopted: Mutex<HashMap<u32, VmmHandle>>,
 }
 
 impl QemuDriver {
@@ -40,7 +37,6 @@ impl QemuDriver {
             accel,
             vhost_vsock: PathBuf::from(VHOST_VSOCK_DEVICE),
             children: Children::default(),
-            adopted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -57,13 +53,6 @@ impl QemuDriver {
             });
         }
         Ok(())
-    }
-
-    fn forget(&self, pid: u32) {
-        self.adopted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
     }
 
     /// Kills a half-started VMM and removes what `start` created.
@@ -245,17 +234,11 @@ impl VmmDriver for QemuDriver {
     }
 
     async fn wait_exit(&self, h: &VmmHandle, timeout: Duration) -> Result<bool, VmmError> {
-        let gone = self.children.wait_gone(h, timeout).await;
-        if gone {
-            self.forget(h.pid);
-            self.children.forget(h.pid);
-        }
-        Ok(gone)
+        Ok(self.children.wait_exit(h, timeout).await)
     }
 
     async fn kill(&self, h: &VmmHandle) -> Result<(), VmmError> {
         self.children.terminate(h, process::TERM_GRACE).await?;
-        self.forget(h.pid);
         process::remove_if_exists(&h.api_socket);
         if let Some(p) = h.pid_file() {
             process::remove_if_exists(&p);
@@ -271,10 +254,6 @@ impl VmmDriver for QemuDriver {
         if !self.is_alive(h) {
             return Ok(false);
         }
-        self.adopted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(h.pid, h.clone());
         Ok(true)
     }
 }

@@ -9,9 +9,7 @@ pub mod metrics;
 pub mod version;
 pub mod vsock;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
@@ -33,7 +31,6 @@ pub struct FirecrackerDriver {
     binary: PathBuf,
     jailer: Option<JailerConfig>,
     children: Children,
-    adopted: Mutex<HashMap<u32, VmmHandle>>,
 }
 
 impl FirecrackerDriver {
@@ -43,7 +40,6 @@ impl FirecrackerDriver {
             binary: binary.into(),
             jailer: None,
             children: Children::default(),
-            adopted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -127,13 +123,6 @@ impl FirecrackerDriver {
         if let Some(cfg) = &self.jailer {
             jailer::remove_cgroups(&jailer::cgroup_dirs(cfg, jail));
         }
-    }
-
-    fn forget(&self, pid: u32) {
-        self.adopted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
     }
 
     /// Kills a half-started Firecracker and removes what `start` created.
@@ -328,12 +317,7 @@ impl VmmDriver for FirecrackerDriver {
     }
 
     async fn wait_exit(&self, h: &VmmHandle, timeout: Duration) -> Result<bool, VmmError> {
-        let gone = self.children.wait_gone(h, timeout).await;
-        if gone {
-            self.forget(h.pid);
-            self.children.forget(h.pid);
-        }
-        Ok(gone)
+        Ok(self.children.wait_exit(h, timeout).await)
     }
 
     async fn kill(&self, h: &VmmHandle) -> Result<(), VmmError> {
@@ -341,7 +325,6 @@ impl VmmDriver for FirecrackerDriver {
         // is gone (it runs inside).
         let jail = self.jail_of(h);
         self.children.terminate(h, process::TERM_GRACE).await?;
-        self.forget(h.pid);
         process::remove_if_exists(&h.api_socket);
         if let Some(p) = h.pid_file() {
             process::remove_if_exists(&p);
@@ -367,10 +350,6 @@ impl VmmDriver for FirecrackerDriver {
             tracing::warn!(pid = h.pid, error = %e, "Firecracker process alive but its API does not answer");
             return Ok(false);
         }
-        self.adopted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(h.pid, h.clone());
         Ok(true)
     }
 }

@@ -420,7 +420,7 @@ pub fn check_jailer_cgroups(p: &HostProbe, config: &Config) -> Check {
             "not needed ([vmm] jailer = false)",
         );
     }
-    let missing: Vec<&str> = ["cpu", "memory"]
+    let missing: Vec<&str> = hangar_vmm::LIMIT_CONTROLLERS
         .into_iter()
         .filter(|ctl| !c.controllers.contains(*ctl))
         .collect();
@@ -1060,7 +1060,7 @@ pub fn gather_cgroups(root: &Path) -> CgroupFacts {
             .map(str::to_string)
             .collect()
     } else {
-        ["cpu", "memory"]
+        hangar_vmm::LIMIT_CONTROLLERS
             .into_iter()
             .filter(|c| root.join(c).is_dir())
             .map(str::to_string)

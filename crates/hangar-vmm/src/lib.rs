@@ -25,7 +25,9 @@ pub mod qmp;
 
 pub use accel::{Accel, AccelDecision};
 pub use error::VmmError;
-pub use firecracker::jailer::{host_cgroup_version, JailerConfig, DEFAULT_CGROUP_ROOT};
+pub use firecracker::jailer::{
+    host_cgroup_version, JailerConfig, DEFAULT_CGROUP_ROOT, LIMIT_CONTROLLERS,
+};
 pub use firecracker::metrics::{read_latest_metrics, summarize_metrics, MetricsSummary};
 pub use firecracker::version::{firecracker_version_warning, parse_firecracker_version};
 pub use firecracker::FirecrackerDriver;

@@ -644,6 +644,7 @@ fn a_killed_exec_client_ends_its_terminal_command_in_the_guest() {
 /// daemon's by a veth pair, with an HTTP server that answers with the
 /// address the request came from.
 struct FakeInternet {
+    /// Removed (field drop) after `drop` has stopped the server in it.
     ns: common::Netns,
     server: std::process::Child,
 }
@@ -720,7 +721,6 @@ impl Drop for FakeInternet {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = &self.ns; // removed after the server is gone
     }
 }
 

@@ -187,6 +187,9 @@ pub fn validate_jail_id(id: &str) -> Result<(), VmmError> {
     Ok(())
 }
 
+/// The cgroup controllers [`cgroup_limits`] writes to (v1 and v2 alike).
+pub const LIMIT_CONTROLLERS: [&str; 2] = ["cpu", "memory"];
+
 /// `--cgroup` values limiting the VMM to the spec's CPUs and memory.
 pub fn cgroup_limits(spec: &VmSpec, cgroup_version: u8) -> Vec<String> {
     let period: u64 = 100_000;
@@ -399,7 +402,7 @@ pub fn cgroup_dirs(cfg: &JailerConfig, jail: &Jail) -> Vec<PathBuf> {
         return vec![cfg.cgroup_root.join(parent).join(id)];
     }
     let mut controllers: Vec<String> = if cfg.limit_resources {
-        vec!["cpu".into(), "memory".into()]
+        LIMIT_CONTROLLERS.map(String::from).to_vec()
     } else {
         Vec::new()
     };

@@ -645,7 +645,7 @@ fn a_killed_exec_client_ends_its_terminal_command_in_the_guest() {
 /// address the request came from.
 struct FakeInternet {
     /// Removed (field drop) after `drop` has stopped the server in it.
-    ns: common::Netns,
+    _ns: common::Netns,
     server: std::process::Child,
 }
 
@@ -713,7 +713,7 @@ impl FakeInternet {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        FakeInternet { ns, server }
+        FakeInternet { _ns: ns, server }
     }
 }
 

@@ -61,7 +61,14 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;
     let daemon = Daemon::build(config).await?;
-    let listener = bind_socket(&daemon.config.socket_path(), socket_gid)?;
+    let listener = match bind_socket(&daemon.config.socket_path(), socket_gid) {
+        Ok(l) => l,
+        Err(e) => {
+            // Give back what `build` set up (idle TAPs) before failing.
+            daemon.stop().await;
+            return Err(e);
+        }
+    };
     info!(socket = %daemon.config.socket_path().display(), driver = daemon.driver.kind(), disks = daemon.disks.name(), "hangar daemon ready");
 
     let app = crate::api::router(daemon.clone());

@@ -124,6 +124,42 @@ fn unknown_socket_group_is_refused_before_anything_is_created() {
 }
 
 #[test]
+fn unbindable_socket_fails_the_daemon_and_gives_back_its_taps() {
+    if !common::require_root() {
+        return;
+    }
+    let d = TestDaemon::with(
+        "sockpath",
+        Options {
+            start: false,
+            ..Options::default()
+        },
+    );
+    // Longer than a Unix socket path may be (108 bytes): bind fails after
+    // the network (bridge, TAP pool) is set up.
+    let long = d.dir.path().join("r".repeat(120));
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let run = format!("runtime_dir = \"{}\"", d.dir.path().join("run").display());
+    assert!(text.contains(&run));
+    std::fs::write(
+        &d.config,
+        text.replace(&run, &format!("runtime_dir = \"{}\"", long.display())),
+    )
+    .unwrap();
+
+    let out = std::process::Command::new(common::hangar_bin())
+        .args(["daemon", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot bind API socket"), "{err}");
+    assert_eq!(d.taps(), Vec::<String>::new(), "TAPs left behind");
+}
+
+#[test]
 fn second_daemon_on_same_runtime_dir_is_refused() {
     if !common::require_root() {
         return;

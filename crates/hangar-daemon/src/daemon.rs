@@ -167,6 +167,16 @@ impl Daemon {
             store.clone(),
             Duration::from_secs(config.operation_retention_secs),
         );
+        let (driver, driver_reason) = choose_driver(&config);
+        let (disks, disk_reason) =
+            hangar_storage::backend_by_name(&config.storage.backend, &config.vms_dir())
+                .context("cannot choose a disk backend")?;
+        let key = Arc::new(
+            DaemonKey::load_or_generate(&config.keys_dir())
+                .context("cannot load or create the daemon SSH key")?,
+        );
+        // Last fallible step: everything above creates no host resources, so
+        // a failure there leaves no TAP or bridge behind.
         let net = Arc::new(
             Network::setup(NetConfig {
                 netns: config.netns().map(str::to_string),
@@ -178,14 +188,6 @@ impl Daemon {
             })
             .await
             .context("cannot set up the VM network")?,
-        );
-        let (driver, driver_reason) = choose_driver(&config);
-        let (disks, disk_reason) =
-            hangar_storage::backend_by_name(&config.storage.backend, &config.vms_dir())
-                .context("cannot choose a disk backend")?;
-        let key = Arc::new(
-            DaemonKey::load_or_generate(&config.keys_dir())
-                .context("cannot load or create the daemon SSH key")?,
         );
         info!(reason = %driver_reason, "VMM driver chosen");
         info!(reason = %disk_reason, "disk backend chosen");

@@ -107,6 +107,10 @@ pub struct VmmConfig {
     pub boot_timeout_secs: u64,
     /// How long a graceful stop may take before the VMM is killed.
     pub stop_timeout_secs: u64,
+    /// Boot snapshots (qemu driver, images built by Hangar): the first boot
+    /// of an image saves the VM once its kernel is up, later boots with the
+    /// same machine shape resume from there.
+    pub boot_snapshots: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +177,7 @@ impl Default for VmmConfig {
             kernel_args: String::new(),
             boot_timeout_secs: 60,
             stop_timeout_secs: 15,
+            boot_snapshots: true,
         }
     }
 }
@@ -294,6 +299,10 @@ impl Config {
     }
     pub fn vms_dir(&self) -> PathBuf {
         self.state_dir.join("vms")
+    }
+    /// Boot snapshots, one directory per image digest.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.state_dir.join("snapshots")
     }
     pub fn keys_dir(&self) -> PathBuf {
         self.state_dir.join("keys")

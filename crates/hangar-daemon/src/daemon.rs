@@ -46,6 +46,8 @@ pub struct Daemon {
     pub image_lock: tokio::sync::Mutex<()>,
     /// Tripped at shutdown; long work watches it.
     pub shutdown: CancellationToken,
+    /// Saved boot states, for fast boots ([`crate::vm::snapshot`]).
+    pub snapshots: crate::vm::snapshot::BootSnapshots,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -189,6 +191,7 @@ impl Daemon {
             .await
             .context("cannot set up the VM network")?,
         );
+        let config_snapshots_dir = config.snapshots_dir();
         info!(reason = %driver_reason, "VMM driver chosen");
         info!(reason = %disk_reason, "disk backend chosen");
         let daemon = Arc::new(Daemon {
@@ -207,7 +210,15 @@ impl Daemon {
             pending_names: Default::default(),
             image_lock: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
+            snapshots: crate::vm::snapshot::BootSnapshots::new(config_snapshots_dir),
         });
+        let partial = daemon.snapshots.remove_partial();
+        if partial > 0 {
+            info!(
+                count = partial,
+                "removed boot snapshots a previous daemon left half-written"
+            );
+        }
         daemon.reconcile().await;
         if let Err(e) = daemon.net.trim_idle().await {
             warn!(error = %e, "cannot remove surplus TAP devices");

@@ -253,6 +253,7 @@ impl Daemon {
         let _guard = self.image_lock.lock().await;
         let rec = self.store.get_image(name)?;
         self.store.delete_image(&rec.digest)?;
+        self.snapshots.remove_image(&rec.digest);
         if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
             warn!(dir = %rec.dir, error = %e, "cannot remove image files");
         }

@@ -111,7 +111,7 @@ pub async fn build_bootstrap_image(
     )
     .await?;
 
-    let manifest = ImageManifest::new(
+    let mut manifest = ImageManifest::new(
         &recipe.source(),
         KERNEL_FILE,
         Some(INITRD_FILE),
@@ -119,6 +119,9 @@ pub async fn build_bootstrap_image(
         recipe.rootfs_size_bytes,
         Some(recipe.cache_key()),
     );
+    // Our own initramfs-init waits at the snapshot point.
+    manifest.boot_snapshots = true;
+    manifest.digest = manifest.compute_digest();
     manifest.save(out_dir)?;
 
     report(progress, "cleanup", "removing build tree");

@@ -1,15 +1,23 @@
 //! Per-VM identity and the config drive that carries it into the guest.
 //!
-//! Format: a plain ustar archive (a multiple of 512 bytes, so it is a valid
-//! block device image), attached read-only. Its first member is named
+//! Format: a plain ustar archive, zero-padded to a whole number of
+//! [`CONFIG_DRIVE_BYTES`] (so drives of different VMs have the same size and
+//! a boot snapshot of one fits the others), attached read-only. Its first member is named
 //! `HANGAR-CONFIG-V1`, so the first 16 bytes of the device are that marker:
 //! the initramfs finds the drive by content, not by device order, and
 //! unpacks it with busybox tar into `/run/hangar` (tmpfs) of the new root.
 //! Members (owner root):
 //! - `hostname`, `hosts`, `resolv.conf` (`/etc/*` in the image link here)
-//! - `network.env`: `HANGAR_IP`, `HANGAR_PREFIX`, `HANGAR_GATEWAY`, `HANGAR_DNS`
+//! - `network.env`: `HANGAR_IP`, `HANGAR_PREFIX`, `HANGAR_GATEWAY`,
+//!   `HANGAR_DNS`, `HANGAR_MAC` (a restored guest's NIC has the snapshot's)
 //! - `authorized_keys` (root's only keys), `ssh_host_ed25519_key` (0600)
 //!   and `.pub`: sshd's only host key.
+//! - `random-seed` (0600): fresh host randomness the guest mixes into its
+//!   kernel RNG before sshd starts, so VMs restored from one snapshot draw
+//!   different numbers.
+//!
+//! A drive that starts with [`SNAPSHOT_MARKER`] instead holds no identity:
+//! it asks the guest to wait for the real drive (see the initramfs init).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -18,6 +26,15 @@ use crate::ImageError;
 
 /// Marker: name of the first archive member, so the first bytes of the drive.
 pub const CONFIG_MARKER: &str = "HANGAR-CONFIG-V1";
+/// First bytes of a drive that makes the guest wait at its snapshot point.
+pub const SNAPSHOT_MARKER: &str = "HANGAR-SNAPSHOT1";
+/// What the initramfs prints on the console when it waits at its snapshot
+/// point: the daemon's cue to save the VM.
+pub const SNAPSHOT_POINT_MESSAGE: &str = "hangar-initramfs: waiting for the config drive";
+/// Config drives are padded to a multiple of this.
+pub const CONFIG_DRIVE_BYTES: usize = 1 << 20;
+/// Length of the per-VM `random-seed`.
+pub const RANDOM_SEED_BYTES: usize = 64;
 
 /// What makes one VM itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +49,10 @@ pub struct GuestIdentity {
     /// OpenSSH private host key (ed25519, `-----BEGIN OPENSSH PRIVATE KEY-----`).
     pub host_key_private_openssh: String,
     pub host_key_public_openssh: String,
+    /// The VM's MAC (`02:48:47:..`), set on the guest's NIC.
+    pub mac: String,
+    /// Host randomness for the guest's RNG (see the module docs).
+    pub random_seed: Vec<u8>,
 }
 
 impl GuestIdentity {
@@ -72,6 +93,18 @@ impl GuestIdentity {
                 "host key must be an OpenSSH private key (ssh-keygen -t ed25519)".to_string(),
             ));
         }
+        let mac_ok = self.mac.len() == 17
+            && self.mac.split(':').count() == 6
+            && self
+                .mac
+                .split(':')
+                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+        if !mac_ok {
+            return Err(ImageError::BadIdentity(format!(
+                "MAC {:?} must be six hex pairs separated by ':'",
+                self.mac
+            )));
+        }
         if self.host_key_public_openssh.trim().contains('\n') {
             return Err(ImageError::BadIdentity(
                 "host public key must be one line".to_string(),
@@ -90,8 +123,8 @@ impl GuestIdentity {
             .collect::<Vec<_>>()
             .join(" ");
         let network = format!(
-            "HANGAR_IP={}\nHANGAR_PREFIX={}\nHANGAR_GATEWAY={}\nHANGAR_DNS=\"{}\"\n",
-            self.ip, self.prefix_len, self.gateway, dns
+            "HANGAR_IP={}\nHANGAR_PREFIX={}\nHANGAR_GATEWAY={}\nHANGAR_DNS=\"{}\"\nHANGAR_MAC={}\n",
+            self.ip, self.prefix_len, self.gateway, dns, self.mac
         );
         let mut resolv: String = self
             .dns
@@ -136,13 +169,15 @@ impl GuestIdentity {
                 format!("{}\n", self.host_key_public_openssh.trim()).into_bytes(),
                 0o644,
             ),
+            ("random-seed".into(), self.random_seed.clone(), 0o600),
         ])
     }
 }
 
-/// Writes the config drive for `id` to `path` (replacing it).
-pub fn write_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageError> {
+/// The bytes of the config drive for `id`.
+pub fn config_drive_bytes(id: &GuestIdentity) -> Result<Vec<u8>, ImageError> {
     let files = id.files()?;
+    let build = |e: std::io::Error| ImageError::io("build config drive", Path::new("-"), e);
     let mut builder = tar::Builder::new(Vec::new());
     for (name, body, mode) in &files {
         let mut header = tar::Header::new_ustar();
@@ -154,17 +189,54 @@ pub fn write_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageEr
         header.set_entry_type(tar::EntryType::Regular);
         builder
             .append_data(&mut header, name, body.as_slice())
-            .map_err(|e| ImageError::io("build config drive", path, e))?;
+            .map_err(build)?;
     }
-    let mut data = builder
-        .into_inner()
-        .map_err(|e| ImageError::io("build config drive", path, e))?;
-    // Pad to whole 4 KiB so every VMM accepts it as a disk.
-    let padded = data.len().div_ceil(4096) * 4096;
-    data.resize(padded, 0);
+    let mut data = builder.into_inner().map_err(build)?;
+    data.resize(
+        data.len().div_ceil(CONFIG_DRIVE_BYTES) * CONFIG_DRIVE_BYTES,
+        0,
+    );
+    Ok(data)
+}
+
+/// Writes the config drive for `id` to `path` (replacing it).
+pub fn write_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageError> {
+    let data = config_drive_bytes(id)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, &data).map_err(|e| ImageError::io("write config drive", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| ImageError::io("write config drive", path, e))
+}
+
+/// Writes a drive of [`CONFIG_DRIVE_BYTES`] that makes the guest wait at
+/// its snapshot point (replacing `path`).
+pub fn write_snapshot_drive(path: &Path) -> Result<(), ImageError> {
+    let mut data = vec![0u8; CONFIG_DRIVE_BYTES];
+    data[..SNAPSHOT_MARKER.len()].copy_from_slice(SNAPSHOT_MARKER.as_bytes());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &data).map_err(|e| ImageError::io("write snapshot drive", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ImageError::io("write snapshot drive", path, e))
+}
+
+/// Overwrites the drive at `path`, which a running VMM has open, with the
+/// config drive for `id`: in place (same inode), so the waiting guest
+/// reads it. The new content must not be larger than the drive.
+pub fn fill_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageError> {
+    use std::io::Write;
+    let data = config_drive_bytes(id)?;
+    let io = |e| ImageError::io("fill config drive", path, e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    if data.len() as u64 > size {
+        return Err(ImageError::BadIdentity(format!(
+            "config drive needs {} bytes but the attached drive has {size}",
+            data.len()
+        )));
+    }
+    f.write_all(&data).map_err(io)?;
+    f.sync_data().map_err(io)
 }
 
 #[cfg(test)]
@@ -184,6 +256,8 @@ mod tests {
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
                     .into(),
             host_key_public_openssh: "ssh-ed25519 AAAAhost".into(),
+            mac: "02:48:47:d5:00:02".into(),
+            random_seed: vec![7; RANDOM_SEED_BYTES],
         }
     }
 
@@ -211,7 +285,89 @@ mod tests {
 
         let data = std::fs::read(&p).expect("read");
         assert_eq!(&data[..16], CONFIG_MARKER.as_bytes());
-        assert_eq!(data.len() % 512, 0);
+        assert_eq!(data.len(), CONFIG_DRIVE_BYTES, "one size for every VM");
+    }
+
+    #[test]
+    fn the_initramfs_knows_the_markers_and_prints_the_snapshot_point_message() {
+        let init = crate::assets::INITRAMFS_INIT;
+        assert!(init.contains(&format!("MARKER=\"{CONFIG_MARKER}\"")));
+        assert!(init.contains(&format!("SNAPSHOT_MARKER=\"{SNAPSHOT_MARKER}\"")));
+        assert!(init.contains(SNAPSHOT_POINT_MESSAGE));
+    }
+
+    #[test]
+    fn snapshot_drive_has_the_config_drive_size_and_the_wait_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("config.img");
+
+        write_snapshot_drive(&p).expect("write");
+
+        let data = std::fs::read(&p).expect("read");
+        assert_eq!(&data[..16], SNAPSHOT_MARKER.as_bytes());
+        assert_eq!(data.len(), CONFIG_DRIVE_BYTES);
+    }
+
+    #[test]
+    fn filling_a_snapshot_drive_keeps_its_inode_and_makes_it_a_config_drive() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("config.img");
+        write_snapshot_drive(&p).expect("write");
+        let open = std::fs::File::open(&p).expect("open");
+
+        fill_config_drive(&p, &sample()).expect("fill");
+
+        assert_eq!(
+            std::fs::metadata(&p).expect("stat").ino(),
+            open.metadata().expect("fstat").ino(),
+            "a running VMM keeps its open file"
+        );
+        assert_eq!(entries(&p)[0].0, CONFIG_MARKER);
+        assert_eq!(std::fs::read(&p).expect("read").len(), CONFIG_DRIVE_BYTES);
+    }
+
+    #[test]
+    fn filling_a_drive_too_small_for_the_config_fails_and_leaves_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("config.img");
+        std::fs::write(&p, vec![0u8; 4096]).expect("write");
+
+        let err = fill_config_drive(&p, &sample()).expect_err("must fail");
+
+        assert!(err.to_string().contains("4096"), "{err}");
+        assert_eq!(std::fs::read(&p).expect("read"), vec![0u8; 4096]);
+    }
+
+    #[test]
+    fn drive_carries_the_mac_and_the_random_seed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("config.img");
+
+        write_config_drive(&p, &sample()).expect("write");
+
+        let e = entries(&p);
+        let env = &e.iter().find(|x| x.0 == "network.env").expect("env").1;
+        assert!(env.contains("HANGAR_MAC=02:48:47:d5:00:02\n"), "{env}");
+        let seed = e.iter().find(|x| x.0 == "random-seed").expect("seed");
+        assert_eq!(seed.2, 0o600);
+    }
+
+    #[test]
+    fn malformed_mac_is_rejected() {
+        for mac in [
+            "",
+            "02:48:47:d5:00",
+            "02:48:47:d5:00:0g",
+            "02-48-47-d5-00-02",
+        ] {
+            let mut id = sample();
+            id.mac = mac.into();
+            assert!(
+                matches!(id.files(), Err(ImageError::BadIdentity(_))),
+                "{mac}"
+            );
+        }
     }
 
     #[test]

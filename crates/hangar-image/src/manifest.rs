@@ -34,6 +34,12 @@ pub struct ImageManifest {
     /// Recipe cache key for bootstrapped images.
     #[serde(default)]
     pub recipe_key: Option<String>,
+    /// The image's init waits at its snapshot point when given a snapshot
+    /// drive (see `identity::SNAPSHOT_MARKER`), so the daemon may save and
+    /// restore its boots. Images made elsewhere are booted cold. Left out
+    /// of the JSON when false, so older manifests keep their digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boot_snapshots: bool,
 }
 
 impl ImageManifest {
@@ -55,6 +61,7 @@ impl ImageManifest {
             rootfs_bytes,
             created_at: now_rfc3339(),
             recipe_key,
+            boot_snapshots: false,
         };
         m.digest = m.compute_digest();
         m

@@ -167,6 +167,8 @@ fn default_image_boots_and_accepts_ssh_and_powers_off() {
             authorized_keys: vec![user_pub],
             host_key_private_openssh: host_priv,
             host_key_public_openssh: host_pub,
+            mac: "52:54:00:13:00:02".into(),
+            random_seed: vec![0x5a; 64],
         },
     )
     .expect("config drive");

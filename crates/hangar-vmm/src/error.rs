@@ -123,6 +123,15 @@ pub enum VmmError {
     InvalidVsock { reason: String },
 
     /// QEMU's vsock device needs the host's vhost-vsock driver.
+    #[error("the {kind} driver does not support {what}")]
+    Unsupported {
+        kind: &'static str,
+        what: &'static str,
+    },
+
+    #[error("saving the VM state to {path} failed: {message}")]
+    Snapshot { path: PathBuf, message: String },
+
     #[error("vsock needs {path} on the host: modprobe vhost_vsock")]
     VsockUnavailable { path: PathBuf },
 }

@@ -11,7 +11,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,12 @@ pub struct VmSpec {
     /// Optional virtio-vsock device.
     #[serde(default)]
     pub vsock: Option<Vsock>,
+    /// Resume the saved VM state in this file (see
+    /// [`VmmDriver::save_boot_snapshot`]) instead of booting the kernel.
+    /// The rest of the spec must match the one the state was saved with,
+    /// but for the per-VM paths, TAP and MAC: [`VmmDriver::boot_snapshot_key`].
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
 }
 
 /// What identifies a running VMM across daemon restarts.
@@ -195,6 +201,29 @@ pub trait VmmDriver: Send + Sync {
     /// After a daemon restart: `Ok(true)` if the process is alive (and, for
     /// Firecracker, its API answers); registers it so wait/kill work.
     async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError>;
+
+    /// Boot snapshots: a key that is equal for two specs iff a state saved
+    /// from a VM started with one can be restored with the other (same
+    /// VMM binary, machine, kernel, command line, memory, CPUs and device
+    /// sizes). `None` if this driver or this spec cannot use snapshots.
+    fn boot_snapshot_key(&self, _spec: &VmSpec) -> Option<String> {
+        None
+    }
+    /// Pauses the VM and writes its whole state to `file` (truncated). The
+    /// VM stays paused; [`VmmDriver::resume`] runs it on.
+    async fn save_boot_snapshot(&self, _h: &VmmHandle, _file: &Path) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported {
+            kind: self.kind(),
+            what: "boot snapshots",
+        })
+    }
+    /// Runs a paused VM on.
+    async fn resume(&self, _h: &VmmHandle) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported {
+            kind: self.kind(),
+            what: "boot snapshots",
+        })
+    }
 
     /// The whole stop sequence: ask the guest to power off, wait up to
     /// `graceful_timeout`, then SIGTERM, wait [`STOP_TERM_WAIT`], then
@@ -347,6 +376,7 @@ mod tests {
             serial_log: "/s".into(),
             netns: None,
             vsock: None,
+            restore_from: None,
         })
         .unwrap();
         v.as_object_mut().unwrap().remove("vsock");

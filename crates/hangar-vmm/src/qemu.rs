@@ -2,6 +2,7 @@
 //! over QMP. The argv is built by a pure function ([`build_args`]) so the
 //! exact device layout the image authors rely on is unit-tested.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,15 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
 /// How long `start` waits for QMP to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `start` waits for a restored VM to run.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long saving a VM's state may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bumped when what a boot snapshot depends on changes in a way the argv
+/// does not show.
+const SNAPSHOT_FORMAT: &str = "hangar-qemu-boot-snapshot-v1";
+/// Name under which the snapshot file's fd is handed to QEMU.
+const SNAPSHOT_FD_NAME: &str = "hangar-snapshot";
 
 /// Drives `qemu-system-x86_64`.
 pub struct QemuDriver {
@@ -68,6 +78,82 @@ impl QemuDriver {
 /// Escapes a value for QEMU's comma-separated option syntax.
 fn opt(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
+}
+
+/// Quotes a path for `/bin/sh` (QEMU runs `exec:` URIs through it).
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"))
+}
+
+/// Where `binary` is: itself if it has a `/`, else the first match on PATH.
+fn resolve_binary(binary: &Path) -> Option<PathBuf> {
+    if binary.components().count() > 1 {
+        return Some(binary.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+}
+
+/// Size of a disk file or block device (whose metadata says 0).
+fn device_size(path: &Path) -> Option<u64> {
+    use std::io::{Seek, SeekFrom};
+    std::fs::File::open(path).ok()?.seek(SeekFrom::End(0)).ok()
+}
+
+/// The spec with everything that differs between VMs of one snapshot
+/// replaced by fixed values, so its argv is the snapshot's shape.
+fn snapshot_shape(spec: &VmSpec) -> VmSpec {
+    let mut s = spec.clone();
+    s.id = "vm".into();
+    s.name = "vm".into();
+    s.root_disk = "/vm/root".into();
+    for d in &mut s.extra_drives {
+        d.path = PathBuf::from("/vm/drive").join(&d.id);
+    }
+    s.tap = "tap".into();
+    s.mac = "mac".into();
+    s.vm_dir = "/vm".into();
+    s.serial_log = "/vm/serial".into();
+    s.netns = None;
+    s.restore_from = None;
+    s
+}
+
+/// [`VmmDriver::boot_snapshot_key`] for QEMU: a hash over the binary (path,
+/// size, mtime), the argv shape and the sizes of the disks, which the
+/// guest has probed by the snapshot point.
+pub fn boot_snapshot_key(binary: &Path, spec: &VmSpec, accel: Accel) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if spec.vsock.is_some() {
+        // vhost-vsock carries host kernel state that a restore cannot move.
+        return None;
+    }
+    let bin = resolve_binary(binary)?;
+    let meta = std::fs::metadata(&bin).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let mut h = Sha256::new();
+    h.update(SNAPSHOT_FORMAT);
+    h.update(format!(
+        "\n{}\n{}\n{}\n",
+        bin.display(),
+        meta.len(),
+        mtime.as_nanos()
+    ));
+    for a in build_args(&snapshot_shape(spec), accel) {
+        h.update(a);
+        h.update([0]);
+    }
+    let disks = std::iter::once(&spec.root_disk).chain(spec.extra_drives.iter().map(|d| &d.path));
+    for disk in disks {
+        h.update(device_size(disk)?.to_le_bytes());
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 /// The complete QEMU argv (without the binary) for `spec`.
@@ -141,6 +227,12 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     a.push(format!("unix:{},server=on,wait=off", opt(&qmp)));
     a.push("-pidfile".into());
     a.push(pid.to_string_lossy().into_owned());
+    if let Some(state) = &spec.restore_from {
+        // QEMU reads the stream to its end before it closes the pipe, so
+        // `cat` has finished by then (unlike an outgoing `exec:`).
+        a.push("-incoming".into());
+        a.push(format!("exec:cat {}", sh_quote(state)));
+    }
     a
 }
 
@@ -169,6 +261,14 @@ impl VmmDriver for QemuDriver {
     async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         check_spec_files(spec)?;
         self.check_vsock(spec)?;
+        if let Some(state) = &spec.restore_from {
+            if !state.is_file() {
+                return Err(VmmError::MissingFile {
+                    what: "boot snapshot",
+                    path: state.clone(),
+                });
+            }
+        }
         let qmp_sock = spec.vm_dir.join(QMP_SOCKET);
         let pid_file = spec.vm_dir.join(PID_FILE);
         let log_path = spec.vm_dir.join(VMM_LOG);
@@ -224,6 +324,13 @@ impl VmmDriver for QemuDriver {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::info!(vm = %spec.id, pid, ms = began.elapsed().as_millis() as u64, "QEMU ready (QMP answered)");
+        if spec.restore_from.is_some() {
+            if let Err(e) = self.wait_restored(&handle, &log_path, log_offset).await {
+                self.abort_start(&handle, &pid_file).await;
+                return Err(e);
+            }
+            tracing::info!(vm = %spec.id, pid, ms = began.elapsed().as_millis() as u64, "VM state restored, running");
+        }
         Ok(handle)
     }
 
@@ -256,6 +363,121 @@ impl VmmDriver for QemuDriver {
         }
         Ok(true)
     }
+
+    fn boot_snapshot_key(&self, spec: &VmSpec) -> Option<String> {
+        boot_snapshot_key(&self.binary, spec, self.accel)
+    }
+
+    /// `stop`, then migration into the file, handed over as an fd: QEMU
+    /// writes it itself, so "completed" means every byte is written (an
+    /// `exec:` writer could still be draining its pipe).
+    async fn save_boot_snapshot(&self, h: &VmmHandle, file: &Path) -> Result<(), VmmError> {
+        let fail = |message: String| VmmError::Snapshot {
+            path: file.to_path_buf(),
+            message,
+        };
+        // Guest memory: readable by root only.
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(file)
+            .map_err(|source| VmmError::Io {
+                action: "create",
+                path: file.to_path_buf(),
+                source,
+            })?;
+        let mut qmp = Qmp::connect(&h.api_socket).await?;
+        qmp.execute("stop", None).await?;
+        qmp.execute_with_fd(
+            "getfd",
+            serde_json::json!({ "fdname": SNAPSHOT_FD_NAME }),
+            std::os::fd::AsFd::as_fd(&out),
+        )
+        .await?;
+        qmp.execute(
+            "migrate",
+            Some(serde_json::json!({ "uri": format!("fd:{SNAPSHOT_FD_NAME}") })),
+        )
+        .await?;
+        let began = Instant::now();
+        loop {
+            let r = qmp.execute("query-migrate", None).await?;
+            match r.get("status").and_then(serde_json::Value::as_str) {
+                Some("completed") => break,
+                Some(s @ ("failed" | "cancelled")) => {
+                    let desc = r
+                        .get("error-desc")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("no reason given");
+                    return Err(fail(format!("migration {s}: {desc}")));
+                }
+                _ if began.elapsed() > SAVE_TIMEOUT => {
+                    let _ = qmp.execute("migrate_cancel", None).await;
+                    return Err(fail(format!("not done after {} s", SAVE_TIMEOUT.as_secs())));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        out.sync_all().map_err(|source| VmmError::Io {
+            action: "sync",
+            path: file.to_path_buf(),
+            source,
+        })?;
+        tracing::info!(pid = h.pid, ms = began.elapsed().as_millis() as u64, file = %file.display(), "VM state saved");
+        Ok(())
+    }
+
+    async fn resume(&self, h: &VmmHandle) -> Result<(), VmmError> {
+        let mut qmp = Qmp::connect(&h.api_socket).await?;
+        qmp.execute("cont", None).await?;
+        Ok(())
+    }
+}
+
+impl QemuDriver {
+    /// Waits until a VM started with `-incoming` has loaded its state and
+    /// runs. QEMU exits if the state does not load.
+    async fn wait_restored(
+        &self,
+        h: &VmmHandle,
+        log_path: &Path,
+        log_offset: u64,
+    ) -> Result<(), VmmError> {
+        let began = Instant::now();
+        loop {
+            if let Some(status) = self.children.exit_status(h.pid) {
+                return Err(VmmError::EarlyExit {
+                    kind: "qemu",
+                    status: process::describe_status(&status),
+                    log_tail: process::log_tail(log_path, log_offset, 2000),
+                });
+            }
+            // QEMU may exit between the check above and this connection.
+            if let Ok(mut qmp) = Qmp::connect(&h.api_socket).await {
+                if let Ok(r) = qmp.execute("query-status", None).await {
+                    match r.get("status").and_then(serde_json::Value::as_str) {
+                        Some("running") => return Ok(()),
+                        // Loaded; the VM was paused when it was saved.
+                        Some("paused") => {
+                            qmp.execute("cont", None).await?;
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if began.elapsed() > RESTORE_TIMEOUT {
+                return Err(VmmError::StartTimeout {
+                    kind: "qemu",
+                    secs: RESTORE_TIMEOUT.as_secs_f64(),
+                    log_tail: process::log_tail(log_path, log_offset, 2000),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +506,7 @@ mod tests {
             serial_log: "/vms/vm1/serial.log".into(),
             netns: None,
             vsock: None,
+            restore_from: None,
         }
     }
 

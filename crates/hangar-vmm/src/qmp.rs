@@ -64,6 +64,55 @@ impl Qmp {
             .write_all(line.as_bytes())
             .await
             .map_err(|e| err(&self.socket, command, "cannot send", Some(e)))?;
+        self.read_reply(command).await
+    }
+
+    /// Like [`Qmp::execute`], but passes `fd` along with the command
+    /// (SCM_RIGHTS), as QMP `getfd` expects. QEMU keeps a copy of the fd
+    /// under the name the command gives, for later commands of this
+    /// connection.
+    pub async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Value, VmmError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::{AsRawFd, RawFd};
+        let mut line = json!({ "execute": command, "arguments": arguments }).to_string();
+        line.push('\n');
+        let fds: [RawFd; 1] = [fd.as_raw_fd()];
+        let stream: &UnixStream = self.writer.as_ref();
+        loop {
+            stream
+                .writable()
+                .await
+                .map_err(|e| err(&self.socket, command, "cannot send", Some(e)))?;
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let iov = [std::io::IoSlice::new(line.as_bytes())];
+                let cmsg = [ControlMessage::ScmRights(&fds)];
+                sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+                    .map_err(std::io::Error::from)
+            });
+            match sent {
+                Ok(n) if n == line.len() => break,
+                Ok(n) => {
+                    return Err(err(
+                        &self.socket,
+                        command,
+                        &format!("sent {n} of {} bytes", line.len()),
+                        None,
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(err(&self.socket, command, "cannot send", Some(e))),
+            }
+        }
+        self.read_reply(command).await
+    }
+
+    /// Reads until the reply to `command`, skipping events.
+    async fn read_reply(&mut self, command: &str) -> Result<Value, VmmError> {
         loop {
             let reply = self.read_message(command).await?;
             if let Some(ret) = reply.get("return") {

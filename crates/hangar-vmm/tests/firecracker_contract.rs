@@ -123,6 +123,7 @@ fn full_spec() -> VmSpec {
             guest_cid: 3,
             uds_path: "/var/lib/hangar/vms/vm-0123/vsock.sock".into(),
         }),
+        restore_from: None,
     }
 }
 

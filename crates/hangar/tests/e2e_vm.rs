@@ -129,8 +129,14 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     d.ok(&["vm", "stop", "dev"]);
     d.ok(&["vm", "rm", "dev"]);
     d.assert_nothing_left(1);
+    assert_eq!(d.snapshot_files().len(), 1, "the first boot saved one");
     d.ok(&["image", "rm", "debian-12"]);
     assert_eq!(d.json(&["image", "ls"]), serde_json::json!([]));
+    assert_eq!(
+        d.snapshot_files(),
+        Vec::<std::path::PathBuf>::new(),
+        "image rm removes its boot snapshots"
+    );
 }
 
 #[test]
@@ -149,7 +155,7 @@ fn cancel_during_create_leaves_nothing() {
     loop {
         let o = d.json(&["op", "show", &op]);
         let phase = o["progress"]["phase"].as_str().unwrap_or("").to_string();
-        if phase == "boot" || phase == "wait-ssh" {
+        if phase == "boot" || phase == "snapshot" || phase == "wait-ssh" {
             break;
         }
         assert_eq!(o["state"], "running", "create ended before it booted: {o}");
@@ -393,7 +399,7 @@ fn ctrl_c_during_create_cancels_it_and_leaves_nothing() {
             .as_str()
             .unwrap_or("")
             .to_string();
-        if phase == "boot" || phase == "wait-ssh" {
+        if phase == "boot" || phase == "snapshot" || phase == "wait-ssh" {
             break;
         }
         assert!(
@@ -813,4 +819,152 @@ fn root_namespace_mode_gives_guests_nat_to_the_outside() {
     d.assert_nothing_left(1);
     drop(d);
     drop(inet);
+}
+
+/// What a guest says about itself: MAC, hostname, boot id, wall clock, and
+/// whether the RNG seed of its config drive is still lying around.
+fn guest_facts(d: &TestDaemon, vm: &str) -> Vec<String> {
+    let out = exec(
+        d,
+        vm,
+        &[
+            "sh",
+            "-c",
+            "cat /sys/class/net/eth0/address; hostname; cat /proc/sys/kernel/random/boot_id; \
+             date +%s; test -e /run/hangar/random-seed && echo seed-left || echo seed-used",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("snapshot");
+    d.ok(&["vm", "create", "first"]);
+    let files = d.snapshot_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].to_string_lossy().ends_with(".state"), "{files:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "guest memory is root's only");
+    assert!(
+        !d.ok(&["vm", "logs", "first"])
+            .contains("hangar: resuming boot snapshot"),
+        "the first boot runs the kernel"
+    );
+
+    d.ok(&["vm", "create", "second"]);
+    d.ok(&["vm", "create", "third"]);
+    assert_eq!(d.snapshot_files(), files, "saved once, then only read");
+    let mut boot_ids = Vec::new();
+    for vm in ["first", "second", "third"] {
+        if vm != "first" {
+            let console = d.ok(&["vm", "logs", vm]);
+            assert!(
+                console.starts_with("hangar: resuming boot snapshot"),
+                "{vm}: {console}"
+            );
+        }
+        let facts = guest_facts(&d, vm);
+        let info = d.json(&["vm", "show", vm]);
+        assert_eq!(facts[0], info["mac"].as_str().unwrap(), "{vm}: MAC");
+        assert_eq!(facts[1], vm, "hostname");
+        let guest_clock: i64 = facts[3].parse().unwrap();
+        let host_clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (host_clock - guest_clock).abs() <= 5,
+            "{vm}: guest clock {guest_clock}, host {host_clock}"
+        );
+        assert_eq!(facts[4], "seed-used", "{vm}");
+        boot_ids.push(facts[2].clone());
+    }
+    boot_ids.sort();
+    boot_ids.dedup();
+    assert_eq!(boot_ids.len(), 3, "each VM draws its own randomness");
+
+    // A restored guest with its new MAC is reachable by another one.
+    let probe = format!(
+        "timeout 10 bash -c 'head -c 7 < /dev/tcp/{}/22'",
+        d.json(&["vm", "show", "third"])["ip"].as_str().unwrap()
+    );
+    let out = exec(&d, "second", &["sh", "-c", &probe]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SSH-2.0", "{out:?}");
+
+    // Later boots of a VM resume the snapshot too, and see their own disk.
+    exec(&d, "third", &["sh", "-c", "echo kept > /root/mark; sync"]);
+    d.ok(&["vm", "stop", "third"]);
+    d.ok(&["vm", "start", "third"]);
+    assert!(d
+        .ok(&["vm", "logs", "third"])
+        .starts_with("hangar: resuming boot snapshot"));
+    let out = exec(&d, "third", &["cat", "/root/mark"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+
+    for vm in ["first", "second", "third"] {
+        d.ok(&["vm", "rm", "--force", vm]);
+    }
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn a_snapshot_that_does_not_restore_is_dropped_and_the_kernel_boots() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::start("badsnap");
+    d.ok(&["vm", "create", "first"]);
+    let files = d.snapshot_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::write(&files[0], b"not a QEMU migration stream").unwrap();
+
+    d.ok(&["vm", "create", "second"]);
+    let out = exec(&d, "second", &["hostname"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "second\n");
+    assert!(
+        d.log().contains("boot snapshot does not restore"),
+        "{}",
+        common::tail(&d.log(), 20)
+    );
+    assert_eq!(d.snapshot_files(), Vec::<std::path::PathBuf>::new());
+
+    // The next boot saves a good one again.
+    d.ok(&["vm", "create", "third"]);
+    assert_eq!(d.snapshot_files().len(), 1);
+    for vm in ["first", "second", "third"] {
+        d.ok(&["vm", "rm", "--force", vm]);
+    }
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn boot_snapshots_turned_off_boot_the_kernel_every_time() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let d = TestDaemon::with(
+        "nosnap",
+        Options {
+            vmm_extra: "boot_snapshots = false".into(),
+            ..Default::default()
+        },
+    );
+    d.ok(&["vm", "create", "plain"]);
+    let console = d.ok(&["vm", "logs", "plain"]);
+    assert!(!console.contains("snapshot point"), "{console}");
+    assert_eq!(d.snapshot_files(), Vec::<std::path::PathBuf>::new());
+    d.ok(&["vm", "rm", "--force", "plain"]);
+    d.assert_nothing_left(1);
 }

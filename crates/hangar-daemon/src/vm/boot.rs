@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hangar_api::{ApiError, Progress, VmState};
-use hangar_image::identity::{write_config_drive, GuestIdentity};
+use hangar_image::identity::{
+    fill_config_drive, write_config_drive, write_snapshot_drive, GuestIdentity, RANDOM_SEED_BYTES,
+    SNAPSHOT_POINT_MESSAGE,
+};
 use hangar_image::{kernel_cmdline, CmdlineOptions, ImageManifest};
 use hangar_ops::OpHandle;
 use hangar_store::{VmRecord, VmRuntime};
@@ -15,7 +18,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::error_chain;
+use super::snapshot::SnapshotSave;
 use crate::daemon::Daemon;
+
+/// How a boot uses boot snapshots.
+enum SnapshotPlan {
+    /// A plain kernel boot.
+    Cold,
+    /// Resume this saved state.
+    Restore(PathBuf),
+    /// Boot the kernel, save the VM at its snapshot point, then run on.
+    Save(SnapshotSave),
+}
+
+impl SnapshotPlan {
+    fn describe(&self) -> &'static str {
+        match self {
+            SnapshotPlan::Cold => "kernel boot",
+            SnapshotPlan::Restore(_) => "resumed from boot snapshot",
+            SnapshotPlan::Save(_) => "kernel boot, saving a boot snapshot",
+        }
+    }
+}
 
 /// File in the VM dir holding the user's extra authorized keys.
 pub const USER_KEYS_FILE: &str = "authorized_keys";
@@ -78,6 +102,12 @@ impl Daemon {
             authorized_keys,
             host_key_private_openssh: rec.host_key_private.clone(),
             host_key_public_openssh: rec.host_key_public.clone(),
+            mac: rec.mac.clone(),
+            random_seed: {
+                let mut seed = vec![0u8; RANDOM_SEED_BYTES];
+                rand::Rng::fill(&mut rand::rng(), seed.as_mut_slice());
+                seed
+            },
         };
         let config_drive = vm_dir.join("config.img");
         write_config_drive(&config_drive, &identity)
@@ -108,7 +138,7 @@ impl Daemon {
         } else {
             None
         };
-        let spec = VmSpec {
+        let mut spec = VmSpec {
             id: rec.id.clone(),
             name: rec.name.clone(),
             cpus: rec.cpus,
@@ -122,7 +152,7 @@ impl Daemon {
             root_disk,
             extra_drives: vec![Drive {
                 id: "cfg".into(),
-                path: config_drive,
+                path: config_drive.clone(),
                 read_only: true,
             }],
             tap: tap.clone(),
@@ -131,13 +161,33 @@ impl Daemon {
             serial_log: vm_dir.join("serial.log"),
             netns: self.config.netns().map(str::to_string),
             vsock: None,
+            restore_from: None,
         };
-        // A fresh serial log per boot, so a timeout points at this boot.
-        let _ = std::fs::remove_file(&spec.serial_log);
+        let mut plan = self.snapshot_plan(&rec.image_digest, &manifest, &spec);
+        match &plan {
+            SnapshotPlan::Restore(state) => spec.restore_from = Some(state.clone()),
+            SnapshotPlan::Save(_) => {
+                // The guest waits at its snapshot point until this drive is
+                // filled in place with the real one.
+                if let Err(e) = write_snapshot_drive(&config_drive) {
+                    warn!(vm = %rec.name, error = %e, "cannot write the snapshot drive; booting without saving a snapshot");
+                    plan = SnapshotPlan::Cold;
+                }
+            }
+            SnapshotPlan::Cold => {}
+        }
 
-        phase("boot", Some(format!("{} driver", self.driver.kind())));
-        let started = Instant::now();
-        let handle = match self.driver.start(&spec).await {
+        phase(
+            "boot",
+            Some(format!(
+                "{} driver, {}",
+                self.driver.kind(),
+                plan.describe()
+            )),
+        );
+        let boot_kind = plan.describe();
+        let vmm_started = Instant::now();
+        let handle = match self.start_vmm(&mut spec, &rec.name).await {
             Ok(h) => h,
             Err(e) => {
                 self.release_tap_logged(&tap).await;
@@ -148,6 +198,9 @@ impl Daemon {
                 )));
             }
         };
+        // The boot clock starts with the VMM that runs (after a snapshot
+        // that failed to restore, with the kernel boot that replaced it).
+        let started = Instant::now();
         let runtime = VmRuntime {
             pid: handle.pid,
             start_time: handle.start_time,
@@ -159,8 +212,48 @@ impl Daemon {
             return Err(ApiError::from(e));
         }
 
-        phase("wait-ssh", None);
         let deadline = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        if let SnapshotPlan::Save(save) = plan {
+            phase("snapshot", None);
+            let saved = tokio::select! {
+                r = self.save_boot_snapshot(&handle, &spec.serial_log, save, deadline) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            match saved {
+                None => {
+                    self.undo_boot(&rec.id, &handle, &tap).await;
+                    let _ = self.store.set_vm_runtime(&rec.id, None);
+                    return Err(ApiError::cancelled(format!(
+                        "boot of VM {:?} cancelled",
+                        rec.name
+                    )));
+                }
+                Some(Ok(path)) => {
+                    info!(vm = %rec.name, snapshot = %path.display(), ms = started.elapsed().as_millis() as u64, "boot snapshot saved")
+                }
+                Some(Err(e)) => {
+                    warn!(vm = %rec.name, error = %e, "boot snapshot not saved; the VM boots on")
+                }
+            }
+            // Whatever happened, the guest gets its identity and runs on.
+            if let Err(e) = fill_config_drive(&config_drive, &identity) {
+                self.undo_boot(&rec.id, &handle, &tap).await;
+                let _ = self.store.set_vm_runtime(&rec.id, None);
+                return Err(ApiError::internal(error_chain(
+                    "cannot write the VM config drive",
+                    &e,
+                )));
+            }
+            if let Err(e) = self.driver.resume(&handle).await {
+                warn!(vm = %rec.name, error = %e, "cannot resume the VM after saving its boot snapshot");
+            }
+        }
+
+        phase("wait-ssh", None);
+        // One deadline for the whole boot, snapshot included.
+        let deadline = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
         let connector = self.guest_connector();
         let target = Self::guest_target(rec);
         let ready = tokio::select! {
@@ -181,9 +274,89 @@ impl Daemon {
             let _ = self.store.set_vm_runtime(&rec.id, None);
             return Err(e);
         }
-        info!(vm = %rec.name, boot_to_ssh_ms = started.elapsed().as_millis() as u64, "guest ready");
+        info!(vm = %rec.name, boot = boot_kind, boot_to_ssh_ms = vmm_started.elapsed().as_millis() as u64, "guest ready");
         self.store.set_vm_state(&rec.id, VmState::Running, None)?;
         self.store.get_vm(&rec.id).map_err(ApiError::from)
+    }
+
+    /// Chooses how this boot uses boot snapshots: restore one that fits,
+    /// save one if none does (and no other boot is saving it), or neither
+    /// (turned off, an image whose init has no snapshot point, a driver
+    /// or spec without snapshots).
+    fn snapshot_plan(
+        &self,
+        image_digest: &str,
+        manifest: &ImageManifest,
+        spec: &VmSpec,
+    ) -> SnapshotPlan {
+        if !self.config.vmm.boot_snapshots || !manifest.boot_snapshots {
+            return SnapshotPlan::Cold;
+        }
+        let Some(key) = self.driver.boot_snapshot_key(spec) else {
+            return SnapshotPlan::Cold;
+        };
+        if let Some(state) = self.snapshots.find(image_digest, &key) {
+            return SnapshotPlan::Restore(state);
+        }
+        match self.snapshots.begin_save(image_digest, &key) {
+            Ok(Some(save)) => SnapshotPlan::Save(save),
+            Ok(None) => SnapshotPlan::Cold,
+            Err(e) => {
+                warn!(error = %e, "cannot prepare the boot snapshot directory");
+                SnapshotPlan::Cold
+            }
+        }
+    }
+
+    /// Starts the VMM. A snapshot that does not restore (QEMU refuses the
+    /// state) is removed and the VM boots its kernel instead; the next
+    /// boot saves a fresh snapshot.
+    async fn start_vmm(
+        &self,
+        spec: &mut VmSpec,
+        name: &str,
+    ) -> Result<VmmHandle, hangar_vmm::VmmError> {
+        // A fresh serial log per boot, so a timeout points at this boot.
+        let _ = std::fs::remove_file(&spec.serial_log);
+        let Some(state) = spec.restore_from.clone() else {
+            return self.driver.start(spec).await;
+        };
+        let note = format!(
+            "hangar: resuming boot snapshot {}: the kernel's boot messages are in the guest's dmesg\n",
+            state.display()
+        );
+        let _ = std::fs::write(&spec.serial_log, note);
+        match self.driver.start(spec).await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                warn!(vm = name, snapshot = %state.display(), error = %e, "boot snapshot does not restore; removing it and booting the kernel");
+                self.snapshots.discard(&state);
+                spec.restore_from = None;
+                let _ = std::fs::remove_file(&spec.serial_log);
+                self.driver.start(spec).await
+            }
+        }
+    }
+
+    /// Waits for the guest to reach its snapshot point, saves the VM
+    /// there and commits the file. The VM is left paused on success.
+    async fn save_boot_snapshot(
+        &self,
+        handle: &VmmHandle,
+        serial_log: &std::path::Path,
+        save: SnapshotSave,
+        timeout: Duration,
+    ) -> Result<PathBuf, String> {
+        wait_for_console(serial_log, SNAPSHOT_POINT_MESSAGE, timeout, || {
+            self.driver.is_alive(handle)
+        })
+        .await?;
+        self.driver
+            .save_boot_snapshot(handle, save.partial_path())
+            .await
+            .map_err(|e| e.to_string())?;
+        save.commit()
+            .map_err(|e| format!("cannot move the snapshot into place: {e}"))
     }
 
     /// Kernel arguments Hangar adds for this driver, then the user's.
@@ -251,6 +424,48 @@ impl Daemon {
         if let Err(e) = self.net.release_tap(tap).await {
             warn!(tap, error = %e, "cannot release TAP device");
         }
+    }
+}
+
+/// Waits until the console log contains `needle`. Fails when `alive`
+/// says the VMM is gone or after `timeout`.
+async fn wait_for_console(
+    log: &std::path::Path,
+    needle: &str,
+    timeout: Duration,
+    alive: impl Fn() -> bool,
+) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let began = Instant::now();
+    let mut offset = 0u64;
+    // The unmatched end of what was read, in case the needle is split.
+    let mut carry = String::new();
+    loop {
+        if let Ok(mut f) = std::fs::File::open(log) {
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+                offset += buf.len() as u64;
+                carry.push_str(&String::from_utf8_lossy(&buf));
+                if carry.contains(needle) {
+                    return Ok(());
+                }
+                let keep = carry.len().saturating_sub(needle.len());
+                let cut = (keep..=carry.len())
+                    .find(|&i| carry.is_char_boundary(i))
+                    .unwrap_or(carry.len());
+                carry.drain(..cut);
+            }
+        }
+        if !alive() {
+            return Err("the VMM exited before the guest reached its snapshot point".into());
+        }
+        if began.elapsed() > timeout {
+            return Err(format!(
+                "the guest did not reach its snapshot point within {} s",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

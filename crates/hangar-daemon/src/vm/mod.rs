@@ -8,6 +8,7 @@ pub mod guest;
 pub mod lifecycle;
 pub mod locks;
 pub mod reconcile;
+pub mod snapshot;
 pub mod watch;
 
 use std::path::PathBuf;

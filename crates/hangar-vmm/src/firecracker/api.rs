@@ -224,6 +224,7 @@ mod tests {
             serial_log: "/vms/vm1/serial.log".into(),
             netns: None,
             vsock: None,
+            restore_from: None,
         }
     }
 

@@ -564,6 +564,7 @@ mod tests {
                 guest_cid: 3,
                 uds_path: "/vms/vm-0123/vsock.sock".into(),
             }),
+            restore_from: None,
         }
     }
 

@@ -127,6 +127,7 @@ mod tests {
                 guest_cid: 3,
                 uds_path: dir.join("v.sock"),
             }),
+            restore_from: None,
         }
     }
 

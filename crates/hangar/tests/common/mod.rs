@@ -361,9 +361,33 @@ memory_mib = 512
         }
     }
 
+    /// Files under state/snapshots/<image>/ (boot snapshots).
+    pub fn snapshot_files(&self) -> Vec<PathBuf> {
+        let Ok(images) = std::fs::read_dir(self.state_dir().join("snapshots")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = images
+            .flatten()
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flat_map(|r| r.flatten().map(|e| e.path()))
+            .collect();
+        files.sort();
+        files
+    }
+
     /// Asserts that no VM resources are left: VMM processes, disks/dirs,
-    /// leases, rows, and TAPs beyond the idle pool.
+    /// leases, rows, TAPs beyond the idle pool, half-written snapshots.
     pub fn assert_nothing_left(&self, pool: usize) {
+        let partial: Vec<_> = self
+            .snapshot_files()
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".state"))
+            .collect();
+        assert_eq!(
+            partial,
+            Vec::<PathBuf>::new(),
+            "partial snapshot files left"
+        );
         assert_eq!(self.vmm_pids(), Vec::<i32>::new(), "VMM processes left");
         assert_eq!(self.vm_dirs(), Vec::<String>::new(), "VM dirs left");
         assert_eq!(self.lease_count(), 0, "IP leases left");

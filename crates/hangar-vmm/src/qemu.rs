@@ -527,6 +527,140 @@ mod tests {
     }
 
     #[test]
+    fn build_args_with_a_snapshot_resume_it_through_cat() {
+        let mut s = spec();
+        s.restore_from = Some("/snap/it's.state".into());
+        let args = build_args(&s, Accel::Tcg);
+        assert_eq!(
+            args[args.len() - 2..],
+            ["-incoming", "exec:cat '/snap/it'\\''s.state'"]
+        );
+        assert!(!build_args(&spec(), Accel::Tcg).contains(&"-incoming".to_string()));
+    }
+
+    /// A spec whose binary, disks and drive are real files in `dir`.
+    fn keyed_spec(dir: &Path, vm: &str) -> (PathBuf, VmSpec) {
+        let bin = dir.join("qemu-system-x86_64");
+        if !bin.exists() {
+            std::fs::write(&bin, b"qemu").unwrap();
+        }
+        let vm_dir = dir.join(vm);
+        std::fs::create_dir_all(&vm_dir).unwrap();
+        let mut s = spec();
+        s.id = vm.into();
+        s.name = vm.into();
+        s.vm_dir = vm_dir.clone();
+        s.serial_log = vm_dir.join("serial.log");
+        s.root_disk = vm_dir.join("root.ext4");
+        s.extra_drives[0].path = vm_dir.join("config.img");
+        s.tap = format!("tap-{vm}");
+        s.mac = format!("02:00:00:00:00:{:02x}", vm.len());
+        std::fs::File::create(&s.root_disk)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        std::fs::write(&s.extra_drives[0].path, vec![0u8; 4096]).unwrap();
+        (bin, s)
+    }
+
+    #[test]
+    fn snapshot_key_is_shared_by_vms_that_differ_only_in_their_own_paths_tap_and_mac() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, a) = keyed_spec(dir.path(), "a");
+        let (_, b) = keyed_spec(dir.path(), "bb");
+        let key = boot_snapshot_key(&bin, &a, Accel::Tcg).unwrap();
+        assert_eq!(boot_snapshot_key(&bin, &b, Accel::Tcg), Some(key.clone()));
+        let mut restoring = b.clone();
+        restoring.restore_from = Some("/snap.state".into());
+        restoring.netns = Some("ns".into());
+        assert_eq!(boot_snapshot_key(&bin, &restoring, Accel::Tcg), Some(key));
+    }
+
+    #[test]
+    fn snapshot_key_changes_with_the_machine_the_kernel_the_disks_and_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, a) = keyed_spec(dir.path(), "a");
+        let key = boot_snapshot_key(&bin, &a, Accel::Tcg).unwrap();
+        let differ = |s: &VmSpec, accel: Accel| {
+            assert_ne!(boot_snapshot_key(&bin, s, accel), Some(key.clone()));
+        };
+        differ(&a, Accel::Kvm);
+        let mut s = a.clone();
+        s.cpus = 1;
+        differ(&s, Accel::Tcg);
+        let mut s = a.clone();
+        s.memory_mib = 1024;
+        differ(&s, Accel::Tcg);
+        let mut s = a.clone();
+        s.cmdline.push_str(" quiet");
+        differ(&s, Accel::Tcg);
+        let mut s = a.clone();
+        s.kernel = "/img/other/vmlinux".into();
+        differ(&s, Accel::Tcg);
+
+        std::fs::File::options()
+            .write(true)
+            .open(&a.root_disk)
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        differ(&a, Accel::Tcg);
+        std::fs::File::options()
+            .write(true)
+            .open(&a.root_disk)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        assert_eq!(boot_snapshot_key(&bin, &a, Accel::Tcg), Some(key.clone()));
+
+        std::fs::write(&bin, b"qemu 2").unwrap();
+        differ(&a, Accel::Tcg);
+    }
+
+    #[test]
+    fn no_snapshot_key_with_vsock_a_missing_disk_or_a_missing_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, a) = keyed_spec(dir.path(), "a");
+        let mut s = a.clone();
+        s.vsock = Some(crate::Vsock {
+            guest_cid: 3,
+            uds_path: "/v.sock".into(),
+        });
+        assert_eq!(boot_snapshot_key(&bin, &s, Accel::Tcg), None);
+        let mut s = a.clone();
+        s.root_disk = dir.path().join("gone.ext4");
+        assert_eq!(boot_snapshot_key(&bin, &s, Accel::Tcg), None);
+        assert_eq!(
+            boot_snapshot_key(Path::new("/nonexistent/qemu"), &a, Accel::Tcg),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn restoring_a_missing_snapshot_fails_before_spawning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, mut s) = keyed_spec(dir.path(), "a");
+        s.kernel = dir.path().join("vmlinux");
+        s.initrd = None;
+        std::fs::write(&s.kernel, b"").unwrap();
+        s.restore_from = Some(dir.path().join("none.state"));
+        let driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
+
+        let err = driver.start(&s).await.unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                VmmError::MissingFile {
+                    what: "boot snapshot",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn build_args_without_vsock_add_no_vsock_device() {
         let args = build_args(&spec(), Accel::Tcg);
         assert!(!args.iter().any(|a| a.contains("vsock")));

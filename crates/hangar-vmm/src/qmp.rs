@@ -212,4 +212,59 @@ mod tests {
         let e = qmp.execute("system_powerdown", None).await.unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
     }
+
+    #[tokio::test]
+    async fn execute_with_fd_hands_the_fd_to_the_server() {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::io::{IoSliceMut, Write};
+        use std::os::fd::{AsRawFd, FromRawFd};
+
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"{\"QMP\": {}}\n").unwrap();
+            let mut buf = [0u8; 256];
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("qmp_capabilities"));
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+                .unwrap();
+            let mut fds = vec![];
+            for c in msg.cmsgs().unwrap() {
+                if let ControlMessageOwned::ScmRights(f) = c {
+                    fds.extend(f);
+                }
+            }
+            let n = msg.bytes;
+            let line = String::from_utf8_lossy(&buf[..n]).to_string();
+            // SAFETY: the fd was just received and is owned by nobody else.
+            let mut f = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+            f.write_all(b"written by the server").unwrap();
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            (line, fds.len())
+        });
+        let file = dir.path().join("state");
+        let out = std::fs::File::create(&file).unwrap();
+
+        let mut qmp = Qmp::connect(&sock).await.unwrap();
+        qmp.execute_with_fd(
+            "getfd",
+            json!({ "fdname": "x" }),
+            std::os::fd::AsFd::as_fd(&out),
+        )
+        .await
+        .unwrap();
+
+        let (line, count) = server.join().unwrap();
+        assert_eq!(
+            line,
+            "{\"arguments\":{\"fdname\":\"x\"},\"execute\":\"getfd\"}\n"
+        );
+        assert_eq!(count, 1);
+        assert_eq!(std::fs::read(&file).unwrap(), b"written by the server");
+    }
 }

@@ -502,7 +502,49 @@ pub fn handle_of(runtime: &VmRuntime) -> VmmHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::console_tail;
+    use super::{console_tail, wait_for_console};
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn wait_for_console_finds_a_message_written_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut f = std::fs::File::create(&log).unwrap();
+                f.write_all(b"[ 0.1] boot\nhangar-initramfs: waiting for")
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                f.write_all(b" the config drive (snapshot point)\n")
+                    .unwrap();
+            })
+        };
+        let r = wait_for_console(
+            &log,
+            "hangar-initramfs: waiting for the config drive",
+            Duration::from_secs(5),
+            || true,
+        )
+        .await;
+        writer.await.unwrap();
+        assert_eq!(r, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn wait_for_console_gives_up_when_the_vmm_is_gone_or_time_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "kernel panic\n").unwrap();
+
+        let gone = wait_for_console(&log, "snapshot point", Duration::from_secs(5), || false).await;
+        assert!(gone.unwrap_err().contains("VMM exited"));
+
+        let late =
+            wait_for_console(&log, "snapshot point", Duration::from_millis(50), || true).await;
+        assert!(late.unwrap_err().contains("within"));
+    }
 
     #[test]
     fn console_tail_shows_the_last_twelve_lines() {

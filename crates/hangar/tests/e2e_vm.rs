@@ -872,6 +872,7 @@ fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
                 console.starts_with("hangar: resuming boot snapshot"),
                 "{vm}: {console}"
             );
+            assert!(!console.contains("cannot reseed"), "{vm}: {console}");
         }
         let facts = guest_facts(&d, vm);
         let info = d.json(&["vm", "show", vm]);

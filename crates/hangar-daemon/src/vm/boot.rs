@@ -185,7 +185,6 @@ impl Daemon {
                 plan.describe()
             )),
         );
-        let boot_kind = plan.describe();
         let vmm_started = Instant::now();
         let handle = match self.start_vmm(&mut spec, &rec.name).await {
             Ok(h) => h,
@@ -197,6 +196,12 @@ impl Daemon {
                     &e,
                 )));
             }
+        };
+        let boot_kind = match plan {
+            SnapshotPlan::Restore(_) if spec.restore_from.is_none() => {
+                "kernel boot (the boot snapshot did not restore)"
+            }
+            _ => plan.describe(),
         };
         // The boot clock starts with the VMM that runs (after a snapshot
         // that failed to restore, with the kernel boot that replaced it).
@@ -212,11 +217,11 @@ impl Daemon {
             return Err(ApiError::from(e));
         }
 
-        let deadline = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        let boot_timeout = Duration::from_secs(self.config.vmm.boot_timeout_secs);
         if let SnapshotPlan::Save(save) = plan {
             phase("snapshot", None);
             let saved = tokio::select! {
-                r = self.save_boot_snapshot(&handle, &spec.serial_log, save, deadline) => Some(r),
+                r = self.save_boot_snapshot(&handle, &spec.serial_log, save, boot_timeout) => Some(r),
                 _ = cancel.cancelled() => None,
             };
             match saved {
@@ -251,7 +256,7 @@ impl Daemon {
 
         phase("wait-ssh", None);
         // One deadline for the whole boot, snapshot included.
-        let deadline = deadline
+        let deadline = boot_timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));
         let connector = self.guest_connector();
@@ -261,7 +266,7 @@ impl Daemon {
                 ApiError::timeout(format!(
                     "VM {:?} did not answer SSH within {}s: {}; its serial console log is {}{}",
                     rec.name,
-                    deadline.as_secs(),
+                    boot_timeout.as_secs(),
                     e,
                     spec.serial_log.display(),
                     console_tail(&spec.serial_log)

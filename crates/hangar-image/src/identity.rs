@@ -217,6 +217,17 @@ pub fn write_snapshot_drive(path: &Path) -> Result<(), ImageError> {
     std::fs::rename(&tmp, path).map_err(|e| ImageError::io("write snapshot drive", path, e))
 }
 
+/// True if the drive at `path` is a snapshot drive: a guest booted with it
+/// waits at its snapshot point until the drive is filled.
+pub fn is_snapshot_drive(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; SNAPSHOT_MARKER.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head == SNAPSHOT_MARKER.as_bytes()
+}
+
 /// Overwrites the drive at `path`, which a running VMM has open, with the
 /// config drive for `id`: in place (same inode), so the waiting guest
 /// reads it. The new content must not be larger than the drive.
@@ -306,6 +317,10 @@ mod tests {
         let data = std::fs::read(&p).expect("read");
         assert_eq!(&data[..16], SNAPSHOT_MARKER.as_bytes());
         assert_eq!(data.len(), CONFIG_DRIVE_BYTES);
+        assert!(is_snapshot_drive(&p));
+        write_config_drive(&p, &sample()).expect("write");
+        assert!(!is_snapshot_drive(&p));
+        assert!(!is_snapshot_drive(&dir.path().join("none")));
     }
 
     #[test]

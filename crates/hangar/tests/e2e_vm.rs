@@ -974,3 +974,48 @@ fn boot_snapshots_turned_off_boot_the_kernel_every_time() {
     d.ok(&["vm", "rm", "--force", "plain"]);
     d.assert_nothing_left(1);
 }
+
+#[test]
+fn daemon_crash_while_a_boot_saves_its_snapshot_leaves_the_vm_stopped_and_startable() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let mut d = TestDaemon::start("snapcrash");
+    d.ok(&["vm", "create", "vm1"]);
+    d.ok(&["vm", "stop", "vm1"]);
+    // Without a snapshot, the next start saves one.
+    for f in d.snapshot_files() {
+        std::fs::remove_file(f).unwrap();
+    }
+    let op = d
+        .ok(&["vm", "start", "vm1", "--no-wait"])
+        .trim()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = d.json(&["op", "show", &op]);
+        if o["progress"]["phase"] == "snapshot" {
+            break;
+        }
+        assert_eq!(
+            o["state"], "running",
+            "start ended before its snapshot: {o}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "start never saved a snapshot: {o}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.crash_daemon();
+    d.spawn();
+    let vm = d.json(&["vm", "show", "vm1"]);
+    assert_eq!(vm["state"], "stopped", "{vm}");
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "the waiting VMM is gone");
+    d.ok(&["vm", "start", "vm1"]);
+    let out = exec(&d, "vm1", &["hostname"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "vm1\n");
+    d.ok(&["vm", "rm", "--force", "vm1"]);
+    d.assert_nothing_left(1);
+}

@@ -60,6 +60,15 @@ impl Daemon {
                 continue;
             };
             let handle = handle_of(&rt);
+            if hangar_image::identity::is_snapshot_drive(&self.vm_dir(&rec.id).join("config.img")) {
+                // The daemon died while this boot saved its snapshot: the
+                // guest waits for a config drive no one will fill.
+                info!(vm = %rec.name, pid = rt.pid, "boot was interrupted while saving its boot snapshot; VM stopped");
+                self.undo_boot(&rec.id, &handle, &rt.tap).await;
+                let _ = self.store.set_vm_runtime(&rec.id, None);
+                let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
+                continue;
+            }
             match self.driver.adopt(&handle).await {
                 Ok(true) => {
                     self.net.mark_in_use(&rt.tap);

@@ -38,6 +38,8 @@ tap_pool_size = 1
 driver = "qemu"
 accel = "tcg"
 kernel_args = "$args"
+boot_snapshots = false   # measure kernel boots: a resumed boot skips the kernel
+
 [defaults]
 memory_mib = 512
 CONF

@@ -212,6 +212,13 @@ impl Daemon {
             shutdown: CancellationToken::new(),
             snapshots: crate::vm::snapshot::BootSnapshots::new(config_snapshots_dir),
         });
+        let prewarms = daemon.remove_prewarm_leftovers();
+        if prewarms > 0 {
+            info!(
+                count = prewarms,
+                "removed boot snapshot VMs a previous daemon left behind"
+            );
+        }
         let partial = daemon.snapshots.remove_partial();
         if partial > 0 {
             info!(

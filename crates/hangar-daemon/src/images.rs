@@ -140,6 +140,8 @@ impl Daemon {
         };
         let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
         info!(image = name, digest = %rec.digest, "image ready");
+        // Still under the image lock, so the image cannot be removed meanwhile.
+        self.prewarm_boot_snapshot(&rec, op, cancel).await;
         Ok(rec)
     }
 

@@ -129,7 +129,7 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     d.ok(&["vm", "stop", "dev"]);
     d.ok(&["vm", "rm", "dev"]);
     d.assert_nothing_left(1);
-    assert_eq!(d.snapshot_files().len(), 1, "the first boot saved one");
+    assert_eq!(d.snapshot_files().len(), 1, "the pull saved one");
     d.ok(&["image", "rm", "debian-12"]);
     assert_eq!(d.json(&["image", "ls"]), serde_json::json!([]));
     assert_eq!(
@@ -848,26 +848,31 @@ fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
     }
     let _serial = common::serial();
     let d = TestDaemon::start("snapshot");
-    d.ok(&["vm", "create", "first"]);
+    // The pull saves the snapshot of the default shape, before any VM.
+    d.ok(&["image", "pull", "debian-12"]);
     let files = d.snapshot_files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].to_string_lossy().ends_with(".state"), "{files:?}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "guest memory is root's only");
-    assert!(
-        !d.ok(&["vm", "logs", "first"])
-            .contains("hangar: resuming boot snapshot"),
-        "the first boot runs the kernel"
-    );
+    assert!(d.log().contains("boot snapshot prepared"), "{}", d.log());
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "the snapshot VM is gone");
 
+    d.ok(&["vm", "create", "first"]);
     d.ok(&["vm", "create", "second"]);
-    d.ok(&["vm", "create", "third"]);
     assert_eq!(d.snapshot_files(), files, "saved once, then only read");
+    // Another shape boots its kernel and saves its own snapshot.
+    d.ok(&["vm", "create", "third", "--cpus", "1"]);
+    assert!(!d
+        .ok(&["vm", "logs", "third"])
+        .contains("hangar: resuming boot snapshot"));
+    assert_eq!(d.snapshot_files().len(), 2);
+
     let mut boot_ids = Vec::new();
     for vm in ["first", "second", "third"] {
         let console = d.ok(&["vm", "logs", vm]);
-        if vm != "first" {
+        if vm != "third" {
             assert!(
                 console.starts_with("hangar: resuming boot snapshot"),
                 "{vm}: {console}"
@@ -902,24 +907,61 @@ fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
     // A restored guest with its new MAC is reachable by another one.
     let probe = format!(
         "timeout 10 bash -c 'head -c 7 < /dev/tcp/{}/22'",
-        d.json(&["vm", "show", "third"])["ip"].as_str().unwrap()
+        d.json(&["vm", "show", "second"])["ip"].as_str().unwrap()
     );
-    let out = exec(&d, "second", &["sh", "-c", &probe]);
+    let out = exec(&d, "first", &["sh", "-c", &probe]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SSH-2.0", "{out:?}");
 
-    // Later boots of a VM resume the snapshot too, and see their own disk.
+    // Later boots of a VM resume its shape's snapshot, and see their own disk.
     exec(&d, "third", &["sh", "-c", "echo kept > /root/mark; sync"]);
     d.ok(&["vm", "stop", "third"]);
     d.ok(&["vm", "start", "third"]);
     assert!(d
         .ok(&["vm", "logs", "third"])
         .starts_with("hangar: resuming boot snapshot"));
-    let out = exec(&d, "third", &["cat", "/root/mark"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    let out = exec(&d, "third", &["sh", "-c", "cat /root/mark; nproc"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n1\n");
 
     for vm in ["first", "second", "third"] {
         d.ok(&["vm", "rm", "--force", vm]);
     }
+    d.assert_nothing_left(1);
+}
+
+#[test]
+fn daemon_crash_while_a_pull_saves_the_boot_snapshot_is_cleaned_up_by_the_next_daemon() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let mut d = TestDaemon::start("prewarmcrash");
+    let op = d
+        .ok(&["image", "pull", "debian-12", "--no-wait"])
+        .trim()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let o = d.json(&["op", "show", &op]);
+        if o["progress"]["phase"] == "boot-snapshot" && d.vmm_pids().len() == 1 {
+            break;
+        }
+        assert_eq!(o["state"], "running", "pull ended before its snapshot: {o}");
+        assert!(
+            Instant::now() < deadline,
+            "pull never saved a snapshot: {o}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.crash_daemon();
+    d.spawn();
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "the snapshot VM is killed");
+    assert_eq!(
+        d.snapshot_files(),
+        Vec::<std::path::PathBuf>::new(),
+        "its files are removed"
+    );
+    d.ok(&["vm", "create", "after"]);
+    d.ok(&["vm", "rm", "--force", "after"]);
     d.assert_nothing_left(1);
 }
 

@@ -21,6 +21,22 @@ use super::error_chain;
 use super::snapshot::SnapshotSave;
 use crate::daemon::Daemon;
 
+/// What [`Daemon::vm_spec`] needs: the VM, its shape and its files.
+pub(crate) struct MachineSpec<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub image_dir: &'a std::path::Path,
+    pub manifest: &'a ImageManifest,
+    /// The root disk as the VMM opens it (file or block device).
+    pub root_disk: PathBuf,
+    /// Holds `config.img`, the serial log and the VMM's files.
+    pub vm_dir: &'a std::path::Path,
+    pub tap: String,
+    pub mac: String,
+}
+
 /// How a boot uses boot snapshots.
 enum SnapshotPlan {
     /// A plain kernel boot.
@@ -41,6 +57,8 @@ impl SnapshotPlan {
     }
 }
 
+/// The config drive in a VM dir.
+pub const CONFIG_DRIVE_FILE: &str = "config.img";
 /// File in the VM dir holding the user's extra authorized keys.
 pub const USER_KEYS_FILE: &str = "authorized_keys";
 
@@ -109,7 +127,7 @@ impl Daemon {
                 seed
             },
         };
-        let config_drive = vm_dir.join("config.img");
+        let config_drive = vm_dir.join(CONFIG_DRIVE_FILE);
         write_config_drive(&config_drive, &identity)
             .map_err(|e| ApiError::internal(error_chain("cannot write the VM config drive", &e)))?;
 
@@ -133,36 +151,18 @@ impl Daemon {
             }
         };
 
-        let tsc_khz = if self.driver.kind() == "qemu" {
-            hangar_image::host_tsc_khz()
-        } else {
-            None
-        };
-        let mut spec = VmSpec {
-            id: rec.id.clone(),
-            name: rec.name.clone(),
+        let mut spec = self.vm_spec(MachineSpec {
+            id: &rec.id,
+            name: &rec.name,
             cpus: rec.cpus,
             memory_mib: rec.memory_mib,
-            kernel: image_dir.join(&manifest.kernel),
-            initrd: manifest.initrd.as_ref().map(|i| image_dir.join(i)),
-            cmdline: kernel_cmdline(&CmdlineOptions {
-                tsc_khz,
-                extra: self.guest_kernel_args(tsc_khz),
-            }),
+            image_dir: &image_dir,
+            manifest: &manifest,
             root_disk,
-            extra_drives: vec![Drive {
-                id: "cfg".into(),
-                path: config_drive.clone(),
-                read_only: true,
-            }],
+            vm_dir: &vm_dir,
             tap: tap.clone(),
             mac: rec.mac.clone(),
-            vm_dir: vm_dir.clone(),
-            serial_log: vm_dir.join("serial.log"),
-            netns: self.config.netns().map(str::to_string),
-            vsock: None,
-            restore_from: None,
-        };
+        });
         let mut plan = self.snapshot_plan(&rec.image_digest, &manifest, &spec);
         match &plan {
             SnapshotPlan::Restore(state) => spec.restore_from = Some(state.clone()),
@@ -284,6 +284,42 @@ impl Daemon {
         self.store.get_vm(&rec.id).map_err(ApiError::from)
     }
 
+    /// The VMM spec of a VM. Boots and snapshot prewarms both build it
+    /// here, so a snapshot saved by one fits the other
+    /// ([`hangar_vmm::VmmDriver::boot_snapshot_key`]).
+    pub(crate) fn vm_spec(&self, m: MachineSpec<'_>) -> VmSpec {
+        let tsc_khz = if self.driver.kind() == "qemu" {
+            hangar_image::host_tsc_khz()
+        } else {
+            None
+        };
+        VmSpec {
+            id: m.id.to_string(),
+            name: m.name.to_string(),
+            cpus: m.cpus,
+            memory_mib: m.memory_mib,
+            kernel: m.image_dir.join(&m.manifest.kernel),
+            initrd: m.manifest.initrd.as_ref().map(|i| m.image_dir.join(i)),
+            cmdline: kernel_cmdline(&CmdlineOptions {
+                tsc_khz,
+                extra: self.guest_kernel_args(tsc_khz),
+            }),
+            root_disk: m.root_disk,
+            extra_drives: vec![Drive {
+                id: "cfg".into(),
+                path: m.vm_dir.join(CONFIG_DRIVE_FILE),
+                read_only: true,
+            }],
+            tap: m.tap,
+            mac: m.mac,
+            vm_dir: m.vm_dir.to_path_buf(),
+            serial_log: m.vm_dir.join("serial.log"),
+            netns: self.config.netns().map(str::to_string),
+            vsock: None,
+            restore_from: None,
+        }
+    }
+
     /// Chooses how this boot uses boot snapshots: restore one that fits,
     /// save one if none does (and no other boot is saving it), or neither
     /// (turned off, an image whose init has no snapshot point, a driver
@@ -345,7 +381,7 @@ impl Daemon {
 
     /// Waits for the guest to reach its snapshot point, saves the VM
     /// there and commits the file. The VM is left paused on success.
-    async fn save_boot_snapshot(
+    pub(crate) async fn save_boot_snapshot(
         &self,
         handle: &VmmHandle,
         serial_log: &std::path::Path,

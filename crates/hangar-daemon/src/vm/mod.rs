@@ -7,6 +7,7 @@ pub mod delete;
 pub mod guest;
 pub mod lifecycle;
 pub mod locks;
+pub mod prewarm;
 pub mod reconcile;
 pub mod snapshot;
 pub mod watch;

@@ -1,0 +1,165 @@
+//! Saving an image's boot snapshot ahead of its first VM: right after a
+//! pull, a throw-away VM of the default shape (`[defaults]` CPUs, memory,
+//! disk size) boots to the snapshot point and is saved there, so that the
+//! first `vm create` resumes as every later one does.
+//!
+//! The throw-away VM needs no real disk: the guest reads nothing of it
+//! before the snapshot point but its size and first blocks, so a sparse
+//! file of the VM disk's size stands in (restored guests drop those cached
+//! blocks). It lives in `snapshots/.prewarm-<random>/`, which is removed
+//! afterwards, or at the next daemon start after a crash.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hangar_image::identity::write_snapshot_drive;
+use hangar_image::ImageManifest;
+use hangar_ops::OpHandle;
+use hangar_store::ImageRecord;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::boot::{MachineSpec, CONFIG_DRIVE_FILE};
+use super::reconcile::kill_vmm_of_dir;
+use crate::daemon::Daemon;
+
+/// Prefix of the work directories under the snapshots directory.
+const PREWARM_PREFIX: &str = ".prewarm-";
+
+/// Removes its work directory when dropped.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(dir = %self.0.display(), error = %e, "cannot remove snapshot work dir");
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Saves the boot snapshot of `image` for the default machine shape,
+    /// unless there is one. Best effort: a failure is logged, and the
+    /// first VM of that shape saves the snapshot instead.
+    pub async fn prewarm_boot_snapshot(
+        &self,
+        image: &ImageRecord,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) {
+        match self.try_prewarm(image, op, cancel).await {
+            Ok(Some(path)) => {
+                info!(image = %image.name, snapshot = %path.display(), "boot snapshot prepared")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(image = %image.name, error = %e, "boot snapshot not prepared; the first VM saves it")
+            }
+        }
+    }
+
+    async fn try_prewarm(
+        &self,
+        image: &ImageRecord,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PathBuf>, String> {
+        if !self.config.vmm.boot_snapshots {
+            return Ok(None);
+        }
+        let image_dir = PathBuf::from(&image.dir);
+        let manifest = ImageManifest::load(&image_dir).map_err(|e| e.to_string())?;
+        if !manifest.boot_snapshots {
+            return Ok(None);
+        }
+        let disk_bytes = match self.config.defaults.disk_size.as_str() {
+            "" => image.rootfs_bytes,
+            s => hangar_config::parse_size(s)?.max(image.rootfs_bytes),
+        };
+        let work = WorkDir(self.config.snapshots_dir().join(format!(
+            "{PREWARM_PREFIX}{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        )));
+        let io =
+            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        std::fs::create_dir_all(&work.0).map_err(|e| io("create", &work.0, e))?;
+        let disk = work.0.join("disk.raw");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(disk_bytes))
+            .map_err(|e| io("create", &disk, e))?;
+        write_snapshot_drive(&work.0.join(CONFIG_DRIVE_FILE)).map_err(|e| e.to_string())?;
+
+        let tap = self.net.acquire_tap().await.map_err(|e| e.to_string())?;
+        let spec = self.vm_spec(MachineSpec {
+            id: "prewarm",
+            name: "prewarm",
+            cpus: self.config.defaults.cpus,
+            memory_mib: self.config.defaults.memory_mib,
+            image_dir: &image_dir,
+            manifest: &manifest,
+            root_disk: disk,
+            vm_dir: &work.0,
+            tap: tap.clone(),
+            mac: "02:48:47:00:00:00".into(),
+        });
+        let result = self.prewarm_with(&spec, &image.digest, op, cancel).await;
+        self.release_tap_logged(&tap).await;
+        result
+    }
+
+    /// Boots `spec` to its snapshot point, saves it, and kills the VMM.
+    async fn prewarm_with(
+        &self,
+        spec: &hangar_vmm::VmSpec,
+        image_digest: &str,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PathBuf>, String> {
+        let Some(key) = self.driver.boot_snapshot_key(spec) else {
+            return Ok(None);
+        };
+        if self.snapshots.find(image_digest, &key).is_some() {
+            return Ok(None);
+        }
+        let Some(save) = self
+            .snapshots
+            .begin_save(image_digest, &key)
+            .map_err(|e| format!("cannot prepare the snapshot directory: {e}"))?
+        else {
+            return Ok(None);
+        };
+        if let Some(op) = op {
+            op.phase("boot-snapshot");
+        }
+        let handle = self.driver.start(spec).await.map_err(|e| e.to_string())?;
+        let timeout = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        let saved = tokio::select! {
+            r = self.save_boot_snapshot(&handle, &spec.serial_log, save, timeout) => r,
+            _ = cancel.cancelled() => Err("cancelled".to_string()),
+        };
+        if let Err(e) = self.driver.kill(&handle).await {
+            warn!(pid = handle.pid, error = %e, "cannot kill the snapshot VM");
+        }
+        saved.map(Some)
+    }
+
+    /// Removes the work dirs (and kills the VMMs) of prewarms a crashed
+    /// daemon left behind; returns how many.
+    pub fn remove_prewarm_leftovers(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.config.snapshots_dir()) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(PREWARM_PREFIX) {
+                continue;
+            }
+            kill_vmm_of_dir(&e.path());
+            drop(WorkDir(e.path()));
+            removed += 1;
+        }
+        removed
+    }
+}

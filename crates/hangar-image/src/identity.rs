@@ -232,10 +232,10 @@ pub fn is_snapshot_drive(path: &Path) -> bool {
 /// config drive for `id`: in place (same inode), so the waiting guest
 /// reads it. The new content must not be larger than the drive.
 pub fn fill_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageError> {
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
     let data = config_drive_bytes(id)?;
     let io = |e| ImageError::io("fill config drive", path, e);
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io)?;
@@ -246,7 +246,10 @@ pub fn fill_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageErr
             data.len()
         )));
     }
-    f.write_all(&data).map_err(io)?;
+    // The marker goes last: a guest that sees it sees the whole drive.
+    let (head, rest) = data.split_at(CONFIG_MARKER.len());
+    f.write_all_at(rest, head.len() as u64).map_err(io)?;
+    f.write_all_at(head, 0).map_err(io)?;
     f.sync_data().map_err(io)
 }
 

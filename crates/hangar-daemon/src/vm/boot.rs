@@ -1,6 +1,8 @@
 //! Booting a VM that already has its disk: identity → config drive → TAP →
-//! VMM → SSH readiness. Shared by create and start. On any failure it undoes
-//! its own steps (VMM killed, TAP returned) and leaves the disk alone.
+//! VMM (resuming the boot snapshot of its image and shape, or booting the
+//! kernel and saving one) → SSH readiness. Shared by create and start. On
+//! any failure it undoes its own steps (VMM killed, TAP returned) and leaves
+//! the disk alone.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

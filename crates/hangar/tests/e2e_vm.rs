@@ -1061,3 +1061,63 @@ fn daemon_crash_while_a_boot_saves_its_snapshot_leaves_the_vm_stopped_and_starta
     d.ok(&["vm", "rm", "--force", "vm1"]);
     d.assert_nothing_left(1);
 }
+
+/// Runs one QMP command on a VM's socket; returns the `status` of its
+/// reply (query-status) or the reply itself.
+fn qmp(socket: &str, command: &str) -> String {
+    let script = r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+for cmd in ("qmp_capabilities", sys.argv[2]):
+    f.write(json.dumps({"execute": cmd}) + "\n")
+    f.flush()
+    while True:
+        line = f.readline()
+        if "return" in line or "error" in line:
+            break
+r = json.loads(line).get("return")
+print(r["status"] if isinstance(r, dict) and "status" in r else json.dumps(r))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, socket, command])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_vm_a_crashed_boot_left_paused_is_resumed_by_the_next_daemon() {
+    if !common::require_root() {
+        return;
+    }
+    let _serial = common::serial();
+    let mut d = TestDaemon::start("paused");
+    d.ok(&["vm", "create", "vm1"]);
+    let qmp_socket = d.json(&["vm", "show", "vm1"])["api_socket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.stop_daemon();
+    // As a daemon that died between saving a boot snapshot and resuming
+    // the VM leaves it: paused, its boot unfinished in the store.
+    qmp(&qmp_socket, "stop");
+    assert_eq!(qmp(&qmp_socket, "query-status"), "paused");
+    let db = d.state_dir().join("state.db");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("UPDATE vms SET state = 'starting' WHERE name = 'vm1';")
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    d.spawn();
+    assert_eq!(qmp(&qmp_socket, "query-status"), "running");
+    let out = exec(&d, "vm1", &["hostname"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "vm1\n", "{out:?}");
+    d.ok(&["vm", "rm", "--force", "vm1"]);
+    d.assert_nothing_left(1);
+}

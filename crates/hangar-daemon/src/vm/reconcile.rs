@@ -58,6 +58,14 @@ impl Daemon {
             }
             match self.driver.adopt(&handle).await {
                 Ok(true) => {
+                    if rec.state == VmState::Starting {
+                        // A boot the daemon did not finish may have left the
+                        // VM paused (between saving its boot snapshot and
+                        // resuming it). Resuming a running VM changes nothing.
+                        if let Err(e) = self.driver.resume(&handle).await {
+                            warn!(vm = %rec.name, error = %e, "cannot resume a VM whose boot was interrupted");
+                        }
+                    }
                     self.net.mark_in_use(&rt.tap);
                     let _ = self.store.set_vm_state(&rec.id, VmState::Running, None);
                     info!(vm = %rec.name, pid = rt.pid, "adopted running VM");

@@ -170,6 +170,22 @@ impl Children {
         self.receiver(pid).and_then(|rx| *rx.borrow())
     }
 
+    /// If our child `pid` has exited during start-up: the error saying so,
+    /// with the end of `log` written since `log_offset`.
+    pub(crate) fn early_exit(
+        &self,
+        pid: u32,
+        kind: &'static str,
+        log: &Path,
+        log_offset: u64,
+    ) -> Option<VmmError> {
+        self.exit_status(pid).map(|status| VmmError::EarlyExit {
+            kind,
+            status: describe_status(&status),
+            log_tail: log_tail(log, log_offset, 2000),
+        })
+    }
+
     /// Waits up to `timeout` for the process to be gone. Our children are
     /// awaited through their reaper task (so `true` means reaped); other
     /// processes are polled in /proc by pid and start time.

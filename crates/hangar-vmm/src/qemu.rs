@@ -300,13 +300,9 @@ impl VmmDriver for QemuDriver {
         tracing::info!(vm = %spec.id, pid, "QEMU spawned");
 
         loop {
-            if let Some(status) = self.children.exit_status(pid) {
+            if let Some(e) = self.children.early_exit(pid, "qemu", &log_path, log_offset) {
                 self.abort_start(&handle, &pid_file).await;
-                return Err(VmmError::EarlyExit {
-                    kind: "qemu",
-                    status: process::describe_status(&status),
-                    log_tail: process::log_tail(&log_path, log_offset, 2000),
-                });
+                return Err(e);
             }
             if qmp_sock.exists() {
                 if let Ok(_qmp) = Qmp::connect(&qmp_sock).await {
@@ -447,12 +443,11 @@ impl QemuDriver {
     ) -> Result<(), VmmError> {
         let began = Instant::now();
         loop {
-            if let Some(status) = self.children.exit_status(h.pid) {
-                return Err(VmmError::EarlyExit {
-                    kind: "qemu",
-                    status: process::describe_status(&status),
-                    log_tail: process::log_tail(log_path, log_offset, 2000),
-                });
+            if let Some(e) = self
+                .children
+                .early_exit(h.pid, "qemu", log_path, log_offset)
+            {
+                return Err(e);
             }
             // QEMU may exit between the check above and this connection.
             if let Ok(mut qmp) = Qmp::connect(&h.api_socket).await {

@@ -149,12 +149,11 @@ impl FirecrackerDriver {
     ) -> Result<(), VmmError> {
         let began = Instant::now();
         loop {
-            if let Some(status) = self.children.exit_status(h.pid) {
-                return Err(VmmError::EarlyExit {
-                    kind: "firecracker",
-                    status: process::describe_status(&status),
-                    log_tail: process::log_tail(serial_log, offset, 2000),
-                });
+            if let Some(e) = self
+                .children
+                .early_exit(h.pid, "firecracker", serial_log, offset)
+            {
+                return Err(e);
             }
             if tokio::net::UnixStream::connect(&h.api_socket).await.is_ok() {
                 return Ok(());

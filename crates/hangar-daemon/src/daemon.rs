@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hangar_config::{AccelChoice, Config, DriverChoice};
+use hangar_disk::DiskBackend;
 use hangar_guest::DaemonKey;
 use hangar_net::{NetConfig, Network};
 use hangar_ops::OpRegistry;
-use hangar_storage::DiskBackend;
 use hangar_store::Store;
 use hangar_vmm::{Accel, FirecrackerDriver, QemuDriver, VmmDriver};
 use tokio_util::sync::CancellationToken;
@@ -171,7 +171,7 @@ impl Daemon {
         );
         let (driver, driver_reason) = choose_driver(&config);
         let (disks, disk_reason) =
-            hangar_storage::backend_by_name(&config.storage.backend, &config.vms_dir())
+            hangar_disk::backend_by_name(&config.storage.backend, &config.vms_dir())
                 .context("cannot choose a disk backend")?;
         let key = Arc::new(
             DaemonKey::load_or_generate(&config.keys_dir())
@@ -316,13 +316,4 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
     }
 }
 
-/// Resolves a binary name on PATH (or checks an explicit path).
-pub fn which(bin: &Path) -> Option<std::path::PathBuf> {
-    if bin.components().count() > 1 {
-        return bin.is_file().then(|| bin.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
+pub use hangar_host::which;

@@ -11,10 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hangar_config::{AccelChoice, Config, DriverChoice};
 use hangar_vmm::Accel;
@@ -1071,11 +1069,11 @@ impl HostProbe {
             },
             storage: {
                 let dir = disk_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
-                hangar_storage::backend_by_name(&config.storage.backend, &dir)
+                hangar_disk::backend_by_name(&config.storage.backend, &dir)
                     .map(|(b, why)| (b.name().to_string(), why))
                     .map_err(|e| e.to_string())
             },
-            leftovers: hangar_storage::find_leftovers(&config.state_dir),
+            leftovers: hangar_disk::find_leftovers(&config.state_dir),
             forward_drop_chains: match (config.netns(), which(Path::new("nft"))) {
                 (None, Some(nft)) => run_capture(&nft, &["list", "ruleset"])
                     .ok()
@@ -1186,7 +1184,7 @@ pub fn check_forward_policy(p: &HostProbe, config: &Config) -> Check {
 /// Resolves a binary on the doctor process's `PATH` (an explicit path is
 /// checked as is), like the daemon does.
 fn which(bin: &Path) -> Option<PathBuf> {
-    crate::daemon::which(bin)
+    hangar_host::which(bin)
 }
 
 fn binary(configured: &Path, version_args: &[&str]) -> BinaryFacts {
@@ -1202,53 +1200,9 @@ fn binary(configured: &Path, version_args: &[&str]) -> BinaryFacts {
     }
 }
 
-/// Runs `bin args`, returning stdout followed by stderr (whatever the exit
-/// status: usage texts exit non-zero). Killed after [`PROBE_TIMEOUT`]. The
-/// pipes are drained by threads while waiting, so large outputs (a kernel
-/// config) cannot block the child.
+/// Runs `bin args` with the probe time limit: stdout then stderr.
 fn run_capture(bin: &Path, args: &[&str]) -> Result<String, String> {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    }
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    let waited = loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break Ok(()),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!(
-                    "{} did not finish within {PROBE_TIMEOUT:?}",
-                    bin.display()
-                ));
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("waiting for {}: {e}", bin.display()));
-            }
-        }
-    };
-    // The child is gone, so its pipes close and the readers finish (unless
-    // it left a grandchild holding them; doctor's probes do not fork).
-    let text = out.join().unwrap_or_default() + &err.join().unwrap_or_default();
-    waited.map(|()| text)
+    hangar_host::process::capture_blocking(bin, args, PROBE_TIMEOUT).map_err(|e| e.to_string())
 }
 
 fn nearest_existing(dir: &Path) -> Option<PathBuf> {

@@ -1,4 +1,4 @@
-//! Image registry: the built-in catalog, pulls (bootstrap builds, cached by
+//! Image registry: pulls (bootstrap builds, cached by
 //! recipe), registration of user files, listing and removal. Images live in
 //! `state_dir/images/<digest hex>/` and are read-only once stored.
 
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use hangar_api::image::CatalogEntry;
 use hangar_api::{ApiError, ImageInfo, RegisterImageRequest};
-use hangar_image::{ImageManifest, Recipe};
+use hangar_image::{catalog, ImageManifest};
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
@@ -14,23 +14,6 @@ use tracing::{info, warn};
 
 use crate::daemon::Daemon;
 use crate::vm::error_chain;
-
-/// A named image the daemon knows how to obtain.
-pub struct CatalogItem {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub recipe: fn() -> Recipe,
-}
-
-/// The built-in catalog. There is no hosted artifact to download: the
-/// default image is built locally from Debian packages.
-pub fn catalog() -> Vec<CatalogItem> {
-    vec![CatalogItem {
-        name: "debian-12",
-        description: "Debian 12 (bookworm) minbase with the cloud kernel, openssh-server, tmux, git, curl, sudo; built locally with debootstrap",
-        recipe: Recipe::default_debian12,
-    }]
-}
 
 impl Daemon {
     pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo, ApiError> {

@@ -4,6 +4,7 @@
 //! - [`build_bootstrap_image`] / [`build_or_reuse_cached`]: the default
 //!   `debian-12` image, built locally from Debian packages.
 //! - [`import_files`]: register user files.
+//! - [`catalog`]: the image names the daemon knows how to obtain.
 //! - [`identity::write_config_drive`] + [`kernel_cmdline`]: what each VM
 //!   boots with. Boot contract (QEMU microvm or Firecracker):
 //!   `-kernel vmlinux -initrd initrd.img -append "$(kernel_cmdline)"`, a
@@ -21,6 +22,7 @@
 mod assets;
 mod bootstrap;
 mod cache;
+pub mod catalog;
 mod cmdline;
 mod cpio;
 mod error;
@@ -36,6 +38,7 @@ mod rootfs;
 
 pub use bootstrap::{build_bootstrap_image, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 pub use cache::{build_or_reuse_cached, copy_image, DEFAULT_CACHE_DIR};
+pub use catalog::{catalog, CatalogItem};
 pub use cmdline::{host_tsc_khz, kernel_cmdline, CmdlineOptions};
 pub use error::ImageError;
 pub use identity::{write_config_drive, GuestIdentity};

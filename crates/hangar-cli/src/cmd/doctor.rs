@@ -61,7 +61,7 @@ pub async fn run(cli: &Cli, client: &Client) -> u8 {
     } else {
         None
     };
-    let catalog = hangar_daemon::images::catalog();
+    let catalog = hangar_image::catalog();
     let names: Vec<&str> = catalog.iter().map(|c| c.name).collect();
     checks.push(check_default_image(&config.defaults.image, local, &names));
 

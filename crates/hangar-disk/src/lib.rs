@@ -1,4 +1,4 @@
-//! hangar-storage: per-VM copy-on-write root disks over a read-only image
+//! hangar-disk: per-VM copy-on-write root disks over a read-only image
 //! rootfs.
 //!
 //! Every backend follows one recipe (see `create`): refuse a size below the

@@ -181,5 +181,5 @@ pub fn entries(dir: &Path) -> Vec<String> {
 }
 
 pub fn free_bytes(dir: &Path) -> u64 {
-    hangar_storage::space::free_bytes(dir).unwrap()
+    hangar_disk::space::free_bytes(dir).unwrap()
 }

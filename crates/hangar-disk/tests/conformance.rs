@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use common::*;
-use hangar_storage::{
+use hangar_disk::{
     detect, dm_availability, dm_device_name, CopyBackend, DiskBackend, DmBackend, ReflinkBackend,
     StorageError,
 };

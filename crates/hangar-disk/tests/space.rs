@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use hangar_storage::{CopyBackend, DiskBackend, ReflinkBackend, StorageError};
+use hangar_disk::{CopyBackend, DiskBackend, ReflinkBackend, StorageError};
 
 #[test]
 fn reflinked_disk_of_512mib_image_consumes_almost_no_space() {
@@ -69,7 +69,7 @@ fn grow_to_1024x_on_tiny_filesystem_succeeds_because_ext4_grow_is_thin() {
 }
 
 /// Timing of reflink vs copy for a 1 GiB image (~700 MiB of real data).
-/// Run with `cargo test -p hangar-storage --test space -- --ignored --nocapture`.
+/// Run with `cargo test -p hangar-disk --test space -- --ignored --nocapture`.
 #[test]
 #[ignore = "benchmark; prints timings"]
 fn bench_reflink_vs_copy_1gib() {

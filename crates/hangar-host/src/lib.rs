@@ -1,0 +1,8 @@
+//! What every Hangar crate needs from the host, written once: finding a
+//! binary on `PATH` ([`path`]) and running a tool with a time limit
+//! ([`process`]).
+
+pub mod path;
+pub mod process;
+
+pub use path::which;

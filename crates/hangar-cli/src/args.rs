@@ -1,4 +1,6 @@
-//! Command-line grammar (clap derive).
+//! Command-line grammar (clap derive). Every argument, option and
+//! subcommand has help text: `man` pages and shell completions are
+//! generated from these definitions, and a test walks the tree to keep it so.
 
 use std::path::PathBuf;
 
@@ -11,11 +13,13 @@ use clap::{Args, Parser, Subcommand};
     about = "Disposable, isolated Linux VMs for developers and coding agents"
 )]
 pub struct Cli {
-    /// Config file (the daemon reads it; the CLI finds the socket in it).
-    #[arg(long, global = true, env = "HANGAR_CONFIG")]
+    /// Config file (the daemon reads it; the CLI finds the socket in it)
+    /// [default: /etc/hangar/config.toml when it exists].
+    #[arg(long, global = true, env = "HANGAR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// API socket of the daemon.
-    #[arg(long, global = true, env = "HANGAR_SOCKET")]
+    /// API socket of the daemon [default: the config's runtime dir,
+    /// /run/hangar/hangar.sock].
+    #[arg(long, global = true, env = "HANGAR_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -43,6 +47,10 @@ pub enum Command {
     /// Follow and cancel long-running operations.
     #[command(subcommand)]
     Op(OpCommand),
+    /// Print a shell completion script (needs no daemon).
+    Completions(CompletionsArgs),
+    /// Write man pages: hangar.1 and one page per subcommand (needs no daemon).
+    Man(ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +60,10 @@ pub enum VmCommand {
     /// List VMs.
     Ls,
     /// Show one VM.
-    Show { name: String },
+    Show {
+        /// Name of the VM.
+        name: String,
+    },
     /// Boot a stopped VM.
     Start(LifecycleArgs),
     /// Power a VM off (gracefully, then forcibly after a timeout).
@@ -61,9 +72,10 @@ pub enum VmCommand {
     Restart(LifecycleArgs),
     /// Print the guest's serial console log (current or last boot).
     Logs {
+        /// Name of the VM.
         name: String,
-        /// Only the last N bytes.
-        #[arg(long)]
+        /// Only the last N bytes [default: the whole log].
+        #[arg(long, value_name = "N")]
         tail_bytes: Option<u64>,
         /// Keep printing what the console writes (Ctrl-C to stop); ends
         /// when the VM is removed.
@@ -72,8 +84,10 @@ pub enum VmCommand {
     },
     /// Remove a VM and its disk.
     Rm {
+        /// Name of the VM.
         name: String,
-        /// Remove it even if it is running.
+        /// Remove it even if it is running; also cancels a create, start or
+        /// stop in progress and waits for its cleanup.
         #[arg(long, short)]
         force: bool,
     },
@@ -81,17 +95,22 @@ pub enum VmCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// Name of the new VM (a DNS label: lowercase letters, digits, '-').
     pub name: String,
-    /// Image name or digest (default: the configured default image).
+    /// Image name or digest [default: [defaults] image in the config,
+    /// debian-12].
     #[arg(long)]
     pub image: Option<String>,
-    #[arg(long)]
+    /// Number of vCPUs [default: [defaults] cpus in the config, 2].
+    #[arg(long, value_name = "N")]
     pub cpus: Option<u32>,
-    /// Memory, e.g. 1024 (MiB) or 2G.
-    #[arg(long)]
+    /// Memory: a plain number is MiB (1024), or a size with a unit (2G)
+    /// [default: [defaults] memory_mib in the config, 1024].
+    #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Root disk size, e.g. 8G (at least the image size).
-    #[arg(long)]
+    /// Root disk size with a unit, e.g. 8G, at least the image's size
+    /// [default: [defaults] disk_size in the config, else the image's size].
+    #[arg(long, value_name = "SIZE")]
     pub disk_size: Option<String>,
     /// Print the operation id and return at once.
     #[arg(long)]
@@ -100,13 +119,16 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct LifecycleArgs {
+    /// Name of the VM.
     pub name: String,
+    /// Print the operation id and return at once.
     #[arg(long)]
     pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Name of the VM.
     pub name: String,
     /// Allocate a terminal.
     #[arg(short = 't', long)]
@@ -114,8 +136,8 @@ pub struct ExecArgs {
     /// Do not forward standard input.
     #[arg(short = 'n', long)]
     pub no_stdin: bool,
-    /// Environment for the command, NAME=VALUE.
-    #[arg(short = 'e', long = "env")]
+    /// Environment for the command, NAME=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
@@ -124,8 +146,9 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
+    /// Name of the VM.
     pub name: String,
-    /// Run this instead of the login shell.
+    /// Run this instead of the login shell (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
 }
@@ -138,22 +161,32 @@ pub enum ImageCommand {
     Catalog,
     /// Fetch or build a catalog image.
     Pull {
+        /// Catalog name of the image (see `hangar image catalog`).
         name: String,
+        /// Print the operation id and return at once.
         #[arg(long)]
         no_wait: bool,
     },
     /// Register an image from local files.
     Register {
+        /// Name to register the image under.
         name: String,
-        #[arg(long)]
+        /// Kernel: an uncompressed ELF vmlinux (PVH), or a bzImage (qemu
+        /// driver only).
+        #[arg(long, value_name = "FILE")]
         kernel: PathBuf,
-        #[arg(long)]
+        /// Initial ramdisk [default: none].
+        #[arg(long, value_name = "FILE")]
         initrd: Option<PathBuf>,
-        #[arg(long)]
+        /// Root filesystem: an ext4 image file.
+        #[arg(long, value_name = "FILE")]
         rootfs: PathBuf,
     },
     /// Remove an image (refused while a VM uses it).
-    Rm { name: String },
+    Rm {
+        /// Image name or digest.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,11 +195,97 @@ pub enum OpCommand {
     Ls,
     /// Show one operation.
     Show {
+        /// Operation id (as `hangar op ls` or `--no-wait` print it).
         id: String,
         /// Wait for it to finish, showing progress.
         #[arg(long)]
         wait: bool,
     },
     /// Cancel a running operation (it cleans up what it made).
-    Cancel { id: String },
+    Cancel {
+        /// Operation id (as `hangar op ls` or `--no-wait` print it).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write hangar.1 and hangar-SUBCOMMAND.1 pages into this directory
+    /// (created if missing) [default: print hangar.1 to standard output].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument and subcommand below `cmd` without help text, as
+    /// `hangar vm create <cpus>` paths.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            // clap's own flags; they carry clap's help.
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} <{}>", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(sub_path.clone());
+            }
+            missing_help(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        let mut cmd = Cli::command();
+        // Built, so that global options are propagated and clap's own
+        // `help` subcommand is present: the tree users actually see.
+        cmd.build();
+        let mut missing = Vec::new();
+
+        missing_help(&cmd, "hangar", &mut missing);
+
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn help_walk_finds_an_argument_without_help() {
+        let cmd = clap::Command::new("t")
+            .arg(
+                clap::Arg::new("documented")
+                    .long("documented")
+                    .help("has help"),
+            )
+            .subcommand(
+                clap::Command::new("sub")
+                    .about("has about")
+                    .arg(clap::Arg::new("bare")),
+            )
+            .subcommand(clap::Command::new("quiet"));
+        let mut missing = Vec::new();
+
+        missing_help(&cmd, "t", &mut missing);
+
+        assert_eq!(missing, ["t sub <bare>", "t quiet"]);
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -1,5 +1,6 @@
 //! The `hangar` command line: one file per command group; each command is a
-//! short function over the API client.
+//! short function over the API client. `hangar daemon` is parsed here but
+//! run by the binary crate, so this crate does not depend on the daemon.
 
 pub mod args;
 pub mod client;
@@ -14,11 +15,24 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Daemon = cli.command {
-        return cmd::daemon::run(&cli);
+/// Parses the command line; on a usage error prints it and exits, as clap
+/// does.
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+/// Runs every command except `hangar daemon` (the binary crate runs that
+/// one, since it owns the daemon dependency).
+pub fn run(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Daemon => {
+            eprintln!("error: this build of hangar cannot run the daemon");
+            return ExitCode::from(2);
+        }
+        // Generated from the definitions alone: no config, socket or runtime.
+        Command::Completions(a) => return ExitCode::from(cmd::completions::run(a)),
+        Command::Man(a) => return ExitCode::from(cmd::man::run(a)),
+        _ => {}
     }
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
@@ -30,7 +44,7 @@ pub fn main() -> ExitCode {
 }
 
 /// The multi-threaded tokio runtime both the CLI and the daemon run on.
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

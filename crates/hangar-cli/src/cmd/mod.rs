@@ -1,9 +1,10 @@
 //! One module per command group.
 
-pub mod daemon;
+pub mod completions;
 pub mod doctor;
 pub mod exec;
 pub mod image;
+pub mod man;
 pub mod op;
 pub mod vm;
 
@@ -23,7 +24,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
     };
     let client = Client::new(&socket);
     let result = match &cli.command {
-        Command::Daemon => return 1,
+        // Handled before a socket is needed (see `crate::run`).
+        Command::Daemon | Command::Completions(_) | Command::Man(_) => return 1,
         Command::Doctor => return doctor::run(&cli, &client).await,
         Command::Vm(c) => vm::run(&cli, &client, c).await,
         Command::Exec(a) => return exec::exec(&client, a).await,

@@ -1,13 +1,13 @@
-//! `hangar daemon`.
+//! `hangar daemon`: wired here, in the binary, so that the CLI library does
+//! not depend on the daemon crate.
 
 use std::process::ExitCode;
 
+use hangar_cli::args::Cli;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::Cli;
-
 pub fn run(cli: &Cli) -> ExitCode {
-    let config = match crate::socket::load_config(cli) {
+    let config = match hangar_cli::socket::load_config(cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -21,7 +21,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let Some(rt) = crate::runtime() else {
+    let Some(rt) = hangar_cli::runtime() else {
         return ExitCode::from(1);
     };
     match rt.block_on(hangar_daemon::run(config)) {

@@ -15,6 +15,7 @@ packages=(
   openssh-client openssh-server  # real sshd for the guest-SSH tests
   sqlite3              # tests inspect the store
   tmux                 # the interactive `hangar ssh` test drives a terminal
+  groff-base man-db    # the man-page tests render every `hangar man` page
   ca-certificates curl python3 gcc pkg-config
 )
 missing=()

@@ -400,7 +400,7 @@ pub fn check_firecracker(p: &HostProbe, config: &Config) -> Check {
                 "firecracker",
                 WHAT,
                 Level::Ok,
-                format!("found {}, version {}", path.display(), fmt_version(v)),
+                format!("found {}, version {}", path.display(), v),
             ),
         },
     }
@@ -517,8 +517,8 @@ pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
             format!(
                 "found {} version {}, but Firecracker is {}: they must come from the same release",
                 path.display(),
-                fmt_version(jv),
-                fmt_version(fv)
+                jv,
+                fv
             ),
         )
         .fix(install),
@@ -534,7 +534,7 @@ pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
                 "jailer",
                 WHAT,
                 Level::Ok,
-                format!("found {}, version {}", path.display(), fmt_version(jv)),
+                format!("found {}, version {}", path.display(), jv),
             ),
         },
     }

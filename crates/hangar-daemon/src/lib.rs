@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod daemon;
-pub mod doctor;
 pub mod images;
 pub mod pidfile;
 pub mod timefmt;

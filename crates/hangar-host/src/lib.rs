@@ -4,5 +4,6 @@
 
 pub mod path;
 pub mod process;
+pub mod version;
 
 pub use path::which;

@@ -3,7 +3,7 @@
 //! nothing fails, 1 otherwise; `--json` prints the checks as an array.
 
 use hangar_api::ImageInfo;
-use hangar_daemon::doctor::{check_daemon, check_default_image, run_checks, Check, Level};
+use hangar_doctor::{check_daemon, check_default_image, run_checks, Check, Level};
 
 use crate::args::Cli;
 use crate::client::Client;

@@ -1,0 +1,257 @@
+//! The image subsystem: the tools that build images (`mkfs.ext4` with
+//! `-d`, `debootstrap`, `busybox`) and whether the default image exists.
+
+use hangar_host::version::Version;
+
+use super::tools::{always, Tool};
+use crate::report::{Check, Level};
+use crate::HostProbe;
+
+pub const DEBOOTSTRAP: Tool = Tool {
+    bin: "debootstrap",
+    package: "debootstrap",
+    why: "builds the catalog images",
+    required: always,
+};
+
+pub const BUSYBOX: Tool = Tool {
+    bin: "busybox",
+    package: "busybox-static",
+    why: "builds the guest initramfs",
+    required: always,
+};
+
+/// The first e2fsprogs whose `mkfs.ext4` has `-d`.
+const MKFS_D_SINCE: Version = Version::new(1, 43, 0);
+
+/// Whether `mkfs.ext4` supports `-d DIR` (populating the filesystem from a
+/// directory, e2fsprogs ≥ 1.43): from its usage text, else its version.
+pub fn mkfs_supports_d(usage: &str, version: Option<Version>) -> Option<bool> {
+    if usage.contains("Usage") || usage.contains("usage") {
+        return Some(usage.contains("[-d "));
+    }
+    version.map(|v| v >= MKFS_D_SINCE)
+}
+
+pub fn check_mkfs(p: &HostProbe) -> Check {
+    const WHAT: &str =
+        "mkfs.ext4 (e2fsprogs) is present and supports -d (build a filesystem from a directory)";
+    let fix = "apt-get install e2fsprogs (version 1.43 or newer)";
+    let Some(path) = &p.mkfs_ext4.path else {
+        return Check::new(
+            "mkfs.ext4",
+            WHAT,
+            Level::Fail,
+            "mkfs.ext4 not found: images cannot be built",
+        )
+        .fix(fix);
+    };
+    let version = p
+        .mkfs_ext4
+        .version_output
+        .as_deref()
+        .ok()
+        .and_then(Version::find_in);
+    let v = version
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match mkfs_supports_d(&p.mkfs_usage, version) {
+        Some(true) => Check::new(
+            "mkfs.ext4",
+            WHAT,
+            Level::Ok,
+            format!("found {}, e2fsprogs {v}, supports -d", path.display()),
+        ),
+        Some(false) => Check::new(
+            "mkfs.ext4",
+            WHAT,
+            Level::Fail,
+            format!(
+                "found {} (e2fsprogs {v}), but it does not support -d: images cannot be built",
+                path.display()
+            ),
+        )
+        .fix(fix),
+        None => Check::new(
+            "mkfs.ext4",
+            WHAT,
+            Level::Warn,
+            format!(
+                "found {}, but could not tell whether it supports -d",
+                path.display()
+            ),
+        )
+        .fix(fix),
+    }
+}
+
+/// The default image: `local` is whether the daemon has it (`None` when
+/// the daemon could not be asked). In the catalog is fine: `vm create`
+/// builds it on first use.
+pub fn check_default_image(image: &str, local: Option<bool>, catalog: &[&str]) -> Check {
+    const WHAT: &str = "the default image ([defaults] image) is present locally or in the catalog";
+    let in_catalog = catalog.contains(&image);
+    let fix = format!(
+        "register it with `hangar image register {image} ...` or set [defaults] image = one of: {}",
+        catalog.join(", ")
+    );
+    match (local, in_catalog) {
+        (Some(true), _) => Check::new("default-image", WHAT, Level::Ok, format!("{image} is present locally")),
+        (local, true) => Check::new(
+            "default-image",
+            WHAT,
+            Level::Ok,
+            format!(
+                "{image} is {}in the catalog: `hangar vm create` builds it on first use (or run `hangar image pull {image}` now)",
+                if local.is_none() { "not known locally (daemon not reachable) but " } else { "not local yet, but " }
+            ),
+        ),
+        (Some(false), false) => Check::new(
+            "default-image",
+            WHAT,
+            Level::Fail,
+            format!("{image} is neither present locally nor in the catalog: `hangar vm create` without --image fails"),
+        )
+        .fix(fix),
+        (None, false) => Check::new(
+            "default-image",
+            WHAT,
+            Level::Warn,
+            format!("{image} is not in the catalog, and whether it is local is unknown (daemon not reachable)"),
+        )
+        .fix(fix),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hangar_config::Config;
+
+    use super::*;
+    use crate::checks::fixture::{binary, healthy_host};
+    use crate::checks::tools::check_tool;
+
+    #[test]
+    fn mkfs_with_d_in_usage_is_ok_with_its_version() {
+        let c = check_mkfs(&healthy_host());
+
+        assert_eq!(c.level, Level::Ok);
+        assert_eq!(
+            c.result,
+            "found /usr/sbin/mkfs.ext4, e2fsprogs 1.47.0, supports -d"
+        );
+    }
+
+    #[test]
+    fn mkfs_without_d_in_usage_fails() {
+        let mut p = healthy_host();
+        p.mkfs_usage = "Usage: mke2fs [-c|-l filename] [-b block-size]\n".into();
+
+        let c = check_mkfs(&p);
+
+        assert_eq!(c.level, Level::Fail);
+        assert!(c.result.contains("does not support -d"), "{}", c.result);
+        assert!(c.fix.unwrap().contains("e2fsprogs"));
+    }
+
+    #[test]
+    fn old_mkfs_without_usage_text_fails_by_its_version() {
+        let mut p = healthy_host();
+        p.mkfs_usage = String::new();
+        p.mkfs_ext4 = binary(
+            "mkfs.ext4",
+            Some("/sbin/mkfs.ext4"),
+            "mke2fs 1.42.9 (28-Dec-2013)\n",
+        );
+
+        let c = check_mkfs(&p);
+
+        assert_eq!(c.level, Level::Fail);
+        assert!(c.result.contains("(e2fsprogs 1.42.9)"), "{}", c.result);
+    }
+
+    #[test]
+    fn mkfs_that_says_nothing_warns() {
+        let mut p = healthy_host();
+        p.mkfs_usage = String::new();
+        p.mkfs_ext4.version_output = Err("did not finish".into());
+
+        let c = check_mkfs(&p);
+
+        assert_eq!(c.level, Level::Warn);
+        assert!(c.result.contains("could not tell"), "{}", c.result);
+    }
+
+    #[test]
+    fn missing_mkfs_fails() {
+        let mut p = healthy_host();
+        p.mkfs_ext4.path = None;
+
+        let c = check_mkfs(&p);
+
+        assert_eq!(c.level, Level::Fail);
+        assert_eq!(c.result, "mkfs.ext4 not found: images cannot be built");
+    }
+
+    #[test]
+    fn mkfs_supports_d_falls_back_to_version() {
+        assert_eq!(
+            mkfs_supports_d("", Some(Version::new(1, 42, 9))),
+            Some(false)
+        );
+        assert_eq!(
+            mkfs_supports_d("", Some(Version::new(1, 43, 0))),
+            Some(true)
+        );
+        assert_eq!(mkfs_supports_d("", None), None);
+    }
+
+    #[test]
+    fn missing_image_build_tools_fail_with_their_package() {
+        let mut p = healthy_host();
+        p.tools.insert("debootstrap".into(), None);
+        p.tools.insert("busybox".into(), None);
+
+        let d = check_tool(&p, &Config::default(), &DEBOOTSTRAP);
+        let b = check_tool(&p, &Config::default(), &BUSYBOX);
+
+        assert_eq!(d.level, Level::Fail);
+        assert_eq!(b.level, Level::Fail);
+        assert_eq!(b.fix.as_deref(), Some("apt-get install busybox-static"));
+    }
+
+    #[test]
+    fn default_image_in_catalog_but_not_local_is_ok() {
+        let c = check_default_image("debian-12", Some(false), &["debian-12"]);
+
+        assert_eq!(c.level, Level::Ok);
+        assert!(c.result.contains("not local yet"), "{}", c.result);
+        assert!(c.result.contains("first use"), "{}", c.result);
+    }
+
+    #[test]
+    fn default_image_in_catalog_with_daemon_down_says_unknown_locally() {
+        let c = check_default_image("debian-12", None, &["debian-12"]);
+
+        assert_eq!(c.level, Level::Ok);
+        assert!(c.result.contains("daemon not reachable"), "{}", c.result);
+    }
+
+    #[test]
+    fn default_image_in_neither_fails_and_unknown_warns() {
+        let fail = check_default_image("mine", Some(false), &["debian-12", "alpine"]);
+        assert_eq!(fail.level, Level::Fail);
+        assert!(
+            fail.fix.unwrap().ends_with("one of: debian-12, alpine"),
+            "fix names the catalog"
+        );
+        assert_eq!(
+            check_default_image("mine", None, &["debian-12"]).level,
+            Level::Warn
+        );
+        assert_eq!(
+            check_default_image("mine", Some(true), &["debian-12"]).level,
+            Level::Ok
+        );
+    }
+}

@@ -2,9 +2,10 @@
 //! message a person can act on.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Stable error classes of the API. Each maps to exactly one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The named thing does not exist (404).
@@ -24,6 +25,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in documentation order (the OpenAPI document lists the
+    /// kinds each error status can carry from this).
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::Invalid,
+        ErrorKind::Unavailable,
+        ErrorKind::Cancelled,
+        ErrorKind::Timeout,
+        ErrorKind::Internal,
+    ];
+
     /// The HTTP status this kind is reported with.
     pub fn http_status(self) -> u16 {
         match self {
@@ -52,10 +65,12 @@ impl ErrorKind {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
+    /// Stable class of the error; each kind has one HTTP status.
     pub kind: ErrorKind,
+    /// What went wrong and what to do about it, for a person.
     pub message: String,
 }
 

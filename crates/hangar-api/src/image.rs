@@ -1,9 +1,10 @@
 //! Images as the API shows them.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// An image present in the local store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageInfo {
     pub name: String,
     /// `sha256:<hex>` over the manifest.
@@ -17,14 +18,14 @@ pub struct ImageInfo {
 }
 
 /// `POST /v1/images/pull`: fetch or build a catalog image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullImageRequest {
     pub name: String,
 }
 
 /// `POST /v1/images/register`: import an image from files on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterImageRequest {
     pub name: String,
@@ -37,7 +38,7 @@ pub struct RegisterImageRequest {
 }
 
 /// A catalog entry (`GET /v1/images/catalog`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CatalogEntry {
     pub name: String,
     pub description: String,

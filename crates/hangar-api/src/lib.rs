@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod image;
+pub mod info;
 pub mod name;
 pub mod op;
 pub mod stream;
@@ -10,5 +11,6 @@ pub mod vm;
 
 pub use error::{ApiError, ErrorKind};
 pub use image::{ImageInfo, PullImageRequest, RegisterImageRequest};
+pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};
 pub use vm::{CreateVmRequest, ExecRequest, VmInfo, VmState};

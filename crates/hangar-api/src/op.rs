@@ -2,10 +2,12 @@
 //! and is followed through its status.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ApiError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
     VmCreate,
@@ -37,7 +39,8 @@ impl OpKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an operation is; every state but `running` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpState {
     Running,
@@ -70,7 +73,7 @@ impl OpState {
 }
 
 /// Where a running operation is: a phase name and, when countable, how far.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// Short phase, e.g. `debootstrap`, `boot`, `wait-ssh`.
     pub phase: String,
@@ -86,7 +89,8 @@ pub struct Progress {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A long-running piece of work (`GET /v1/operations/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Operation {
     pub id: String,
     pub kind: OpKind,

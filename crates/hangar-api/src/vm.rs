@@ -1,10 +1,11 @@
 //! VM records as the API shows them, and the requests that act on VMs.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// Where a VM is in its lifecycle. The store holds it; the daemon reconciles
 /// it with the VMM process at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     Creating,
@@ -48,7 +49,7 @@ impl std::fmt::Display for VmState {
 }
 
 /// A VM as `GET /v1/vms` and `GET /v1/vms/{name}` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VmInfo {
     pub id: String,
     pub name: String,
@@ -79,7 +80,7 @@ pub struct VmInfo {
 }
 
 /// `POST /v1/vms`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVmRequest {
     pub name: String,
@@ -100,7 +101,7 @@ pub struct CreateVmRequest {
 }
 
 /// First message of an exec or shell stream (`POST /v1/vms/{name}/exec`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// argv; empty means the user's login shell.
@@ -121,8 +122,10 @@ pub struct ExecRequest {
 }
 
 /// Query of `DELETE /v1/vms/{name}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteVmQuery {
+    /// Stop a running VM first instead of refusing with `conflict`.
     #[serde(default)]
     pub force: bool,
 }

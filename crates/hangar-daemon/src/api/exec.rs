@@ -15,9 +15,38 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::openapi::{Conflict, Internal, Invalid, NotFound, Timeout, Unavailable};
 use super::HttpError;
 use crate::daemon::Daemon;
 
+/// Run a command (or a shell) in a running VM
+#[utoipa::path(post, path = "/v1/vms/{name}/exec", operation_id = "exec", tag = "vms",
+    description = "Upgrades the connection: the request carries `Connection: Upgrade` and \
+        `Upgrade: hangar-exec` and an `ExecRequest` body (an empty body runs the login shell). \
+        After `101 Switching Protocols` the connection is no longer HTTP: it carries \
+        hangar-exec frames both ways (one type byte, a big-endian u32 length, the payload) \
+        until the daemon sends an exit or error frame. The framing is specified in \
+        docs/api.md (\"The exec stream\") and crates/hangar-api/src/stream.rs.",
+    params(
+        ("name" = String, Path, description = "VM name"),
+        ("Upgrade" = String, Header, description = "Must be `hangar-exec`"),
+        ("Connection" = String, Header, description = "Must be `Upgrade`"),
+    ),
+    request_body(content = Option<ExecRequest>, description = "The command; an empty body means the login shell"),
+    responses(
+        (status = 101, description = "Switched to the hangar-exec frame stream. It is not an HTTP body and the daemon sends no Content-Type: the media type here only names the stream (see docs/api.md)",
+            content_type = "application/vnd.hangar.exec-stream",
+            headers(
+                ("Upgrade" = String, description = "`hangar-exec`"),
+                ("Connection" = String, description = "`upgrade`"),
+            )),
+        (status = 400, response = Invalid),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+        (status = 500, response = Internal),
+        (status = 504, response = Timeout),
+    ))]
 pub async fn exec(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,

@@ -2,6 +2,7 @@
 //! `Daemon` method, and map `ApiError` kinds to HTTP statuses.
 
 mod exec;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,10 @@ use hangar_api::{
     ApiError, CreateVmRequest, ImageInfo, Operation, PullImageRequest, RegisterImageRequest, VmInfo,
 };
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::daemon::Daemon;
+use openapi::{Conflict, Internal, Invalid, NotFound, Unavailable};
 
 /// An `ApiError` as an HTTP response.
 pub struct HttpError(pub ApiError);
@@ -57,6 +60,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/operations/{id}", get(show_op))
         .route("/v1/operations/{id}/cancel", post(cancel_op))
         .route("/v1/info", get(info))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .with_state(daemon)
 }
@@ -88,6 +92,9 @@ where
     }
 }
 
+/// The daemon's version and chosen backends
+#[utoipa::path(get, path = "/v1/info", operation_id = "info", tag = "daemon",
+    responses((status = 200, description = "Version, driver, disk backend and why", body = hangar_api::DaemonInfo)))]
 async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -101,10 +108,29 @@ async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
     }))
 }
 
+/// List VMs
+#[utoipa::path(get, path = "/v1/vms", operation_id = "list_vms", tag = "vms",
+    responses(
+        (status = 200, description = "Every VM", body = Vec<VmInfo>),
+        (status = 500, response = Internal),
+    ))]
 async fn list_vms(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<VmInfo>>> {
     Ok(Json(d.list_vm_infos()?))
 }
 
+/// Create a VM
+///
+/// Begins creating (and booting) a VM; follow the returned operation.
+#[utoipa::path(post, path = "/v1/vms", operation_id = "create_vm", tag = "vms",
+    request_body = CreateVmRequest,
+    responses(
+        (status = 202, description = "Creation began", body = Operation),
+        (status = 400, response = Invalid),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+        (status = 500, response = Internal),
+    ))]
 async fn create_vm(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<CreateVmRequest>,
@@ -112,6 +138,14 @@ async fn create_vm(
     Ok((StatusCode::ACCEPTED, Json(d.begin_create(req)?)))
 }
 
+/// Show a VM
+#[utoipa::path(get, path = "/v1/vms/{name}", operation_id = "show_vm", tag = "vms",
+    params(("name" = String, Path, description = "VM name")),
+    responses(
+        (status = 200, description = "The VM", body = VmInfo),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ))]
 async fn show_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -120,6 +154,17 @@ async fn show_vm(
     Ok(Json(d.vm_info_detailed(&rec)))
 }
 
+/// Remove a VM
+#[utoipa::path(delete, path = "/v1/vms/{name}", operation_id = "delete_vm", tag = "vms",
+    params(("name" = String, Path, description = "VM name"), DeleteVmQuery),
+    responses(
+        (status = 204, description = "Removed, with its disk, address and TAP"),
+        (status = 400, description = "A malformed query string (axum's plain-text rejection, not an `ApiError`)",
+            body = String, content_type = "text/plain"),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ))]
 async fn delete_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -129,6 +174,16 @@ async fn delete_vm(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Start a stopped VM
+#[utoipa::path(post, path = "/v1/vms/{name}/start", operation_id = "start_vm", tag = "vms",
+    params(("name" = String, Path, description = "VM name")),
+    responses(
+        (status = 202, description = "The start began", body = Operation),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+        (status = 500, response = Internal),
+    ))]
 async fn start_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -136,6 +191,16 @@ async fn start_vm(
     Ok((StatusCode::ACCEPTED, Json(d.begin_start(&name)?)))
 }
 
+/// Stop a VM (ACPI shutdown, then kill)
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", operation_id = "stop_vm", tag = "vms",
+    params(("name" = String, Path, description = "VM name")),
+    responses(
+        (status = 202, description = "The stop began", body = Operation),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+        (status = 500, response = Internal),
+    ))]
 async fn stop_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -143,6 +208,16 @@ async fn stop_vm(
     Ok((StatusCode::ACCEPTED, Json(d.begin_stop(&name)?)))
 }
 
+/// Restart a VM
+#[utoipa::path(post, path = "/v1/vms/{name}/restart", operation_id = "restart_vm", tag = "vms",
+    params(("name" = String, Path, description = "VM name")),
+    responses(
+        (status = 202, description = "The restart began", body = Operation),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+        (status = 500, response = Internal),
+    ))]
 async fn restart_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -150,7 +225,8 @@ async fn restart_vm(
     Ok((StatusCode::ACCEPTED, Json(d.begin_restart(&name)?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ConsoleQuery {
     /// Only the last this many bytes.
     #[serde(default)]
@@ -171,6 +247,24 @@ const CONSOLE_CHUNK: u64 = 16 << 20;
 /// The guest's serial console log of the current (or last) boot: raw
 /// bytes, with the offset they start at in
 /// [`hangar_api::vm::CONSOLE_OFFSET_HEADER`].
+#[utoipa::path(get, path = "/v1/vms/{name}/console", operation_id = "console_log", tag = "vms",
+    summary = "Read the serial console log",
+    description = "At most 16 MiB of the log of the current (or last) boot, as raw bytes. \
+        Follow it by asking again with `offset` = the offset header + body length and `file` = \
+        the file header (see docs/api.md).",
+    params(("name" = String, Path, description = "VM name"), ConsoleQuery),
+    responses(
+        (status = 200, description = "Console bytes (empty before the first boot)",
+            body = String, content_type = "text/plain; charset=utf-8",
+            headers(
+                ("x-hangar-console-offset" = u64, description = "Byte offset in the log where the body starts"),
+                ("x-hangar-console-file" = u64, description = "Id of the log file; each boot starts a new one"),
+            )),
+        (status = 400, description = "A malformed query string (axum's plain-text rejection, not an `ApiError`)",
+            body = String, content_type = "text/plain"),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ))]
 async fn console_log(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -223,14 +317,31 @@ async fn console_log(
         .into_response())
 }
 
+/// List local images
+#[utoipa::path(get, path = "/v1/images", operation_id = "list_images", tag = "images",
+    responses(
+        (status = 200, description = "Every local image", body = Vec<ImageInfo>),
+        (status = 500, response = Internal),
+    ))]
 async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageInfo>>> {
     Ok(Json(d.list_image_infos()?))
 }
 
+/// List the image catalog
+#[utoipa::path(get, path = "/v1/images/catalog", operation_id = "catalog", tag = "images",
+    responses((status = 200, description = "Images hangar can pull or build", body = Vec<CatalogEntry>)))]
 async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Vec<CatalogEntry>> {
     Json(d.catalog_entries())
 }
 
+/// Show a local image
+#[utoipa::path(get, path = "/v1/images/{name}", operation_id = "show_image", tag = "images",
+    params(("name" = String, Path, description = "Image name or digest")),
+    responses(
+        (status = 200, description = "The image", body = ImageInfo),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ))]
 async fn show_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -239,6 +350,15 @@ async fn show_image(
     Ok(Json(d.image_info(&rec)?))
 }
 
+/// Remove a local image
+#[utoipa::path(delete, path = "/v1/images/{name}", operation_id = "delete_image", tag = "images",
+    params(("name" = String, Path, description = "Image name or digest")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ))]
 async fn delete_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -247,6 +367,16 @@ async fn delete_image(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Pull or build a catalog image
+#[utoipa::path(post, path = "/v1/images/pull", operation_id = "pull_image", tag = "images",
+    request_body = PullImageRequest,
+    responses(
+        (status = 202, description = "The pull began", body = Operation),
+        (status = 400, response = Invalid),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ))]
 async fn pull_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<PullImageRequest>,
@@ -266,6 +396,16 @@ async fn pull_image(
     Ok((StatusCode::ACCEPTED, Json(op)))
 }
 
+/// Register an image from files on the host
+#[utoipa::path(post, path = "/v1/images/register", operation_id = "register_image", tag = "images",
+    request_body = RegisterImageRequest,
+    responses(
+        (status = 201, description = "Registered", body = ImageInfo),
+        (status = 400, response = Invalid),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+        (status = 500, response = Internal),
+    ))]
 async fn register_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<RegisterImageRequest>,
@@ -273,17 +413,30 @@ async fn register_image(
     Ok((StatusCode::CREATED, Json(d.register_image(req).await?)))
 }
 
+/// List operations
+#[utoipa::path(get, path = "/v1/operations", operation_id = "list_ops", tag = "operations",
+    responses((status = 200, description = "Running and recently finished operations", body = Vec<Operation>)))]
 async fn list_ops(State(d): State<Arc<Daemon>>) -> Json<Vec<Operation>> {
     Json(d.ops.list())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
     /// Long-poll: wait up to this many milliseconds for the op to finish.
     #[serde(default)]
     wait_ms: Option<u64>,
 }
 
+/// Show an operation, optionally waiting for it to finish
+#[utoipa::path(get, path = "/v1/operations/{id}", operation_id = "show_op", tag = "operations",
+    params(("id" = String, Path, description = "Operation id"), WaitQuery),
+    responses(
+        (status = 200, description = "The operation (still running when the wait ran out)", body = Operation),
+        (status = 400, description = "A malformed query string (axum's plain-text rejection, not an `ApiError`)",
+            body = String, content_type = "text/plain"),
+        (status = 404, response = NotFound),
+    ))]
 async fn show_op(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
@@ -300,6 +453,14 @@ async fn show_op(
     Ok(Json(op))
 }
 
+/// Cancel an operation
+#[utoipa::path(post, path = "/v1/operations/{id}/cancel", operation_id = "cancel_op", tag = "operations",
+    params(("id" = String, Path, description = "Operation id")),
+    responses(
+        (status = 200, description = "The operation, cancelling or cancelled", body = Operation),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
 async fn cancel_op(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,

@@ -61,7 +61,14 @@ set -e
 # Tests that did not run, with the test binary they belong to and why.
 ignored_list() {
   awk '
-    /^ *Running / { bin = $2 " " $3 }
+    # "Running tests/x.rs (target/debug/deps/x-HASH)" or
+    # "Running unittests src/lib.rs (target/debug/deps/crate-HASH)".
+    /^ *Running / {
+      bin = $NF
+      gsub(/^\(.*\/|-[0-9a-f]+\)$/, "", bin)
+      bin = ($2 == "unittests" ? bin " " $3 : $2)
+    }
+    /^ *Doc-tests / { bin = $2 " doc-tests" }
     /^test .* \.\.\. ignored/ {
       name = $2
       reason = $0

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 /// Panics unless the test runs as root; `why` says what needs it
 /// (e.g. "network namespaces and TAP devices").
+#[track_caller]
 pub fn require_root(why: &str) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -23,6 +24,7 @@ pub fn require_root(why: &str) {
 
 /// The path in environment variable `var`, which must name an existing
 /// file; panics naming the variable and `what` it should point at.
+#[track_caller]
 pub fn require_env_file(var: &str, what: &str) -> PathBuf {
     let Some(value) = std::env::var_os(var) else {
         panic!("needs {what}: set {var}=/path/to/it");
@@ -45,6 +47,7 @@ pub fn shared_dir() -> PathBuf {
 
 /// `rel` inside [`shared_dir`]; panics naming the missing path when the
 /// folder (or the file) is not there, e.g. in a bare clone.
+#[track_caller]
 pub fn shared_path(rel: &str) -> PathBuf {
     let path = shared_dir().join(rel);
     assert!(

@@ -16,6 +16,9 @@
 #                        (the conformance backend and the boot configuration)
 #      dm_snapshot       device-mapper (/dev/mapper/control and dmsetup)
 #      bench_            a quiet machine: benchmarks, run with HANGAR_TEST_BENCH=1
+# cargo runs the packages in name order, so the `hangar` e2e tests build (or
+# reuse) the default image before the hangar-vmm boot tests look for its
+# vmlinux (or set HANGAR_TEST_KERNEL).
 # The last lines are the tests that did not run with their reasons, then one
 # total over all test binaries: "N passed, N failed, N ignored". The exit
 # code is cargo test's.

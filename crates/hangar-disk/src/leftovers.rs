@@ -60,6 +60,7 @@ mod tests {
 
     /// Real loop device on a file in a temp dir (needs root).
     #[test]
+    #[ignore = "needs root: loop devices"]
     fn find_leftovers_lists_loop_backed_by_file_under_state_dir() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("disk.ext4");

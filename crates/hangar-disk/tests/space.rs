@@ -9,6 +9,7 @@ use common::*;
 use hangar_disk::{CopyBackend, DiskBackend, ReflinkBackend, StorageError};
 
 #[test]
+#[ignore = "needs root: a loop-mounted btrfs"]
 fn reflinked_disk_of_512mib_image_consumes_almost_no_space() {
     let fs = BtrfsMount::new("1G");
     let img = make_image(&fs.mnt, "rootfs.ext4", 512, 300);
@@ -25,6 +26,7 @@ fn reflinked_disk_of_512mib_image_consumes_almost_no_space() {
 }
 
 #[test]
+#[ignore = "needs root: a size-limited tmpfs"]
 fn copy_into_too_small_filesystem_reports_no_space_and_leaves_nothing() {
     let small = TmpfsMount::new("16M");
     let src = tempfile::Builder::new()
@@ -50,6 +52,7 @@ fn copy_into_too_small_filesystem_reports_no_space_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: a size-limited tmpfs"]
 fn grow_to_1024x_on_tiny_filesystem_succeeds_because_ext4_grow_is_thin() {
     // Documents a fact callers rely on: growing only writes metadata (new
     // groups stay uninitialised), so a big disk costs almost nothing until
@@ -71,7 +74,7 @@ fn grow_to_1024x_on_tiny_filesystem_succeeds_because_ext4_grow_is_thin() {
 /// Timing of reflink vs copy for a 1 GiB image (~700 MiB of real data).
 /// Run with `cargo test -p hangar-disk --test space -- --ignored --nocapture`.
 #[test]
-#[ignore = "benchmark; prints timings"]
+#[ignore = "needs a quiet machine: a benchmark (prints timings; run it by hand)"]
 fn bench_reflink_vs_copy_1gib() {
     let fs = BtrfsMount::new("4G");
     let img = make_image(&fs.mnt, "rootfs.ext4", 1024, 700);

@@ -30,6 +30,7 @@ struct TestSshd {
 
 impl TestSshd {
     fn start(port: u16, host_key: &HostKey, authorized_key: &str) -> TestSshd {
+        hangar_testsupport::require_root("a private sshd that logs in as root");
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: apt-get install -y openssh-server"
@@ -194,6 +195,7 @@ async fn exec_collect(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn wait_ready_succeeds_once_server_starts_later() {
     let (_dir, key) = daemon_key();
     let host_key = generate_host_key().expect("host key");
@@ -230,6 +232,7 @@ async fn wait_ready_succeeds_once_server_starts_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn wrong_pinned_host_key_is_refused_naming_both_fingerprints() {
     let (_dir, key) = daemon_key();
     let real_host_key = generate_host_key().expect("host key");
@@ -301,6 +304,7 @@ fn fingerprint(public_openssh: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn unauthorized_daemon_key_is_rejected_with_clear_error() {
     let (_dir, key) = daemon_key();
     let (_other_dir, authorized_key) = daemon_key();
@@ -328,6 +332,7 @@ async fn unauthorized_daemon_key_is_rejected_with_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn exec_separates_streams_and_returns_exit_code() {
     let fx = fixture().await;
 
@@ -344,6 +349,7 @@ async fn exec_separates_streams_and_returns_exit_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn exec_argv_is_quoted() {
     let fx = fixture().await;
 
@@ -362,6 +368,7 @@ async fn exec_argv_is_quoted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn exec_env_reaches_the_command() {
     let fx = fixture().await;
 
@@ -381,6 +388,7 @@ async fn exec_env_reaches_the_command() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn stdin_is_forwarded_and_closing_input_sends_eof() {
     let fx = fixture().await;
 
@@ -396,6 +404,7 @@ async fn stdin_is_forwarded_and_closing_input_sends_eof() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn explicit_eof_ends_stdin_while_input_stays_open() {
     let fx = fixture().await;
     let (in_tx, in_rx) = mpsc::channel(4);
@@ -421,6 +430,7 @@ async fn explicit_eof_ends_stdin_while_input_stays_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn large_output_arrives_completely() {
     let fx = fixture().await;
     let (in_tx, in_rx) = mpsc::channel(1);
@@ -452,6 +462,7 @@ async fn large_output_arrives_completely() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn tty_mode_gives_a_pts_with_the_requested_size() {
     let fx = fixture().await;
     let spec = |cmd: &str| ExecSpec {
@@ -480,6 +491,7 @@ async fn tty_mode_gives_a_pts_with_the_requested_size() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn resize_changes_the_pty_size() {
     let fx = fixture().await;
     let (in_tx, in_rx) = mpsc::channel(4);
@@ -531,6 +543,7 @@ async fn resize_changes_the_pty_size() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn command_killed_by_signal_reports_128_plus_signum() {
     let fx = fixture().await;
 
@@ -542,6 +555,7 @@ async fn command_killed_by_signal_reports_128_plus_signum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn run_collects_both_streams() {
     let fx = fixture().await;
 
@@ -557,6 +571,7 @@ async fn run_collects_both_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn concurrent_execs_share_one_client_across_tasks() {
     let fx = fixture().await;
     let client = Arc::new(fx.client);
@@ -597,6 +612,7 @@ async fn wait_ready_times_out_against_closed_port_with_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn connect_dials_through_the_given_connector() {
     let (_dir, key) = daemon_key();
     let host_key = generate_host_key().expect("host key");
@@ -653,6 +669,7 @@ async fn invalid_pinned_host_key_fails_before_dialing() {
 /// Measures connect + auth + `true`, median of 10. Prints the numbers; run
 /// with `--nocapture` to see them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a private sshd that logs in as root"]
 async fn measure_connect_auth_true_median_of_10() {
     let (key_dir, key) = daemon_key();
     let host_key = generate_host_key().expect("host key");

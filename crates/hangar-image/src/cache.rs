@@ -246,13 +246,17 @@ mod tests {
             .await
             .expect("first lock");
         let cancel = CancellationToken::new();
-        let c2 = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            c2.cancel();
-        });
+        // Cancelled once it reports that it waits for the held lock.
+        let on_wait = {
+            let cancel = cancel.clone();
+            move |p: Progress| {
+                if p.phase == "wait" {
+                    cancel.cancel();
+                }
+            }
+        };
 
-        let err = lock_exclusive(&lock, &cb, &cancel)
+        let err = lock_exclusive(&lock, &on_wait, &cancel)
             .await
             .expect_err("blocked");
 

@@ -184,14 +184,20 @@ mod tests {
     async fn cancel_kills_the_process_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("pid");
-        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let script = format!(
+            "sleep 60 & echo $! > {}; echo started; wait",
+            pidfile.display()
+        );
         let cancel = CancellationToken::new();
-        let c2 = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            c2.cancel();
-        });
-        let cb = |_: Progress| {};
+        // Cancelled when the script says its grandchild runs.
+        let cb = {
+            let cancel = cancel.clone();
+            move |p: Progress| {
+                if p.detail.as_deref() == Some("started") {
+                    cancel.cancel();
+                }
+            }
+        };
 
         let err = run("sh", &["-c", &script], &[], "dash", "t", &cb, &cancel)
             .await
@@ -203,11 +209,17 @@ mod tests {
             .trim()
             .parse()
             .expect("int");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false);
-        assert!(!alive, "grandchild sleep {pid} survived cancel");
+        // SIGKILL is delivered asynchronously: give it a moment to land.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!alive(), "grandchild sleep {pid} survived cancel");
     }
 
     #[tokio::test]

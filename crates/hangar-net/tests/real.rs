@@ -24,6 +24,7 @@ struct NetnsGuard {
 impl NetnsGuard {
     /// Picks a name; `create` decides whether the test or `setup` makes it.
     fn new(create: bool) -> Self {
+        hangar_testsupport::require_root("network namespaces, bridges and TAPs");
         let name = format!(
             "hgtest-net-{}-{}",
             std::process::id(),
@@ -109,6 +110,7 @@ fn bridge_addrs(ns: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn setup_creates_bridge_with_gateway_and_enslaved_pool_taps() {
     let ns = NetnsGuard::new(true);
 
@@ -133,6 +135,7 @@ async fn setup_creates_bridge_with_gateway_and_enslaved_pool_taps() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn setup_creates_missing_namespace() {
     let ns = NetnsGuard::new(false);
 
@@ -144,6 +147,7 @@ async fn setup_creates_missing_namespace() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn second_setup_reuses_bridge_and_taps() {
     let ns = NetnsGuard::new(true);
     let first = Network::setup(cfg(&ns.name, 2)).await.unwrap();
@@ -160,6 +164,7 @@ async fn second_setup_reuses_bridge_and_taps() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn acquire_hands_out_pool_tap_and_refill_restores_pool() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 2)).await.unwrap();
@@ -181,6 +186,7 @@ async fn acquire_hands_out_pool_tap_and_refill_restores_pool() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn acquire_on_empty_pool_creates_attached_tap() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 0)).await.unwrap();
@@ -192,6 +198,7 @@ async fn acquire_on_empty_pool_creates_attached_tap() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn release_returns_tap_to_pool_until_full_then_deletes() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 2)).await.unwrap();
@@ -218,6 +225,7 @@ async fn release_returns_tap_to_pool_until_full_then_deletes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn release_of_foreign_interface_is_refused() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 0)).await.unwrap();
@@ -232,6 +240,7 @@ async fn release_of_foreign_interface_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn mark_in_use_after_restart_keeps_tap_out_of_pool() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 2)).await.unwrap();
@@ -249,6 +258,7 @@ async fn mark_in_use_after_restart_keeps_tap_out_of_pool() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn shutdown_removes_idle_taps_but_keeps_used_tap_bridge_and_netns() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 2)).await.unwrap();
@@ -264,6 +274,7 @@ async fn shutdown_removes_idle_taps_but_keeps_used_tap_bridge_and_netns() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn setup_with_non_bridge_of_same_name_fails_and_creates_no_taps() {
     let ns = NetnsGuard::new(true);
     let ok = Command::new("ip")
@@ -285,6 +296,7 @@ async fn setup_with_non_bridge_of_same_name_fails_and_creates_no_taps() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn failed_setup_removes_the_bridge_it_created_and_keeps_foreign_links() {
     let ns = NetnsGuard::new(true);
     // A bridge named like a TAP: adopting it fails (a bridge cannot be
@@ -310,6 +322,7 @@ async fn failed_setup_removes_the_bridge_it_created_and_keeps_foreign_links() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn teardown_everything_deletes_taps_and_bridge() {
     let ns = NetnsGuard::new(true);
     let c = cfg(&ns.name, 2);
@@ -338,6 +351,7 @@ fn serve_hello_in(ns: &str, bind: SocketAddr) -> SocketAddr {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn connect_tcp_reaches_listener_on_gateway_inside_netns() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 0)).await.unwrap();
@@ -351,6 +365,7 @@ async fn connect_tcp_reaches_listener_on_gateway_inside_netns() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn listener_on_netns_loopback_is_reachable_via_netns_but_not_from_host() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 0)).await.unwrap();
@@ -383,6 +398,7 @@ async fn listener_on_netns_loopback_is_reachable_via_netns_but_not_from_host() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn connect_tcp_to_closed_port_in_netns_is_refused() {
     let ns = NetnsGuard::new(true);
     let net = Network::setup(cfg(&ns.name, 0)).await.unwrap();
@@ -396,6 +412,7 @@ async fn connect_tcp_to_closed_port_in_netns_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 fn guest_dns_in_netns_mode_is_empty() {
     let ns = NetnsGuard::new(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -405,6 +422,7 @@ fn guest_dns_in_netns_mode_is_empty() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 fn nat_ruleset_is_accepted_by_nft_check_inside_a_test_netns() {
     // `nft -c` validates without committing; run it in a throwaway
     // namespace anyway so the host ruleset is never involved.
@@ -447,6 +465,7 @@ fn nat_ruleset_is_accepted_by_nft_check_inside_a_test_netns() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces, bridges and TAPs"]
 async fn trim_idle_deletes_taps_beyond_the_pool_but_keeps_marked_ones() {
     let ns = NetnsGuard::new(true);
     let first = Network::setup(cfg(&ns.name, 3)).await.unwrap();

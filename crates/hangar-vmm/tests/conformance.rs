@@ -7,7 +7,8 @@
 //! - `real_firecracker`: only with HANGAR_TEST_FIRECRACKER=/path (guest
 //!   needs a kernel Firecracker can boot, and KVM that boots it).
 //!
-//! A backend that cannot run prints `SKIP <backend>: <reason>`.
+//! A backend with a need is `#[ignore = "needs …"]` (see scripts/test.sh);
+//! run anyway, a backend whose need is unmet fails naming it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -24,7 +25,7 @@ use hangar_vmm::{
 /// What the suite needs from a backend.
 trait Backend: Sized {
     const NAME: &'static str;
-    /// `Err(reason)` when the backend cannot run here.
+    /// `Err(need)` when the backend cannot run here: what it needs.
     fn new() -> Result<Self, String>;
     /// A fresh driver instance (a new one simulates a daemon restart).
     fn driver(&self) -> Box<dyn VmmDriver>;
@@ -40,14 +41,9 @@ trait Backend: Sized {
     }
 }
 
-fn backend<B: Backend>() -> Option<B> {
-    match B::new() {
-        Ok(b) => Some(b),
-        Err(reason) => {
-            eprintln!("SKIP {}: {reason}", B::NAME);
-            None
-        }
-    }
+/// The backend, or a failure naming what it needs.
+fn backend<B: Backend>() -> B {
+    B::new().unwrap_or_else(|need| panic!("{} needs {need}", B::NAME))
 }
 
 // ---------------------------------------------------------------- backends
@@ -60,9 +56,10 @@ struct QemuTcg {
 impl Backend for QemuTcg {
     const NAME: &'static str = "qemu_tcg";
     fn new() -> Result<Self, String> {
-        let kernel = common::find_kernel().ok_or("no kernel; set HANGAR_TEST_KERNEL")?;
+        hangar_testsupport::require_root("a TAP in a network namespace");
+        let kernel = common::find_kernel().ok_or(common::NO_KERNEL)?;
         if !Path::new("/bin/busybox").exists() {
-            return Err("/bin/busybox missing (apt-get install busybox-static)".into());
+            return Err("/bin/busybox (apt-get install busybox-static)".into());
         }
         let tag = format!("c{}", rand_tag());
         Ok(QemuTcg {
@@ -180,11 +177,12 @@ struct RealFirecracker {
 impl Backend for RealFirecracker {
     const NAME: &'static str = "real_firecracker";
     fn new() -> Result<Self, String> {
-        let binary = std::env::var_os("HANGAR_TEST_FIRECRACKER")
-            .ok_or("set HANGAR_TEST_FIRECRACKER=/path/to/firecracker")?;
-        let kernel = common::find_kernel().ok_or("no kernel; set HANGAR_TEST_KERNEL")?;
+        let binary =
+            hangar_testsupport::require_env_file("HANGAR_TEST_FIRECRACKER", "a Firecracker binary");
+        hangar_testsupport::require_root("a TAP in a network namespace");
+        let kernel = common::find_kernel().ok_or(common::NO_KERNEL)?;
         Ok(RealFirecracker {
-            binary: binary.into(),
+            binary,
             kernel,
             ns: TestNetns::new(&format!("f{}", rand_tag())),
         })
@@ -251,7 +249,7 @@ fn assert_cleaned(spec: &VmSpec, h: &hangar_vmm::VmmHandle) {
 }
 
 async fn start_writes_console_log<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let d = b.driver();
 
@@ -263,7 +261,7 @@ async fn start_writes_console_log<B: Backend>() {
 }
 
 async fn stop_is_graceful_when_guest_honours_it<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let d = b.driver();
     let (spec, h, _guard) = boot(&b, d.as_ref(), dir.path(), Guest::HonoursShutdown).await;
@@ -276,7 +274,7 @@ async fn stop_is_graceful_when_guest_honours_it<B: Backend>() {
 }
 
 async fn stop_terminates_when_guest_ignores_it<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let d = b.driver();
     let (spec, h, _guard) = boot(&b, d.as_ref(), dir.path(), Guest::IgnoresShutdown).await;
@@ -299,7 +297,7 @@ async fn stop_terminates_when_guest_ignores_it<B: Backend>() {
 }
 
 async fn kill_ends_the_vmm_and_is_idempotent<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let d = b.driver();
     let (spec, h, _guard) = boot(&b, d.as_ref(), dir.path(), Guest::IgnoresShutdown).await;
@@ -313,7 +311,7 @@ async fn kill_ends_the_vmm_and_is_idempotent<B: Backend>() {
 }
 
 async fn wait_exit_times_out_while_running_and_returns_after_power_off<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let d = b.driver();
     let (_spec, h, _guard) = boot(&b, d.as_ref(), dir.path(), Guest::HonoursShutdown).await;
@@ -329,7 +327,7 @@ async fn wait_exit_times_out_while_running_and_returns_after_power_off<B: Backen
 }
 
 async fn adopt_after_restart_allows_stop<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let first = b.driver();
     let (spec, h, _guard) = boot(&b, first.as_ref(), dir.path(), Guest::HonoursShutdown).await;
@@ -349,7 +347,7 @@ async fn adopt_after_restart_allows_stop<B: Backend>() {
 }
 
 async fn start_with_missing_kernel_fails_cleanly<B: Backend>() {
-    let Some(b) = backend::<B>() else { return };
+    let b = backend::<B>();
     let dir = tempfile::tempdir().unwrap();
     let mut spec = b.spec(dir.path(), Guest::IgnoresShutdown);
     spec.kernel = dir.path().join("no-such-vmlinux");
@@ -368,37 +366,46 @@ async fn start_with_missing_kernel_fails_cleanly<B: Backend>() {
     assert!(common::processes_mentioning(&dir.path().to_string_lossy()).is_empty());
 }
 
+/// `conformance!(#[ignore = "needs …"] module, Backend)`: the attributes
+/// go on every test of the backend.
 macro_rules! conformance {
-    ($module:ident, $backend:ty) => {
+    ($(#[$need:meta])* $module:ident, $backend:ty) => {
         mod $module {
             use super::*;
 
             #[tokio::test]
+            $(#[$need])*
             async fn start_writes_console_log() {
                 super::start_writes_console_log::<$backend>().await
             }
             #[tokio::test]
+            $(#[$need])*
             async fn stop_is_graceful_when_guest_honours_it() {
                 super::stop_is_graceful_when_guest_honours_it::<$backend>().await
             }
             #[tokio::test]
+            $(#[$need])*
             async fn stop_terminates_when_guest_ignores_it() {
                 super::stop_terminates_when_guest_ignores_it::<$backend>().await
             }
             #[tokio::test]
+            $(#[$need])*
             async fn kill_ends_the_vmm_and_is_idempotent() {
                 super::kill_ends_the_vmm_and_is_idempotent::<$backend>().await
             }
             #[tokio::test]
+            $(#[$need])*
             async fn wait_exit_times_out_while_running_and_returns_after_power_off() {
                 super::wait_exit_times_out_while_running_and_returns_after_power_off::<$backend>()
                     .await
             }
             #[tokio::test]
+            $(#[$need])*
             async fn adopt_after_restart_allows_stop() {
                 super::adopt_after_restart_allows_stop::<$backend>().await
             }
             #[tokio::test]
+            $(#[$need])*
             async fn start_with_missing_kernel_fails_cleanly() {
                 super::start_with_missing_kernel_fails_cleanly::<$backend>().await
             }
@@ -406,7 +413,21 @@ macro_rules! conformance {
     };
 }
 
-conformance!(qemu_tcg, QemuTcg);
+conformance!(
+    #[ignore = "needs root: a TAP in a network namespace for a QEMU TCG guest"]
+    qemu_tcg,
+    QemuTcg
+);
 conformance!(fake_firecracker, FakeFirecracker);
-conformance!(fake_firecracker_jailed, FakeFirecrackerJailed);
-conformance!(real_firecracker, RealFirecracker);
+conformance!(
+    #[ignore = "needs root: the fake jailer hands the jail to another uid"]
+    fake_firecracker_jailed,
+    FakeFirecrackerJailed
+);
+// `real_firecracker` in the test names is the marker scripts/test.sh
+// selects these by: they run only when HANGAR_TEST_FIRECRACKER is set.
+conformance!(
+    #[ignore = "needs a Firecracker binary in HANGAR_TEST_FIRECRACKER (and root, KVM)"]
+    real_firecracker,
+    RealFirecracker
+);

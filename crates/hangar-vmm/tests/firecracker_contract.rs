@@ -11,13 +11,10 @@ use hangar_vmm::firecracker::api::{self, ActionType, ApiCall};
 use hangar_vmm::{Drive, VmSpec, Vsock};
 use serde_json::{json, Value};
 
-const SPEC: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/firecracker/firecracker-api-v1.16.1.yaml"
-);
-
 fn load_spec() -> Value {
-    let text = std::fs::read_to_string(SPEC).unwrap_or_else(|e| panic!("cannot read {SPEC}: {e}"));
+    let spec = hangar_testsupport::shared_path("firecracker/firecracker-api-v1.16.1.yaml");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", spec.display()));
     serde_yaml::from_str(&text).unwrap()
 }
 

@@ -1,7 +1,8 @@
 //! Firecracker driver against a fake `firecracker` (tests/fixtures, a
 //! python3 script serving the API on the Unix socket): the request flow,
 //! error mapping and process/socket clean-up. A real Firecracker is used
-//! only when HANGAR_TEST_FIRECRACKER=/path/to/firecracker is set.
+//! only by `real_firecracker_*`, ignored unless HANGAR_TEST_FIRECRACKER is
+//! set (scripts/test.sh runs it then).
 
 #![allow(clippy::unwrap_used)]
 
@@ -221,23 +222,20 @@ async fn check_with_missing_binary_says_which_config_key_to_set() {
     assert!(err.to_string().contains("[vmm] firecracker"), "{err}");
 }
 
-/// Real Firecracker: only with HANGAR_TEST_FIRECRACKER (and a PVH vmlinux
-/// in HANGAR_TEST_KERNEL). On this project's machines KVM cannot boot a
-/// stock guest, so this checks the API flow, not the guest.
+/// Real Firecracker: only with HANGAR_TEST_FIRECRACKER (the kernel is
+/// HANGAR_TEST_KERNEL or the default image's vmlinux). On this project's
+/// machines KVM cannot boot a stock guest, so this checks the API flow,
+/// not the guest.
 #[tokio::test]
+#[ignore = "needs a Firecracker binary in HANGAR_TEST_FIRECRACKER"]
 async fn real_firecracker_accepts_the_boot_configuration() {
-    let Some(bin) = std::env::var_os("HANGAR_TEST_FIRECRACKER") else {
-        eprintln!("SKIP real_firecracker_accepts_the_boot_configuration: set HANGAR_TEST_FIRECRACKER=/path/to/firecracker");
-        return;
-    };
-    let Some(kernel) = std::env::var_os("HANGAR_TEST_KERNEL") else {
-        eprintln!("SKIP real_firecracker_accepts_the_boot_configuration: set HANGAR_TEST_KERNEL=/path/to/vmlinux");
-        return;
-    };
+    let bin =
+        hangar_testsupport::require_env_file("HANGAR_TEST_FIRECRACKER", "a Firecracker binary");
+    let kernel = common::require_kernel();
     let driver = FirecrackerDriver::new(bin);
     driver.check().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = common::spec_in(dir.path(), kernel.into(), "console=ttyS0 panic=0");
+    let mut spec = common::spec_in(dir.path(), kernel, "console=ttyS0 panic=0");
     spec.tap = "hgtest-fc-missing".into();
     // Without a TAP, Firecracker must reject the network interface with a
     // fault message, and start must clean up.

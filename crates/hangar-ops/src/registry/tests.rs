@@ -163,16 +163,24 @@ async fn cancel_of_op_finished_by_previous_daemon_returns_conflict() {
 #[tokio::test]
 async fn cancel_twice_is_harmless() {
     let (reg, _store) = registry();
+    // The work's clean-up lasts until the test says so, so the second
+    // cancel surely meets an operation that is still cleaning up.
+    let (cleaned_up, cleanup_done) = tokio::sync::oneshot::channel::<()>();
     let op = reg.begin(OpKind::VmCreate, "dev", |h| async move {
         h.cancel_token().cancelled().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = cleanup_done.await;
         Err(ApiError::internal("cleaned up"))
     });
     reg.cancel(&op.id).unwrap();
 
     let second = reg.cancel(&op.id);
 
-    assert!(second.is_ok());
+    assert!(second.is_ok(), "{second:?}");
+    cleaned_up.send(()).unwrap();
+    assert_eq!(
+        reg.wait(&op.id, LONG).await.unwrap().state,
+        OpState::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -225,16 +233,22 @@ async fn wait_returns_running_snapshot_after_timeout() {
 #[tokio::test]
 async fn wait_returns_as_soon_as_the_op_finishes() {
     let (reg, _store) = registry();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
     let op = reg.begin(OpKind::VmCreate, "dev", |_| async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = finished.await;
         Ok(json!(1))
     });
     let start = Instant::now();
+    let wait = reg.wait(&op.id, LONG);
+    tokio::pin!(wait);
+    // The work waits for `finish`, so the first poll must find it running.
+    assert!(futures::poll!(&mut wait).is_pending());
 
-    let got = reg.wait(&op.id, LONG).await.unwrap();
+    finish.send(()).unwrap();
+    let got = wait.await.unwrap();
 
     assert_eq!(got.state, OpState::Succeeded);
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(start.elapsed() < LONG / 2, "{:?}", start.elapsed());
 }
 
 #[tokio::test]
@@ -250,12 +264,14 @@ async fn wait_on_unknown_op_returns_not_found() {
 async fn progress_is_visible_at_once_and_phase_changes_are_persisted() {
     let (reg, store) = registry();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (reported, phase_set) = tokio::sync::oneshot::channel::<()>();
     let op = reg.begin(OpKind::ImagePull, "debian-12", |h| async move {
         h.phase("debootstrap");
+        let _ = reported.send(());
         let _ = rx.await;
         Ok(json!(null))
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    phase_set.await.unwrap();
 
     let live = reg.get(&op.id).unwrap();
     let stored = store.get_op(&op.id).unwrap();
@@ -269,6 +285,7 @@ async fn progress_is_visible_at_once_and_phase_changes_are_persisted() {
 async fn same_phase_progress_is_throttled_in_the_store_but_not_in_memory() {
     let (reg, store) = registry();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (reported, progress_sent) = tokio::sync::oneshot::channel::<()>();
     let op = reg.begin(OpKind::ImagePull, "debian-12", |h| async move {
         h.phase("download");
         for i in 1..=10u64 {
@@ -280,10 +297,11 @@ async fn same_phase_progress_is_throttled_in_the_store_but_not_in_memory() {
                 detail: None,
             });
         }
+        let _ = reported.send(());
         let _ = rx.await;
         Ok(json!(null))
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    progress_sent.await.unwrap();
 
     let live = reg.get(&op.id).unwrap();
     let stored = store.get_op(&op.id).unwrap();
@@ -317,7 +335,11 @@ async fn list_merges_memory_and_store_newest_first() {
     let old = reg.begin(OpKind::VmStart, "a", |_| async { Ok(json!(1)) });
     reg.drain(LONG).await;
     let fresh = OpRegistry::new(store, Duration::from_secs(3600));
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Timestamps have millisecond precision: wait until the clock has
+    // moved past `old`'s, so "newest first" has one right answer.
+    while now_utc() <= old.created_at {
+        tokio::task::yield_now().await;
+    }
     let new = fresh.begin(OpKind::VmStop, "b", until_cancelled);
 
     let ids: Vec<String> = fresh.list().into_iter().map(|o| o.id).collect();
@@ -326,17 +348,26 @@ async fn list_merges_memory_and_store_newest_first() {
     fresh.cancel(&new.id).unwrap();
 }
 
+/// Makes operation `id` look last updated two hours ago, in memory and in
+/// the store (instead of sleeping through a retention).
+fn backdate_two_hours(reg: &OpRegistry, store: &Store, id: &str) {
+    let two_hours_ago = format_utc(OffsetDateTime::now_utc() - time::Duration::hours(2));
+    let slot = reg.inner.slot(id).unwrap();
+    slot.tx.send_modify(|op| op.updated_at = two_hours_ago);
+    store.update_op(&slot.snapshot()).unwrap();
+}
+
 #[tokio::test]
 async fn prune_removes_only_old_finished_ops() {
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let reg = OpRegistry::new(Arc::clone(&store), Duration::from_millis(300));
+    let (reg, store) = registry(); // one hour of retention
     let old = reg.begin(OpKind::VmStart, "old", |_| async { Ok(json!(1)) });
-    let running = reg.begin(OpKind::VmCreate, "running", until_cancelled);
-    reg.wait(&old.id, LONG).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
     let recent = reg.begin(OpKind::VmStop, "recent", |_| async { Ok(json!(1)) });
-    reg.wait(&recent.id, LONG).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Both finished and persisted before anything looks at them.
+    reg.drain(LONG).await;
+    backdate_two_hours(&reg, &store, &old.id);
+    let running = reg.begin(OpKind::VmCreate, "running", until_cancelled);
+    // Old but running: must survive the prune all the same.
+    backdate_two_hours(&reg, &store, &running.id);
 
     let pruned = reg.prune();
 
@@ -351,12 +382,17 @@ async fn prune_removes_only_old_finished_ops() {
 #[tokio::test]
 async fn drain_returns_once_running_ops_finish() {
     let (reg, _store) = registry();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
     let op = reg.begin(OpKind::VmCreate, "dev", |_| async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _ = finished.await;
         Ok(json!(1))
     });
+    let drain = reg.drain(LONG);
+    tokio::pin!(drain);
+    assert!(futures::poll!(&mut drain).is_pending(), "the op still runs");
 
-    reg.drain(LONG).await;
+    finish.send(()).unwrap();
+    drain.await;
 
     assert_eq!(reg.get(&op.id).unwrap().state, OpState::Succeeded);
 }

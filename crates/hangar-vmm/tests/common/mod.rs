@@ -67,6 +67,16 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// What a boot test needs when [`find_kernel`] finds nothing.
+pub const NO_KERNEL: &str = "a guest kernel: set HANGAR_TEST_KERNEL=/path/to/vmlinux, or build \
+     the default image first (its vmlinux under /var/cache/hangar/images; the `hangar` e2e tests, \
+     which scripts/test.sh runs before these, build it)";
+
+/// [`find_kernel`], or a failure naming the need.
+pub fn require_kernel() -> PathBuf {
+    find_kernel().unwrap_or_else(|| panic!("needs {NO_KERNEL}"))
+}
+
 /// A kernel to boot: HANGAR_TEST_KERNEL, else an image under
 /// /var/cache/hangar/images/*/vmlinux, else /boot/vmlinuz-*.
 pub fn find_kernel() -> Option<PathBuf> {
@@ -114,6 +124,7 @@ pub struct TestNetns {
 
 impl TestNetns {
     pub fn new(tag: &str) -> Self {
+        hangar_testsupport::require_root("a TAP in a network namespace");
         let name = format!("hgtest-vmm-{}-{tag}", std::process::id());
         run("ip", &["netns", "add", &name]);
         let t = TestNetns { name };

@@ -2,6 +2,44 @@
 //! network inside a network namespace the test creates and removes, driven
 //! through the real CLI binary. Dropping a `TestDaemon` stops the daemon,
 //! kills any VMM process it left (and says so), and removes the namespace.
+//!
+//! # Tests with needs (the convention for every test in the repo)
+//!
+//! No test passes without running. A test that needs something a plain
+//! `cargo test` may not have is marked, and its need is checked once more
+//! when it runs, failing with a message that names it:
+//!
+//! - **Root** (a daemon, namespaces, TAPs, mounts, loop devices):
+//!   `#[ignore = "needs root: <what for>"]`. Every fixture here that needs
+//!   root (`TestDaemon`, `Netns`, `TmpfsMount`) calls [`require_root`], so
+//!   the marker is all a new test adds:
+//!   ```ignore
+//!   #[test]
+//!   #[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+//!   fn rm_force_cancels_a_create() {
+//!       let _serial = common::serial(); // tests that boot guests
+//!       let d = TestDaemon::start("rmforce");
+//!       // …
+//!   }
+//!   ```
+//!   `scripts/test.sh` runs as root and includes these (`--include-ignored`).
+//! - **Anything else** (a Firecracker binary, device-mapper, a quiet machine
+//!   for a benchmark): `#[ignore = "needs <it>: …"]` *and* a marker in the
+//!   test's path (`real_firecracker`, `dm_snapshot`, `bench_`) listed in
+//!   the NEEDS table of `scripts/test.sh` with the check that says whether
+//!   this machine has it; where it does not, the script skips the marker
+//!   and reports those tests as ignored, with their reasons.
+//! - Check a need inside the test with `hangar_testsupport`
+//!   (`require_root`, `require_env_file`) or an `assert!` naming it, never
+//!   `if !available { return; }`.
+//! - Reference files from `../shared/` are read through
+//!   `hangar_testsupport::shared_path`, which names what is missing.
+//! - No sleeping to wait for something: wait on the thing itself (a
+//!   channel, a line in a log, a file) or poll it with a deadline
+//!   ([`wait_until`]). A sleep that is the behaviour under test is fine.
+//!
+//! Run as root: `cargo test -p hangar --test e2e_vm -- --include-ignored
+//! NAME`; the whole suite: `scripts/test.sh`.
 
 #![allow(dead_code)]
 
@@ -27,14 +65,10 @@ pub fn hangar_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hangar"))
 }
 
-/// Skips (with a printed reason) when not root: the daemon needs root.
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (network namespaces, TAP devices)");
-        return false;
-    }
-    true
+/// Fails (naming the need) unless root: every fixture here that needs root
+/// calls it, so a test that uses one needs `#[ignore = "needs root: …"]`.
+pub fn require_root() {
+    hangar_testsupport::require_root("the daemon: network namespaces, TAP devices, mounts");
 }
 
 pub struct Netns {
@@ -43,6 +77,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn create(tag: &str) -> Netns {
+        require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("hgt-{tag}-{}-{n}", std::process::id());
         let st = Command::new("ip")
@@ -427,9 +462,39 @@ impl Drop for TestDaemon {
         }
         if !leftovers.is_empty() {
             eprintln!("killed VMM processes left by the test: {leftovers:?}");
-            std::thread::sleep(Duration::from_millis(200));
+            // Let them go before the namespace is removed (Netns drops next).
+            let gone = poll_until(Duration::from_secs(5), || self.vmm_pids().is_empty());
+            if !gone {
+                eprintln!(
+                    "VMM processes still there after SIGKILL: {:?}",
+                    self.vmm_pids()
+                );
+            }
         }
     }
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes
+/// (false): waiting on a condition, never a fixed sleep.
+pub fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`poll_until`], failing the test naming `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, done),
+        "timed out after {timeout:?} waiting for {what}"
+    );
 }
 
 pub fn tail(s: &str, n: usize) -> String {
@@ -448,6 +513,7 @@ pub struct TmpfsMount {
 
 impl TmpfsMount {
     pub fn new(size: &str) -> TmpfsMount {
+        require_root();
         let dir = tempfile::Builder::new()
             .prefix("hangar-tmpfs-")
             .tempdir()

@@ -6,7 +6,6 @@ pub mod daemon;
 pub mod doctor;
 pub mod images;
 pub mod pidfile;
-pub mod timefmt;
 pub mod vm;
 
 pub use daemon::{run, Daemon};

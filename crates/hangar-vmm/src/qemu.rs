@@ -80,22 +80,6 @@ fn opt(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
-/// Quotes a path for `/bin/sh` (QEMU runs `exec:` URIs through it).
-fn sh_quote(p: &Path) -> String {
-    format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"))
-}
-
-/// Where `binary` is: itself if it has a `/`, else the first match on PATH.
-fn resolve_binary(binary: &Path) -> Option<PathBuf> {
-    if binary.components().count() > 1 {
-        return Some(binary.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(binary))
-        .find(|p| p.is_file())
-}
-
 /// Size of a disk file or block device (whose metadata says 0).
 fn device_size(path: &Path) -> Option<u64> {
     use std::io::{Seek, SeekFrom};
@@ -130,7 +114,7 @@ pub fn boot_snapshot_key(binary: &Path, spec: &VmSpec, accel: Accel) -> Option<S
         // vhost-vsock carries host kernel state that a restore cannot move.
         return None;
     }
-    let bin = resolve_binary(binary)?;
+    let bin = hangar_host::which(binary)?;
     let meta = std::fs::metadata(&bin).ok()?;
     let mtime = meta
         .modified()
@@ -231,7 +215,9 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         // QEMU reads the stream to its end before it closes the pipe, so
         // `cat` has finished by then (unlike an outgoing `exec:`).
         a.push("-incoming".into());
-        a.push(format!("exec:cat {}", sh_quote(state)));
+        // QEMU runs `exec:` URIs through `/bin/sh`.
+        let state = hangar_host::quote::quote_word(&state.to_string_lossy());
+        a.push(format!("exec:cat {state}"));
     }
     a
 }

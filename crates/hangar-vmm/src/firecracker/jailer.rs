@@ -450,18 +450,14 @@ pub(crate) fn absolute_binary(binary: &Path) -> Result<PathBuf, VmmError> {
         hint: hint.to_string(),
         source: None,
     };
+    // An explicit path is taken as is, so a missing one gets its own hint.
     let found = if binary.components().count() > 1 {
-        Some(binary.to_path_buf())
+        binary.to_path_buf()
     } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(binary))
-                .find(|p| p.is_file())
-        })
+        hangar_host::which(binary).ok_or_else(|| {
+            unusable("not found on PATH; set `[vmm] firecracker` to its absolute path")
+        })?
     };
-    let found = found.ok_or_else(|| {
-        unusable("not found on PATH; set `[vmm] firecracker` to its absolute path")
-    })?;
     std::fs::canonicalize(&found).map_err(|_| unusable("does not exist; fix `[vmm] firecracker`"))
 }
 

@@ -312,42 +312,6 @@ pub(crate) fn open_append(path: &Path) -> Result<File, VmmError> {
 }
 
 /// Formats an exit status for messages ("exit code 1", "signal 9").
-/// Runs `BINARY --version` and parses its first stdout line with `parse`.
-/// A binary that cannot start gets `install_hint`; one whose version cannot
-/// be read gets `reinstall_hint` with its exit status and stderr.
-pub(crate) async fn binary_version(
-    kind: &'static str,
-    binary: &std::path::Path,
-    install_hint: &str,
-    reinstall_hint: &str,
-    parse: impl Fn(&str) -> Option<String>,
-) -> Result<String, VmmError> {
-    let unusable = |hint: String, source| VmmError::BinaryUnusable {
-        kind,
-        path: binary.to_path_buf(),
-        hint,
-        source,
-    };
-    let out = tokio::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .await
-        .map_err(|e| unusable(install_hint.to_string(), Some(e)))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first = text.lines().next().unwrap_or_default();
-    match (out.status.success(), parse(first)) {
-        (true, Some(v)) => Ok(v),
-        _ => Err(unusable(
-            format!(
-                "`--version` failed ({}): {}; {reinstall_hint}",
-                describe_status(&out.status),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            None,
-        )),
-    }
-}
-
 pub(crate) fn describe_status(s: &ExitStatus) -> String {
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit code {c}"),

@@ -185,16 +185,13 @@ pub trait VmmDriver: Send + Sync {
                 pid = h.pid,
                 "guest did not power off in time; sending SIGTERM"
             );
-            process::send_signal(h, nix::sys::signal::Signal::SIGTERM)?;
-            if self.wait_exit(h, STOP_TERM_WAIT).await? {
-                StopOutcome::Terminated
-            } else {
-                tracing::warn!(pid = h.pid, "VMM ignored SIGTERM; sending SIGKILL");
-                process::send_signal(h, nix::sys::signal::Signal::SIGKILL)?;
-                if !self.wait_exit(h, STOP_KILL_WAIT).await? {
-                    return Err(VmmError::Unkillable { pid: h.pid });
-                }
-                StopOutcome::Killed
+            let ended = process::term_then_kill(h, STOP_TERM_WAIT, STOP_KILL_WAIT, |t| {
+                self.wait_exit(h, t)
+            })
+            .await?;
+            match ended {
+                process::Ended::Term => StopOutcome::Terminated,
+                process::Ended::Kill => StopOutcome::Killed,
             }
         };
         // The process is gone: this only reaps and removes files.

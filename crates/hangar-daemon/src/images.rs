@@ -219,7 +219,7 @@ impl Daemon {
             source: source.to_string(),
             dir: final_dir.display().to_string(),
             rootfs_bytes: manifest.rootfs_bytes,
-            created_at: crate::timefmt::now_rfc3339(),
+            created_at: hangar_host::time::now_utc(),
             manifest_json: serde_json::to_string(manifest).unwrap_or_default(),
         };
         if let Err(e) = self.store.upsert_image(&rec) {

@@ -5,7 +5,6 @@ pub mod api;
 pub mod daemon;
 pub mod images;
 pub mod pidfile;
-pub mod timefmt;
 pub mod vm;
 
 pub use daemon::{run, Daemon};

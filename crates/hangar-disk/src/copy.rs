@@ -272,17 +272,15 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let mnt = base.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let ok = std::process::Command::new("mount")
+        hangar_host::Tool::new("mount")
             .args(["-t", "tmpfs", "-o", "size=4M", "hgtest-tmpfs"])
             .arg(&mnt)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting tmpfs needs root");
+            .run_blocking()
+            .expect("mounting tmpfs needs root");
         struct Unmount<'a>(&'a Path);
         impl Drop for Unmount<'_> {
             fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(self.0).status();
+                let _ = hangar_host::Tool::new("umount").arg(self.0).run_blocking();
             }
         }
         let _unmount = Unmount(&mnt);

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use hangar_host::ToolError;
+
 /// Errors from creating, probing or removing per-VM disks.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -45,21 +47,24 @@ pub enum StorageError {
     },
 
     /// A host tool (e2fsprogs, losetup, dmsetup) could not be started.
-    #[error("Failed to run `{command}`; is {package} installed?")]
+    #[error("Failed to run `{}`; is {package} installed?", .source.command())]
     Spawn {
-        command: String,
         /// The Debian package that provides the tool.
         package: &'static str,
         #[source]
-        source: std::io::Error,
+        source: ToolError,
     },
 
-    /// A host tool ran and failed.
-    #[error("Command `{command}` failed ({status}): {stderr}")]
-    Command {
+    /// A host tool ran and failed (or hung past its time limit).
+    #[error(transparent)]
+    Command(ToolError),
+
+    /// A host tool printed something we could not read.
+    #[error("Could not parse the output of `{command}`")]
+    Parse {
         command: String,
-        status: String,
-        stderr: String,
+        #[source]
+        source: serde_json::Error,
     },
 
     /// The reflink backend was asked for explicitly but the directory cannot do it.
@@ -100,6 +105,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The error for a failed run of a tool from Debian package `package`.
+    pub(crate) fn tool(package: &'static str) -> impl Fn(ToolError) -> Self {
+        move |e| {
+            if e.is_spawn() {
+                StorageError::Spawn { package, source: e }
+            } else {
+                StorageError::Command(e)
+            }
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         StorageError::Io {
             action,

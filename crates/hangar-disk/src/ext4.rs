@@ -3,45 +3,29 @@
 //! implementation, so we shell out to them.
 
 use std::path::Path;
-use std::process::Command;
+
+use hangar_host::Tool;
 
 use crate::StorageError;
 
 /// Checks the filesystem (required by resize2fs after a size change) and grows
-/// it to fill the whole file.
+/// it to fill the whole file. No time limit: both take time in proportion
+/// to the disk.
 pub(crate) fn grow_to_file_size(disk: &Path) -> Result<(), StorageError> {
     // e2fsck exit codes: 0 clean, 1 errors fixed, 2 fixed + reboot advised
     // (meaningless for an unmounted file). 4 and above are real failures.
-    run(Command::new("e2fsck").arg("-fy").arg(disk), &[0, 1, 2])?;
-    run(Command::new("resize2fs").arg(disk), &[0])?;
+    run(Tool::new("e2fsck")
+        .arg("-fy")
+        .arg(disk)
+        .ok_codes(&[0, 1, 2]))?;
+    run(Tool::new("resize2fs").arg(disk))?;
     Ok(())
 }
 
-fn run(cmd: &mut Command, ok_codes: &[i32]) -> Result<(), StorageError> {
-    let command = render(cmd);
-    tracing::debug!(%command, "running");
-    let out = cmd.output().map_err(|source| StorageError::Spawn {
-        command: command.clone(),
-        package: "e2fsprogs",
-        source,
-    })?;
-    match out.status.code() {
-        Some(code) if ok_codes.contains(&code) => Ok(()),
-        _ => Err(StorageError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        }),
-    }
-}
-
-pub(crate) fn render(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
+fn run(tool: Tool) -> Result<(), StorageError> {
+    tool.run_blocking()
+        .map(drop)
+        .map_err(StorageError::tool("e2fsprogs"))
 }
 
 #[cfg(test)]
@@ -50,11 +34,7 @@ mod tests {
 
     #[test]
     fn run_reports_command_and_stderr_on_failure() {
-        let err = run(
-            Command::new("sh").args(["-c", "echo boom >&2; exit 3"]),
-            &[0],
-        )
-        .unwrap_err();
+        let err = run(Tool::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Command `sh -c echo boom >&2; exit 3` failed (exit status: 3): boom"
@@ -62,9 +42,12 @@ mod tests {
     }
 
     #[test]
-    fn run_accepts_listed_nonzero_codes() {
-        let res = run(Command::new("sh").args(["-c", "exit 1"]), &[0, 1]);
-        assert!(res.is_ok());
+    fn run_of_a_missing_tool_names_the_package() {
+        let err = run(Tool::new("hangar-no-such-e2fsck")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Failed to run `hangar-no-such-e2fsck`; is e2fsprogs installed?"
+        );
     }
 
     #[test]
@@ -73,7 +56,7 @@ mod tests {
         f.as_file().set_len(1024 * 1024).unwrap();
         let err = grow_to_file_size(f.path()).unwrap_err();
         assert!(
-            matches!(err, StorageError::Command { ref command, .. } if command.starts_with("e2fsck -fy")),
+            matches!(err, StorageError::Command(ref e) if e.command().starts_with("e2fsck -fy")),
             "{err}"
         );
     }

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::client::GuestClient;
 use crate::error::GuestError;
-use crate::quote::shell_quote;
 use crate::signal::exit_code_for_signal;
+use hangar_host::quote::shell_quote;
 
 /// What to run and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

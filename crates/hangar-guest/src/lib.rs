@@ -11,7 +11,6 @@ mod client;
 mod error;
 mod exec;
 mod keys;
-mod quote;
 mod ready;
 mod signal;
 
@@ -19,5 +18,4 @@ pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
 pub use error::GuestError;
 pub use exec::{CommandOutput, ExecSpec, Input, Output};
 pub use keys::{generate_host_key, DaemonKey, HostKey};
-pub use quote::shell_quote;
 pub use ready::wait_ready;

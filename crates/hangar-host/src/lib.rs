@@ -1,9 +1,14 @@
 //! What every Hangar crate needs from the host, written once: finding a
-//! binary on `PATH` ([`path`]) and running a tool with a time limit
-//! ([`process`]).
+//! binary on `PATH` ([`path`]), running a tool with a time limit, a cancel
+//! and process-group kill ([`process`]), quoting for a shell ([`quote`]),
+//! and the one timestamp format ([`time`]).
 
 pub mod path;
 pub mod process;
 pub mod version;
+pub mod quote;
+pub mod time;
 
 pub use path::which;
+pub use process::{Tool, ToolError};
+pub use quote::shell_quote;

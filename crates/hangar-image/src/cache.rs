@@ -134,24 +134,13 @@ pub fn copy_image(src: &Path, out_dir: &Path) -> Result<ImageManifest, ImageErro
 
 /// `cp --reflink=auto --sparse=always SRC DST`.
 pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
-    let out = std::process::Command::new("cp")
+    hangar_host::Tool::new("cp")
         .args(["--reflink=auto", "--sparse=always", "--"])
         .arg(src)
         .arg(dst)
-        .output()
-        .map_err(|source| ImageError::Spawn {
-            program: "cp".into(),
-            package: "coreutils".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(ImageError::CommandFailed {
-            command: format!("cp {} {}", src.display(), dst.display()),
-            status: out.status.to_string(),
-            last_lines: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+        .run_blocking()
+        .map(drop)
+        .map_err(ImageError::tool("cp", "coreutils"))
 }
 
 #[cfg(test)]

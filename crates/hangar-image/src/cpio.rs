@@ -96,14 +96,13 @@ mod tests {
         let p = dir.path().join("a.cpio");
         std::fs::write(&p, &data).expect("write");
 
-        let out = std::process::Command::new("cpio")
+        let listing = hangar_host::Tool::new("cpio")
             .args(["-t", "-v", "--quiet", "-F"])
             .arg(&p)
-            .output()
-            .expect("run cpio (apt-get install cpio)");
+            .run_blocking()
+            .expect("run cpio (apt-get install cpio)")
+            .stdout;
 
-        let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{listing}");
         assert!(listing.contains("bin/hello"));
         assert!(listing.contains("bin/sh -> busybox"));
         assert!(listing.contains("crw-------"));

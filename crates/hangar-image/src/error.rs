@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use hangar_host::ToolError;
+
 /// Everything that can go wrong in this crate. Messages say what failed and,
 /// where there is one, what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +20,12 @@ pub enum ImageError {
         program: String,
         package: String,
         #[source]
-        source: std::io::Error,
+        source: ToolError,
     },
-    #[error("`{command}` failed with {status}: {last_lines}")]
-    CommandFailed {
-        command: String,
-        status: String,
-        last_lines: String,
-    },
+    /// A build tool ran and failed; its error carries the command line,
+    /// the exit status and the last lines it printed.
+    #[error(transparent)]
+    Command(ToolError),
     #[error("The image build was cancelled")]
     Cancelled,
     #[error("Kernel {path} is not usable: {reason}")]
@@ -45,6 +45,21 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// The error for a failed run of `program` from Debian package
+    /// `package`: a cancelled run is [`ImageError::Cancelled`].
+    pub(crate) fn tool(program: &str, package: &str) -> impl Fn(ToolError) -> Self {
+        let (program, package) = (program.to_string(), package.to_string());
+        move |e| match e {
+            ToolError::Cancelled { .. } => ImageError::Cancelled,
+            e if e.is_spawn() => ImageError::Spawn {
+                program: program.clone(),
+                package: package.clone(),
+                source: e,
+            },
+            e => ImageError::Command(e),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

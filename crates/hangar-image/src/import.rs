@@ -71,12 +71,11 @@ mod tests {
         std::fs::File::create(path)
             .and_then(|f| f.set_len(8 << 20))
             .expect("create");
-        let st = std::process::Command::new("mkfs.ext4")
+        hangar_host::Tool::new("mkfs.ext4")
             .args(["-q", "-F"])
             .arg(path)
-            .status()
-            .expect("mkfs.ext4");
-        assert!(st.success());
+            .run_blocking()
+            .expect("mkfs.ext4 (apt-get install e2fsprogs)");
     }
 
     #[test]

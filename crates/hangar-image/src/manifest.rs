@@ -59,7 +59,7 @@ impl ImageManifest {
             initrd: initrd.map(str::to_string),
             rootfs: rootfs.to_string(),
             rootfs_bytes,
-            created_at: now_rfc3339(),
+            created_at: hangar_host::time::now_utc(),
             recipe_key,
             boot_snapshots: false,
         };
@@ -94,13 +94,6 @@ impl ImageManifest {
         std::fs::write(&tmp, json).map_err(|e| ImageError::io("write", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| ImageError::io("rename into place", &path, e))
     }
-}
-
-/// Current UTC time as RFC 3339.
-pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
 #[cfg(test)]

@@ -1,12 +1,9 @@
-//! Runs build tools as children in their own process group, streaming their
-//! output as progress and killing the whole group on cancel.
-
-use std::collections::VecDeque;
-use std::process::Stdio;
+//! Runs build tools through hangar-host's runner (own process group,
+//! killed with everything it started on cancel), streaming their output
+//! lines as progress.
 
 use hangar_api::Progress;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use hangar_host::Tool;
 use tokio_util::sync::CancellationToken;
 
 use crate::ImageError;
@@ -36,98 +33,14 @@ pub async fn run(
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), ImageError> {
-    let command_text = format!("{program} {}", args.join(" "));
-    tracing::debug!(command = %command_text, "running");
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| ImageError::Spawn {
-        program: program.to_string(),
-        package: package.to_string(),
-        source,
-    })?;
-    let pgid = child.id().map(|p| p as i32);
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    if let Some(out) = stdout {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let _ = tx.send(l);
-            }
-        });
-    }
-    if let Some(err) = stderr {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let _ = tx.send(l);
-            }
-        });
-    }
-    drop(tx);
-
-    let mut tail: VecDeque<String> = VecDeque::new();
-    let note = |l: String, tail: &mut VecDeque<String>| {
-        let l = l.trim().to_string();
-        if !l.is_empty() {
-            report(progress, phase, l.clone());
-            tail.push_back(l);
-            if tail.len() > 8 {
-                tail.pop_front();
-            }
-        }
-    };
-    let mut lines_open = true;
-    let status = loop {
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                kill_group(pgid);
-                let _ = child.wait().await;
-                return Err(ImageError::Cancelled);
-            }
-            line = rx.recv(), if lines_open => match line {
-                Some(l) => note(l, &mut tail),
-                None => lines_open = false,
-            },
-            st = child.wait() => {
-                break st.map_err(|e| ImageError::io("wait for", program, e))?;
-            }
-        }
-    };
-    // Drain what is left; a grandchild holding the pipe must not hang us.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
-    while let Ok(Some(l)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        note(l, &mut tail);
-    }
-    if status.success() {
-        Ok(())
-    } else {
-        // Children of a failed tool may linger in its group.
-        kill_group(pgid);
-        Err(ImageError::CommandFailed {
-            command: command_text,
-            status: status.to_string(),
-            last_lines: tail.into_iter().collect::<Vec<_>>().join(" | "),
-        })
-    }
-}
-
-fn kill_group(pgid: Option<i32>) {
-    if let Some(pgid) = pgid {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    let tool = envs
+        .iter()
+        .fold(Tool::new(program).args(args), |t, (k, v)| t.env(k, v))
+        .cancel_on(cancel);
+    tool.run_streaming(&|line| report(progress, phase, line))
+        .await
+        .map(drop)
+        .map_err(ImageError::tool(program, package))
 }
 
 #[cfg(test)]
@@ -178,6 +91,30 @@ mod tests {
         .expect_err("must fail");
 
         assert!(err.to_string().contains("boom"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn environment_reaches_the_tool() {
+        let seen = Mutex::new(Vec::new());
+        let cb = |p: Progress| {
+            seen.lock()
+                .expect("lock")
+                .push(p.detail.unwrap_or_default())
+        };
+
+        run(
+            "sh",
+            &["-c", "echo $HANGAR_A-$HANGAR_B"],
+            &[("HANGAR_A", "1"), ("HANGAR_B", "2")],
+            "dash",
+            "t",
+            &cb,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+
+        assert_eq!(seen.into_inner().expect("lock"), ["1-2"]);
     }
 
     #[tokio::test]

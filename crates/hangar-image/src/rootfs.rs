@@ -222,12 +222,11 @@ mod tests {
         std::fs::File::create(&p)
             .and_then(|f| f.set_len(8 << 20))
             .expect("create");
-        let st = std::process::Command::new("mkfs.ext4")
+        hangar_host::Tool::new("mkfs.ext4")
             .args(["-q", "-F", "-L", "root"])
             .arg(&p)
-            .status()
+            .run_blocking()
             .expect("mkfs.ext4 (apt-get install e2fsprogs)");
-        assert!(st.success());
 
         check_ext4(&p).expect("ext4");
     }

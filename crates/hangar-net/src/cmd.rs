@@ -2,10 +2,16 @@
 //! with `ip -n NS`, so nothing here can touch the host's interfaces when a
 //! namespace is configured.
 
+use std::time::Duration;
+
+use hangar_host::Tool;
 use serde::Deserialize;
-use tokio::process::Command;
 
 use crate::NetError;
+
+/// `ip` and `nft` answer in milliseconds; one that runs this long hangs
+/// (e.g. on a netlink lock) and is killed rather than blocking the daemon.
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Builds `ip` commands for one namespace (or the root namespace when `None`).
 #[derive(Debug, Clone)]
@@ -83,40 +89,23 @@ pub(crate) fn parse_links(json: &str) -> Result<Vec<Link>, serde_json::Error> {
 /// Runs `argv` (optionally feeding `stdin`), returning stdout; a non-zero exit
 /// becomes [`NetError::Command`] with the command line and stderr.
 pub(crate) async fn run(argv: &[String], stdin: Option<&str>) -> Result<String, NetError> {
-    use tokio::io::AsyncWriteExt;
-    let command = argv.join(" ");
-    tracing::debug!(%command, "running");
+    Ok(tool(argv, stdin)?.run().await?.stdout)
+}
+
+/// [`run`] for callers on a blocking thread.
+pub(crate) fn run_blocking(argv: &[String]) -> Result<String, NetError> {
+    Ok(tool(argv, None)?.run_blocking()?.stdout)
+}
+
+fn tool(argv: &[String], stdin: Option<&str>) -> Result<Tool, NetError> {
     let (prog, rest) = argv
         .split_first()
         .ok_or_else(|| NetError::Config("empty command".to_string()))?;
-    let mut cmd = Command::new(prog);
-    cmd.args(rest)
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let spawn_err = |source| NetError::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await.map_err(spawn_err)?;
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await.map_err(spawn_err)?;
-    if !out.status.success() {
-        return Err(NetError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let tool = Tool::new(prog).args(rest).timeout(TOOL_TIMEOUT);
+    Ok(match stdin {
+        Some(input) => tool.stdin(input),
+        None => tool,
+    })
 }
 
 #[cfg(test)]
@@ -172,6 +161,34 @@ mod tests {
         assert_eq!(
             run(&argv, Some("table ip x {}")).await.unwrap(),
             "table ip x {}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_of_a_missing_tool_says_what_to_install() {
+        let argv = vec!["hangar-no-such-ip".to_string(), "link".to_string()];
+
+        let err = run(&argv, None).await.unwrap_err();
+
+        assert!(matches!(err, NetError::Spawn { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "Failed to run `hangar-no-such-ip link`; is iproute2 (ip) / nftables (nft) installed?"
+        );
+    }
+
+    #[test]
+    fn run_blocking_failure_carries_command_and_stderr() {
+        let argv: Vec<String> = ["sh", "-c", "echo nope >&2; exit 2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+
+        let err = run_blocking(&argv).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "Command `sh -c echo nope >&2; exit 2` failed (exit status: 2): nope"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! Network configuration and its validation (done once, before any command
 //! runs, so a bad name never leaves half a setup behind).
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
 
 use crate::NetError;
@@ -29,6 +31,16 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// The gateway (bridge) address: the first host address of the subnet.
+    /// `None` for /31 and /32, which have no room for a gateway and a
+    /// guest. (Guest addresses and MACs are the store's: it leases them.)
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        if self.subnet.prefix_len() > 30 {
+            return None;
+        }
+        Some(Ipv4Addr::from(u32::from(self.subnet.network()) + 1))
+    }
+
     /// Checks names and subnet so every later command can succeed.
     pub fn validate(&self) -> Result<(), NetError> {
         check_ifname("bridge", &self.bridge, IFNAME_MAX)?;
@@ -84,6 +96,28 @@ mod tests {
             nat: false,
             tap_pool_size: 2,
             tap_prefix: "hgtap".into(),
+        }
+    }
+
+    #[test]
+    fn gateway_is_the_first_host_whatever_the_host_bits() {
+        let c = NetConfig {
+            subnet: "10.77.0.99/24".parse().unwrap(),
+            ..cfg()
+        };
+
+        assert_eq!(c.gateway(), Some(Ipv4Addr::new(10, 77, 0, 1)));
+    }
+
+    #[test]
+    fn slash31_and_slash32_have_no_gateway() {
+        for subnet in ["10.0.0.0/31", "10.0.0.1/32"] {
+            let c = NetConfig {
+                subnet: subnet.parse().unwrap(),
+                ..cfg()
+            };
+
+            assert_eq!(c.gateway(), None, "{subnet}");
         }
     }
 

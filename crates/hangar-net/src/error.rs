@@ -1,5 +1,8 @@
 //! Errors of the host-networking layer. Command failures carry the exact
-//! command line and its stderr, so an operator can re-run it by hand.
+//! command line and its stderr (in [`ToolError`]), so an operator can re-run
+//! it by hand.
+
+use hangar_host::ToolError;
 
 /// Everything that can go wrong while setting up or using host networking.
 #[derive(Debug, thiserror::Error)]
@@ -9,20 +12,18 @@ pub enum NetError {
     Config(String),
 
     /// A tool could not be started at all.
-    #[error("Failed to run `{command}`; is iproute2 (ip) / nftables (nft) installed?")]
+    #[error(
+        "Failed to run `{}`; is iproute2 (ip) / nftables (nft) installed?",
+        .source.command()
+    )]
     Spawn {
-        command: String,
         #[source]
-        source: std::io::Error,
+        source: ToolError,
     },
 
-    /// A tool ran and failed.
-    #[error("Command `{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    /// A tool ran and failed (or hung past its time limit).
+    #[error(transparent)]
+    Command(ToolError),
 
     /// `ip -j` printed something we could not read.
     #[error("Could not parse the JSON output of `{command}`")]
@@ -51,4 +52,14 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<ToolError> for NetError {
+    fn from(e: ToolError) -> Self {
+        if e.is_spawn() {
+            NetError::Spawn { source: e }
+        } else {
+            NetError::Command(e)
+        }
+    }
 }

@@ -17,7 +17,6 @@ mod cmd;
 mod config;
 mod dns;
 mod error;
-pub mod ipalloc;
 pub mod nat;
 pub mod netns;
 mod tap;
@@ -67,7 +66,7 @@ impl Network {
     /// failure, whatever this call created is removed again.
     pub async fn setup(cfg: NetConfig) -> Result<Network, NetError> {
         cfg.validate()?;
-        let gateway = ipalloc::gateway(cfg.subnet).ok_or_else(|| {
+        let gateway = cfg.gateway().ok_or_else(|| {
             NetError::Config(format!("subnet {} has no gateway address", cfg.subnet))
         })?;
         let ip = Ip::new(cfg.netns.as_deref());
@@ -408,25 +407,7 @@ async fn undo_setup(ip: &Ip, cfg: &NetConfig, created: Created) {
 /// step is attempted; the first error is returned.
 pub fn teardown_everything(cfg: &NetConfig) -> Result<(), NetError> {
     let ip = Ip::new(cfg.netns.as_deref());
-    let run = |args: &[&str]| -> Result<String, NetError> {
-        let argv = ip.args(args);
-        let command = argv.join(" ");
-        let out = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .output()
-            .map_err(|source| NetError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(NetError::Command {
-                command,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |args: &[&str]| cmd::run_blocking(&ip.args(args));
     let listing = run(&["-j", "-d", "link", "show"])?;
     let links = cmd::parse_links(&listing).map_err(|source| NetError::Parse {
         command: ip.args(&["-j", "-d", "link", "show"]).join(" "),

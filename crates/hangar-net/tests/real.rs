@@ -311,7 +311,7 @@ async fn failed_setup_removes_the_bridge_it_created_and_keeps_foreign_links() {
     let err = Network::setup(cfg(&ns.name, 1)).await.unwrap_err();
 
     assert!(
-        matches!(err, NetError::Command { ref command, .. } if command.contains("master hgbr0")),
+        matches!(err, NetError::Command(ref e) if e.command().contains("master hgbr0")),
         "{err}"
     );
     let left: Vec<String> = ip_json(&ns.name, &["link", "show"])

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hangar_api::{Operation, Progress};
-use hangar_store::{timestamp::now_utc, Store};
+use hangar_host::time::now_utc;
+use hangar_store::Store;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

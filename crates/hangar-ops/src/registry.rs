@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use hangar_api::{ApiError, OpKind, OpState, Operation, Progress};
-use hangar_store::timestamp::{format_utc, now_utc};
+use hangar_host::time::{format_utc, now_utc};
 use hangar_store::{Store, StoreError};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

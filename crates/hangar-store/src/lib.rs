@@ -14,7 +14,6 @@ mod leases;
 mod ops;
 mod schema;
 mod store;
-pub mod timestamp;
 mod vms;
 
 pub use error::{Result, StoreError};

@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use crate::error::{unique_violation, Result, StoreError};
 use crate::store::Store;
-use crate::timestamp::now_utc;
+use hangar_host::time::now_utc;
 
 const OP_COLUMNS: &str =
     "id, kind, target, state, progress_json, result_json, error_json, created_at, updated_at";

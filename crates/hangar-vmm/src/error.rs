@@ -118,11 +118,7 @@ pub enum VmmError {
     )]
     JailCrossDevice { path: PathBuf, jail_path: PathBuf },
 
-    /// The spec's vsock device cannot be configured.
-    #[error("invalid vsock device: {reason}")]
-    InvalidVsock { reason: String },
-
-    /// QEMU's vsock device needs the host's vhost-vsock driver.
+    /// The driver cannot do what was asked (e.g. boot snapshots).
     #[error("the {kind} driver does not support {what}")]
     Unsupported {
         kind: &'static str,
@@ -131,7 +127,4 @@ pub enum VmmError {
 
     #[error("saving the VM state to {path} failed: {message}")]
     Snapshot { path: PathBuf, message: String },
-
-    #[error("vsock needs {path} on the host: modprobe vhost_vsock")]
-    VsockUnavailable { path: PathBuf },
 }

@@ -48,60 +48,6 @@ pub struct Drive {
     pub read_only: bool,
 }
 
-/// A virtio-vsock device: a host<->guest socket channel that needs no
-/// network (e.g. for a guest agent).
-///
-/// Firecracker proxies it through Unix sockets: it creates, binds and
-/// listens on `uds_path` for host-initiated connections (`CONNECT <port>\n`)
-/// and connects to `<uds_path>_<port>` for guest-initiated ones. QEMU uses
-/// the host kernel's vhost-vsock instead and ignores `uds_path`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Vsock {
-    /// The guest's context id; 0–2 are reserved (hypervisor, local, host)
-    /// and `u32::MAX` means "any", so it must be 3 or more.
-    pub guest_cid: u32,
-    /// Absolute host path of the Unix socket Firecracker listens on. Must
-    /// not exist when the VM starts (a stale socket is removed). Under the
-    /// jailer the real socket lives inside the jail (see
-    /// [`FirecrackerDriver::vsock_socket`]) and this path is a symlink to
-    /// it.
-    pub uds_path: PathBuf,
-}
-
-/// Lowest guest CID that is not reserved.
-pub const MIN_GUEST_CID: u32 = 3;
-/// `sun_path` holds 108 bytes including the terminating NUL.
-const MAX_UDS_PATH: usize = 107;
-
-impl Vsock {
-    /// Checks the CID and the socket path, so a bad value gives a clear
-    /// error instead of the VMM's.
-    pub fn validate(&self) -> Result<(), VmmError> {
-        let invalid = |reason: String| VmmError::InvalidVsock { reason };
-        if self.guest_cid < MIN_GUEST_CID || self.guest_cid == u32::MAX {
-            return Err(invalid(format!(
-                "guest CID {} is reserved; use a CID from {MIN_GUEST_CID} to {}",
-                self.guest_cid,
-                u32::MAX - 1
-            )));
-        }
-        if !self.uds_path.is_absolute() {
-            return Err(invalid(format!(
-                "socket path {} must be absolute",
-                self.uds_path.display()
-            )));
-        }
-        let len = self.uds_path.as_os_str().len();
-        if len > MAX_UDS_PATH {
-            return Err(invalid(format!(
-                "socket path {} is {len} bytes; Unix sockets allow at most {MAX_UDS_PATH}",
-                self.uds_path.display()
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Everything a driver needs to boot one VM. Paths are prepared by others
 /// (image, storage, net); the driver only checks they exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,9 +73,6 @@ pub struct VmSpec {
     pub serial_log: PathBuf,
     /// Run the VMM inside /run/netns/<name>.
     pub netns: Option<String>,
-    /// Optional virtio-vsock device.
-    #[serde(default)]
-    pub vsock: Option<Vsock>,
     /// Resume the saved VM state in this file (see
     /// [`VmmDriver::save_boot_snapshot`]) instead of booting the kernel.
     /// The rest of the spec must match the one the state was saved with,
@@ -181,9 +124,6 @@ const STOP_KILL_WAIT: Duration = Duration::from_secs(5);
 pub trait VmmDriver: Send + Sync {
     /// "qemu" or "firecracker".
     fn kind(&self) -> &'static str;
-    /// Checks the binary exists and runs; returns its version. The error
-    /// says how to install it or which config key to set.
-    async fn check(&self) -> Result<String, VmmError>;
     /// Starts the VMM and the guest; returns when the guest is booting. On
     /// error, kills what was spawned and removes sockets and pid file (the
     /// serial log is kept).
@@ -245,16 +185,13 @@ pub trait VmmDriver: Send + Sync {
                 pid = h.pid,
                 "guest did not power off in time; sending SIGTERM"
             );
-            process::send_signal(h, nix::sys::signal::Signal::SIGTERM)?;
-            if self.wait_exit(h, STOP_TERM_WAIT).await? {
-                StopOutcome::Terminated
-            } else {
-                tracing::warn!(pid = h.pid, "VMM ignored SIGTERM; sending SIGKILL");
-                process::send_signal(h, nix::sys::signal::Signal::SIGKILL)?;
-                if !self.wait_exit(h, STOP_KILL_WAIT).await? {
-                    return Err(VmmError::Unkillable { pid: h.pid });
-                }
-                StopOutcome::Killed
+            let ended = process::term_then_kill(h, STOP_TERM_WAIT, STOP_KILL_WAIT, |t| {
+                self.wait_exit(h, t)
+            })
+            .await?;
+            match ended {
+                process::Ended::Term => StopOutcome::Terminated,
+                process::Ended::Kill => StopOutcome::Killed,
             }
         };
         // The process is gone: this only reaps and removes files.
@@ -280,11 +217,7 @@ async fn graceful_stop<D: VmmDriver + ?Sized>(
 
 /// Checks the files a spec points at exist, so a typo gives a clear error
 /// instead of a VMM's terse one.
-/// Also validates the vsock device, if any.
 pub(crate) fn check_spec_files(spec: &VmSpec) -> Result<(), VmmError> {
-    if let Some(v) = &spec.vsock {
-        v.validate()?;
-    }
     let mut files = vec![("kernel", &spec.kernel), ("root disk", &spec.root_disk)];
     if let Some(initrd) = &spec.initrd {
         files.push(("initrd", initrd));
@@ -317,70 +250,4 @@ pub(crate) fn write_pid_file(spec: &VmSpec, pid: u32) -> Result<(), VmmError> {
         path,
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vsock(guest_cid: u32, uds_path: &str) -> Vsock {
-        Vsock {
-            guest_cid,
-            uds_path: uds_path.into(),
-        }
-    }
-
-    #[test]
-    fn vsock_with_cid_three_and_absolute_path_is_valid() {
-        assert!(vsock(3, "/vms/vm1/v.sock").validate().is_ok());
-    }
-
-    #[test]
-    fn vsock_with_reserved_cid_is_rejected() {
-        for cid in [0, 1, 2, u32::MAX] {
-            let err = vsock(cid, "/v.sock").validate().unwrap_err();
-            assert!(err.to_string().contains("reserved"), "{cid}: {err}");
-        }
-    }
-
-    #[test]
-    fn vsock_with_relative_path_is_rejected() {
-        assert!(matches!(
-            vsock(3, "v.sock").validate(),
-            Err(VmmError::InvalidVsock { .. })
-        ));
-    }
-
-    #[test]
-    fn vsock_with_path_too_long_for_a_unix_socket_is_rejected() {
-        let long = format!("/{}", "a".repeat(107));
-        assert!(vsock(3, &long).validate().is_err());
-        assert!(vsock(3, &long[..107]).validate().is_ok());
-    }
-
-    #[test]
-    fn spec_without_vsock_field_deserialises_with_none() {
-        let mut v = serde_json::to_value(VmSpec {
-            id: "a".into(),
-            name: "a".into(),
-            cpus: 1,
-            memory_mib: 1,
-            kernel: "/k".into(),
-            initrd: None,
-            cmdline: String::new(),
-            root_disk: "/r".into(),
-            extra_drives: vec![],
-            tap: "t".into(),
-            mac: "m".into(),
-            vm_dir: "/d".into(),
-            serial_log: "/s".into(),
-            netns: None,
-            vsock: None,
-            restore_from: None,
-        })
-        .unwrap();
-        v.as_object_mut().unwrap().remove("vsock");
-        let spec: VmSpec = serde_json::from_value(v).unwrap();
-        assert_eq!(spec.vsock, None);
-    }
 }

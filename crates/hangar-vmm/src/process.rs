@@ -220,42 +220,61 @@ impl Children {
         gone
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL and wait again. A process
-    /// that is already gone (or whose pid now belongs to someone else) is
-    /// left alone.
+    /// [`term_then_kill`] with `grace` after SIGTERM, waiting through the
+    /// reaper (or /proc for an adopted process); drops the record of the
+    /// process once it is gone.
     pub(crate) async fn terminate(&self, h: &VmmHandle, grace: Duration) -> Result<(), VmmError> {
-        for (signal, name, wait) in [
-            (Signal::SIGTERM, "SIGTERM", grace),
-            (Signal::SIGKILL, "SIGKILL", Duration::from_secs(5)),
-        ] {
-            if !is_same_process_alive(h.pid, h.start_time) {
-                // Still make sure our own child is reaped before returning.
-                self.wait_gone(h, Duration::from_secs(5)).await;
-                self.forget(h.pid);
-                return Ok(());
-            }
-            match kill(Pid::from_raw(h.pid as i32), signal) {
-                Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(source) => {
-                    return Err(VmmError::Signal {
-                        signal: name,
-                        pid: h.pid,
-                        source,
-                    })
-                }
-            }
-            if self.wait_gone(h, wait).await {
-                self.forget(h.pid);
-                return Ok(());
-            }
-            tracing::warn!(
-                pid = h.pid,
-                signal = name,
-                "VMM process still alive after signal"
-            );
-        }
-        Err(VmmError::Unkillable { pid: h.pid })
+        let ended = term_then_kill(h, grace, KILL_WAIT, |timeout| async move {
+            Ok(self.wait_gone(h, timeout).await)
+        })
+        .await?;
+        tracing::debug!(pid = h.pid, ?ended, "VMM process gone");
+        self.forget(h.pid);
+        Ok(())
     }
+}
+
+/// How long [`Children::terminate`] waits after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// What ended a process in [`term_then_kill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// It exited after SIGTERM (or was already gone).
+    Term,
+    /// It ignored SIGTERM and died of SIGKILL.
+    Kill,
+}
+
+/// The one SIGTERM→SIGKILL escalation: SIGTERM, wait up to `term_wait`,
+/// then SIGKILL, wait up to `kill_wait`. `gone_within(t)` waits up to `t`
+/// and says whether the process is gone. Signals go only to the same
+/// process (pid and start time), so a reused pid is never hit.
+pub(crate) async fn term_then_kill<F, Fut>(
+    h: &VmmHandle,
+    term_wait: Duration,
+    kill_wait: Duration,
+    mut gone_within: F,
+) -> Result<Ended, VmmError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, VmmError>>,
+{
+    for (signal, wait, ended) in [
+        (Signal::SIGTERM, term_wait, Ended::Term),
+        (Signal::SIGKILL, kill_wait, Ended::Kill),
+    ] {
+        send_signal(h, signal)?;
+        if gone_within(wait).await? {
+            return Ok(ended);
+        }
+        tracing::warn!(
+            pid = h.pid,
+            signal = signal.as_str(),
+            "VMM process still alive after signal"
+        );
+    }
+    Err(VmmError::Unkillable { pid: h.pid })
 }
 
 /// Sends `signal` to the VMM if it is still the same process (pid and
@@ -312,42 +331,6 @@ pub(crate) fn open_append(path: &Path) -> Result<File, VmmError> {
 }
 
 /// Formats an exit status for messages ("exit code 1", "signal 9").
-/// Runs `BINARY --version` and parses its first stdout line with `parse`.
-/// A binary that cannot start gets `install_hint`; one whose version cannot
-/// be read gets `reinstall_hint` with its exit status and stderr.
-pub(crate) async fn binary_version(
-    kind: &'static str,
-    binary: &std::path::Path,
-    install_hint: &str,
-    reinstall_hint: &str,
-    parse: impl Fn(&str) -> Option<String>,
-) -> Result<String, VmmError> {
-    let unusable = |hint: String, source| VmmError::BinaryUnusable {
-        kind,
-        path: binary.to_path_buf(),
-        hint,
-        source,
-    };
-    let out = tokio::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .await
-        .map_err(|e| unusable(install_hint.to_string(), Some(e)))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first = text.lines().next().unwrap_or_default();
-    match (out.status.success(), parse(first)) {
-        (true, Some(v)) => Ok(v),
-        _ => Err(unusable(
-            format!(
-                "`--version` failed ({}): {}; {reinstall_hint}",
-                describe_status(&out.status),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            None,
-        )),
-    }
-}
-
 pub(crate) fn describe_status(s: &ExitStatus) -> String {
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit code {c}"),
@@ -410,6 +393,72 @@ mod tests {
             None,
             "child must not linger as a zombie"
         );
+    }
+
+    fn spawn_detached(children: &Children, script: &str) -> VmmHandle {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", script]);
+        detach(&mut cmd, None);
+        let (pid, start_time) = children
+            .spawn(&mut cmd, "test", Path::new("/bin/sh"))
+            .unwrap();
+        VmmHandle {
+            pid,
+            start_time,
+            api_socket: "/nonexistent".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn term_then_kill_of_a_process_that_honours_sigterm_ends_at_term() {
+        let children = Children::default();
+        let h = spawn_detached(&children, "exec sleep 30");
+
+        let ended = term_then_kill(&h, Duration::from_secs(5), Duration::from_secs(5), |t| {
+            let children = children.clone();
+            let h = h.clone();
+            async move { Ok(children.wait_gone(&h, t).await) }
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(ended, Ended::Term);
+    }
+
+    #[tokio::test]
+    async fn term_then_kill_of_a_process_ignoring_sigterm_ends_at_kill() {
+        let children = Children::default();
+        // The shell announces (by a file) that its trap is set.
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let h = spawn_detached(
+            &children,
+            &format!(
+                "trap '' TERM; touch {}; while :; do sleep 1; done",
+                ready.display()
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the trap was never set");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let ended = term_then_kill(
+            &h,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            |t| {
+                let children = children.clone();
+                let h = h.clone();
+                async move { Ok(children.wait_gone(&h, t).await) }
+            },
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(ended, Ended::Kill);
+        assert!(!is_same_process_alive(h.pid, h.start_time));
     }
 
     #[tokio::test]

@@ -16,8 +16,6 @@ use crate::{check_spec_files, VmSpec, VmmDriver, VmmHandle, PID_FILE, VMM_LOG};
 
 /// QMP socket name inside `vm_dir`.
 pub const QMP_SOCKET: &str = "qmp.sock";
-/// The host device QEMU's vhost-vsock backend opens.
-pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
 /// How long `start` waits for QMP to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `start` waits for a restored VM to run.
@@ -34,8 +32,6 @@ const SNAPSHOT_FD_NAME: &str = "hangar-snapshot";
 pub struct QemuDriver {
     binary: PathBuf,
     accel: Accel,
-    /// [`VHOST_VSOCK_DEVICE`]; a field so tests can point it elsewhere.
-    vhost_vsock: PathBuf,
     children: Children,
 }
 
@@ -45,24 +41,12 @@ impl QemuDriver {
         QemuDriver {
             binary: binary.into(),
             accel,
-            vhost_vsock: PathBuf::from(VHOST_VSOCK_DEVICE),
             children: Children::default(),
         }
     }
 
     pub fn accel(&self) -> Accel {
         self.accel
-    }
-
-    /// QEMU's vsock is backed by the host kernel (vhost_vsock module);
-    /// without it QEMU fails with a terse "vhost-vsock: failed to open".
-    fn check_vsock(&self, spec: &VmSpec) -> Result<(), VmmError> {
-        if spec.vsock.is_some() && !self.vhost_vsock.exists() {
-            return Err(VmmError::VsockUnavailable {
-                path: self.vhost_vsock.clone(),
-            });
-        }
-        Ok(())
     }
 
     /// Kills a half-started VMM and removes what `start` created.
@@ -78,22 +62,6 @@ impl QemuDriver {
 /// Escapes a value for QEMU's comma-separated option syntax.
 fn opt(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
-}
-
-/// Quotes a path for `/bin/sh` (QEMU runs `exec:` URIs through it).
-fn sh_quote(p: &Path) -> String {
-    format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"))
-}
-
-/// Where `binary` is: itself if it has a `/`, else the first match on PATH.
-fn resolve_binary(binary: &Path) -> Option<PathBuf> {
-    if binary.components().count() > 1 {
-        return Some(binary.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(binary))
-        .find(|p| p.is_file())
 }
 
 /// Size of a disk file or block device (whose metadata says 0).
@@ -126,11 +94,7 @@ fn snapshot_shape(spec: &VmSpec) -> VmSpec {
 /// guest has probed by the snapshot point.
 pub fn boot_snapshot_key(binary: &Path, spec: &VmSpec, accel: Accel) -> Option<String> {
     use sha2::{Digest, Sha256};
-    if spec.vsock.is_some() {
-        // vhost-vsock carries host kernel state that a restore cannot move.
-        return None;
-    }
-    let bin = resolve_binary(binary)?;
+    let bin = hangar_host::which(binary)?;
     let meta = std::fs::metadata(&bin).ok()?;
     let mtime = meta
         .modified()
@@ -209,12 +173,6 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     ));
     a.push("-device".into());
     a.push(format!("virtio-net-device,netdev=net0,mac={}", spec.mac));
-    if let Some(v) = &spec.vsock {
-        // The virtio-mmio variant: microvm has no PCI bus. `uds_path` is a
-        // Firecracker concept; QEMU uses the host's AF_VSOCK directly.
-        a.push("-device".into());
-        a.push(format!("vhost-vsock-device,guest-cid={}", v.guest_cid));
-    }
     // A file chardev with append=on keeps earlier boots' console output.
     a.push("-chardev".into());
     a.push(format!(
@@ -231,7 +189,9 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         // QEMU reads the stream to its end before it closes the pipe, so
         // `cat` has finished by then (unlike an outgoing `exec:`).
         a.push("-incoming".into());
-        a.push(format!("exec:cat {}", sh_quote(state)));
+        // QEMU runs `exec:` URIs through `/bin/sh`.
+        let state = hangar_host::quote::quote_word(&state.to_string_lossy());
+        a.push(format!("exec:cat {state}"));
     }
     a
 }
@@ -242,25 +202,8 @@ impl VmmDriver for QemuDriver {
         "qemu"
     }
 
-    async fn check(&self) -> Result<String, VmmError> {
-        // "QEMU emulator version 7.2.19 (Debian ...)": the version word.
-        process::binary_version(
-            "qemu",
-            &self.binary,
-            "install it with `apt-get install qemu-system-x86`, or set `[vmm] qemu` in \
-             /etc/hangar/config.toml to its path",
-            "reinstall qemu-system-x86 or fix `[vmm] qemu`",
-            |first| {
-                let v = first.split("version ").nth(1)?;
-                Some(v.split_whitespace().next().unwrap_or(v).to_string())
-            },
-        )
-        .await
-    }
-
     async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         check_spec_files(spec)?;
-        self.check_vsock(spec)?;
         if let Some(state) = &spec.restore_from {
             if !state.is_file() {
                 return Err(VmmError::MissingFile {
@@ -500,7 +443,6 @@ mod tests {
             vm_dir: "/vms/vm1".into(),
             serial_log: "/vms/vm1/serial.log".into(),
             netns: None,
-            vsock: None,
             restore_from: None,
         }
     }
@@ -613,15 +555,9 @@ mod tests {
     }
 
     #[test]
-    fn no_snapshot_key_with_vsock_a_missing_disk_or_a_missing_binary() {
+    fn no_snapshot_key_with_a_missing_disk_or_a_missing_binary() {
         let dir = tempfile::tempdir().unwrap();
         let (bin, a) = keyed_spec(dir.path(), "a");
-        let mut s = a.clone();
-        s.vsock = Some(crate::Vsock {
-            guest_cid: 3,
-            uds_path: "/v.sock".into(),
-        });
-        assert_eq!(boot_snapshot_key(&bin, &s, Accel::Tcg), None);
         let mut s = a.clone();
         s.root_disk = dir.path().join("gone.ext4");
         assert_eq!(boot_snapshot_key(&bin, &s, Accel::Tcg), None);
@@ -655,31 +591,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn build_args_without_vsock_add_no_vsock_device() {
-        let args = build_args(&spec(), Accel::Tcg);
-        assert!(!args.iter().any(|a| a.contains("vsock")));
-    }
-
-    #[test]
-    fn build_args_with_vsock_add_mmio_vhost_vsock_device_after_network() {
-        let mut s = spec();
-        s.vsock = Some(crate::Vsock {
-            guest_cid: 42,
-            uds_path: "/vms/vm1/v.sock".into(),
-        });
-        let args = build_args(&s, Accel::Tcg);
-        let net = args
-            .iter()
-            .position(|a| a.starts_with("virtio-net-device"))
-            .unwrap();
-        assert_eq!(
-            args[net + 1..net + 3],
-            ["-device", "vhost-vsock-device,guest-cid=42"]
-        );
-    }
-
-    fn vsock_spec_in(dir: &Path) -> VmSpec {
+    fn spec_in(dir: &Path) -> VmSpec {
         let mut s = spec();
         s.kernel = dir.join("vmlinux");
         s.initrd = None;
@@ -687,10 +599,6 @@ mod tests {
         s.extra_drives.clear();
         s.vm_dir = dir.to_path_buf();
         s.serial_log = dir.join("serial.log");
-        s.vsock = Some(crate::Vsock {
-            guest_cid: 3,
-            uds_path: dir.join("v.sock"),
-        });
         for f in [&s.kernel, &s.root_disk] {
             std::fs::write(f, b"").unwrap();
         }
@@ -698,44 +606,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn start_with_vsock_without_vhost_vsock_device_fails_before_spawning() {
+    async fn start_with_a_missing_binary_is_a_spawn_error() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = vsock_spec_in(dir.path());
-        let mut driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
-        driver.vhost_vsock = dir.path().join("no-vhost-vsock");
-
-        let err = driver.start(&spec).await.unwrap_err();
-
-        assert!(matches!(err, VmmError::VsockUnavailable { .. }), "{err:?}");
-        assert!(err.to_string().contains("modprobe vhost_vsock"), "{err}");
-        assert!(!dir.path().join(VMM_LOG).exists(), "nothing was prepared");
-    }
-
-    #[tokio::test]
-    async fn start_with_vsock_and_vhost_vsock_device_gets_past_the_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = vsock_spec_in(dir.path());
-        let mut driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
-        driver.vhost_vsock = dir.path().join("vhost-vsock");
-        std::fs::write(&driver.vhost_vsock, b"").unwrap();
-
-        let err = driver.start(&spec).await.unwrap_err();
-
-        assert!(matches!(err, VmmError::Spawn { .. }), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn start_with_reserved_guest_cid_fails_with_invalid_vsock() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spec = vsock_spec_in(dir.path());
-        if let Some(v) = &mut spec.vsock {
-            v.guest_cid = 2;
-        }
+        let spec = spec_in(dir.path());
         let driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
 
         let err = driver.start(&spec).await.unwrap_err();
 
-        assert!(matches!(err, VmmError::InvalidVsock { .. }), "{err:?}");
+        assert!(matches!(err, VmmError::Spawn { .. }), "{err:?}");
     }
 
     #[test]

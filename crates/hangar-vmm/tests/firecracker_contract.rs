@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use hangar_vmm::firecracker::api::{self, ActionType, ApiCall};
-use hangar_vmm::{Drive, VmSpec, Vsock};
+use hangar_vmm::{Drive, VmSpec};
 use serde_json::{json, Value};
 
 fn load_spec() -> Value {
@@ -116,10 +116,6 @@ fn full_spec() -> VmSpec {
         vm_dir: PathBuf::from("/var/lib/hangar/vms/vm-0123"),
         serial_log: "/var/lib/hangar/vms/vm-0123/serial.log".into(),
         netns: None,
-        vsock: Some(Vsock {
-            guest_cid: 3,
-            uds_path: "/var/lib/hangar/vms/vm-0123/vsock.sock".into(),
-        }),
         restore_from: None,
     }
 }
@@ -130,10 +126,9 @@ fn every_boot_request_body_matches_the_firecracker_api() {
     let calls = api::boot_calls(&full_spec());
     assert_eq!(
         calls.len(),
-        10,
-        "expected logger, metrics, machine, boot, 3 drives, net, vsock, start"
+        9,
+        "expected logger, metrics, machine, boot, 3 drives, net, start"
     );
-    assert!(calls.iter().any(|c| c.path == "/vsock"));
     for call in &calls {
         assert_valid(&spec, call);
     }
@@ -145,7 +140,6 @@ fn boot_request_without_initrd_matches_the_firecracker_api() {
     let mut vm = full_spec();
     vm.initrd = None;
     vm.extra_drives.clear();
-    vm.vsock = None;
     for call in &api::boot_calls(&vm) {
         assert_valid(&spec, call);
     }
@@ -167,10 +161,7 @@ fn flush_metrics_request_body_matches_the_firecracker_api() {
 fn jailed_boot_request_bodies_match_the_firecracker_api() {
     let spec = load_spec();
     let (jailed, _) = hangar_vmm::firecracker::jailer::jailed_spec(&full_spec()).unwrap();
-    let calls = api::boot_calls(&jailed);
-    let vsock = calls.iter().find(|c| c.path == "/vsock").unwrap();
-    assert_eq!(vsock.body["uds_path"], "/run/vsock.sock");
-    for call in &calls {
+    for call in &api::boot_calls(&jailed) {
         assert_valid(&spec, call);
     }
 }
@@ -209,19 +200,4 @@ fn validator_rejects_unknown_action() {
     let spec = load_spec();
     let v = validator_for(&spec, "PUT", "/actions");
     assert!(!v.is_valid(&json!({"action_type": "Reboot"})));
-}
-
-#[test]
-fn validator_rejects_vsock_without_uds_path() {
-    let spec = load_spec();
-    let v = validator_for(&spec, "PUT", "/vsock");
-    assert!(v.is_valid(&json!({"guest_cid": 3, "uds_path": "/v.sock"})));
-    assert!(!v.is_valid(&json!({"guest_cid": 3})));
-}
-
-#[test]
-fn validator_rejects_vsock_with_reserved_guest_cid() {
-    let spec = load_spec();
-    let v = validator_for(&spec, "PUT", "/vsock");
-    assert!(!v.is_valid(&json!({"guest_cid": 2, "uds_path": "/v.sock"})));
 }

@@ -207,21 +207,6 @@ async fn start_with_missing_kernel_fails_before_spawning() {
     assert!(recorded(dir.path()).is_empty());
 }
 
-#[tokio::test]
-async fn check_reports_the_version() {
-    let version = FirecrackerDriver::new(fake()).check().await.unwrap();
-    assert_eq!(version, "1.16.1-fake");
-}
-
-#[tokio::test]
-async fn check_with_missing_binary_says_which_config_key_to_set() {
-    let err = FirecrackerDriver::new("/nonexistent/firecracker")
-        .check()
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("[vmm] firecracker"), "{err}");
-}
-
 /// Real Firecracker: only with HANGAR_TEST_FIRECRACKER (the kernel is
 /// HANGAR_TEST_KERNEL or the default image's vmlinux). On this project's
 /// machines KVM cannot boot a stock guest, so this checks the API flow,
@@ -233,7 +218,6 @@ async fn real_firecracker_accepts_the_boot_configuration() {
         hangar_testsupport::require_env_file("HANGAR_TEST_FIRECRACKER", "a Firecracker binary");
     let kernel = common::require_kernel();
     let driver = FirecrackerDriver::new(bin);
-    driver.check().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut spec = common::spec_in(dir.path(), kernel, "console=ttyS0 panic=0");
     spec.tap = "hgtest-fc-missing".into();
@@ -332,136 +316,4 @@ async fn flush_metrics_appends_a_line_that_read_latest_metrics_returns() {
     let last = recorded(dir.path()).pop().unwrap();
     assert_eq!(last["body"]["action_type"], "FlushMetrics");
     driver.kill(&h).await.unwrap();
-}
-
-fn with_vsock(mut spec: hangar_vmm::VmSpec) -> hangar_vmm::VmSpec {
-    spec.vsock = Some(hangar_vmm::Vsock {
-        guest_cid: 3,
-        uds_path: spec.vm_dir.join("v.sock"),
-    });
-    spec
-}
-
-fn is_socket(p: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(p)
-        .map(|m| m.file_type().is_socket())
-        .unwrap_or(false)
-}
-
-#[tokio::test]
-async fn start_with_vsock_puts_it_after_network_before_instance_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = with_vsock(common::spec_in(
-        dir.path(),
-        dir.path().join("root.ext4"),
-        "console=ttyS0",
-    ));
-    let driver = FirecrackerDriver::new(fake());
-
-    let h = driver.start(&spec).await.unwrap();
-    let _guard = common::KillOnDrop(h.clone());
-
-    let reqs = recorded(dir.path());
-    let paths: Vec<&str> = reqs.iter().map(|r| r["path"].as_str().unwrap()).collect();
-    let n = paths.len();
-    assert_eq!(
-        paths[n - 3..],
-        ["/network-interfaces/eth0", "/vsock", "/actions"]
-    );
-    let uds = dir.path().join("v.sock");
-    assert_eq!(
-        reqs[n - 2]["body"],
-        serde_json::json!({"guest_cid": 3, "uds_path": uds.to_string_lossy()})
-    );
-    assert!(is_socket(&uds), "the fake binds the vsock socket");
-    assert_eq!(driver.vsock_socket(&h), Some(uds));
-    driver.kill(&h).await.unwrap();
-}
-
-#[tokio::test]
-async fn kill_removes_the_vsock_socket_so_the_next_start_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = with_vsock(common::spec_in(
-        dir.path(),
-        dir.path().join("root.ext4"),
-        "console=ttyS0",
-    ));
-    let driver = FirecrackerDriver::new(fake());
-    let h = driver.start(&spec).await.unwrap();
-    let _guard = common::KillOnDrop(h.clone());
-
-    driver.kill(&h).await.unwrap();
-
-    let uds = dir.path().join("v.sock");
-    assert!(std::fs::symlink_metadata(&uds).is_err(), "socket removed");
-    let h2 = driver.start(&spec).await.unwrap();
-    let _guard2 = common::KillOnDrop(h2.clone());
-    driver.kill(&h2).await.unwrap();
-}
-
-#[tokio::test]
-async fn start_with_stale_vsock_socket_removes_it_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = with_vsock(common::spec_in(
-        dir.path(),
-        dir.path().join("root.ext4"),
-        "console=ttyS0",
-    ));
-    // What a crashed Firecracker leaves: a bound socket nobody listens on.
-    drop(std::os::unix::net::UnixListener::bind(dir.path().join("v.sock")).unwrap());
-    let driver = FirecrackerDriver::new(fake());
-
-    let h = driver.start(&spec).await.unwrap();
-    let _guard = common::KillOnDrop(h.clone());
-
-    assert!(is_socket(&dir.path().join("v.sock")));
-    driver.kill(&h).await.unwrap();
-}
-
-#[tokio::test]
-async fn start_failing_after_vsock_removes_the_vsock_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = with_vsock(common::spec_in(
-        dir.path(),
-        dir.path().join("root.ext4"),
-        "console=ttyS0",
-    ));
-    std::fs::write(
-        dir.path().join("fake-firecracker.json"),
-        r#"{"fail_path": "/actions", "fault_message": "cannot start"}"#,
-    )
-    .unwrap();
-    let driver = FirecrackerDriver::new(fake());
-
-    let err = driver.start(&spec).await.unwrap_err();
-
-    assert!(matches!(err, VmmError::FirecrackerApi { .. }), "{err:?}");
-    let paths: Vec<String> = recorded(dir.path())
-        .iter()
-        .map(|r| r["path"].as_str().unwrap().to_string())
-        .collect();
-    assert!(paths.contains(&"/vsock".to_string()), "{paths:?}");
-    assert!(std::fs::symlink_metadata(dir.path().join("v.sock")).is_err());
-    assert!(!dir.path().join("firecracker-vsock.link").exists());
-}
-
-#[tokio::test]
-async fn start_with_reserved_guest_cid_fails_before_spawning() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = with_vsock(common::spec_in(
-        dir.path(),
-        dir.path().join("root.ext4"),
-        "console=ttyS0",
-    ));
-    if let Some(v) = &mut spec.vsock {
-        v.guest_cid = 1;
-    }
-    let driver = FirecrackerDriver::new(fake());
-
-    let err = driver.start(&spec).await.unwrap_err();
-
-    assert!(matches!(err, VmmError::InvalidVsock { .. }), "{err:?}");
-    assert!(err.to_string().contains("guest CID 1 is reserved"), "{err}");
-    assert!(recorded(dir.path()).is_empty(), "nothing was spawned");
 }

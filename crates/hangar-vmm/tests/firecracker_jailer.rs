@@ -301,38 +301,3 @@ async fn start_under_jailer_with_netns_passes_it_to_the_jailer() {
     );
     d.kill(&h).await.unwrap();
 }
-
-#[tokio::test]
-#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
-async fn start_under_jailer_with_vsock_puts_the_socket_in_the_jail() {
-    let mut s = setup();
-    let uds = s.spec.vm_dir.join("v.sock");
-    s.spec.vsock = Some(hangar_vmm::Vsock {
-        guest_cid: 5,
-        uds_path: uds.clone(),
-    });
-    let d = driver(s.base.path(), fixture("fake-jailer.py"));
-
-    let h = d.start(&s.spec).await.unwrap();
-    let _guard = common::KillOnDrop(h.clone());
-
-    let jail = jail_dir(s.base.path(), &s.spec);
-    let reqs = recorded(&jail);
-    let paths: Vec<&str> = reqs.iter().map(|r| r["path"].as_str().unwrap()).collect();
-    let n = paths.len();
-    assert_eq!(paths[n - 2..], ["/vsock", "/actions"]);
-    assert_eq!(
-        reqs[n - 2]["body"],
-        serde_json::json!({"guest_cid": 5, "uds_path": "/run/vsock.sock"})
-    );
-    let in_jail = jail.join("root/run/vsock.sock");
-    assert_eq!(d.vsock_socket(&h), Some(in_jail.clone()));
-    assert_eq!(std::fs::read_link(&uds).unwrap(), in_jail);
-    // Host-initiated connections work through the spec's path.
-    std::os::unix::net::UnixStream::connect(&uds).unwrap();
-
-    d.kill(&h).await.unwrap();
-
-    assert!(!jail.exists());
-    assert!(std::fs::symlink_metadata(&uds).is_err(), "symlink removed");
-}

@@ -317,7 +317,6 @@ impl Daemon {
             vm_dir: m.vm_dir.to_path_buf(),
             serial_log: m.vm_dir.join("serial.log"),
             netns: self.config.netns().map(str::to_string),
-            vsock: None,
             restore_from: None,
         }
     }

@@ -194,7 +194,7 @@ impl Daemon {
             host_key_public: host_key.public_openssh,
             host_key_private: host_key.private_openssh,
             runtime: None,
-            created_at: crate::timefmt::now_rfc3339(),
+            created_at: hangar_host::time::now_utc(),
             last_error: None,
         };
         // VM lock first, then the narrow create lock (lock order).

@@ -60,11 +60,13 @@ pub(crate) struct FakeOps {
 }
 
 fn fail(call: &str, why: &str) -> StorageError {
-    StorageError::Command {
+    use std::os::unix::process::ExitStatusExt;
+    StorageError::Command(hangar_host::ToolError::Failed {
         command: format!("fake {call}"),
-        status: "exit status: 1".to_string(),
-        stderr: why.to_string(),
-    }
+        // A wait status of 256 is exit code 1.
+        status: std::process::ExitStatus::from_raw(256),
+        output: why.to_string(),
+    })
 }
 
 impl FakeOps {

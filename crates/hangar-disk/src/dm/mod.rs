@@ -48,8 +48,9 @@ mod tests;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use hangar_host::{Tool, ToolError};
 
 use crate::{DiskBackend, StorageError};
 use ops::DmOps;
@@ -61,6 +62,9 @@ const CHUNK_SECTORS: u64 = 8;
 /// Longest dm device name we make; the kernel limit is 127 and the base
 /// device adds "-base".
 const MAX_NAME: usize = 120;
+
+/// How long `dmsetup version` / `losetup --version` may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serialises every loop/dm sequence in this process.
 static DM_LOCK: Mutex<()> = Mutex::new(());
@@ -112,15 +116,19 @@ pub fn dm_availability() -> Result<(), String> {
         ("dmsetup", "version", "dmsetup"),
         ("losetup", "--version", "util-linux"),
     ] {
-        match Command::new(tool).arg(arg).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                return Err(format!(
-                    "`{tool} {arg}` failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
+        match Tool::new(tool)
+            .arg(arg)
+            .timeout(PROBE_TIMEOUT)
+            .run_blocking()
+        {
+            Ok(_) => {}
+            Err(ToolError::Spawn { source, .. }) => {
+                return Err(format!("cannot run {tool} ({source}); install {package}"))
             }
-            Err(e) => return Err(format!("cannot run {tool} ({e}); install {package}")),
+            Err(ToolError::Failed { output, .. }) => {
+                return Err(format!("`{tool} {arg}` failed: {output}"))
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(())

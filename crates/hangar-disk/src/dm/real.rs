@@ -2,93 +2,59 @@
 //! `dmsetup` (dmsetup package), the reference tools, rather than
 //! re-implementing their ioctls and udev handshakes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use hangar_host::Tool;
 
 use super::ops::{DmOps, LoopInfo};
-use crate::ext4::render;
 use crate::StorageError;
+
+/// `losetup` and `dmsetup` finish in well under a second (`remove --retry`
+/// in a few); one that runs this long is stuck (e.g. waiting for a udev
+/// that never answers) and is killed rather than holding the dm lock.
+const DM_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The host's loop and device-mapper tools.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct HostOps;
 
-/// Runs `cmd` (feeding `stdin` if given) and returns its output if it exited 0.
-fn run(
-    cmd: &mut Command,
-    package: &'static str,
-    stdin: Option<&str>,
-) -> Result<Output, StorageError> {
-    let command = render(cmd);
-    tracing::debug!(%command, "running");
-    let spawn_err = |source| StorageError::Spawn {
-        command: command.clone(),
-        package,
-        source,
-    };
-    let out = match stdin {
-        None => cmd.output().map_err(spawn_err)?,
-        Some(input) => {
-            let mut child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(spawn_err)?;
-            if let Some(mut pipe) = child.stdin.take() {
-                // A write error shows up as the command's own failure below.
-                let _ = pipe.write_all(input.as_bytes());
-            }
-            child.wait_with_output().map_err(spawn_err)?
-        }
-    };
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(StorageError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+/// Runs `tool` from Debian package `package` and returns its stdout if it
+/// exited 0.
+fn run(tool: Tool, package: &'static str) -> Result<String, StorageError> {
+    tool.timeout(DM_TOOL_TIMEOUT)
+        .run_blocking()
+        .map(|out| out.stdout)
+        .map_err(StorageError::tool(package))
 }
 
 impl DmOps for HostOps {
     fn loop_attach(&self, file: &Path, read_only: bool) -> Result<String, StorageError> {
-        let mut cmd = Command::new("losetup");
-        cmd.args(["--find", "--show"]);
+        let mut tool = Tool::new("losetup").args(["--find", "--show"]);
         if read_only {
-            cmd.arg("--read-only");
+            tool = tool.arg("--read-only");
         }
-        cmd.arg(file);
-        let out = run(&mut cmd, "util-linux", None)?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let out = run(tool.arg(file), "util-linux")?;
+        Ok(out.trim().to_string())
     }
 
     fn loop_detach(&self, device: &str) -> Result<(), StorageError> {
         run(
-            Command::new("losetup").arg("--detach").arg(device),
+            Tool::new("losetup").arg("--detach").arg(device),
             "util-linux",
-            None,
         )
         .map(drop)
     }
 
     fn dm_create(&self, name: &str, table: &str) -> Result<(), StorageError> {
         run(
-            Command::new("dmsetup").arg("create").arg(name),
+            Tool::new("dmsetup").arg("create").arg(name).stdin(table),
             "dmsetup",
-            Some(table),
         )?;
         // Without a running udev the /dev/mapper node may be missing; mknodes
         // makes it (a no-op when udev already did).
         if !Path::new("/dev/mapper").join(name).exists() {
-            run(
-                Command::new("dmsetup").arg("mknodes").arg(name),
-                "dmsetup",
-                None,
-            )?;
+            run(Tool::new("dmsetup").arg("mknodes").arg(name), "dmsetup")?;
         }
         Ok(())
     }
@@ -96,26 +62,25 @@ impl DmOps for HostOps {
     fn dm_remove(&self, name: &str) -> Result<(), StorageError> {
         // --retry rides out a transient open by udev's blkid probe.
         run(
-            Command::new("dmsetup")
-                .args(["remove", "--retry"])
-                .arg(name),
+            Tool::new("dmsetup").args(["remove", "--retry"]).arg(name),
             "dmsetup",
-            None,
         )
         .map(drop)
     }
 
     fn dm_exists(&self, name: &str) -> Result<bool, StorageError> {
         match run(
-            Command::new("dmsetup")
+            Tool::new("dmsetup")
                 .args(["info", "-c", "--noheadings", "-o", "name"])
                 .arg(name),
             "dmsetup",
-            None,
         ) {
             Ok(_) => Ok(true),
-            Err(StorageError::Command { ref stderr, .. })
-                if stderr.contains("does not exist") || stderr.contains("not found") =>
+            // dmsetup has no exit code of its own for "no such device".
+            Err(StorageError::Command(ref e))
+                if e.output().is_some_and(|stderr| {
+                    stderr.contains("does not exist") || stderr.contains("not found")
+                }) =>
             {
                 Ok(false)
             }
@@ -128,13 +93,13 @@ impl DmOps for HostOps {
     }
 
     fn dm_list(&self) -> Result<Vec<String>, StorageError> {
-        let out = run(Command::new("dmsetup").arg("ls"), "dmsetup", None)?;
-        Ok(parse_dmsetup_ls(&String::from_utf8_lossy(&out.stdout)))
+        let out = run(Tool::new("dmsetup").arg("ls"), "dmsetup")?;
+        Ok(parse_dmsetup_ls(&out))
     }
 
     fn loop_list(&self) -> Result<Vec<LoopInfo>, StorageError> {
-        let out = run(Command::new("losetup").arg("-J"), "util-linux", None)?;
-        let mut loops = parse_losetup_json(&String::from_utf8_lossy(&out.stdout))?;
+        let out = run(Tool::new("losetup").arg("-J"), "util-linux")?;
+        let mut loops = parse_losetup_json(&out)?;
         for l in &mut loops {
             l.held_with_autoclear = l.held_with_autoclear && has_holders(&l.device);
         }
@@ -158,10 +123,9 @@ pub(crate) fn parse_losetup_json(out: &str) -> Result<Vec<LoopInfo>, StorageErro
     if out.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let v: serde_json::Value = serde_json::from_str(out).map_err(|e| StorageError::Command {
+    let v: serde_json::Value = serde_json::from_str(out).map_err(|source| StorageError::Parse {
         command: "losetup -J".to_string(),
-        status: "unparseable output".to_string(),
-        stderr: e.to_string(),
+        source,
     })?;
     let list = v
         .get("loopdevices")

@@ -54,15 +54,6 @@ pub struct NetworkInterface {
     pub guest_mac: String,
 }
 
-/// PUT /vsock. The spec's `vsock_id` is deprecated (v1.16.1) and omitted.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct VsockBody {
-    pub guest_cid: u32,
-    /// Where Firecracker creates its listening socket (jail-relative under
-    /// the jailer).
-    pub uds_path: String,
-}
-
 /// PUT /logger
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Logger {
@@ -180,15 +171,6 @@ pub fn boot_calls(spec: &VmSpec) -> Vec<ApiCall> {
             guest_mac: spec.mac.clone(),
         },
     ));
-    if let Some(v) = &spec.vsock {
-        calls.push(ApiCall::put(
-            "/vsock",
-            &VsockBody {
-                guest_cid: v.guest_cid,
-                uds_path: s(&v.uds_path),
-            },
-        ));
-    }
     calls.push(action(ActionType::InstanceStart));
     calls
 }
@@ -223,7 +205,6 @@ mod tests {
             vm_dir: "/vms/vm1".into(),
             serial_log: "/vms/vm1/serial.log".into(),
             netns: None,
-            vsock: None,
             restore_from: None,
         }
     }
@@ -264,31 +245,6 @@ mod tests {
         assert_eq!(root.body["is_read_only"], false);
         assert_eq!(root.body["is_root_device"], false);
         assert_eq!(cfg.body["is_read_only"], true);
-    }
-
-    #[test]
-    fn boot_calls_without_vsock_send_no_vsock_request() {
-        assert!(!boot_calls(&spec()).iter().any(|c| c.path == "/vsock"));
-    }
-
-    #[test]
-    fn boot_calls_with_vsock_put_it_after_network_and_before_start() {
-        let mut s = spec();
-        s.vsock = Some(crate::Vsock {
-            guest_cid: 7,
-            uds_path: "/vms/vm1/v.sock".into(),
-        });
-        let calls = boot_calls(&s);
-        let paths: Vec<&str> = calls.iter().map(|c| c.path.as_str()).collect();
-        let n = paths.len();
-        assert_eq!(
-            paths[n - 3..],
-            ["/network-interfaces/eth0", "/vsock", "/actions"]
-        );
-        assert_eq!(
-            calls[n - 2].body,
-            serde_json::json!({"guest_cid": 7, "uds_path": "/vms/vm1/v.sock"})
-        );
     }
 
     #[test]

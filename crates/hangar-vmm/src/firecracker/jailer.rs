@@ -25,9 +25,6 @@ use super::api::METRICS_FILE;
 
 /// Firecracker's API socket as the jailed process sees it.
 pub const JAIL_API_SOCKET: &str = "/run/firecracker.socket";
-/// Firecracker's vsock socket as the jailed process sees it; `run/` is
-/// owned by the jail user, so Firecracker can create it there.
-pub const JAIL_VSOCK_SOCKET: &str = "/run/vsock.sock";
 /// The jailer's own default chroot base.
 pub const DEFAULT_CHROOT_BASE: &str = "/srv/jailer";
 /// Where cgroup hierarchies are mounted on a standard host.
@@ -141,12 +138,6 @@ impl Jail {
     /// Host path of the API socket.
     pub fn api_socket(&self) -> PathBuf {
         self.host_path(JAIL_API_SOCKET)
-    }
-
-    /// Host path of the vsock socket Firecracker listens on (guest-initiated
-    /// connections go to `<this>_<port>`). Removed with the jail.
-    pub fn vsock_socket(&self) -> PathBuf {
-        self.host_path(JAIL_VSOCK_SOCKET)
     }
 
     /// The jail whose API socket is `socket`, if `socket` has exactly the
@@ -299,10 +290,6 @@ pub fn jailed_spec(spec: &VmSpec) -> Result<(VmSpec, Vec<JailFile>), VmmError> {
         }
         jd.path = place(&d.path, format!("drive-{}", d.id), !d.read_only);
     }
-    if let Some(v) = &mut j.vsock {
-        // Created by Firecracker, not placed: only the path changes.
-        v.uds_path = PathBuf::from(JAIL_VSOCK_SOCKET);
-    }
     place(&spec.vm_dir.join(VMM_LOG), VMM_LOG.into(), true);
     place(&spec.vm_dir.join(METRICS_FILE), METRICS_FILE.into(), true);
     j.vm_dir = PathBuf::from("/");
@@ -450,18 +437,14 @@ pub(crate) fn absolute_binary(binary: &Path) -> Result<PathBuf, VmmError> {
         hint: hint.to_string(),
         source: None,
     };
+    // An explicit path is taken as is, so a missing one gets its own hint.
     let found = if binary.components().count() > 1 {
-        Some(binary.to_path_buf())
+        binary.to_path_buf()
     } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(binary))
-                .find(|p| p.is_file())
-        })
+        hangar_host::which(binary).ok_or_else(|| {
+            unusable("not found on PATH; set `[vmm] firecracker` to its absolute path")
+        })?
     };
-    let found = found.ok_or_else(|| {
-        unusable("not found on PATH; set `[vmm] firecracker` to its absolute path")
-    })?;
     std::fs::canonicalize(&found).map_err(|_| unusable("does not exist; fix `[vmm] firecracker`"))
 }
 
@@ -560,10 +543,6 @@ mod tests {
             vm_dir: "/vms/vm-0123".into(),
             serial_log: "/vms/vm-0123/serial.log".into(),
             netns: Some("hg-ns".into()),
-            vsock: Some(crate::Vsock {
-                guest_cid: 3,
-                uds_path: "/vms/vm-0123/vsock.sock".into(),
-            }),
             restore_from: None,
         }
     }
@@ -584,10 +563,6 @@ mod tests {
         assert_eq!(
             j.api_socket(),
             PathBuf::from("/srv/jailer/firecracker/vm-1/root/run/firecracker.socket")
-        );
-        assert_eq!(
-            j.vsock_socket(),
-            PathBuf::from("/srv/jailer/firecracker/vm-1/root/run/vsock.sock")
         );
     }
 
@@ -695,10 +670,6 @@ mod tests {
         assert_eq!(j.root_disk, PathBuf::from("/drive-root"));
         assert_eq!(j.extra_drives[0].path, PathBuf::from("/drive-config"));
         assert_eq!(j.vm_dir, PathBuf::from("/"));
-        assert_eq!(
-            j.vsock.as_ref().map(|v| v.uds_path.clone()),
-            Some(PathBuf::from("/run/vsock.sock"))
-        );
         assert_eq!(
             j.serial_log,
             spec().serial_log,

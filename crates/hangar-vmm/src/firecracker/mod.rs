@@ -7,7 +7,6 @@ pub mod client;
 pub mod jailer;
 pub mod metrics;
 pub mod version;
-pub mod vsock;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -65,18 +64,6 @@ impl FirecrackerDriver {
             .map(|_| ())
     }
 
-    /// Host path of the vsock socket Firecracker listens on for the VM
-    /// behind `h` (guest-initiated connections go to `<path>_<port>`), or
-    /// `None` without a vsock device. Under the jailer this is inside the
-    /// jail; the spec's `uds_path` is a symlink to it.
-    pub fn vsock_socket(&self, h: &VmmHandle) -> Option<PathBuf> {
-        let recorded = vsock::recorded(h.api_socket.parent()?)?;
-        match self.jail_of(h) {
-            Some(j) => Some(j.vsock_socket()),
-            None => Some(recorded),
-        }
-    }
-
     /// The jail behind `h`, found through the `vm_dir` socket symlink. Only
     /// jails under this driver's chroot base count, so a driver without a
     /// jailer never removes directories.
@@ -132,9 +119,6 @@ impl FirecrackerDriver {
         }
         process::remove_if_exists(&h.api_socket);
         process::remove_if_exists(pid_file);
-        if let Some(dir) = h.api_socket.parent() {
-            vsock::cleanup(dir);
-        }
         if let Some(j) = jail {
             self.remove_jail(j);
         }
@@ -203,32 +187,6 @@ impl VmmDriver for FirecrackerDriver {
         "firecracker"
     }
 
-    async fn check(&self) -> Result<String, VmmError> {
-        // "Firecracker v1.16.1": the word after the "v" (with any suffix,
-        // e.g. "1.16.1-dev"); warn when it is too old.
-        let v = process::binary_version(
-            "firecracker",
-            &self.binary,
-            "install a Firecracker release binary (github.com/firecracker-microvm/firecracker/releases) \
-             on PATH, or set `[vmm] firecracker` in /etc/hangar/config.toml to its path; \
-             or use `[vmm] driver = \"qemu\"`",
-            "reinstall Firecracker or fix `[vmm] firecracker`",
-            |first| {
-                first
-                    .split_whitespace()
-                    .find(|w| version::parse_firecracker_version(w).is_some())
-                    .map(|v| v.trim_start_matches('v').to_string())
-            },
-        )
-        .await?;
-        if let Some(w) =
-            version::parse_firecracker_version(&v).and_then(version::firecracker_version_warning)
-        {
-            tracing::warn!(version = %v, "{w}");
-        }
-        Ok(v)
-    }
-
     async fn start(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         check_spec_files(spec)?;
         let sock = spec.vm_dir.join(API_SOCKET);
@@ -264,13 +222,6 @@ impl VmmDriver for FirecrackerDriver {
                 (cmd, api_spec, Some(jail), cfg.binary.clone())
             }
         };
-        if let Err(e) = vsock::prepare(spec, jail.as_ref()) {
-            process::remove_if_exists(&sock);
-            if let Some(j) = &jail {
-                self.remove_jail(j);
-            }
-            return Err(e);
-        }
         cmd.stdout(serial).stderr(serial_err);
         // The jailer joins the namespace itself (`--netns`).
         let setns = if jail.is_some() { None } else { netns.as_ref() };
@@ -282,7 +233,6 @@ impl VmmDriver for FirecrackerDriver {
             Ok(p) => p,
             Err(e) => {
                 process::remove_if_exists(&sock);
-                vsock::cleanup(&spec.vm_dir);
                 if let Some(j) = &jail {
                     self.remove_jail(j);
                 }
@@ -327,9 +277,6 @@ impl VmmDriver for FirecrackerDriver {
         process::remove_if_exists(&h.api_socket);
         if let Some(p) = h.pid_file() {
             process::remove_if_exists(&p);
-        }
-        if let Some(dir) = h.api_socket.parent() {
-            vsock::cleanup(dir);
         }
         if let Some(j) = jail {
             self.remove_jail(&j);

@@ -32,7 +32,6 @@ pub fn spec_in(dir: &Path, kernel: PathBuf, cmdline: &str) -> VmSpec {
         vm_dir: dir.to_path_buf(),
         serial_log: dir.join("serial.log"),
         netns: None,
-        vsock: None,
         restore_from: None,
     }
 }

@@ -1,12 +1,9 @@
-//! POSIX shell quoting, because SSH carries a command as one string that the
-//! guest's login shell parses.
+//! POSIX shell quoting, for command lines a shell parses: SSH carries a
+//! guest command as one string, QEMU runs `exec:` migration URIs through
+//! `/bin/sh`.
 
 /// Joins `argv` into one string that a POSIX shell splits back into exactly
-/// the same words.
-///
-/// Words made only of characters that a shell never treats specially are
-/// left bare (so logs stay readable); everything else is wrapped in single
-/// quotes, with embedded single quotes written as `'\''`.
+/// the same words (see [`quote_word`]).
 pub fn shell_quote(argv: &[String]) -> String {
     argv.iter()
         .map(|word| quote_word(word))
@@ -14,7 +11,11 @@ pub fn shell_quote(argv: &[String]) -> String {
         .join(" ")
 }
 
-fn quote_word(word: &str) -> String {
+/// `word` as one shell word. Words made only of characters that a shell
+/// never treats specially are left bare (so logs stay readable); everything
+/// else is wrapped in single quotes, with embedded single quotes written as
+/// `'\''`.
+pub fn quote_word(word: &str) -> String {
     if !word.is_empty() && word.chars().all(is_safe_char) {
         return word.to_string();
     }
@@ -97,25 +98,22 @@ mod tests {
             "new\nline",
             "",
             "~",
+            "/plain/path",
         ]);
         let script = format!(
             "for w in {}; do printf '%s\\0' \"$w\"; done",
             shell_quote(&argv)
         );
 
-        let out = std::process::Command::new("sh")
+        let out = crate::process::Tool::new("sh")
             .arg("-c")
             .arg(&script)
-            .output()
+            .run_blocking()
             .expect("run sh");
 
-        let got: Vec<String> = out
-            .stdout
-            .split(|b| *b == 0)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect();
-        let mut expected = argv.clone();
-        expected.push(String::new()); // trailing piece after the last NUL
+        let got: Vec<&str> = out.stdout.split('\0').collect();
+        let mut expected: Vec<&str> = argv.iter().map(String::as_str).collect();
+        expected.push(""); // trailing piece after the last NUL
         assert_eq!(got, expected);
     }
 }

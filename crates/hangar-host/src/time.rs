@@ -1,5 +1,6 @@
-//! RFC 3339 UTC timestamps in one fixed shape (millisecond precision, `Z`),
-//! so every timestamp hangar writes sorts correctly as text too.
+//! The one timestamp format hangar writes (store rows, operations, image
+//! manifests, API records): RFC 3339 in UTC with millisecond precision and
+//! a `Z`, fixed width, so timestamps also sort correctly as text.
 
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
@@ -31,5 +32,23 @@ mod tests {
     fn formats_utc_with_milliseconds_and_z() {
         let t = datetime!(2024-02-03 04:05:06.789123 +02:00);
         assert_eq!(format_utc(t), "2024-02-03T02:05:06.789Z");
+    }
+
+    #[test]
+    fn whole_seconds_keep_their_milliseconds_so_text_order_is_time_order() {
+        let whole = format_utc(datetime!(2024-02-03 04:05:06 UTC));
+        let later = format_utc(datetime!(2024-02-03 04:05:06.5 UTC));
+
+        assert_eq!(whole, "2024-02-03T04:05:06.000Z");
+        assert!(whole < later);
+    }
+
+    #[test]
+    fn now_is_parseable_rfc3339() {
+        let now = now_utc();
+
+        let parsed = OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339);
+
+        assert!(parsed.is_ok(), "{now}");
     }
 }

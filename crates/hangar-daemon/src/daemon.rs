@@ -238,11 +238,7 @@ impl Daemon {
     /// Graceful stop: cancel running operations (they clean up what they
     /// made), wait for them, return unused TAPs. VMs keep running.
     pub async fn stop(&self) {
-        for op in self.ops.list() {
-            if !op.state.is_terminal() {
-                let _ = self.ops.cancel(&op.id);
-            }
-        }
+        self.ops.cancel_all();
         self.ops.drain(Duration::from_secs(30)).await;
         if let Err(e) = self.net.shutdown().await {
             warn!(error = %e, "cannot remove unused TAP devices");

@@ -290,7 +290,7 @@ impl Daemon {
     /// here, so a snapshot saved by one fits the other
     /// ([`hangar_vmm::VmmDriver::boot_snapshot_key`]).
     pub(crate) fn vm_spec(&self, m: MachineSpec<'_>) -> VmSpec {
-        let tsc_khz = if self.driver.kind() == "qemu" {
+        let tsc_khz = if self.driver.wants_host_tsc() {
             hangar_image::host_tsc_khz()
         } else {
             None
@@ -402,36 +402,9 @@ impl Daemon {
             .map_err(|e| format!("cannot move the snapshot into place: {e}"))
     }
 
-    /// Kernel arguments Hangar adds for this driver, then the user's.
-    /// Under QEMU (TCG on hosts like these) the guest skips delay-loop
-    /// calibration (`lpj`, from the TSC rate: the cloud kernel has HZ=250)
-    /// and speculative-execution mitigations, whose page-table switches
-    /// are costly under emulation; both only concern the guest's own
-    /// processes. It also skips work that buys nothing in a microvm:
-    /// zeroing every kernel allocation (`init_on_alloc=0`, a hardening
-    /// default), the TSC and timer sanity checks and the lockup watchdog
-    /// (an emulated CPU stalls by design), PCI probing (microvm has no PCI
-    /// bus here) and kernel audit. Measured with bench/boot-args.sh: about
-    /// 0.4 s less to SSH in two interleaved runs.
+    /// Kernel arguments the driver adds, then the user's.
     fn guest_kernel_args(&self, tsc_khz: Option<u64>) -> Vec<String> {
-        let mut args = Vec::new();
-        if self.driver.kind() == "qemu" {
-            args.extend(
-                [
-                    "mitigations=off",
-                    "init_on_alloc=0",
-                    "tsc=reliable",
-                    "no_timer_check",
-                    "nowatchdog",
-                    "pci=off",
-                    "audit=0",
-                ]
-                .map(String::from),
-            );
-            if let Some(khz) = tsc_khz {
-                args.push(format!("lpj={}", khz * 4));
-            }
-        }
+        let mut args = self.driver.guest_kernel_args(tsc_khz);
         args.extend(
             self.config
                 .vmm

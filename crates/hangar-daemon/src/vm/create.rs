@@ -135,10 +135,7 @@ impl Daemon {
         if let Some(problem) = crate::daemon::forced_kvm_problem(&self.config) {
             return Err(ApiError::unavailable(problem));
         }
-        let bin = match self.driver.kind() {
-            "firecracker" => &self.config.vmm.firecracker,
-            _ => &self.config.vmm.qemu,
-        };
+        let bin = self.driver.binary();
         if crate::daemon::which(bin).is_none() {
             return Err(ApiError::unavailable(format!(
                 "the {} binary {} was not found; install it (qemu: `apt-get install qemu-system-x86`) or set [vmm] {} in the config",

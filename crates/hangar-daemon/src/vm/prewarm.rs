@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::boot::{MachineSpec, CONFIG_DRIVE_FILE};
-use super::reconcile::kill_vmm_of_dir;
 use crate::daemon::Daemon;
 
 /// Prefix of the work directories under the snapshots directory.
@@ -156,7 +155,7 @@ impl Daemon {
             if !e.file_name().to_string_lossy().starts_with(PREWARM_PREFIX) {
                 continue;
             }
-            kill_vmm_of_dir(&e.path());
+            hangar_vmm::kill_stray_vmm(&e.path());
             drop(WorkDir(e.path()));
             removed += 1;
         }

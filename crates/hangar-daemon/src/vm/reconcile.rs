@@ -13,7 +13,7 @@ impl Daemon {
     /// VM (its command line names the VM dir), so a pid reused by an
     /// unrelated process is never touched.
     fn kill_unrecorded_vmm(&self, vm_id: &str) {
-        kill_vmm_of_dir(&self.vm_dir(vm_id));
+        hangar_vmm::kill_stray_vmm(&self.vm_dir(vm_id));
     }
 
     pub async fn reconcile(&self) {
@@ -78,25 +78,5 @@ impl Daemon {
                 }
             }
         }
-    }
-}
-
-/// Kills the process named by `dir/vmm.pid` if its command line names
-/// `dir` (a VMM started for it), so a reused pid is never touched.
-pub(crate) fn kill_vmm_of_dir(dir: &std::path::Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join(hangar_vmm::PID_FILE)) else {
-        return;
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = dir.display().to_string();
-    if String::from_utf8_lossy(&cmdline).contains(&needle) {
-        warn!(dir = %dir.display(), pid, "killing a VMM the store never recorded");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use hangar_api::image::CatalogEntry;
-use hangar_api::{ApiError, ImageInfo, RegisterImageRequest};
+use hangar_api::{ImageInfo, RegisterImageRequest};
 use hangar_image::{catalog, ImageManifest};
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::daemon::Daemon;
-use crate::vm::error_chain;
+use crate::error::{DaemonError, Result};
 
 impl Daemon {
-    pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo, ApiError> {
+    pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo> {
         Ok(ImageInfo {
             name: rec.name.clone(),
             digest: rec.digest.clone(),
@@ -27,7 +27,7 @@ impl Daemon {
         })
     }
 
-    pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>, ApiError> {
+    pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>> {
         let recs = self.store.list_images()?;
         recs.iter().map(|r| self.image_info(r)).collect()
     }
@@ -44,7 +44,7 @@ impl Daemon {
     }
 
     /// Finds a local image by name or digest, or says how to get it.
-    pub fn resolve_image(&self, name: &str) -> Result<Option<ImageRecord>, ApiError> {
+    pub fn resolve_image(&self, name: &str) -> Result<Option<ImageRecord>> {
         match self.store.get_image(name) {
             Ok(rec) => Ok(Some(rec)),
             Err(hangar_store::StoreError::NotFound { .. }) => {
@@ -52,13 +52,13 @@ impl Daemon {
                     Ok(None)
                 } else {
                     let known: Vec<&str> = catalog().iter().map(|c| c.name).collect();
-                    Err(ApiError::not_found(format!(
+                    Err(DaemonError::not_found(format!(
                         "no image named {name:?} locally or in the catalog ({}); see `hangar image ls` or register one with `hangar image register`",
                         known.join(", ")
                     )))
                 }
             }
-            Err(e) => Err(ApiError::from(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -70,7 +70,7 @@ impl Daemon {
         name: &str,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<ImageRecord, ApiError> {
+    ) -> Result<ImageRecord> {
         if let Ok(rec) = self.store.get_image(name) {
             return Ok(rec);
         }
@@ -78,14 +78,14 @@ impl Daemon {
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| {
-                ApiError::not_found(format!("no image named {name:?} in the catalog"))
+                DaemonError::not_found(format!("no image named {name:?} in the catalog"))
             })?;
         if let Some(op) = op {
             op.phase("wait-image-lock");
         }
         let _guard = tokio::select! {
             g = self.image_lock.lock() => g,
-            _ = cancel.cancelled() => return Err(ApiError::cancelled(format!("pull of {name} cancelled"))),
+            _ = cancel.cancelled() => return Err(DaemonError::cancelled(format!("pull of {name} cancelled"))),
         };
         if let Ok(rec) = self.store.get_image(name) {
             return Ok(rec);
@@ -113,12 +113,9 @@ impl Daemon {
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
                 if cancel.is_cancelled() {
-                    return Err(ApiError::cancelled(format!("pull of {name} cancelled")));
+                    return Err(DaemonError::cancelled(format!("pull of {name} cancelled")));
                 }
-                return Err(ApiError::internal(error_chain(
-                    &format!("cannot build image {name}"),
-                    &e,
-                )));
+                return Err(DaemonError::image(format!("cannot build image {name}"), e));
             }
         };
         let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
@@ -129,8 +126,8 @@ impl Daemon {
     }
 
     /// Registers user-provided kernel/initrd/rootfs files as a named image.
-    pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo, ApiError> {
-        hangar_api::name::validate_name("image", &req.name).map_err(ApiError::invalid)?;
+    pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo> {
+        hangar_api::name::validate_name("image", &req.name).map_err(DaemonError::Invalid)?;
         for (what, p) in [
             ("kernel", Some(&req.kernel)),
             ("rootfs", Some(&req.rootfs)),
@@ -138,12 +135,12 @@ impl Daemon {
         ] {
             if let Some(p) = p {
                 if !Path::new(p).is_absolute() {
-                    return Err(ApiError::invalid(format!(
+                    return Err(DaemonError::invalid(format!(
                         "{what} path {p:?} must be absolute (the daemon resolves paths itself)"
                     )));
                 }
                 if !Path::new(p).is_file() {
-                    return Err(ApiError::invalid(format!(
+                    return Err(DaemonError::invalid(format!(
                         "{what} file {p} does not exist or is not a regular file"
                     )));
                 }
@@ -152,7 +149,7 @@ impl Daemon {
         let _guard = self.image_lock.lock().await;
         if let Ok(existing) = self.store.get_image(&req.name) {
             if existing.name == req.name {
-                return Err(ApiError::conflict(format!(
+                return Err(DaemonError::conflict(format!(
                     "an image named {:?} already exists; remove it first with `hangar image rm {}`",
                     req.name, req.name
                 )));
@@ -172,12 +169,18 @@ impl Daemon {
             hangar_image::import_files(&kernel, initrd.as_deref(), &rootfs, &tmp2, "register")
         })
         .await
-        .map_err(|e| ApiError::internal(format!("image import task failed: {e}")))?;
+        .map_err(|source| DaemonError::Task {
+            what: "image import",
+            source,
+        })?;
         let manifest = match imported {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(ApiError::invalid(error_chain("cannot register image", &e)));
+                return Err(DaemonError::ImageRejected {
+                    context: "cannot register image".into(),
+                    source: e,
+                });
             }
         };
         let rec = self.store_image(&req.name, "register", &tmp, &manifest)?;
@@ -192,7 +195,7 @@ impl Daemon {
         source: &str,
         tmp: &Path,
         manifest: &ImageManifest,
-    ) -> Result<ImageRecord, ApiError> {
+    ) -> Result<ImageRecord> {
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.config.images_dir().join(hexdigest);
         let moved = (|| {
@@ -210,7 +213,7 @@ impl Daemon {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(tmp);
-                return Err(ApiError::internal(error_chain("cannot store image", &e)));
+                return Err(DaemonError::io("cannot store image", e));
             }
         };
         let rec = ImageRecord {
@@ -234,7 +237,7 @@ impl Daemon {
 
     /// Removes an image unless a VM uses it (the store refuses, naming the
     /// VMs, in the same transaction that would delete the row).
-    pub async fn remove_image(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
         let _guard = self.image_lock.lock().await;
         let rec = self.store.get_image(name)?;
         self.store.delete_image(&rec.digest)?;

@@ -4,7 +4,9 @@
 pub mod api;
 pub mod daemon;
 pub mod doctor;
+pub mod error;
 pub mod images;
+pub mod op;
 pub mod pidfile;
 pub mod timefmt;
 pub mod vm;

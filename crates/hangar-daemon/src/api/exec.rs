@@ -162,7 +162,12 @@ where
     }
     let last = match run.await {
         Ok(Ok(code)) => Frame::Exit(code),
-        Ok(Err(e)) => Frame::Error(crate::vm::error_chain("exec failed", &e)),
+        Ok(Err(e)) => Frame::Error(crate::error::error_chain(
+            &crate::error::DaemonError::Guest {
+                context: "exec failed".into(),
+                source: Box::new(e),
+            },
+        )),
         Err(e) => Frame::Error(format!("exec task failed: {e}")),
     };
     wr.write_all(&last.encode()).await?;

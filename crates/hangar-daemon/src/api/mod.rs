@@ -1,6 +1,8 @@
 //! The `/v1` HTTP+JSON API. Handlers are thin: they parse, call one
-//! `Daemon` method, and map `ApiError` kinds to HTTP statuses.
+//! `Daemon` method, and map errors to `ApiError` kinds ([`error`]) and
+//! those to HTTP statuses.
 
+mod error;
 mod exec;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use hangar_api::{
 use serde::Deserialize;
 
 use crate::daemon::Daemon;
+use crate::error::DaemonError;
 
 /// An `ApiError` as an HTTP response.
 pub struct HttpError(pub ApiError);
@@ -26,6 +29,12 @@ pub struct HttpError(pub ApiError);
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
         HttpError(e)
+    }
+}
+
+impl From<DaemonError> for HttpError {
+    fn from(e: DaemonError) -> Self {
+        HttpError(e.into())
     }
 }
 
@@ -194,12 +203,7 @@ async fn console_log(
             let mut buf = Vec::new();
             f.seek(SeekFrom::Start(start))
                 .and_then(|_| f.take(CONSOLE_CHUNK).read_to_end(&mut buf))
-                .map_err(|e| {
-                    ApiError::internal(crate::vm::error_chain(
-                        &format!("cannot read {}", path.display()),
-                        &e,
-                    ))
-                })?;
+                .map_err(|e| DaemonError::io(format!("cannot read {}", path.display()), e))?;
             (start, file_id, buf)
         }
     };
@@ -235,7 +239,7 @@ async fn show_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageInfo>> {
-    let rec = d.store.get_image(&name).map_err(ApiError::from)?;
+    let rec = d.store.get_image(&name).map_err(DaemonError::from)?;
     Ok(Json(d.image_info(&rec)?))
 }
 
@@ -254,7 +258,8 @@ async fn pull_image(
     d.resolve_image(&req.name)?;
     let this = d.clone();
     let name = req.name.clone();
-    let op = d.ops.begin(
+    let op = crate::op::begin(
+        &d.ops,
         hangar_api::OpKind::ImagePull,
         &req.name,
         move |op| async move {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hangar_api::{ApiError, Progress, VmState};
+use hangar_api::{Progress, VmState};
 use hangar_image::identity::{
     fill_config_drive, write_config_drive, write_snapshot_drive, GuestIdentity, RANDOM_SEED_BYTES,
     SNAPSHOT_POINT_MESSAGE,
@@ -19,9 +19,9 @@ use hangar_vmm::{Drive, VmSpec, VmmHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::error_chain;
-use super::snapshot::SnapshotSave;
+use super::snapshot::{SnapshotError, SnapshotSave};
 use crate::daemon::Daemon;
+use crate::error::{DaemonError, Result};
 
 /// What [`Daemon::vm_spec`] needs: the VM, its shape and its files.
 pub(crate) struct MachineSpec<'a> {
@@ -66,19 +66,16 @@ pub const USER_KEYS_FILE: &str = "authorized_keys";
 
 impl Daemon {
     /// The directory and manifest of the image a VM was made from.
-    pub fn image_files(&self, rec: &VmRecord) -> Result<(PathBuf, ImageManifest), ApiError> {
+    pub fn image_files(&self, rec: &VmRecord) -> Result<(PathBuf, ImageManifest)> {
         let image = self.store.get_image(&rec.image_digest).map_err(|e| {
-            ApiError::not_found(format!(
+            DaemonError::not_found(format!(
                 "image {} of VM {:?} is gone ({e}); remove the VM and create it again",
                 rec.image_name, rec.name
             ))
         })?;
         let dir = PathBuf::from(&image.dir);
         let manifest = ImageManifest::load(&dir).map_err(|e| {
-            ApiError::internal(error_chain(
-                &format!("cannot read manifest of image {}", image.name),
-                &e,
-            ))
+            DaemonError::image(format!("cannot read manifest of image {}", image.name), e)
         })?;
         Ok((dir, manifest))
     }
@@ -90,7 +87,7 @@ impl Daemon {
         rec: &VmRecord,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<VmRecord, ApiError> {
+    ) -> Result<VmRecord> {
         let phase = |p: &str, detail: Option<String>| {
             if let Some(op) = op {
                 op.progress(Progress {
@@ -131,25 +128,25 @@ impl Daemon {
         };
         let config_drive = vm_dir.join(CONFIG_DRIVE_FILE);
         write_config_drive(&config_drive, &identity)
-            .map_err(|e| ApiError::internal(error_chain("cannot write the VM config drive", &e)))?;
+            .map_err(|e| DaemonError::image("cannot write the VM config drive", e))?;
 
         phase("disk-activate", None);
         let disks = self.disks.clone();
         let (rootfs, disk) = (image_dir.join(&manifest.rootfs), vm_dir.join("disk.ext4"));
         let root_disk = tokio::task::spawn_blocking(move || disks.activate(&rootfs, &disk))
             .await
-            .map_err(|e| ApiError::internal(format!("disk task failed: {e}")))?
-            .map_err(|e| ApiError::internal(error_chain("cannot activate the VM disk", &e)))?;
+            .map_err(|source| DaemonError::Task {
+                what: "disk",
+                source,
+            })?
+            .map_err(|e| DaemonError::disk("cannot activate the VM disk", e))?;
 
         phase("network", None);
         let tap = match self.net.acquire_tap().await {
             Ok(t) => t,
             Err(e) => {
                 self.deactivate_disk(&rec.id).await;
-                return Err(ApiError::internal(error_chain(
-                    "cannot get a TAP device for the VM",
-                    &e,
-                )));
+                return Err(DaemonError::net("cannot get a TAP device for the VM", e));
             }
         };
 
@@ -193,10 +190,10 @@ impl Daemon {
             Err(e) => {
                 self.release_tap_logged(&tap).await;
                 self.deactivate_disk(&rec.id).await;
-                return Err(ApiError::internal(error_chain(
-                    &format!("cannot start the VMM for {:?}", rec.name),
-                    &e,
-                )));
+                return Err(DaemonError::vmm(
+                    format!("cannot start the VMM for {:?}", rec.name),
+                    e,
+                ));
             }
         };
         let boot_kind = match plan {
@@ -216,7 +213,7 @@ impl Daemon {
         };
         if let Err(e) = self.store.set_vm_runtime(&rec.id, Some(&runtime)) {
             self.undo_boot(&rec.id, &handle, &tap).await;
-            return Err(ApiError::from(e));
+            return Err(e.into());
         }
 
         let boot_timeout = Duration::from_secs(self.config.vmm.boot_timeout_secs);
@@ -230,7 +227,7 @@ impl Daemon {
                 None => {
                     self.undo_boot(&rec.id, &handle, &tap).await;
                     let _ = self.store.set_vm_runtime(&rec.id, None);
-                    return Err(ApiError::cancelled(format!(
+                    return Err(DaemonError::cancelled(format!(
                         "boot of VM {:?} cancelled",
                         rec.name
                     )));
@@ -239,17 +236,14 @@ impl Daemon {
                     info!(vm = %rec.name, snapshot = %path.display(), ms = started.elapsed().as_millis() as u64, "boot snapshot saved")
                 }
                 Some(Err(e)) => {
-                    warn!(vm = %rec.name, error = %e, "boot snapshot not saved; the VM boots on")
+                    warn!(vm = %rec.name, error = %crate::error::error_chain(&e), "boot snapshot not saved; the VM boots on")
                 }
             }
             // Whatever happened, the guest gets its identity and runs on.
             if let Err(e) = fill_config_drive(&config_drive, &identity) {
                 self.undo_boot(&rec.id, &handle, &tap).await;
                 let _ = self.store.set_vm_runtime(&rec.id, None);
-                return Err(ApiError::internal(error_chain(
-                    "cannot write the VM config drive",
-                    &e,
-                )));
+                return Err(DaemonError::image("cannot write the VM config drive", e));
             }
             if let Err(e) = self.driver.resume(&handle).await {
                 warn!(vm = %rec.name, error = %e, "cannot resume the VM after saving its boot snapshot");
@@ -265,16 +259,15 @@ impl Daemon {
         let target = Self::guest_target(rec);
         let ready = tokio::select! {
             r = hangar_guest::wait_ready(&connector, &target, &self.key, deadline) => r.map(|c| self.guest_clients.put(&rec.id, std::sync::Arc::new(c))).map_err(|e| {
-                ApiError::timeout(format!(
-                    "VM {:?} did not answer SSH within {}s: {}; its serial console log is {}{}",
-                    rec.name,
-                    boot_timeout.as_secs(),
-                    e,
-                    spec.serial_log.display(),
-                    console_tail(&spec.serial_log)
-                ))
+                DaemonError::BootTimeout {
+                    name: rec.name.clone(),
+                    secs: boot_timeout.as_secs(),
+                    serial_log: spec.serial_log.clone(),
+                    console_tail: console_tail(&spec.serial_log),
+                    source: Box::new(e),
+                }
             }),
-            _ = cancel.cancelled() => Err(ApiError::cancelled(format!("boot of VM {:?} cancelled", rec.name))),
+            _ = cancel.cancelled() => Err(DaemonError::cancelled(format!("boot of VM {:?} cancelled", rec.name))),
         };
         if let Err(e) = ready {
             self.undo_boot(&rec.id, &handle, &tap).await;
@@ -283,7 +276,7 @@ impl Daemon {
         }
         info!(vm = %rec.name, boot = boot_kind, boot_to_ssh_ms = vmm_started.elapsed().as_millis() as u64, "guest ready");
         self.store.set_vm_state(&rec.id, VmState::Running, None)?;
-        self.store.get_vm(&rec.id).map_err(ApiError::from)
+        Ok(self.store.get_vm(&rec.id)?)
     }
 
     /// The VMM spec of a VM. Boots and snapshot prewarms both build it
@@ -389,7 +382,7 @@ impl Daemon {
         serial_log: &std::path::Path,
         save: SnapshotSave,
         timeout: Duration,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, SnapshotError> {
         wait_for_console(serial_log, SNAPSHOT_POINT_MESSAGE, timeout, || {
             self.driver.is_alive(handle)
         })
@@ -397,9 +390,8 @@ impl Daemon {
         self.driver
             .save_boot_snapshot(handle, save.partial_path())
             .await
-            .map_err(|e| e.to_string())?;
-        save.commit()
-            .map_err(|e| format!("cannot move the snapshot into place: {e}"))
+            .map_err(SnapshotError::Save)?;
+        save.commit().map_err(SnapshotError::Commit)
     }
 
     /// Kernel arguments the driver adds, then the user's.
@@ -450,7 +442,7 @@ async fn wait_for_console(
     needle: &str,
     timeout: Duration,
     alive: impl Fn() -> bool,
-) -> Result<(), String> {
+) -> Result<(), SnapshotError> {
     use std::io::{Read, Seek, SeekFrom};
     let began = Instant::now();
     let mut offset = 0u64;
@@ -473,13 +465,12 @@ async fn wait_for_console(
             }
         }
         if !alive() {
-            return Err("the VMM exited before the guest reached its snapshot point".into());
+            return Err(SnapshotError::VmmExited);
         }
         if began.elapsed() > timeout {
-            return Err(format!(
-                "the guest did not reach its snapshot point within {} s",
-                timeout.as_secs()
-            ));
+            return Err(SnapshotError::NotReached {
+                secs: timeout.as_secs(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -518,7 +509,7 @@ pub fn handle_of(runtime: &VmRuntime) -> VmmHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::{console_tail, wait_for_console};
+    use super::{console_tail, wait_for_console, SnapshotError};
     use std::io::Write;
     use std::time::Duration;
 
@@ -545,7 +536,7 @@ mod tests {
         )
         .await;
         writer.await.unwrap();
-        assert_eq!(r, Ok(()));
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[tokio::test]
@@ -555,11 +546,14 @@ mod tests {
         std::fs::write(&log, "kernel panic\n").unwrap();
 
         let gone = wait_for_console(&log, "snapshot point", Duration::from_secs(5), || false).await;
-        assert!(gone.unwrap_err().contains("VMM exited"));
+        assert!(matches!(gone, Err(SnapshotError::VmmExited)), "{gone:?}");
 
         let late =
             wait_for_console(&log, "snapshot point", Duration::from_millis(50), || true).await;
-        assert!(late.unwrap_err().contains("within"));
+        assert!(
+            matches!(late, Err(SnapshotError::NotReached { .. })),
+            "{late:?}"
+        );
     }
 
     #[test]

@@ -5,14 +5,14 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use hangar_api::{ApiError, CreateVmRequest, OpKind, Operation, VmState};
+use hangar_api::{CreateVmRequest, OpKind, Operation, VmState};
 use hangar_ops::OpHandle;
 use hangar_store::VmRecord;
 use tracing::{info, warn};
 
 use super::boot::USER_KEYS_FILE;
-use super::error_chain;
 use crate::daemon::Daemon;
+use crate::error::{DaemonError, Result};
 
 /// Names reserved by creates still pulling their image (not yet stored).
 #[derive(Default)]
@@ -43,30 +43,31 @@ struct CreatePlan {
     authorized_keys: Vec<String>,
 }
 
-fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
-    hangar_api::name::validate_name("VM", &req.name).map_err(ApiError::invalid)?;
+fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan> {
+    hangar_api::name::validate_name("VM", &req.name).map_err(DaemonError::Invalid)?;
     let cpus = req.cpus.unwrap_or(d.config.defaults.cpus);
     if !(1..=32).contains(&cpus) {
-        return Err(ApiError::invalid(format!(
+        return Err(DaemonError::invalid(format!(
             "cpus must be between 1 and 32, got {cpus}"
         )));
     }
     let memory_mib = req.memory_mib.unwrap_or(d.config.defaults.memory_mib);
     if !(128..=262_144).contains(&memory_mib) {
-        return Err(ApiError::invalid(format!(
+        return Err(DaemonError::invalid(format!(
             "memory must be between 128 MiB and 256 GiB, got {memory_mib} MiB"
         )));
     }
     let disk_bytes = match req.disk_bytes {
         Some(b) => Some(b),
         None if !d.config.defaults.disk_size.is_empty() => Some(
-            hangar_config::parse_size(&d.config.defaults.disk_size).map_err(ApiError::invalid)?,
+            hangar_config::parse_size(&d.config.defaults.disk_size)
+                .map_err(DaemonError::Invalid)?,
         ),
         None => None,
     };
     if let Some(b) = disk_bytes {
         if !((64u64 << 20)..=(16u64 << 40)).contains(&b) {
-            return Err(ApiError::invalid(format!(
+            return Err(DaemonError::invalid(format!(
                 "disk size {b} bytes is out of range (64 MiB to 16 TiB)"
             )));
         }
@@ -75,7 +76,7 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
         if k.contains('\n')
             || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") && !k.starts_with("sk-")
         {
-            return Err(ApiError::invalid(format!(
+            return Err(DaemonError::invalid(format!(
                 "authorized key {:?} is not an OpenSSH public key line",
                 k.chars().take(40).collect::<String>()
             )));
@@ -94,7 +95,7 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
 impl Daemon {
     /// Validates the request, reserves the name and begins the create
     /// operation. Bad input fails here, before anything is made.
-    pub fn begin_create(self: &Arc<Self>, req: CreateVmRequest) -> Result<Operation, ApiError> {
+    pub fn begin_create(self: &Arc<Self>, req: CreateVmRequest) -> Result<Operation> {
         let plan = plan(self, req)?;
         // Fails fast for an image that is neither local nor in the catalog.
         self.resolve_image(&plan.image)?;
@@ -103,16 +104,16 @@ impl Daemon {
             let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
             match self.store.get_vm_by_name(&plan.name) {
                 Ok(_) => {
-                    return Err(ApiError::conflict(format!(
+                    return Err(DaemonError::conflict(format!(
                         "a VM named {:?} already exists; pick another name or remove it with `hangar vm rm {}`",
                         plan.name, plan.name
                     )))
                 }
                 Err(hangar_store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(ApiError::from(e)),
+                Err(e) => return Err(e.into()),
             }
             if !self.pending_names.insert(&plan.name) {
-                return Err(ApiError::conflict(format!(
+                return Err(DaemonError::conflict(format!(
                     "a VM named {:?} is already being created",
                     plan.name
                 )));
@@ -120,24 +121,27 @@ impl Daemon {
         }
         let this = self.clone();
         let name = plan.name.clone();
-        Ok(self
-            .ops
-            .begin(OpKind::VmCreate, &name, move |op| async move {
+        Ok(crate::op::begin(
+            &self.ops,
+            OpKind::VmCreate,
+            &name,
+            move |op| async move {
                 let name = plan.name.clone();
                 let result = this.create_work(plan, &op).await;
                 this.pending_names.remove(&name);
                 result
-            }))
+            },
+        ))
     }
 
     /// Refuses early when the VMM binary is missing, with the fix.
-    pub fn check_vmm_ready(&self) -> Result<(), ApiError> {
+    pub fn check_vmm_ready(&self) -> Result<()> {
         if let Some(problem) = crate::daemon::forced_kvm_problem(&self.config) {
-            return Err(ApiError::unavailable(problem));
+            return Err(DaemonError::unavailable(problem));
         }
         let bin = self.driver.binary();
         if crate::daemon::which(bin).is_none() {
-            return Err(ApiError::unavailable(format!(
+            return Err(DaemonError::unavailable(format!(
                 "the {} binary {} was not found; install it (qemu: `apt-get install qemu-system-x86`) or set [vmm] {} in the config",
                 self.driver.kind(),
                 bin.display(),
@@ -151,7 +155,7 @@ impl Daemon {
         self: &Arc<Self>,
         plan: CreatePlan,
         op: &OpHandle,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value> {
         let cancel = op.cancel_token().clone();
         let image = match self.resolve_image(&plan.image)? {
             Some(rec) => rec,
@@ -161,11 +165,11 @@ impl Daemon {
             }
         };
         if cancel.is_cancelled() {
-            return Err(ApiError::cancelled("create cancelled"));
+            return Err(DaemonError::cancelled("create cancelled"));
         }
         let disk_bytes = plan.disk_bytes.unwrap_or(image.rootfs_bytes);
         if disk_bytes < image.rootfs_bytes {
-            return Err(ApiError::invalid(format!(
+            return Err(DaemonError::invalid(format!(
                 "disk size {} is smaller than image {} ({} bytes); give at least {} MiB",
                 disk_bytes,
                 image.name,
@@ -173,8 +177,10 @@ impl Daemon {
                 image.rootfs_bytes.div_ceil(1 << 20)
             )));
         }
-        let host_key = hangar_guest::generate_host_key()
-            .map_err(|e| ApiError::internal(error_chain("cannot generate a host key", &e)))?;
+        let host_key = hangar_guest::generate_host_key().map_err(|source| DaemonError::Guest {
+            context: "cannot generate a host key".into(),
+            source: Box::new(source),
+        })?;
         let id = hex::encode(rand::random::<[u8; 6]>());
         let draft = VmRecord {
             id: id.clone(),
@@ -206,7 +212,7 @@ impl Daemon {
         match self.provision_and_boot(&rec, &plan, op).await {
             Ok(rec) => Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default()),
             Err(mut e) => {
-                warn!(vm = %rec.name, error = %e.message, "create failed; cleaning up");
+                warn!(vm = %rec.name, error = %crate::error::error_chain(&e), "create failed; cleaning up");
                 self.keep_failed_console_log(&rec, &mut e);
                 self.remove_vm_files_and_row(&rec).await;
                 Err(e)
@@ -219,21 +225,18 @@ impl Daemon {
         rec: &VmRecord,
         plan: &CreatePlan,
         op: &OpHandle,
-    ) -> Result<VmRecord, ApiError> {
+    ) -> Result<VmRecord> {
         let cancel = op.cancel_token().clone();
         let vm_dir = self.vm_dir(&rec.id);
         std::fs::create_dir_all(&vm_dir).map_err(|e| {
-            ApiError::internal(error_chain(
-                &format!("cannot create VM dir {}", vm_dir.display()),
-                &e,
-            ))
+            DaemonError::io(format!("cannot create VM dir {}", vm_dir.display()), e)
         })?;
         if !plan.authorized_keys.is_empty() {
             std::fs::write(
                 vm_dir.join(USER_KEYS_FILE),
                 plan.authorized_keys.join("\n") + "\n",
             )
-            .map_err(|e| ApiError::internal(error_chain("cannot write authorized keys", &e)))?;
+            .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
         }
         op.phase("disk");
         let (image_dir, manifest) = self.image_files(rec)?;
@@ -243,17 +246,13 @@ impl Daemon {
         let size = rec.disk_bytes;
         let disk = tokio::task::spawn_blocking(move || disks.create(&rootfs, &dest, size))
             .await
-            .map_err(|e| ApiError::internal(format!("disk task failed: {e}")))?;
-        disk.map_err(|e| {
-            let msg = error_chain("cannot create the VM disk", &e);
-            if msg.contains("space") {
-                ApiError::unavailable(msg)
-            } else {
-                ApiError::internal(msg)
-            }
-        })?;
+            .map_err(|source| DaemonError::Task {
+                what: "disk",
+                source,
+            })?;
+        disk.map_err(|e| DaemonError::disk("cannot create the VM disk", e))?;
         if cancel.is_cancelled() {
-            return Err(ApiError::cancelled("create cancelled"));
+            return Err(DaemonError::cancelled("create cancelled"));
         }
         // The state stays `creating` until the guest answers: a daemon
         // restart in between then undoes the whole create.
@@ -263,7 +262,7 @@ impl Daemon {
     /// A failed create removes the VM dir; its console log, which usually
     /// says why the boot failed, moves to `state_dir/logs/` and the error
     /// points there.
-    fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut ApiError) {
+    fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut DaemonError) {
         let log = self.vm_dir(&rec.id).join("serial.log");
         if !log.exists() {
             return;
@@ -271,9 +270,9 @@ impl Daemon {
         let logs = self.config.state_dir.join("logs");
         let kept = logs.join(format!("{}-{}.serial.log", rec.name, rec.id));
         if std::fs::create_dir_all(&logs).is_ok() && std::fs::rename(&log, &kept).is_ok() {
-            e.message = e
-                .message
-                .replace(&log.display().to_string(), &kept.display().to_string());
+            if let DaemonError::BootTimeout { serial_log, .. } = e {
+                *serial_log = kept;
+            }
         }
     }
 

@@ -1,15 +1,16 @@
 //! `vm rm`: refuses a running VM unless forced; removes every host resource
 //! the VM owns.
 
-use hangar_api::{ApiError, VmState};
+use hangar_api::VmState;
 
 use crate::daemon::Daemon;
+use crate::error::{DaemonError, Result};
 
 impl Daemon {
-    pub async fn delete_vm(&self, name: &str, force: bool) -> Result<(), ApiError> {
+    pub async fn delete_vm(&self, name: &str, force: bool) -> Result<()> {
         let rec = self.find_vm(name)?;
         let Some(_g) = self.vm_locks.try_lock(&rec.id) else {
-            return Err(ApiError::conflict(format!(
+            return Err(DaemonError::conflict(format!(
                 "VM {name:?} is busy (being created, started or stopped); wait for that operation or cancel it (`hangar op ls`, `hangar op cancel ID`)"
             )));
         };
@@ -17,7 +18,7 @@ impl Daemon {
         let running =
             rec.runtime.is_some() || matches!(rec.state, VmState::Running | VmState::Starting);
         if running && !force {
-            return Err(ApiError::conflict(format!(
+            return Err(DaemonError::conflict(format!(
                 "VM {name:?} is running; stop it first (`hangar vm stop {name}`) or use --force"
             )));
         }

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use hangar_api::ApiError;
 use hangar_guest::{ConnectFn, GuestClient, GuestTarget};
 use hangar_store::VmRecord;
 
-use super::error_chain;
 use crate::daemon::Daemon;
+use crate::error::{DaemonError, Result};
 
 impl Daemon {
     /// A connector that opens TCP streams where the guests are reachable.
@@ -34,7 +33,7 @@ impl Daemon {
     /// An SSH connection to a running VM's guest: the cached one while it
     /// lives (each exec is then one channel, no new handshake), else a new
     /// one, cached for the next caller.
-    pub async fn guest_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>, ApiError> {
+    pub async fn guest_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>> {
         if let Some(c) = self.guest_clients.get(&rec.id) {
             if !c.is_closed() {
                 return Ok(c);
@@ -46,7 +45,7 @@ impl Daemon {
     }
 
     /// Opens a fresh SSH connection to a running VM's guest.
-    pub async fn connect_guest(&self, rec: &VmRecord) -> Result<GuestClient, ApiError> {
+    pub async fn connect_guest(&self, rec: &VmRecord) -> Result<GuestClient> {
         GuestClient::connect(
             &self.guest_connector(),
             &Self::guest_target(rec),
@@ -54,15 +53,13 @@ impl Daemon {
             Duration::from_secs(10),
         )
         .await
-        .map_err(|e| {
-            ApiError::unavailable(error_chain(
-                &format!(
-                    "cannot reach VM {:?} over SSH (serial log: {})",
-                    rec.name,
-                    self.vm_dir(&rec.id).join("serial.log").display()
-                ),
-                &e,
-            ))
+        .map_err(|source| DaemonError::GuestUnreachable {
+            context: format!(
+                "cannot reach VM {:?} over SSH (serial log: {})",
+                rec.name,
+                self.vm_dir(&rec.id).join("serial.log").display()
+            ),
+            source: Box::new(source),
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hangar_api::{ApiError, OpKind, Operation, VmState};
+use hangar_api::{OpKind, Operation, VmState};
 use hangar_ops::OpHandle;
 use hangar_store::VmRecord;
 use tokio_util::sync::CancellationToken;
@@ -11,48 +11,62 @@ use tracing::{info, warn};
 
 use super::boot::handle_of;
 use crate::daemon::Daemon;
+use crate::error::Result;
 
 impl Daemon {
-    pub fn begin_start(self: &Arc<Self>, name: &str) -> Result<Operation, ApiError> {
+    pub fn begin_start(self: &Arc<Self>, name: &str) -> Result<Operation> {
         let rec = self.find_vm(name)?;
         self.check_vmm_ready()?;
         let this = self.clone();
-        Ok(self.ops.begin(OpKind::VmStart, name, move |op| async move {
-            let _g = this.vm_locks.lock(&rec.id).await;
-            let rec = this.store.get_vm(&rec.id)?;
-            let rec = this.start_locked(&rec, &op).await?;
-            Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
-        }))
+        Ok(crate::op::begin(
+            &self.ops,
+            OpKind::VmStart,
+            name,
+            move |op| async move {
+                let _g = this.vm_locks.lock(&rec.id).await;
+                let rec = this.store.get_vm(&rec.id)?;
+                let rec = this.start_locked(&rec, &op).await?;
+                Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
+            },
+        ))
     }
 
-    pub fn begin_stop(self: &Arc<Self>, name: &str) -> Result<Operation, ApiError> {
+    pub fn begin_stop(self: &Arc<Self>, name: &str) -> Result<Operation> {
         let rec = self.find_vm(name)?;
         let this = self.clone();
-        Ok(self.ops.begin(OpKind::VmStop, name, move |op| async move {
-            let _g = this.vm_locks.lock(&rec.id).await;
-            let rec = this.store.get_vm(&rec.id)?;
-            let rec = this.stop_locked(&rec, Some(&op)).await?;
-            Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
-        }))
+        Ok(crate::op::begin(
+            &self.ops,
+            OpKind::VmStop,
+            name,
+            move |op| async move {
+                let _g = this.vm_locks.lock(&rec.id).await;
+                let rec = this.store.get_vm(&rec.id)?;
+                let rec = this.stop_locked(&rec, Some(&op)).await?;
+                Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
+            },
+        ))
     }
 
-    pub fn begin_restart(self: &Arc<Self>, name: &str) -> Result<Operation, ApiError> {
+    pub fn begin_restart(self: &Arc<Self>, name: &str) -> Result<Operation> {
         let rec = self.find_vm(name)?;
         self.check_vmm_ready()?;
         let this = self.clone();
-        Ok(self
-            .ops
-            .begin(OpKind::VmRestart, name, move |op| async move {
+        Ok(crate::op::begin(
+            &self.ops,
+            OpKind::VmRestart,
+            name,
+            move |op| async move {
                 let _g = this.vm_locks.lock(&rec.id).await;
                 let rec = this.store.get_vm(&rec.id)?;
                 let rec = this.stop_locked(&rec, Some(&op)).await?;
                 let rec = this.start_locked(&rec, &op).await?;
                 Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
-            }))
+            },
+        ))
     }
 
     /// Boots a stopped VM. Starting a running VM is a no-op.
-    async fn start_locked(&self, rec: &VmRecord, op: &OpHandle) -> Result<VmRecord, ApiError> {
+    async fn start_locked(&self, rec: &VmRecord, op: &OpHandle) -> Result<VmRecord> {
         if let Some(rt) = &rec.runtime {
             if self.driver.is_alive(&handle_of(rt)) {
                 return Ok(rec.clone());
@@ -63,9 +77,10 @@ impl Daemon {
         match self.boot_vm(rec, Some(op), &cancel).await {
             Ok(r) => Ok(r),
             Err(e) => {
+                let message = crate::error::error_chain(&e);
                 let _ = self
                     .store
-                    .set_vm_state(&rec.id, VmState::Error, Some(&e.message));
+                    .set_vm_state(&rec.id, VmState::Error, Some(&message));
                 Err(e)
             }
         }
@@ -74,14 +89,10 @@ impl Daemon {
     /// Stops a VM: ask the guest to power off (SSH `poweroff` and the VMM's
     /// own request), wait up to the stop timeout, then kill. Always ends
     /// with the TAP returned and the runtime cleared.
-    pub async fn stop_locked(
-        &self,
-        rec: &VmRecord,
-        op: Option<&OpHandle>,
-    ) -> Result<VmRecord, ApiError> {
+    pub async fn stop_locked(&self, rec: &VmRecord, op: Option<&OpHandle>) -> Result<VmRecord> {
         let Some(rt) = rec.runtime.clone() else {
             self.store.set_vm_state(&rec.id, VmState::Stopped, None)?;
-            return self.store.get_vm(&rec.id).map_err(ApiError::from);
+            return Ok(self.store.get_vm(&rec.id)?);
         };
         let handle = handle_of(&rt);
         self.store.set_vm_state(&rec.id, VmState::Stopping, None)?;
@@ -102,7 +113,7 @@ impl Daemon {
         self.store.set_vm_runtime(&rec.id, None)?;
         self.store.set_vm_state(&rec.id, VmState::Stopped, None)?;
         info!(vm = %rec.name, "VM stopped");
-        self.store.get_vm(&rec.id).map_err(ApiError::from)
+        Ok(self.store.get_vm(&rec.id)?)
     }
 
     /// Best effort: the guest's own `poweroff` syncs and unmounts cleanly.

@@ -14,10 +14,11 @@ pub mod watch;
 
 use std::path::PathBuf;
 
-use hangar_api::{ApiError, VmInfo};
+use hangar_api::VmInfo;
 use hangar_store::VmRecord;
 
 use crate::daemon::Daemon;
+use crate::error::Result;
 
 impl Daemon {
     pub fn vm_dir(&self, id: &str) -> PathBuf {
@@ -67,43 +68,12 @@ impl Daemon {
         serde_json::to_value(hangar_vmm::summarize_metrics(&m)).ok()
     }
 
-    pub fn find_vm(&self, name: &str) -> Result<VmRecord, ApiError> {
-        self.store.get_vm_by_name(name).map_err(ApiError::from)
+    pub fn find_vm(&self, name: &str) -> Result<VmRecord> {
+        Ok(self.store.get_vm_by_name(name)?)
     }
 
-    pub fn list_vm_infos(&self) -> Result<Vec<VmInfo>, ApiError> {
+    pub fn list_vm_infos(&self) -> Result<Vec<VmInfo>> {
         let recs = self.store.list_vms()?;
         Ok(recs.iter().map(|r| self.vm_info(r)).collect())
-    }
-}
-
-/// "context: error: cause: cause" — the whole chain on one line, since the
-/// CLI shows the message as is.
-pub fn error_chain(context: &str, e: &dyn std::error::Error) -> String {
-    let mut s = format!("{context}: {e}");
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = cause.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
-
-    #[test]
-    fn error_chain_joins_causes_once() {
-        let e = Outer(std::io::Error::other("disk full"));
-        assert_eq!(error_chain("create", &e), "create: outer: disk full");
     }
 }

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::boot::{MachineSpec, CONFIG_DRIVE_FILE};
+use super::snapshot::SnapshotError;
 use crate::daemon::Daemon;
+use crate::error::{error_chain, DaemonError, Result};
 
 /// Prefix of the work directories under the snapshots directory.
 const PREWARM_PREFIX: &str = ".prewarm-";
@@ -54,7 +56,7 @@ impl Daemon {
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(image = %image.name, error = %e, "boot snapshot not prepared; the first VM saves it")
+                warn!(image = %image.name, error = %error_chain(&e), "boot snapshot not prepared; the first VM saves it")
             }
         }
     }
@@ -64,33 +66,42 @@ impl Daemon {
         image: &ImageRecord,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<Option<PathBuf>, String> {
+    ) -> Result<Option<PathBuf>> {
         if !self.config.vmm.boot_snapshots {
             return Ok(None);
         }
         let image_dir = PathBuf::from(&image.dir);
-        let manifest = ImageManifest::load(&image_dir).map_err(|e| e.to_string())?;
+        let manifest = ImageManifest::load(&image_dir)
+            .map_err(|e| DaemonError::image("cannot read the image manifest", e))?;
         if !manifest.boot_snapshots {
             return Ok(None);
         }
         let disk_bytes = match self.config.defaults.disk_size.as_str() {
             "" => image.rootfs_bytes,
-            s => hangar_config::parse_size(s)?.max(image.rootfs_bytes),
+            s => hangar_config::parse_size(s)
+                .map_err(DaemonError::Invalid)?
+                .max(image.rootfs_bytes),
         };
         let work = WorkDir(self.config.snapshots_dir().join(format!(
             "{PREWARM_PREFIX}{}",
             hex::encode(rand::random::<[u8; 6]>())
         )));
-        let io =
-            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            DaemonError::io(format!("cannot {what} {}", p.display()), e)
+        };
         std::fs::create_dir_all(&work.0).map_err(|e| io("create", &work.0, e))?;
         let disk = work.0.join("disk.raw");
         std::fs::File::create(&disk)
             .and_then(|f| f.set_len(disk_bytes))
             .map_err(|e| io("create", &disk, e))?;
-        write_snapshot_drive(&work.0.join(CONFIG_DRIVE_FILE)).map_err(|e| e.to_string())?;
+        write_snapshot_drive(&work.0.join(CONFIG_DRIVE_FILE))
+            .map_err(|e| DaemonError::image("cannot write the snapshot drive", e))?;
 
-        let tap = self.net.acquire_tap().await.map_err(|e| e.to_string())?;
+        let tap = self
+            .net
+            .acquire_tap()
+            .await
+            .map_err(|e| DaemonError::net("cannot get a TAP device", e))?;
         let spec = self.vm_spec(MachineSpec {
             id: "prewarm",
             name: "prewarm",
@@ -115,7 +126,7 @@ impl Daemon {
         image_digest: &str,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<Option<PathBuf>, String> {
+    ) -> Result<Option<PathBuf>> {
         let Some(key) = self.driver.boot_snapshot_key(spec) else {
             return Ok(None);
         };
@@ -125,23 +136,27 @@ impl Daemon {
         let Some(save) = self
             .snapshots
             .begin_save(image_digest, &key)
-            .map_err(|e| format!("cannot prepare the snapshot directory: {e}"))?
+            .map_err(SnapshotError::Prepare)?
         else {
             return Ok(None);
         };
         if let Some(op) = op {
             op.phase("boot-snapshot");
         }
-        let handle = self.driver.start(spec).await.map_err(|e| e.to_string())?;
+        let handle = self
+            .driver
+            .start(spec)
+            .await
+            .map_err(|e| DaemonError::vmm("cannot start the snapshot VM", e))?;
         let timeout = Duration::from_secs(self.config.vmm.boot_timeout_secs);
         let saved = tokio::select! {
             r = self.save_boot_snapshot(&handle, &spec.serial_log, save, timeout) => r,
-            _ = cancel.cancelled() => Err("cancelled".to_string()),
+            _ = cancel.cancelled() => Err(SnapshotError::Cancelled),
         };
         if let Err(e) = self.driver.kill(&handle).await {
             warn!(pid = handle.pid, error = %e, "cannot kill the snapshot VM");
         }
-        saved.map(Some)
+        Ok(Some(saved?))
     }
 
     /// Removes the work dirs (and kills the VMMs) of prewarms a crashed

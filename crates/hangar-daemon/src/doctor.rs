@@ -1082,7 +1082,7 @@ impl HostProbe {
             },
             cgroups: gather_cgroups(Path::new(hangar_vmm::DEFAULT_CGROUP_ROOT)),
             boot_snapshots: {
-                let files = crate::vm::snapshot::BootSnapshots::new(config.snapshots_dir()).files();
+                let files = crate::snapshots::BootSnapshots::new(config.snapshots_dir()).files();
                 let bytes = files
                     .iter()
                     .filter_map(|f| std::fs::metadata(f).ok())

@@ -100,7 +100,7 @@ pub enum DaemonError {
     },
     /// A boot snapshot could not be saved.
     #[error(transparent)]
-    Snapshot(#[from] crate::vm::snapshot::SnapshotError),
+    Snapshot(#[from] crate::snapshots::SnapshotError),
     /// A file operation of the daemon's own failed.
     #[error("{context}")]
     Io {

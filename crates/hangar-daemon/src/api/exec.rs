@@ -46,7 +46,7 @@ pub async fn exec(
         serde_json::from_slice(&body)
             .map_err(|e| HttpError(ApiError::invalid(format!("invalid exec request: {e}"))))?
     };
-    let rec = d.find_vm(&name)?;
+    let rec = d.vms.find_vm(&name)?;
     if rec.state != VmState::Running || rec.runtime.is_none() {
         let next = match rec.state {
             VmState::Creating | VmState::Starting | VmState::Stopping => {
@@ -61,7 +61,7 @@ pub async fn exec(
     }
     // Connect before switching protocols so an unreachable guest is a
     // plain HTTP error.
-    let client = d.guest_client(&rec).await?;
+    let client = d.vms.guest_client(&rec).await?;
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

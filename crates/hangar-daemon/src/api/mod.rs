@@ -100,33 +100,33 @@ where
 async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "driver": d.driver.kind(),
+        "driver": d.infra.driver.kind(),
         "driver_reason": d.driver_reason,
-        "disk_backend": d.disks.name(),
+        "disk_backend": d.infra.disks.name(),
         "disk_reason": d.disk_reason,
-        "netns": d.config.netns(),
-        "subnet": d.config.network.subnet.to_string(),
-        "state_dir": d.config.state_dir,
+        "netns": d.infra.config.netns(),
+        "subnet": d.infra.config.network.subnet.to_string(),
+        "state_dir": d.infra.config.state_dir,
     }))
 }
 
 async fn list_vms(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<VmInfo>>> {
-    Ok(Json(d.list_vm_infos()?))
+    Ok(Json(d.vms.list_vm_infos()?))
 }
 
 async fn create_vm(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<CreateVmRequest>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_create(req)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_create(req)?)))
 }
 
 async fn show_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<VmInfo>> {
-    let rec = d.find_vm(&name)?;
-    Ok(Json(d.vm_info_detailed(&rec)))
+    let rec = d.vms.find_vm(&name)?;
+    Ok(Json(d.vms.vm_info_detailed(&rec)))
 }
 
 async fn delete_vm(
@@ -134,7 +134,7 @@ async fn delete_vm(
     Path(name): Path<String>,
     Query(q): Query<DeleteVmQuery>,
 ) -> ApiResult<StatusCode> {
-    d.delete_vm(&name, q.force).await?;
+    d.vms.delete_vm(&name, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -142,21 +142,21 @@ async fn start_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_start(&name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_start(&name)?)))
 }
 
 async fn stop_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_stop(&name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_stop(&name)?)))
 }
 
 async fn restart_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_restart(&name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_restart(&name)?)))
 }
 
 #[derive(Deserialize)]
@@ -186,8 +186,8 @@ async fn console_log(
     Query(q): Query<ConsoleQuery>,
 ) -> ApiResult<Response> {
     use std::io::{Read, Seek, SeekFrom};
-    let rec = d.find_vm(&name)?;
-    let path = d.vm_dir(&rec.id).join("serial.log");
+    let rec = d.vms.find_vm(&name)?;
+    let path = d.vms.vm_dir(&rec.id).serial_log();
     let (start, file_id, buf) = match std::fs::File::open(&path) {
         Err(_) => (0, 0, Vec::new()),
         Ok(mut f) => {
@@ -228,26 +228,26 @@ async fn console_log(
 }
 
 async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageInfo>>> {
-    Ok(Json(d.list_image_infos()?))
+    Ok(Json(d.images.list_image_infos()?))
 }
 
 async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Vec<CatalogEntry>> {
-    Json(d.catalog_entries())
+    Json(d.images.catalog_entries())
 }
 
 async fn show_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageInfo>> {
-    let rec = d.store.get_image(&name).map_err(DaemonError::from)?;
-    Ok(Json(d.image_info(&rec)?))
+    let rec = d.images.get(&name)?;
+    Ok(Json(d.images.image_info(&rec)?))
 }
 
 async fn delete_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    d.remove_image(&name).await?;
+    d.images.remove_image(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -255,31 +255,21 @@ async fn pull_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<PullImageRequest>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    d.resolve_image(&req.name)?;
-    let this = d.clone();
-    let name = req.name.clone();
-    let op = crate::op::begin(
-        &d.ops,
-        hangar_api::OpKind::ImagePull,
-        &req.name,
-        move |op| async move {
-            let cancel = op.cancel_token().clone();
-            let rec = this.pull_image(&name, Some(&op), &cancel).await?;
-            Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
-        },
-    );
-    Ok((StatusCode::ACCEPTED, Json(op)))
+    Ok((StatusCode::ACCEPTED, Json(d.images.begin_pull(&req.name)?)))
 }
 
 async fn register_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<RegisterImageRequest>,
 ) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
-    Ok((StatusCode::CREATED, Json(d.register_image(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(d.images.register_image(req).await?),
+    ))
 }
 
 async fn list_ops(State(d): State<Arc<Daemon>>) -> Json<Vec<Operation>> {
-    Json(d.ops.list())
+    Json(d.infra.ops.list())
 }
 
 #[derive(Deserialize)]
@@ -296,11 +286,12 @@ async fn show_op(
 ) -> ApiResult<Json<Operation>> {
     let op = match q.wait_ms {
         Some(ms) => {
-            d.ops
+            d.infra
+                .ops
                 .wait(&id, Duration::from_millis(ms.min(60_000)))
                 .await?
         }
-        None => d.ops.get(&id)?,
+        None => d.infra.ops.get(&id)?,
     };
     Ok(Json(op))
 }
@@ -309,5 +300,5 @@ async fn cancel_op(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
-    Ok(Json(d.ops.cancel(&id)?))
+    Ok(Json(d.infra.ops.cancel(&id)?))
 }

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use hangar_api::{CreateVmRequest, OpKind, Operation, VmState};
+use hangar_config::Config;
 use hangar_ops::OpHandle;
 use hangar_store::VmRecord;
 use tracing::{info, warn};
 
-use super::boot::USER_KEYS_FILE;
-use crate::daemon::Daemon;
+use super::VmService;
 use crate::error::{DaemonError, Result};
 
 /// Names reserved by creates still pulling their image (not yet stored).
@@ -43,15 +43,15 @@ struct CreatePlan {
     authorized_keys: Vec<String>,
 }
 
-fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan> {
+fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
     hangar_api::name::validate_name("VM", &req.name).map_err(DaemonError::Invalid)?;
-    let cpus = req.cpus.unwrap_or(d.config.defaults.cpus);
+    let cpus = req.cpus.unwrap_or(config.defaults.cpus);
     if !(1..=32).contains(&cpus) {
         return Err(DaemonError::invalid(format!(
             "cpus must be between 1 and 32, got {cpus}"
         )));
     }
-    let memory_mib = req.memory_mib.unwrap_or(d.config.defaults.memory_mib);
+    let memory_mib = req.memory_mib.unwrap_or(config.defaults.memory_mib);
     if !(128..=262_144).contains(&memory_mib) {
         return Err(DaemonError::invalid(format!(
             "memory must be between 128 MiB and 256 GiB, got {memory_mib} MiB"
@@ -59,9 +59,8 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan> {
     }
     let disk_bytes = match req.disk_bytes {
         Some(b) => Some(b),
-        None if !d.config.defaults.disk_size.is_empty() => Some(
-            hangar_config::parse_size(&d.config.defaults.disk_size)
-                .map_err(DaemonError::Invalid)?,
+        None if !config.defaults.disk_size.is_empty() => Some(
+            hangar_config::parse_size(&config.defaults.disk_size).map_err(DaemonError::Invalid)?,
         ),
         None => None,
     };
@@ -84,7 +83,7 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan> {
     }
     Ok(CreatePlan {
         name: req.name,
-        image: req.image.unwrap_or_else(|| d.config.defaults.image.clone()),
+        image: req.image.unwrap_or_else(|| config.defaults.image.clone()),
         cpus,
         memory_mib,
         disk_bytes,
@@ -92,17 +91,17 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan> {
     })
 }
 
-impl Daemon {
+impl VmService {
     /// Validates the request, reserves the name and begins the create
     /// operation. Bad input fails here, before anything is made.
     pub fn begin_create(self: &Arc<Self>, req: CreateVmRequest) -> Result<Operation> {
-        let plan = plan(self, req)?;
+        let plan = plan(&self.infra.config, req)?;
         // Fails fast for an image that is neither local nor in the catalog.
-        self.resolve_image(&plan.image)?;
+        self.images.resolve_image(&plan.image)?;
         self.check_vmm_ready()?;
         {
             let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
-            match self.store.get_vm_by_name(&plan.name) {
+            match self.infra.store.get_vm_by_name(&plan.name) {
                 Ok(_) => {
                     return Err(DaemonError::conflict(format!(
                         "a VM named {:?} already exists; pick another name or remove it with `hangar vm rm {}`",
@@ -122,7 +121,7 @@ impl Daemon {
         let this = self.clone();
         let name = plan.name.clone();
         Ok(crate::op::begin(
-            &self.ops,
+            &self.infra.ops,
             OpKind::VmCreate,
             &name,
             move |op| async move {
@@ -136,16 +135,16 @@ impl Daemon {
 
     /// Refuses early when the VMM binary is missing, with the fix.
     pub fn check_vmm_ready(&self) -> Result<()> {
-        if let Some(problem) = crate::daemon::forced_kvm_problem(&self.config) {
+        if let Some(problem) = crate::daemon::forced_kvm_problem(&self.infra.config) {
             return Err(DaemonError::unavailable(problem));
         }
-        let bin = self.driver.binary();
+        let bin = self.infra.driver.binary();
         if crate::daemon::which(bin).is_none() {
             return Err(DaemonError::unavailable(format!(
                 "the {} binary {} was not found; install it (qemu: `apt-get install qemu-system-x86`) or set [vmm] {} in the config",
-                self.driver.kind(),
+                self.infra.driver.kind(),
                 bin.display(),
-                self.driver.kind()
+                self.infra.driver.kind()
             )));
         }
         Ok(())
@@ -157,11 +156,13 @@ impl Daemon {
         op: &OpHandle,
     ) -> Result<serde_json::Value> {
         let cancel = op.cancel_token().clone();
-        let image = match self.resolve_image(&plan.image)? {
+        let image = match self.images.resolve_image(&plan.image)? {
             Some(rec) => rec,
             None => {
                 op.phase("pull-image");
-                self.pull_image(&plan.image, Some(op), &cancel).await?
+                self.images
+                    .pull_image(&plan.image, Some(op), &cancel)
+                    .await?
             }
         };
         if cancel.is_cancelled() {
@@ -193,7 +194,7 @@ impl Daemon {
             disk_bytes,
             ip: std::net::Ipv4Addr::UNSPECIFIED,
             mac: String::new(),
-            driver: self.driver.kind().to_string(),
+            driver: self.infra.driver.kind().to_string(),
             host_key_public: host_key.public_openssh,
             host_key_private: host_key.private_openssh,
             runtime: None,
@@ -201,12 +202,15 @@ impl Daemon {
             last_error: None,
         };
         // VM lock first, then the narrow create lock (lock order).
-        let _vm_guard = self.vm_locks.lock(&id).await;
+        let _vm_guard = self.locks.lock(&id).await;
         let rec = {
             let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let gw = self.net.gateway();
-            self.store
-                .insert_vm_with_lease(&draft, self.config.network.subnet, &[gw])?
+            let gw = self.infra.net.gateway();
+            self.infra.store.insert_vm_with_lease(
+                &draft,
+                self.infra.config.network.subnet,
+                &[gw],
+            )?
         };
         info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
         match self.provision_and_boot(&rec, &plan, op).await {
@@ -228,21 +232,21 @@ impl Daemon {
     ) -> Result<VmRecord> {
         let cancel = op.cancel_token().clone();
         let vm_dir = self.vm_dir(&rec.id);
-        std::fs::create_dir_all(&vm_dir).map_err(|e| {
-            DaemonError::io(format!("cannot create VM dir {}", vm_dir.display()), e)
+        std::fs::create_dir_all(vm_dir.path()).map_err(|e| {
+            DaemonError::io(
+                format!("cannot create VM dir {}", vm_dir.path().display()),
+                e,
+            )
         })?;
         if !plan.authorized_keys.is_empty() {
-            std::fs::write(
-                vm_dir.join(USER_KEYS_FILE),
-                plan.authorized_keys.join("\n") + "\n",
-            )
-            .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
+            std::fs::write(vm_dir.user_keys(), plan.authorized_keys.join("\n") + "\n")
+                .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
         }
         op.phase("disk");
         let (image_dir, manifest) = self.image_files(rec)?;
         let rootfs = image_dir.join(&manifest.rootfs);
-        let disks = self.disks.clone();
-        let dest = vm_dir.join("disk.ext4");
+        let disks = self.infra.disks.clone();
+        let dest = vm_dir.disk();
         let size = rec.disk_bytes;
         let disk = tokio::task::spawn_blocking(move || disks.create(&rootfs, &dest, size))
             .await
@@ -263,11 +267,11 @@ impl Daemon {
     /// says why the boot failed, moves to `state_dir/logs/` and the error
     /// points there.
     fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut DaemonError) {
-        let log = self.vm_dir(&rec.id).join("serial.log");
+        let log = self.vm_dir(&rec.id).serial_log();
         if !log.exists() {
             return;
         }
-        let logs = self.config.state_dir.join("logs");
+        let logs = self.infra.config.state_dir.join("logs");
         let kept = logs.join(format!("{}-{}.serial.log", rec.name, rec.id));
         if std::fs::create_dir_all(&logs).is_ok() && std::fs::rename(&log, &kept).is_ok() {
             if let DaemonError::BootTimeout { serial_log, .. } = e {
@@ -279,26 +283,24 @@ impl Daemon {
     /// Removes everything a VM owns on the host and its store row + lease.
     /// The VMM must already be gone (or is killed here if recorded).
     pub async fn remove_vm_files_and_row(&self, rec: &VmRecord) {
-        if let Ok(current) = self.store.get_vm(&rec.id) {
+        if let Ok(current) = self.infra.store.get_vm(&rec.id) {
             if let Some(rt) = &current.runtime {
-                self.undo_boot(&rec.id, &super::boot::handle_of(rt), &rt.tap)
-                    .await;
+                self.tear_down(&rec.id, rt).await;
             }
         }
-        self.guest_clients.forget(&rec.id);
+        self.guests.forget(&rec.id);
         let vm_dir = self.vm_dir(&rec.id);
-        let disk = vm_dir.join("disk.ext4");
-        if let Err(e) = self.disks.remove(&disk) {
+        if let Err(e) = self.infra.disks.remove(&vm_dir.disk()) {
             warn!(error = %e, "cannot remove VM disk");
         }
-        if let Err(e) = std::fs::remove_dir_all(&vm_dir) {
+        if let Err(e) = std::fs::remove_dir_all(vm_dir.path()) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(dir = %vm_dir.display(), error = %e, "cannot remove VM dir");
+                warn!(dir = %vm_dir.path().display(), error = %e, "cannot remove VM dir");
             }
         }
-        if let Err(e) = self.store.delete_vm(&rec.id) {
+        if let Err(e) = self.infra.store.delete_vm(&rec.id) {
             warn!(vm = %rec.name, error = %e, "cannot delete VM row");
         }
-        self.vm_locks.forget(&rec.id);
+        self.locks.forget(&rec.id);
     }
 }

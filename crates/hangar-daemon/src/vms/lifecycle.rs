@@ -10,21 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::boot::handle_of;
-use crate::daemon::Daemon;
+use super::VmService;
 use crate::error::Result;
 
-impl Daemon {
+impl VmService {
     pub fn begin_start(self: &Arc<Self>, name: &str) -> Result<Operation> {
         let rec = self.find_vm(name)?;
         self.check_vmm_ready()?;
         let this = self.clone();
         Ok(crate::op::begin(
-            &self.ops,
+            &self.infra.ops,
             OpKind::VmStart,
             name,
             move |op| async move {
-                let _g = this.vm_locks.lock(&rec.id).await;
-                let rec = this.store.get_vm(&rec.id)?;
+                let _g = this.locks.lock(&rec.id).await;
+                let rec = this.infra.store.get_vm(&rec.id)?;
                 let rec = this.start_locked(&rec, &op).await?;
                 Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
             },
@@ -35,12 +35,12 @@ impl Daemon {
         let rec = self.find_vm(name)?;
         let this = self.clone();
         Ok(crate::op::begin(
-            &self.ops,
+            &self.infra.ops,
             OpKind::VmStop,
             name,
             move |op| async move {
-                let _g = this.vm_locks.lock(&rec.id).await;
-                let rec = this.store.get_vm(&rec.id)?;
+                let _g = this.locks.lock(&rec.id).await;
+                let rec = this.infra.store.get_vm(&rec.id)?;
                 let rec = this.stop_locked(&rec, Some(&op)).await?;
                 Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
             },
@@ -52,12 +52,12 @@ impl Daemon {
         self.check_vmm_ready()?;
         let this = self.clone();
         Ok(crate::op::begin(
-            &self.ops,
+            &self.infra.ops,
             OpKind::VmRestart,
             name,
             move |op| async move {
-                let _g = this.vm_locks.lock(&rec.id).await;
-                let rec = this.store.get_vm(&rec.id)?;
+                let _g = this.locks.lock(&rec.id).await;
+                let rec = this.infra.store.get_vm(&rec.id)?;
                 let rec = this.stop_locked(&rec, Some(&op)).await?;
                 let rec = this.start_locked(&rec, &op).await?;
                 Ok(serde_json::to_value(this.vm_info(&rec)).unwrap_or_default())
@@ -68,17 +68,20 @@ impl Daemon {
     /// Boots a stopped VM. Starting a running VM is a no-op.
     async fn start_locked(&self, rec: &VmRecord, op: &OpHandle) -> Result<VmRecord> {
         if let Some(rt) = &rec.runtime {
-            if self.driver.is_alive(&handle_of(rt)) {
+            if self.infra.driver.is_alive(&handle_of(rt)) {
                 return Ok(rec.clone());
             }
         }
-        self.store.set_vm_state(&rec.id, VmState::Starting, None)?;
+        self.infra
+            .store
+            .set_vm_state(&rec.id, VmState::Starting, None)?;
         let cancel: CancellationToken = op.cancel_token().clone();
         match self.boot_vm(rec, Some(op), &cancel).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let message = crate::error::error_chain(&e);
                 let _ = self
+                    .infra
                     .store
                     .set_vm_state(&rec.id, VmState::Error, Some(&message));
                 Err(e)
@@ -91,36 +94,40 @@ impl Daemon {
     /// with the TAP returned and the runtime cleared.
     pub async fn stop_locked(&self, rec: &VmRecord, op: Option<&OpHandle>) -> Result<VmRecord> {
         let Some(rt) = rec.runtime.clone() else {
-            self.store.set_vm_state(&rec.id, VmState::Stopped, None)?;
-            return Ok(self.store.get_vm(&rec.id)?);
+            self.infra
+                .store
+                .set_vm_state(&rec.id, VmState::Stopped, None)?;
+            return Ok(self.infra.store.get_vm(&rec.id)?);
         };
         let handle = handle_of(&rt);
-        self.store.set_vm_state(&rec.id, VmState::Stopping, None)?;
-        if self.driver.is_alive(&handle) {
+        self.infra
+            .store
+            .set_vm_state(&rec.id, VmState::Stopping, None)?;
+        if self.infra.driver.is_alive(&handle) {
             if let Some(op) = op {
                 op.phase("graceful-stop");
             }
             self.ask_guest_to_power_off(rec).await;
-            let timeout = Duration::from_secs(self.config.vmm.stop_timeout_secs);
-            match self.driver.stop(&handle, timeout).await {
+            let timeout = Duration::from_secs(self.infra.config.vmm.stop_timeout_secs);
+            match self.infra.driver.stop(&handle, timeout).await {
                 Ok(outcome) => info!(vm = %rec.name, ?outcome, "VMM stopped"),
                 Err(e) => warn!(vm = %rec.name, error = %e, "VMM stop failed; killing it"),
             }
         }
         // kill is idempotent and also removes the VMM's socket and reaps it.
-        self.guest_clients.forget(&rec.id);
-        self.undo_boot(&rec.id, &handle, &rt.tap).await;
-        self.store.set_vm_runtime(&rec.id, None)?;
-        self.store.set_vm_state(&rec.id, VmState::Stopped, None)?;
+        self.tear_down(&rec.id, &rt).await;
+        self.infra
+            .store
+            .set_vm_state(&rec.id, VmState::Stopped, None)?;
         info!(vm = %rec.name, "VM stopped");
-        Ok(self.store.get_vm(&rec.id)?)
+        Ok(self.infra.store.get_vm(&rec.id)?)
     }
 
     /// Best effort: the guest's own `poweroff` syncs and unmounts cleanly.
     async fn ask_guest_to_power_off(&self, rec: &VmRecord) {
         let attempt = async {
             let client = self.guest_client(rec).await.ok()?;
-            self.guest_clients.forget(&rec.id);
+            self.guests.forget(&rec.id);
             // The connection dies with the guest; the result is not needed.
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),

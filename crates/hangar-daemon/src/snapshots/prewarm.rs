@@ -19,10 +19,10 @@ use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::boot::{MachineSpec, CONFIG_DRIVE_FILE};
-use super::snapshot::SnapshotError;
-use crate::daemon::Daemon;
+use super::{SnapshotError, SnapshotService};
 use crate::error::{error_chain, DaemonError, Result};
+use crate::machine::{vm_spec, MachineSpec};
+use crate::vms::dir::VmDir;
 
 /// Prefix of the work directories under the snapshots directory.
 const PREWARM_PREFIX: &str = ".prewarm-";
@@ -40,11 +40,11 @@ impl Drop for WorkDir {
     }
 }
 
-impl Daemon {
+impl SnapshotService {
     /// Saves the boot snapshot of `image` for the default machine shape,
     /// unless there is one. Best effort: a failure is logged, and the
     /// first VM of that shape saves the snapshot instead.
-    pub async fn prewarm_boot_snapshot(
+    pub async fn prewarm(
         &self,
         image: &ImageRecord,
         op: Option<&OpHandle>,
@@ -67,7 +67,7 @@ impl Daemon {
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<Option<PathBuf>> {
-        if !self.config.vmm.boot_snapshots {
+        if !self.infra.config.vmm.boot_snapshots {
             return Ok(None);
         }
         let image_dir = PathBuf::from(&image.dir);
@@ -76,13 +76,13 @@ impl Daemon {
         if !manifest.boot_snapshots {
             return Ok(None);
         }
-        let disk_bytes = match self.config.defaults.disk_size.as_str() {
+        let disk_bytes = match self.infra.config.defaults.disk_size.as_str() {
             "" => image.rootfs_bytes,
             s => hangar_config::parse_size(s)
                 .map_err(DaemonError::Invalid)?
                 .max(image.rootfs_bytes),
         };
-        let work = WorkDir(self.config.snapshots_dir().join(format!(
+        let work = WorkDir(self.infra.config.snapshots_dir().join(format!(
             "{PREWARM_PREFIX}{}",
             hex::encode(rand::random::<[u8; 6]>())
         )));
@@ -90,32 +90,39 @@ impl Daemon {
             DaemonError::io(format!("cannot {what} {}", p.display()), e)
         };
         std::fs::create_dir_all(&work.0).map_err(|e| io("create", &work.0, e))?;
-        let disk = work.0.join("disk.raw");
+        let dir = VmDir::at(work.0.clone());
+        let disk = dir.disk();
         std::fs::File::create(&disk)
             .and_then(|f| f.set_len(disk_bytes))
             .map_err(|e| io("create", &disk, e))?;
-        write_snapshot_drive(&work.0.join(CONFIG_DRIVE_FILE))
+        write_snapshot_drive(&dir.config_drive())
             .map_err(|e| DaemonError::image("cannot write the snapshot drive", e))?;
 
         let tap = self
+            .infra
             .net
             .acquire_tap()
             .await
             .map_err(|e| DaemonError::net("cannot get a TAP device", e))?;
-        let spec = self.vm_spec(MachineSpec {
-            id: "prewarm",
-            name: "prewarm",
-            cpus: self.config.defaults.cpus,
-            memory_mib: self.config.defaults.memory_mib,
-            image_dir: &image_dir,
-            manifest: &manifest,
-            root_disk: disk,
-            vm_dir: &work.0,
-            tap: tap.clone(),
-            mac: "02:48:47:00:00:00".into(),
-        });
+        let spec = vm_spec(
+            &self.infra,
+            MachineSpec {
+                id: "prewarm",
+                name: "prewarm",
+                cpus: self.infra.config.defaults.cpus,
+                memory_mib: self.infra.config.defaults.memory_mib,
+                image_dir: &image_dir,
+                manifest: &manifest,
+                root_disk: disk,
+                vm_dir: &dir,
+                tap: tap.clone(),
+                mac: "02:48:47:00:00:00".into(),
+            },
+        );
         let result = self.prewarm_with(&spec, &image.digest, op, cancel).await;
-        self.release_tap_logged(&tap).await;
+        if let Err(e) = self.infra.net.release_tap(&tap).await {
+            warn!(tap, error = %e, "cannot release TAP device");
+        }
         result
     }
 
@@ -127,14 +134,14 @@ impl Daemon {
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<Option<PathBuf>> {
-        let Some(key) = self.driver.boot_snapshot_key(spec) else {
+        let Some(key) = self.infra.driver.boot_snapshot_key(spec) else {
             return Ok(None);
         };
-        if self.snapshots.find(image_digest, &key).is_some() {
+        if self.files.find(image_digest, &key).is_some() {
             return Ok(None);
         }
         let Some(save) = self
-            .snapshots
+            .files
             .begin_save(image_digest, &key)
             .map_err(SnapshotError::Prepare)?
         else {
@@ -144,16 +151,17 @@ impl Daemon {
             op.phase("boot-snapshot");
         }
         let handle = self
+            .infra
             .driver
             .start(spec)
             .await
             .map_err(|e| DaemonError::vmm("cannot start the snapshot VM", e))?;
-        let timeout = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        let timeout = Duration::from_secs(self.infra.config.vmm.boot_timeout_secs);
         let saved = tokio::select! {
-            r = self.save_boot_snapshot(&handle, &spec.serial_log, save, timeout) => r,
+            r = self.save(&handle, &spec.serial_log, save, timeout) => r,
             _ = cancel.cancelled() => Err(SnapshotError::Cancelled),
         };
-        if let Err(e) = self.driver.kill(&handle).await {
+        if let Err(e) = self.infra.driver.kill(&handle).await {
             warn!(pid = handle.pid, error = %e, "cannot kill the snapshot VM");
         }
         Ok(Some(saved?))
@@ -162,7 +170,7 @@ impl Daemon {
     /// Removes the work dirs (and kills the VMMs) of prewarms a crashed
     /// daemon left behind; returns how many.
     pub fn remove_prewarm_leftovers(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.config.snapshots_dir()) else {
+        let Ok(entries) = std::fs::read_dir(self.infra.config.snapshots_dir()) else {
             return 0;
         };
         let mut removed = 0;

@@ -1,21 +1,64 @@
-//! Image registry: pulls (bootstrap builds, cached by
-//! recipe), registration of user files, listing and removal. Images live in
-//! `state_dir/images/<digest hex>/` and are read-only once stored.
+//! The image service: the daemon's side of images — pulls from the catalog
+//! (bootstrap builds, cached by recipe; the catalog itself is
+//! `hangar_image::catalog`), registration of user files, listing and
+//! removal. Images live in `state_dir/images/<digest hex>/` and are
+//! read-only once stored. The service owns the image-ops lock.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hangar_api::image::CatalogEntry;
-use hangar_api::{ImageInfo, RegisterImageRequest};
+use hangar_api::{ImageInfo, OpKind, Operation, RegisterImageRequest};
 use hangar_image::{catalog, ImageManifest};
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::daemon::Daemon;
 use crate::error::{DaemonError, Result};
+use crate::infra::Infra;
+use crate::snapshots::SnapshotService;
 
-impl Daemon {
+pub struct ImageService {
+    infra: Infra,
+    snapshots: Arc<SnapshotService>,
+    /// Serialises image pulls, registrations and removals. Taken after a
+    /// VM lock, never before one; held across a pull's build and its boot
+    /// snapshot prewarm (so the image cannot be removed meanwhile).
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl ImageService {
+    pub fn new(infra: Infra, snapshots: Arc<SnapshotService>) -> Self {
+        ImageService {
+            infra,
+            snapshots,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The record of a local image, by name or digest.
+    pub fn get(&self, name: &str) -> Result<ImageRecord> {
+        Ok(self.infra.store.get_image(name)?)
+    }
+
+    /// Validates the name and begins pulling it as an operation.
+    pub fn begin_pull(self: &Arc<Self>, name: &str) -> Result<Operation> {
+        self.resolve_image(name)?;
+        let this = self.clone();
+        let target = name.to_string();
+        Ok(crate::op::begin(
+            &self.infra.ops,
+            OpKind::ImagePull,
+            name,
+            move |op| async move {
+                let cancel = op.cancel_token().clone();
+                let rec = this.pull_image(&target, Some(&op), &cancel).await?;
+                Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
+            },
+        ))
+    }
+
     pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo> {
         Ok(ImageInfo {
             name: rec.name.clone(),
@@ -23,12 +66,12 @@ impl Daemon {
             source: rec.source.clone(),
             rootfs_bytes: rec.rootfs_bytes,
             created_at: rec.created_at.clone(),
-            used_by: self.store.vms_using_image(&rec.digest)?,
+            used_by: self.infra.store.vms_using_image(&rec.digest)?,
         })
     }
 
     pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>> {
-        let recs = self.store.list_images()?;
+        let recs = self.infra.store.list_images()?;
         recs.iter().map(|r| self.image_info(r)).collect()
     }
 
@@ -38,14 +81,14 @@ impl Daemon {
             .map(|c| CatalogEntry {
                 name: c.name.to_string(),
                 description: c.description.to_string(),
-                local: self.store.get_image(c.name).is_ok(),
+                local: self.infra.store.get_image(c.name).is_ok(),
             })
             .collect()
     }
 
     /// Finds a local image by name or digest, or says how to get it.
     pub fn resolve_image(&self, name: &str) -> Result<Option<ImageRecord>> {
-        match self.store.get_image(name) {
+        match self.infra.store.get_image(name) {
             Ok(rec) => Ok(Some(rec)),
             Err(hangar_store::StoreError::NotFound { .. }) => {
                 if catalog().iter().any(|c| c.name == name) {
@@ -71,7 +114,7 @@ impl Daemon {
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<ImageRecord> {
-        if let Ok(rec) = self.store.get_image(name) {
+        if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
         let item = catalog()
@@ -84,13 +127,14 @@ impl Daemon {
             op.phase("wait-image-lock");
         }
         let _guard = tokio::select! {
-            g = self.image_lock.lock() => g,
+            g = self.lock.lock() => g,
             _ = cancel.cancelled() => return Err(DaemonError::cancelled(format!("pull of {name} cancelled"))),
         };
-        if let Ok(rec) = self.store.get_image(name) {
+        if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
         let tmp = self
+            .infra
             .config
             .images_dir()
             .join(format!(".pull-{}", hex::encode(rand::random::<[u8; 6]>())));
@@ -102,7 +146,7 @@ impl Daemon {
         let recipe = (item.recipe)();
         let built = hangar_image::build_or_reuse_cached(
             &recipe,
-            &self.config.image_cache_dir,
+            &self.infra.config.image_cache_dir,
             &tmp,
             &progress,
             cancel,
@@ -121,7 +165,7 @@ impl Daemon {
         let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
         info!(image = name, digest = %rec.digest, "image ready");
         // Still under the image lock, so the image cannot be removed meanwhile.
-        self.prewarm_boot_snapshot(&rec, op, cancel).await;
+        self.snapshots.prewarm(&rec, op, cancel).await;
         Ok(rec)
     }
 
@@ -146,8 +190,8 @@ impl Daemon {
                 }
             }
         }
-        let _guard = self.image_lock.lock().await;
-        if let Ok(existing) = self.store.get_image(&req.name) {
+        let _guard = self.lock.lock().await;
+        if let Ok(existing) = self.infra.store.get_image(&req.name) {
             if existing.name == req.name {
                 return Err(DaemonError::conflict(format!(
                     "an image named {:?} already exists; remove it first with `hangar image rm {}`",
@@ -155,7 +199,7 @@ impl Daemon {
                 )));
             }
         }
-        let tmp = self.config.images_dir().join(format!(
+        let tmp = self.infra.config.images_dir().join(format!(
             ".register-{}",
             hex::encode(rand::random::<[u8; 6]>())
         ));
@@ -197,7 +241,7 @@ impl Daemon {
         manifest: &ImageManifest,
     ) -> Result<ImageRecord> {
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
-        let final_dir = self.config.images_dir().join(hexdigest);
+        let final_dir = self.infra.config.images_dir().join(hexdigest);
         let moved = (|| {
             sync_dir_files(tmp)?;
             if final_dir.exists() {
@@ -225,7 +269,7 @@ impl Daemon {
             created_at: crate::timefmt::now_rfc3339(),
             manifest_json: serde_json::to_string(manifest).unwrap_or_default(),
         };
-        if let Err(e) = self.store.upsert_image(&rec) {
+        if let Err(e) = self.infra.store.upsert_image(&rec) {
             // No row points at files this call moved in: take them back out.
             if moved {
                 let _ = std::fs::remove_dir_all(&final_dir);
@@ -238,9 +282,9 @@ impl Daemon {
     /// Removes an image unless a VM uses it (the store refuses, naming the
     /// VMs, in the same transaction that would delete the row).
     pub async fn remove_image(&self, name: &str) -> Result<()> {
-        let _guard = self.image_lock.lock().await;
-        let rec = self.store.get_image(name)?;
-        self.store.delete_image(&rec.digest)?;
+        let _guard = self.lock.lock().await;
+        let rec = self.infra.store.get_image(name)?;
+        self.infra.store.delete_image(&rec.digest)?;
         self.snapshots.remove_image(&rec.digest);
         if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
             warn!(dir = %rec.dir, error = %e, "cannot remove image files");

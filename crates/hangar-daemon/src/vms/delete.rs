@@ -3,13 +3,13 @@
 
 use hangar_api::VmState;
 
-use crate::daemon::Daemon;
+use super::VmService;
 use crate::error::{DaemonError, Result};
 
-impl Daemon {
+impl VmService {
     pub async fn delete_vm(&self, name: &str, force: bool) -> Result<()> {
         let rec = self.find_vm(name)?;
-        let Some(_g) = self.vm_locks.try_lock(&rec.id) else {
+        let Some(_g) = self.locks.try_lock(&rec.id) else {
             return Err(DaemonError::conflict(format!(
                 "VM {name:?} is busy (being created, started or stopped); wait for that operation or cancel it (`hangar op ls`, `hangar op cancel ID`)"
             )));

@@ -25,6 +25,12 @@ impl PendingNames {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string())
     }
+    pub fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
     fn remove(&self, name: &str) {
         self.0
             .lock()

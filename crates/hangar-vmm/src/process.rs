@@ -421,6 +421,15 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(dir.join(crate::PID_FILE), format!("{}\n", child.id())).unwrap();
+        // `spawn` returns once exec has begun, which can be a moment before
+        // the new command line is in place: wait for it.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&std::fs::read(&cmdline).unwrap_or_default()).contains(arg0)
+        {
+            assert!(Instant::now() < deadline, "{cmdline} never named {arg0}");
+            std::thread::yield_now();
+        }
         child
     }
 

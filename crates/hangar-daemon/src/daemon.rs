@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hangar_config::{AccelChoice, Config, DriverChoice};
-use hangar_disk::DiskBackend;
 use hangar_guest::DaemonKey;
 use hangar_net::{NetConfig, Network};
 use hangar_ops::OpRegistry;
@@ -18,36 +17,24 @@ use hangar_vmm::{Accel, FirecrackerDriver, QemuDriver, VmmDriver};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::images::ImageService;
+use crate::infra::Infra;
 use crate::pidfile::PidFile;
-use crate::vm::locks::VmLocks;
+use crate::snapshots::SnapshotService;
+use crate::vms::VmService;
 
-/// Everything the daemon owns. Shared as `Arc<Daemon>` by API handlers and
-/// background operations.
+/// The composition root: the shared infrastructure and the subsystems
+/// built on it. Shared as `Arc<Daemon>` by the API handlers; each service
+/// keeps its own state and locks.
 pub struct Daemon {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub ops: OpRegistry,
-    pub net: Arc<Network>,
-    pub driver: Arc<dyn VmmDriver>,
+    pub infra: Infra,
     /// Why this driver (and accel) was chosen, for `doctor` and logs.
     pub driver_reason: String,
-    pub disks: Arc<dyn DiskBackend>,
     pub disk_reason: String,
-    pub key: Arc<DaemonKey>,
-    pub vm_locks: VmLocks,
-    /// Cached SSH connections to running guests.
-    pub guest_clients: crate::vm::guest::GuestClients,
-    /// Serialises name uniqueness checks and IP allocation. Narrow: never
-    /// held across guest or VMM I/O.
-    pub create_lock: std::sync::Mutex<()>,
-    /// Names of VMs being created whose rows are not stored yet.
-    pub pending_names: crate::vm::create::PendingNames,
-    /// Serialises image pulls, registrations and removals.
-    pub image_lock: tokio::sync::Mutex<()>,
-    /// Tripped at shutdown; long work watches it.
-    pub shutdown: CancellationToken,
-    /// Saved boot states, for fast boots ([`crate::vm::snapshot`]).
-    pub snapshots: crate::vm::snapshot::BootSnapshots,
+    /// Boot snapshots: saved boot states, for fast boots.
+    pub snapshots: Arc<SnapshotService>,
+    pub images: Arc<ImageService>,
+    pub vms: Arc<VmService>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -63,7 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;
     let daemon = Daemon::build(config).await?;
-    let listener = match bind_socket(&daemon.config.socket_path(), socket_gid) {
+    let listener = match bind_socket(&daemon.infra.config.socket_path(), socket_gid) {
         Ok(l) => l,
         Err(e) => {
             // Give back what `build` set up (idle TAPs) before failing.
@@ -71,17 +58,18 @@ pub async fn run(config: Config) -> Result<()> {
             return Err(e);
         }
     };
-    info!(socket = %daemon.config.socket_path().display(), driver = daemon.driver.kind(), disks = daemon.disks.name(), "hangar daemon ready");
+    let infra = &daemon.infra;
+    info!(socket = %infra.config.socket_path().display(), driver = infra.driver.kind(), disks = infra.disks.name(), "hangar daemon ready");
 
     let app = crate::api::router(daemon.clone());
-    let shutdown = daemon.shutdown.clone();
+    let shutdown = infra.shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         wait_for_signal().await;
         shutdown.cancel();
     });
     server.await.context("API server failed")?;
     daemon.stop().await;
-    let _ = std::fs::remove_file(daemon.config.socket_path());
+    let _ = std::fs::remove_file(daemon.infra.config.socket_path());
     info!("hangar daemon stopped");
     Ok(())
 }
@@ -191,28 +179,34 @@ impl Daemon {
             .await
             .context("cannot set up the VM network")?,
         );
-        let config_snapshots_dir = config.snapshots_dir();
         info!(reason = %driver_reason, "VMM driver chosen");
         info!(reason = %disk_reason, "disk backend chosen");
-        let daemon = Arc::new(Daemon {
-            config,
+        let infra = Infra {
+            config: Arc::new(config),
             store,
             ops,
             net,
             driver,
-            driver_reason,
             disks: Arc::from(disks),
-            disk_reason,
             key,
-            vm_locks: VmLocks::default(),
-            guest_clients: Default::default(),
-            create_lock: std::sync::Mutex::new(()),
-            pending_names: Default::default(),
-            image_lock: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
-            snapshots: crate::vm::snapshot::BootSnapshots::new(config_snapshots_dir),
+        };
+        let snapshots = Arc::new(SnapshotService::new(infra.clone()));
+        let images = Arc::new(ImageService::new(infra.clone(), snapshots.clone()));
+        let vms = Arc::new(VmService::new(
+            infra.clone(),
+            images.clone(),
+            snapshots.clone(),
+        ));
+        let daemon = Arc::new(Daemon {
+            infra,
+            driver_reason,
+            disk_reason,
+            snapshots,
+            images,
+            vms,
         });
-        let prewarms = daemon.remove_prewarm_leftovers();
+        let prewarms = daemon.snapshots.remove_prewarm_leftovers();
         if prewarms > 0 {
             info!(
                 count = prewarms,
@@ -226,25 +220,21 @@ impl Daemon {
                 "removed boot snapshots a previous daemon left half-written"
             );
         }
-        daemon.reconcile().await;
-        if let Err(e) = daemon.net.trim_idle().await {
+        daemon.vms.reconcile().await;
+        if let Err(e) = daemon.infra.net.trim_idle().await {
             warn!(error = %e, "cannot remove surplus TAP devices");
         }
-        daemon.ops.spawn_pruner();
-        daemon.spawn_vm_watcher();
+        daemon.infra.ops.spawn_pruner();
+        daemon.vms.spawn_vm_watcher();
         Ok(daemon)
     }
 
     /// Graceful stop: cancel running operations (they clean up what they
     /// made), wait for them, return unused TAPs. VMs keep running.
     pub async fn stop(&self) {
-        for op in self.ops.list() {
-            if !op.state.is_terminal() {
-                let _ = self.ops.cancel(&op.id);
-            }
-        }
-        self.ops.drain(Duration::from_secs(30)).await;
-        if let Err(e) = self.net.shutdown().await {
+        self.infra.ops.cancel_all();
+        self.infra.ops.drain(Duration::from_secs(30)).await;
+        if let Err(e) = self.infra.net.shutdown().await {
             warn!(error = %e, "cannot remove unused TAP devices");
         }
     }

@@ -2,9 +2,15 @@
 //! serves the `/v1` API on a Unix socket. See ARCHITECTURE.md for the map.
 
 pub mod api;
+mod console;
 pub mod daemon;
+pub mod error;
 pub mod images;
+pub mod infra;
+pub mod machine;
+pub mod op;
 pub mod pidfile;
-pub mod vm;
+pub mod snapshots;
+pub mod vms;
 
 pub use daemon::{run, Daemon};

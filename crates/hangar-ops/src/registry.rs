@@ -77,6 +77,24 @@ impl Inner {
     }
 }
 
+/// A store failure as the wire error the registry answers with: a missing
+/// operation is not found; anything else is internal, with its causes.
+fn wire_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound { what } => ApiError::not_found(what),
+        other => {
+            let mut message = other.to_string();
+            let mut cause = std::error::Error::source(&other);
+            while let Some(c) = cause {
+                message.push_str(": ");
+                message.push_str(&c.to_string());
+                cause = c.source();
+            }
+            ApiError::internal(message)
+        }
+    }
+}
+
 /// A fresh id: `op-` and 12 hex digits (48 random bits).
 fn new_id() -> String {
     format!("op-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
@@ -173,7 +191,7 @@ impl OpRegistry {
     pub fn get(&self, id: &str) -> Result<Operation, ApiError> {
         match self.inner.slot(id) {
             Some(slot) => Ok(slot.snapshot()),
-            None => Ok(self.inner.store.get_op(id)?),
+            None => self.inner.store.get_op(id).map_err(wire_error),
         }
     }
 
@@ -199,7 +217,7 @@ impl OpRegistry {
     /// is harmless; cancelling a finished operation is a conflict.
     pub fn cancel(&self, id: &str) -> Result<Operation, ApiError> {
         let Some(slot) = self.inner.slot(id) else {
-            let op = self.inner.store.get_op(id)?;
+            let op = self.inner.store.get_op(id).map_err(wire_error)?;
             check_cancellable(&op)?;
             return Err(ApiError::conflict(format!(
                 "operation {id} was started by a previous daemon and no longer runs"

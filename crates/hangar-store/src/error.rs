@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use hangar_api::ApiError;
-
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,31 +65,6 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The API error a store failure becomes: not-found and conflict keep their
-/// message; anything else is internal and carries the whole cause chain.
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { what } => ApiError::not_found(what),
-            StoreError::Conflict { what } => ApiError::conflict(what),
-            StoreError::Invalid { what } => ApiError::invalid(what),
-            other => ApiError::internal(error_chain(&other)),
-        }
-    }
-}
-
-/// `error: cause: cause` — the error followed by each source.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 /// The `table.column` named by a UNIQUE or PRIMARY KEY violation, so callers
 /// can turn it into a message about the field.
 pub(crate) fn unique_violation(e: &rusqlite::Error) -> Option<&str> {
@@ -104,27 +77,5 @@ pub(crate) fn unique_violation(e: &rusqlite::Error) -> Option<&str> {
             msg.strip_prefix("UNIQUE constraint failed: ")
         }
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hangar_api::ErrorKind;
-
-    #[test]
-    fn not_found_becomes_api_not_found_with_same_message() {
-        let api: ApiError = StoreError::not_found("no VM named \"x\"").into();
-        assert_eq!(api, ApiError::not_found("no VM named \"x\""));
-    }
-
-    #[test]
-    fn sqlite_failure_becomes_internal_with_cause_chain() {
-        let api: ApiError = StoreError::Sqlite(rusqlite::Error::InvalidQuery).into();
-        assert_eq!(api.kind, ErrorKind::Internal);
-        assert!(api.message.starts_with("the state database failed"));
-        assert!(api
-            .message
-            .contains(&rusqlite::Error::InvalidQuery.to_string()));
     }
 }

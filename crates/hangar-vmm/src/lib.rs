@@ -31,7 +31,7 @@ pub use firecracker::jailer::{
 pub use firecracker::metrics::{read_latest_metrics, summarize_metrics, MetricsSummary};
 pub use firecracker::version::{firecracker_version_warning, parse_firecracker_version};
 pub use firecracker::FirecrackerDriver;
-pub use process::{is_same_process_alive, proc_start_time};
+pub use process::{is_same_process_alive, kill_stray_vmm, proc_start_time};
 pub use qemu::QemuDriver;
 
 /// Name of the pid file every driver writes in [`VmSpec::vm_dir`].
@@ -141,6 +141,21 @@ pub trait VmmDriver: Send + Sync {
     /// After a daemon restart: `Ok(true)` if the process is alive (and, for
     /// Firecracker, its API answers); registers it so wait/kill work.
     async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError>;
+
+    /// The VMM binary as configured (a bare name is looked up on PATH), so
+    /// callers can check it is installed before they begin work.
+    fn binary(&self) -> &Path;
+    /// Whether guests under this driver should be told the host's TSC rate
+    /// (it spares them calibrating it, which is slow under emulation).
+    fn wants_host_tsc(&self) -> bool {
+        false
+    }
+    /// Kernel arguments this driver adds to every guest's command line
+    /// (before the user's); `tsc_khz` is the host's TSC rate when
+    /// [`VmmDriver::wants_host_tsc`] and it is known.
+    fn guest_kernel_args(&self, _tsc_khz: Option<u64>) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Boot snapshots: a key that is equal for two specs iff a state saved
     /// from a VM started with one can be restored with the other (same

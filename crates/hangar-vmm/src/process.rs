@@ -293,6 +293,27 @@ pub(crate) fn send_signal(h: &VmmHandle, signal: Signal) -> Result<(), VmmError>
     }
 }
 
+/// Kills the process named by `dir/vmm.pid` if its command line names
+/// `dir` (a VMM started for that VM directory), so a pid reused by an
+/// unrelated process is never touched. For VMMs nobody recorded: a daemon
+/// killed between spawning a VMM and storing its handle leaves a process
+/// only the pid file knows. Returns whether a process was signalled.
+pub fn kill_stray_vmm(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(crate::PID_FILE)) else {
+        return false;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return false;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let needle = dir.display().to_string();
+    if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+        return false;
+    }
+    tracing::warn!(dir = %dir.display(), pid, "killing a VMM the store never recorded");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+}
+
 /// Removes a file, ignoring "not found".
 pub(crate) fn remove_if_exists(path: &Path) {
     match std::fs::remove_file(path) {
@@ -372,6 +393,58 @@ mod tests {
         let p = dir.path().join("log");
         std::fs::write(&p, "old line\nnew line\n").unwrap();
         assert_eq!(log_tail(&p, 9, 100), "new line");
+    }
+
+    /// A shell blocked reading its stdin, whose command line ends with
+    /// `arg0` (`sh -c CMD ARG0`), with its pid in `dir/vmm.pid`.
+    fn sleeper_naming(dir: &Path, arg0: &str) -> std::process::Child {
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "read line", arg0])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join(crate::PID_FILE), format!("{}\n", child.id())).unwrap();
+        // `spawn` returns once exec has begun, which can be a moment before
+        // the new command line is in place: wait for it.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&std::fs::read(&cmdline).unwrap_or_default()).contains(arg0)
+        {
+            assert!(Instant::now() < deadline, "{cmdline} never named {arg0}");
+            std::thread::yield_now();
+        }
+        child
+    }
+
+    #[test]
+    fn kill_stray_vmm_kills_the_process_that_names_its_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = sleeper_naming(dir.path(), &dir.path().display().to_string());
+
+        let killed = kill_stray_vmm(dir.path());
+
+        let status = child.wait().unwrap();
+        assert!(killed);
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn kill_stray_vmm_leaves_a_process_that_does_not_name_its_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = sleeper_naming(dir.path(), "unrelated");
+
+        let killed = kill_stray_vmm(dir.path());
+
+        assert!(!killed);
+        assert_eq!(child.try_wait().unwrap(), None, "the process must live");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn kill_stray_vmm_without_a_pid_file_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!kill_stray_vmm(dir.path()));
     }
 
     #[tokio::test]

@@ -303,6 +303,42 @@ impl VmmDriver for QemuDriver {
         Ok(true)
     }
 
+    fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn wants_host_tsc(&self) -> bool {
+        true
+    }
+
+    /// Under QEMU (TCG on hosts like these) the guest skips delay-loop
+    /// calibration (`lpj`, from the TSC rate: the cloud kernel has HZ=250)
+    /// and speculative-execution mitigations, whose page-table switches
+    /// are costly under emulation; both only concern the guest's own
+    /// processes. It also skips work that buys nothing in a microvm:
+    /// zeroing every kernel allocation (`init_on_alloc=0`, a hardening
+    /// default), the TSC and timer sanity checks and the lockup watchdog
+    /// (an emulated CPU stalls by design), PCI probing (microvm has no PCI
+    /// bus here) and kernel audit. Measured with bench/boot-args.sh: about
+    /// 0.4 s less to SSH in two interleaved runs.
+    fn guest_kernel_args(&self, tsc_khz: Option<u64>) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "mitigations=off",
+            "init_on_alloc=0",
+            "tsc=reliable",
+            "no_timer_check",
+            "nowatchdog",
+            "pci=off",
+            "audit=0",
+        ]
+        .map(String::from)
+        .into();
+        if let Some(khz) = tsc_khz {
+            args.push(format!("lpj={}", khz * 4));
+        }
+        args
+    }
+
     fn boot_snapshot_key(&self, spec: &VmSpec) -> Option<String> {
         boot_snapshot_key(&self.binary, spec, self.accel)
     }
@@ -422,6 +458,22 @@ impl QemuDriver {
 mod tests {
     use super::*;
     use crate::Drive;
+
+    #[test]
+    fn guest_kernel_args_derive_lpj_from_the_tsc_rate_only_when_known() {
+        let driver = QemuDriver::new("/nonexistent/qemu", Accel::Tcg);
+
+        let with = driver.guest_kernel_args(Some(2_500_000));
+        let without = driver.guest_kernel_args(None);
+
+        assert!(driver.wants_host_tsc());
+        assert_eq!(with.last().map(String::as_str), Some("lpj=10000000"));
+        assert!(with.contains(&"mitigations=off".to_string()));
+        assert!(
+            !without.iter().any(|a| a.starts_with("lpj=")),
+            "{without:?}"
+        );
+    }
 
     fn spec() -> VmSpec {
         VmSpec {

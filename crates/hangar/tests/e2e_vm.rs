@@ -1093,3 +1093,70 @@ fn a_vm_a_crashed_boot_left_paused_is_resumed_by_the_next_daemon() {
     d.ok(&["vm", "rm", "--force", "vm1"]);
     d.assert_nothing_left(1);
 }
+
+/// Polls `op` until its phase is one of the boot phases (the VMM runs).
+fn wait_until_booting(d: &TestDaemon, op: &str) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let o = d.json(&["op", "show", op]);
+        let phase = o["progress"]["phase"].as_str().unwrap_or("").to_string();
+        if phase == "boot" || phase == "snapshot" || phase == "wait-ssh" {
+            return;
+        }
+        assert_eq!(
+            o["state"], "running",
+            "operation ended before it booted: {o}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "operation never reached boot: {o}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, TAP devices) and qemu"]
+fn rm_force_during_create_cancels_it_and_leaves_nothing() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("rmcreate");
+    let op = d
+        .ok(&["vm", "create", "doomed", "--no-wait"])
+        .trim()
+        .to_string();
+    wait_until_booting(&d, &op);
+
+    let refused = d.fails(&["vm", "rm", "doomed"]);
+    d.ok(&["vm", "rm", "--force", "doomed"]);
+
+    assert!(refused.contains("busy"), "{refused}");
+    let o = d.json(&["op", "show", &op]);
+    assert_eq!(o["state"], "cancelled", "{o}");
+    let gone = d.fails(&["vm", "show", "doomed"]);
+    assert!(gone.contains("no VM named"), "{gone}");
+    d.assert_nothing_left(1);
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, TAP devices) and qemu"]
+fn rm_force_during_start_cancels_it_and_leaves_nothing() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("rmstart");
+    d.ok(&["vm", "create", "restarting"]);
+    d.ok(&["vm", "stop", "restarting"]);
+    let op = d
+        .ok(&["vm", "start", "restarting", "--no-wait"])
+        .trim()
+        .to_string();
+    wait_until_booting(&d, &op);
+
+    let refused = d.fails(&["vm", "rm", "restarting"]);
+    d.ok(&["vm", "rm", "--force", "restarting"]);
+
+    assert!(refused.contains("busy"), "{refused}");
+    let o = d.json(&["op", "show", &op]);
+    assert_eq!(o["state"], "cancelled", "{o}");
+    let gone = d.fails(&["vm", "show", "restarting"]);
+    assert!(gone.contains("no VM named"), "{gone}");
+    d.assert_nothing_left(1);
+}

@@ -75,7 +75,7 @@ pub async fn exec(
         serde_json::from_slice(&body)
             .map_err(|e| HttpError(ApiError::invalid(format!("invalid exec request: {e}"))))?
     };
-    let rec = d.find_vm(&name)?;
+    let rec = d.vms.find_vm(&name)?;
     if rec.state != VmState::Running || rec.runtime.is_none() {
         let next = match rec.state {
             VmState::Creating | VmState::Starting | VmState::Stopping => {
@@ -90,7 +90,7 @@ pub async fn exec(
     }
     // Connect before switching protocols so an unreachable guest is a
     // plain HTTP error.
-    let client = d.guest_client(&rec).await?;
+    let client = d.vms.guest_client(&rec).await?;
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -191,7 +191,12 @@ where
     }
     let last = match run.await {
         Ok(Ok(code)) => Frame::Exit(code),
-        Ok(Err(e)) => Frame::Error(crate::vm::error_chain("exec failed", &e)),
+        Ok(Err(e)) => Frame::Error(crate::error::error_chain(
+            &crate::error::DaemonError::Guest {
+                context: "exec failed".into(),
+                source: Box::new(e),
+            },
+        )),
         Err(e) => Frame::Error(format!("exec task failed: {e}")),
     };
     wr.write_all(&last.encode()).await?;

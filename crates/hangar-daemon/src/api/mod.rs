@@ -1,6 +1,8 @@
 //! The `/v1` HTTP+JSON API. Handlers are thin: they parse, call one
-//! `Daemon` method, and map `ApiError` kinds to HTTP statuses.
+//! `Daemon` method, and map errors to `ApiError` kinds ([`error`]) and
+//! those to HTTP statuses.
 
+mod error;
 mod exec;
 pub mod openapi;
 
@@ -22,6 +24,7 @@ use utoipa::IntoParams;
 
 use crate::daemon::Daemon;
 use openapi::{Conflict, Internal, Invalid, NotFound, Unavailable};
+use crate::error::DaemonError;
 
 /// An `ApiError` as an HTTP response.
 pub struct HttpError(pub ApiError);
@@ -29,6 +32,12 @@ pub struct HttpError(pub ApiError);
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
         HttpError(e)
+    }
+}
+
+impl From<DaemonError> for HttpError {
+    fn from(e: DaemonError) -> Self {
+        HttpError(e.into())
     }
 }
 
@@ -98,13 +107,13 @@ where
 async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "driver": d.driver.kind(),
+        "driver": d.infra.driver.kind(),
         "driver_reason": d.driver_reason,
-        "disk_backend": d.disks.name(),
+        "disk_backend": d.infra.disks.name(),
         "disk_reason": d.disk_reason,
-        "netns": d.config.netns(),
-        "subnet": d.config.network.subnet.to_string(),
-        "state_dir": d.config.state_dir,
+        "netns": d.infra.config.netns(),
+        "subnet": d.infra.config.network.subnet.to_string(),
+        "state_dir": d.infra.config.state_dir,
     }))
 }
 
@@ -115,7 +124,7 @@ async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
         (status = 500, response = Internal),
     ))]
 async fn list_vms(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<VmInfo>>> {
-    Ok(Json(d.list_vm_infos()?))
+    Ok(Json(d.vms.list_vm_infos()?))
 }
 
 /// Create a VM
@@ -135,7 +144,7 @@ async fn create_vm(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<CreateVmRequest>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_create(req)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_create(req)?)))
 }
 
 /// Show a VM
@@ -150,8 +159,8 @@ async fn show_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<VmInfo>> {
-    let rec = d.find_vm(&name)?;
-    Ok(Json(d.vm_info_detailed(&rec)))
+    let rec = d.vms.find_vm(&name)?;
+    Ok(Json(d.vms.vm_info_detailed(&rec)))
 }
 
 /// Remove a VM
@@ -170,7 +179,7 @@ async fn delete_vm(
     Path(name): Path<String>,
     Query(q): Query<DeleteVmQuery>,
 ) -> ApiResult<StatusCode> {
-    d.delete_vm(&name, q.force).await?;
+    d.vms.delete_vm(&name, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,7 +197,7 @@ async fn start_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_start(&name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_start(&name)?)))
 }
 
 /// Stop a VM (ACPI shutdown, then kill)
@@ -205,7 +214,7 @@ async fn stop_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_stop(&name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_stop(&name)?)))
 }
 
 /// Restart a VM
@@ -222,7 +231,7 @@ async fn restart_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.begin_restart(&name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_restart(&name)?)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -271,8 +280,8 @@ async fn console_log(
     Query(q): Query<ConsoleQuery>,
 ) -> ApiResult<Response> {
     use std::io::{Read, Seek, SeekFrom};
-    let rec = d.find_vm(&name)?;
-    let path = d.vm_dir(&rec.id).join("serial.log");
+    let rec = d.vms.find_vm(&name)?;
+    let path = d.vms.vm_dir(&rec.id).serial_log();
     let (start, file_id, buf) = match std::fs::File::open(&path) {
         Err(_) => (0, 0, Vec::new()),
         Ok(mut f) => {
@@ -288,12 +297,7 @@ async fn console_log(
             let mut buf = Vec::new();
             f.seek(SeekFrom::Start(start))
                 .and_then(|_| f.take(CONSOLE_CHUNK).read_to_end(&mut buf))
-                .map_err(|e| {
-                    ApiError::internal(crate::vm::error_chain(
-                        &format!("cannot read {}", path.display()),
-                        &e,
-                    ))
-                })?;
+                .map_err(|e| DaemonError::io(format!("cannot read {}", path.display()), e))?;
             (start, file_id, buf)
         }
     };
@@ -324,14 +328,14 @@ async fn console_log(
         (status = 500, response = Internal),
     ))]
 async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageInfo>>> {
-    Ok(Json(d.list_image_infos()?))
+    Ok(Json(d.images.list_image_infos()?))
 }
 
 /// List the image catalog
 #[utoipa::path(get, path = "/v1/images/catalog", operation_id = "catalog", tag = "images",
     responses((status = 200, description = "Images hangar can pull or build", body = Vec<CatalogEntry>)))]
 async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Vec<CatalogEntry>> {
-    Json(d.catalog_entries())
+    Json(d.images.catalog_entries())
 }
 
 /// Show a local image
@@ -346,8 +350,8 @@ async fn show_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageInfo>> {
-    let rec = d.store.get_image(&name).map_err(ApiError::from)?;
-    Ok(Json(d.image_info(&rec)?))
+    let rec = d.images.get(&name)?;
+    Ok(Json(d.images.image_info(&rec)?))
 }
 
 /// Remove a local image
@@ -363,7 +367,7 @@ async fn delete_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    d.remove_image(&name).await?;
+    d.images.remove_image(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -381,19 +385,7 @@ async fn pull_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<PullImageRequest>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    d.resolve_image(&req.name)?;
-    let this = d.clone();
-    let name = req.name.clone();
-    let op = d.ops.begin(
-        hangar_api::OpKind::ImagePull,
-        &req.name,
-        move |op| async move {
-            let cancel = op.cancel_token().clone();
-            let rec = this.pull_image(&name, Some(&op), &cancel).await?;
-            Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
-        },
-    );
-    Ok((StatusCode::ACCEPTED, Json(op)))
+    Ok((StatusCode::ACCEPTED, Json(d.images.begin_pull(&req.name)?)))
 }
 
 /// Register an image from files on the host
@@ -410,14 +402,17 @@ async fn register_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<RegisterImageRequest>,
 ) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
-    Ok((StatusCode::CREATED, Json(d.register_image(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(d.images.register_image(req).await?),
+    ))
 }
 
 /// List operations
 #[utoipa::path(get, path = "/v1/operations", operation_id = "list_ops", tag = "operations",
     responses((status = 200, description = "Running and recently finished operations", body = Vec<Operation>)))]
 async fn list_ops(State(d): State<Arc<Daemon>>) -> Json<Vec<Operation>> {
-    Json(d.ops.list())
+    Json(d.infra.ops.list())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -444,11 +439,12 @@ async fn show_op(
 ) -> ApiResult<Json<Operation>> {
     let op = match q.wait_ms {
         Some(ms) => {
-            d.ops
+            d.infra
+                .ops
                 .wait(&id, Duration::from_millis(ms.min(60_000)))
                 .await?
         }
-        None => d.ops.get(&id)?,
+        None => d.infra.ops.get(&id)?,
     };
     Ok(Json(op))
 }
@@ -465,5 +461,5 @@ async fn cancel_op(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
-    Ok(Json(d.ops.cancel(&id)?))
+    Ok(Json(d.infra.ops.cancel(&id)?))
 }

@@ -288,6 +288,10 @@ impl VmmDriver for FirecrackerDriver {
         process::is_same_process_alive(h.pid, h.start_time)
     }
 
+    fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     async fn adopt(&self, h: &VmmHandle) -> Result<bool, VmmError> {
         if !self.is_alive(h) {
             return Ok(false);

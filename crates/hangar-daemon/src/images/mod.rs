@@ -1,34 +1,77 @@
-//! Image registry: pulls (bootstrap builds, cached by
-//! recipe), registration of user files, listing and removal. Images live in
-//! `state_dir/images/<digest hex>/` and are read-only once stored.
+//! The image service: the daemon's side of images — pulls from the catalog
+//! (bootstrap builds, cached by recipe; the catalog itself is
+//! `hangar_image::catalog`), registration of user files, listing and
+//! removal. Images live in `state_dir/images/<digest hex>/` and are
+//! read-only once stored. The service owns the image-ops lock.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hangar_api::image::CatalogEntry;
-use hangar_api::{ApiError, ImageInfo, RegisterImageRequest};
+use hangar_api::{ImageInfo, OpKind, Operation, RegisterImageRequest};
 use hangar_image::{catalog, ImageManifest};
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::daemon::Daemon;
-use crate::vm::error_chain;
+use crate::error::{DaemonError, Result};
+use crate::infra::Infra;
+use crate::snapshots::SnapshotService;
 
-impl Daemon {
-    pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo, ApiError> {
+pub struct ImageService {
+    infra: Infra,
+    snapshots: Arc<SnapshotService>,
+    /// Serialises image pulls, registrations and removals. Taken after a
+    /// VM lock, never before one; held across a pull's build and its boot
+    /// snapshot prewarm (so the image cannot be removed meanwhile).
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl ImageService {
+    pub fn new(infra: Infra, snapshots: Arc<SnapshotService>) -> Self {
+        ImageService {
+            infra,
+            snapshots,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The record of a local image, by name or digest.
+    pub fn get(&self, name: &str) -> Result<ImageRecord> {
+        Ok(self.infra.store.get_image(name)?)
+    }
+
+    /// Validates the name and begins pulling it as an operation.
+    pub fn begin_pull(self: &Arc<Self>, name: &str) -> Result<Operation> {
+        self.resolve_image(name)?;
+        let this = self.clone();
+        let target = name.to_string();
+        Ok(crate::op::begin(
+            &self.infra.ops,
+            OpKind::ImagePull,
+            name,
+            move |op| async move {
+                let cancel = op.cancel_token().clone();
+                let rec = this.pull_image(&target, Some(&op), &cancel).await?;
+                Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
+            },
+        ))
+    }
+
+    pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo> {
         Ok(ImageInfo {
             name: rec.name.clone(),
             digest: rec.digest.clone(),
             source: rec.source.clone(),
             rootfs_bytes: rec.rootfs_bytes,
             created_at: rec.created_at.clone(),
-            used_by: self.store.vms_using_image(&rec.digest)?,
+            used_by: self.infra.store.vms_using_image(&rec.digest)?,
         })
     }
 
-    pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>, ApiError> {
-        let recs = self.store.list_images()?;
+    pub fn list_image_infos(&self) -> Result<Vec<ImageInfo>> {
+        let recs = self.infra.store.list_images()?;
         recs.iter().map(|r| self.image_info(r)).collect()
     }
 
@@ -38,27 +81,27 @@ impl Daemon {
             .map(|c| CatalogEntry {
                 name: c.name.to_string(),
                 description: c.description.to_string(),
-                local: self.store.get_image(c.name).is_ok(),
+                local: self.infra.store.get_image(c.name).is_ok(),
             })
             .collect()
     }
 
     /// Finds a local image by name or digest, or says how to get it.
-    pub fn resolve_image(&self, name: &str) -> Result<Option<ImageRecord>, ApiError> {
-        match self.store.get_image(name) {
+    pub fn resolve_image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        match self.infra.store.get_image(name) {
             Ok(rec) => Ok(Some(rec)),
             Err(hangar_store::StoreError::NotFound { .. }) => {
                 if catalog().iter().any(|c| c.name == name) {
                     Ok(None)
                 } else {
                     let known: Vec<&str> = catalog().iter().map(|c| c.name).collect();
-                    Err(ApiError::not_found(format!(
+                    Err(DaemonError::not_found(format!(
                         "no image named {name:?} locally or in the catalog ({}); see `hangar image ls` or register one with `hangar image register`",
                         known.join(", ")
                     )))
                 }
             }
-            Err(e) => Err(ApiError::from(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -70,27 +113,28 @@ impl Daemon {
         name: &str,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<ImageRecord, ApiError> {
-        if let Ok(rec) = self.store.get_image(name) {
+    ) -> Result<ImageRecord> {
+        if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
         let item = catalog()
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| {
-                ApiError::not_found(format!("no image named {name:?} in the catalog"))
+                DaemonError::not_found(format!("no image named {name:?} in the catalog"))
             })?;
         if let Some(op) = op {
             op.phase("wait-image-lock");
         }
         let _guard = tokio::select! {
-            g = self.image_lock.lock() => g,
-            _ = cancel.cancelled() => return Err(ApiError::cancelled(format!("pull of {name} cancelled"))),
+            g = self.lock.lock() => g,
+            _ = cancel.cancelled() => return Err(DaemonError::cancelled(format!("pull of {name} cancelled"))),
         };
-        if let Ok(rec) = self.store.get_image(name) {
+        if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
         let tmp = self
+            .infra
             .config
             .images_dir()
             .join(format!(".pull-{}", hex::encode(rand::random::<[u8; 6]>())));
@@ -102,7 +146,7 @@ impl Daemon {
         let recipe = (item.recipe)();
         let built = hangar_image::build_or_reuse_cached(
             &recipe,
-            &self.config.image_cache_dir,
+            &self.infra.config.image_cache_dir,
             &tmp,
             &progress,
             cancel,
@@ -113,24 +157,21 @@ impl Daemon {
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
                 if cancel.is_cancelled() {
-                    return Err(ApiError::cancelled(format!("pull of {name} cancelled")));
+                    return Err(DaemonError::cancelled(format!("pull of {name} cancelled")));
                 }
-                return Err(ApiError::internal(error_chain(
-                    &format!("cannot build image {name}"),
-                    &e,
-                )));
+                return Err(DaemonError::image(format!("cannot build image {name}"), e));
             }
         };
         let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
         info!(image = name, digest = %rec.digest, "image ready");
         // Still under the image lock, so the image cannot be removed meanwhile.
-        self.prewarm_boot_snapshot(&rec, op, cancel).await;
+        self.snapshots.prewarm(&rec, op, cancel).await;
         Ok(rec)
     }
 
     /// Registers user-provided kernel/initrd/rootfs files as a named image.
-    pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo, ApiError> {
-        hangar_api::name::validate_name("image", &req.name).map_err(ApiError::invalid)?;
+    pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo> {
+        hangar_api::name::validate_name("image", &req.name).map_err(DaemonError::Invalid)?;
         for (what, p) in [
             ("kernel", Some(&req.kernel)),
             ("rootfs", Some(&req.rootfs)),
@@ -138,27 +179,27 @@ impl Daemon {
         ] {
             if let Some(p) = p {
                 if !Path::new(p).is_absolute() {
-                    return Err(ApiError::invalid(format!(
+                    return Err(DaemonError::invalid(format!(
                         "{what} path {p:?} must be absolute (the daemon resolves paths itself)"
                     )));
                 }
                 if !Path::new(p).is_file() {
-                    return Err(ApiError::invalid(format!(
+                    return Err(DaemonError::invalid(format!(
                         "{what} file {p} does not exist or is not a regular file"
                     )));
                 }
             }
         }
-        let _guard = self.image_lock.lock().await;
-        if let Ok(existing) = self.store.get_image(&req.name) {
+        let _guard = self.lock.lock().await;
+        if let Ok(existing) = self.infra.store.get_image(&req.name) {
             if existing.name == req.name {
-                return Err(ApiError::conflict(format!(
+                return Err(DaemonError::conflict(format!(
                     "an image named {:?} already exists; remove it first with `hangar image rm {}`",
                     req.name, req.name
                 )));
             }
         }
-        let tmp = self.config.images_dir().join(format!(
+        let tmp = self.infra.config.images_dir().join(format!(
             ".register-{}",
             hex::encode(rand::random::<[u8; 6]>())
         ));
@@ -172,12 +213,18 @@ impl Daemon {
             hangar_image::import_files(&kernel, initrd.as_deref(), &rootfs, &tmp2, "register")
         })
         .await
-        .map_err(|e| ApiError::internal(format!("image import task failed: {e}")))?;
+        .map_err(|source| DaemonError::Task {
+            what: "image import",
+            source,
+        })?;
         let manifest = match imported {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(ApiError::invalid(error_chain("cannot register image", &e)));
+                return Err(DaemonError::ImageRejected {
+                    context: "cannot register image".into(),
+                    source: e,
+                });
             }
         };
         let rec = self.store_image(&req.name, "register", &tmp, &manifest)?;
@@ -192,9 +239,9 @@ impl Daemon {
         source: &str,
         tmp: &Path,
         manifest: &ImageManifest,
-    ) -> Result<ImageRecord, ApiError> {
+    ) -> Result<ImageRecord> {
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
-        let final_dir = self.config.images_dir().join(hexdigest);
+        let final_dir = self.infra.config.images_dir().join(hexdigest);
         let moved = (|| {
             sync_dir_files(tmp)?;
             if final_dir.exists() {
@@ -210,7 +257,7 @@ impl Daemon {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(tmp);
-                return Err(ApiError::internal(error_chain("cannot store image", &e)));
+                return Err(DaemonError::io("cannot store image", e));
             }
         };
         let rec = ImageRecord {
@@ -222,7 +269,7 @@ impl Daemon {
             created_at: hangar_host::time::now_utc(),
             manifest_json: serde_json::to_string(manifest).unwrap_or_default(),
         };
-        if let Err(e) = self.store.upsert_image(&rec) {
+        if let Err(e) = self.infra.store.upsert_image(&rec) {
             // No row points at files this call moved in: take them back out.
             if moved {
                 let _ = std::fs::remove_dir_all(&final_dir);
@@ -234,10 +281,10 @@ impl Daemon {
 
     /// Removes an image unless a VM uses it (the store refuses, naming the
     /// VMs, in the same transaction that would delete the row).
-    pub async fn remove_image(&self, name: &str) -> Result<(), ApiError> {
-        let _guard = self.image_lock.lock().await;
-        let rec = self.store.get_image(name)?;
-        self.store.delete_image(&rec.digest)?;
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        let rec = self.infra.store.get_image(name)?;
+        self.infra.store.delete_image(&rec.digest)?;
         self.snapshots.remove_image(&rec.digest);
         if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
             warn!(dir = %rec.dir, error = %e, "cannot remove image files");

@@ -5,14 +5,14 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use hangar_api::{ApiError, CreateVmRequest, OpKind, Operation, VmState};
+use hangar_api::{CreateVmRequest, OpKind, Operation, VmState};
+use hangar_config::Config;
 use hangar_ops::OpHandle;
 use hangar_store::VmRecord;
 use tracing::{info, warn};
 
-use super::boot::USER_KEYS_FILE;
-use super::error_chain;
-use crate::daemon::Daemon;
+use super::VmService;
+use crate::error::{DaemonError, Result};
 
 /// Names reserved by creates still pulling their image (not yet stored).
 #[derive(Default)]
@@ -24,6 +24,12 @@ impl PendingNames {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string())
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
     }
     fn remove(&self, name: &str) {
         self.0
@@ -43,30 +49,30 @@ struct CreatePlan {
     authorized_keys: Vec<String>,
 }
 
-fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
-    hangar_api::name::validate_name("VM", &req.name).map_err(ApiError::invalid)?;
-    let cpus = req.cpus.unwrap_or(d.config.defaults.cpus);
+fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
+    hangar_api::name::validate_name("VM", &req.name).map_err(DaemonError::Invalid)?;
+    let cpus = req.cpus.unwrap_or(config.defaults.cpus);
     if !(1..=32).contains(&cpus) {
-        return Err(ApiError::invalid(format!(
+        return Err(DaemonError::invalid(format!(
             "cpus must be between 1 and 32, got {cpus}"
         )));
     }
-    let memory_mib = req.memory_mib.unwrap_or(d.config.defaults.memory_mib);
+    let memory_mib = req.memory_mib.unwrap_or(config.defaults.memory_mib);
     if !(128..=262_144).contains(&memory_mib) {
-        return Err(ApiError::invalid(format!(
+        return Err(DaemonError::invalid(format!(
             "memory must be between 128 MiB and 256 GiB, got {memory_mib} MiB"
         )));
     }
     let disk_bytes = match req.disk_bytes {
         Some(b) => Some(b),
-        None if !d.config.defaults.disk_size.is_empty() => Some(
-            hangar_config::parse_size(&d.config.defaults.disk_size).map_err(ApiError::invalid)?,
+        None if !config.defaults.disk_size.is_empty() => Some(
+            hangar_config::parse_size(&config.defaults.disk_size).map_err(DaemonError::Invalid)?,
         ),
         None => None,
     };
     if let Some(b) = disk_bytes {
         if !((64u64 << 20)..=(16u64 << 40)).contains(&b) {
-            return Err(ApiError::invalid(format!(
+            return Err(DaemonError::invalid(format!(
                 "disk size {b} bytes is out of range (64 MiB to 16 TiB)"
             )));
         }
@@ -75,7 +81,7 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
         if k.contains('\n')
             || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") && !k.starts_with("sk-")
         {
-            return Err(ApiError::invalid(format!(
+            return Err(DaemonError::invalid(format!(
                 "authorized key {:?} is not an OpenSSH public key line",
                 k.chars().take(40).collect::<String>()
             )));
@@ -83,7 +89,7 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
     }
     Ok(CreatePlan {
         name: req.name,
-        image: req.image.unwrap_or_else(|| d.config.defaults.image.clone()),
+        image: req.image.unwrap_or_else(|| config.defaults.image.clone()),
         cpus,
         memory_mib,
         disk_bytes,
@@ -91,28 +97,28 @@ fn plan(d: &Daemon, req: CreateVmRequest) -> Result<CreatePlan, ApiError> {
     })
 }
 
-impl Daemon {
+impl VmService {
     /// Validates the request, reserves the name and begins the create
     /// operation. Bad input fails here, before anything is made.
-    pub fn begin_create(self: &Arc<Self>, req: CreateVmRequest) -> Result<Operation, ApiError> {
-        let plan = plan(self, req)?;
+    pub fn begin_create(self: &Arc<Self>, req: CreateVmRequest) -> Result<Operation> {
+        let plan = plan(&self.infra.config, req)?;
         // Fails fast for an image that is neither local nor in the catalog.
-        self.resolve_image(&plan.image)?;
+        self.images.resolve_image(&plan.image)?;
         self.check_vmm_ready()?;
         {
             let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
-            match self.store.get_vm_by_name(&plan.name) {
+            match self.infra.store.get_vm_by_name(&plan.name) {
                 Ok(_) => {
-                    return Err(ApiError::conflict(format!(
+                    return Err(DaemonError::conflict(format!(
                         "a VM named {:?} already exists; pick another name or remove it with `hangar vm rm {}`",
                         plan.name, plan.name
                     )))
                 }
                 Err(hangar_store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(ApiError::from(e)),
+                Err(e) => return Err(e.into()),
             }
             if !self.pending_names.insert(&plan.name) {
-                return Err(ApiError::conflict(format!(
+                return Err(DaemonError::conflict(format!(
                     "a VM named {:?} is already being created",
                     plan.name
                 )));
@@ -120,31 +126,31 @@ impl Daemon {
         }
         let this = self.clone();
         let name = plan.name.clone();
-        Ok(self
-            .ops
-            .begin(OpKind::VmCreate, &name, move |op| async move {
+        Ok(crate::op::begin(
+            &self.infra.ops,
+            OpKind::VmCreate,
+            &name,
+            move |op| async move {
                 let name = plan.name.clone();
                 let result = this.create_work(plan, &op).await;
                 this.pending_names.remove(&name);
                 result
-            }))
+            },
+        ))
     }
 
     /// Refuses early when the VMM binary is missing, with the fix.
-    pub fn check_vmm_ready(&self) -> Result<(), ApiError> {
-        if let Some(problem) = crate::daemon::forced_kvm_problem(&self.config) {
-            return Err(ApiError::unavailable(problem));
+    pub fn check_vmm_ready(&self) -> Result<()> {
+        if let Some(problem) = crate::daemon::forced_kvm_problem(&self.infra.config) {
+            return Err(DaemonError::unavailable(problem));
         }
-        let bin = match self.driver.kind() {
-            "firecracker" => &self.config.vmm.firecracker,
-            _ => &self.config.vmm.qemu,
-        };
+        let bin = self.infra.driver.binary();
         if crate::daemon::which(bin).is_none() {
-            return Err(ApiError::unavailable(format!(
+            return Err(DaemonError::unavailable(format!(
                 "the {} binary {} was not found; install it (qemu: `apt-get install qemu-system-x86`) or set [vmm] {} in the config",
-                self.driver.kind(),
+                self.infra.driver.kind(),
                 bin.display(),
-                self.driver.kind()
+                self.infra.driver.kind()
             )));
         }
         Ok(())
@@ -154,21 +160,23 @@ impl Daemon {
         self: &Arc<Self>,
         plan: CreatePlan,
         op: &OpHandle,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value> {
         let cancel = op.cancel_token().clone();
-        let image = match self.resolve_image(&plan.image)? {
+        let image = match self.images.resolve_image(&plan.image)? {
             Some(rec) => rec,
             None => {
                 op.phase("pull-image");
-                self.pull_image(&plan.image, Some(op), &cancel).await?
+                self.images
+                    .pull_image(&plan.image, Some(op), &cancel)
+                    .await?
             }
         };
         if cancel.is_cancelled() {
-            return Err(ApiError::cancelled("create cancelled"));
+            return Err(DaemonError::cancelled("create cancelled"));
         }
         let disk_bytes = plan.disk_bytes.unwrap_or(image.rootfs_bytes);
         if disk_bytes < image.rootfs_bytes {
-            return Err(ApiError::invalid(format!(
+            return Err(DaemonError::invalid(format!(
                 "disk size {} is smaller than image {} ({} bytes); give at least {} MiB",
                 disk_bytes,
                 image.name,
@@ -176,8 +184,10 @@ impl Daemon {
                 image.rootfs_bytes.div_ceil(1 << 20)
             )));
         }
-        let host_key = hangar_guest::generate_host_key()
-            .map_err(|e| ApiError::internal(error_chain("cannot generate a host key", &e)))?;
+        let host_key = hangar_guest::generate_host_key().map_err(|source| DaemonError::Guest {
+            context: "cannot generate a host key".into(),
+            source: Box::new(source),
+        })?;
         let id = hex::encode(rand::random::<[u8; 6]>());
         let draft = VmRecord {
             id: id.clone(),
@@ -190,7 +200,7 @@ impl Daemon {
             disk_bytes,
             ip: std::net::Ipv4Addr::UNSPECIFIED,
             mac: String::new(),
-            driver: self.driver.kind().to_string(),
+            driver: self.infra.driver.kind().to_string(),
             host_key_public: host_key.public_openssh,
             host_key_private: host_key.private_openssh,
             runtime: None,
@@ -198,18 +208,21 @@ impl Daemon {
             last_error: None,
         };
         // VM lock first, then the narrow create lock (lock order).
-        let _vm_guard = self.vm_locks.lock(&id).await;
+        let _vm_guard = self.locks.lock(&id).await;
         let rec = {
             let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let gw = self.net.gateway();
-            self.store
-                .insert_vm_with_lease(&draft, self.config.network.subnet, &[gw])?
+            let gw = self.infra.net.gateway();
+            self.infra.store.insert_vm_with_lease(
+                &draft,
+                self.infra.config.network.subnet,
+                &[gw],
+            )?
         };
         info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
         match self.provision_and_boot(&rec, &plan, op).await {
             Ok(rec) => Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default()),
             Err(mut e) => {
-                warn!(vm = %rec.name, error = %e.message, "create failed; cleaning up");
+                warn!(vm = %rec.name, error = %crate::error::error_chain(&e), "create failed; cleaning up");
                 self.keep_failed_console_log(&rec, &mut e);
                 self.remove_vm_files_and_row(&rec).await;
                 Err(e)
@@ -222,41 +235,34 @@ impl Daemon {
         rec: &VmRecord,
         plan: &CreatePlan,
         op: &OpHandle,
-    ) -> Result<VmRecord, ApiError> {
+    ) -> Result<VmRecord> {
         let cancel = op.cancel_token().clone();
         let vm_dir = self.vm_dir(&rec.id);
-        std::fs::create_dir_all(&vm_dir).map_err(|e| {
-            ApiError::internal(error_chain(
-                &format!("cannot create VM dir {}", vm_dir.display()),
-                &e,
-            ))
+        std::fs::create_dir_all(vm_dir.path()).map_err(|e| {
+            DaemonError::io(
+                format!("cannot create VM dir {}", vm_dir.path().display()),
+                e,
+            )
         })?;
         if !plan.authorized_keys.is_empty() {
-            std::fs::write(
-                vm_dir.join(USER_KEYS_FILE),
-                plan.authorized_keys.join("\n") + "\n",
-            )
-            .map_err(|e| ApiError::internal(error_chain("cannot write authorized keys", &e)))?;
+            std::fs::write(vm_dir.user_keys(), plan.authorized_keys.join("\n") + "\n")
+                .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
         }
         op.phase("disk");
         let (image_dir, manifest) = self.image_files(rec)?;
         let rootfs = image_dir.join(&manifest.rootfs);
-        let disks = self.disks.clone();
-        let dest = vm_dir.join("disk.ext4");
+        let disks = self.infra.disks.clone();
+        let dest = vm_dir.disk();
         let size = rec.disk_bytes;
         let disk = tokio::task::spawn_blocking(move || disks.create(&rootfs, &dest, size))
             .await
-            .map_err(|e| ApiError::internal(format!("disk task failed: {e}")))?;
-        disk.map_err(|e| {
-            let msg = error_chain("cannot create the VM disk", &e);
-            if msg.contains("space") {
-                ApiError::unavailable(msg)
-            } else {
-                ApiError::internal(msg)
-            }
-        })?;
+            .map_err(|source| DaemonError::Task {
+                what: "disk",
+                source,
+            })?;
+        disk.map_err(|e| DaemonError::disk("cannot create the VM disk", e))?;
         if cancel.is_cancelled() {
-            return Err(ApiError::cancelled("create cancelled"));
+            return Err(DaemonError::cancelled("create cancelled"));
         }
         // The state stays `creating` until the guest answers: a daemon
         // restart in between then undoes the whole create.
@@ -266,43 +272,41 @@ impl Daemon {
     /// A failed create removes the VM dir; its console log, which usually
     /// says why the boot failed, moves to `state_dir/logs/` and the error
     /// points there.
-    fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut ApiError) {
-        let log = self.vm_dir(&rec.id).join("serial.log");
+    fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut DaemonError) {
+        let log = self.vm_dir(&rec.id).serial_log();
         if !log.exists() {
             return;
         }
-        let logs = self.config.state_dir.join("logs");
+        let logs = self.infra.config.state_dir.join("logs");
         let kept = logs.join(format!("{}-{}.serial.log", rec.name, rec.id));
         if std::fs::create_dir_all(&logs).is_ok() && std::fs::rename(&log, &kept).is_ok() {
-            e.message = e
-                .message
-                .replace(&log.display().to_string(), &kept.display().to_string());
+            if let DaemonError::BootTimeout { serial_log, .. } = e {
+                *serial_log = kept;
+            }
         }
     }
 
     /// Removes everything a VM owns on the host and its store row + lease.
     /// The VMM must already be gone (or is killed here if recorded).
     pub async fn remove_vm_files_and_row(&self, rec: &VmRecord) {
-        if let Ok(current) = self.store.get_vm(&rec.id) {
+        if let Ok(current) = self.infra.store.get_vm(&rec.id) {
             if let Some(rt) = &current.runtime {
-                self.undo_boot(&rec.id, &super::boot::handle_of(rt), &rt.tap)
-                    .await;
+                self.tear_down(&rec.id, rt).await;
             }
         }
-        self.guest_clients.forget(&rec.id);
+        self.guests.forget(&rec.id);
         let vm_dir = self.vm_dir(&rec.id);
-        let disk = vm_dir.join("disk.ext4");
-        if let Err(e) = self.disks.remove(&disk) {
+        if let Err(e) = self.infra.disks.remove(&vm_dir.disk()) {
             warn!(error = %e, "cannot remove VM disk");
         }
-        if let Err(e) = std::fs::remove_dir_all(&vm_dir) {
+        if let Err(e) = std::fs::remove_dir_all(vm_dir.path()) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(dir = %vm_dir.display(), error = %e, "cannot remove VM dir");
+                warn!(dir = %vm_dir.path().display(), error = %e, "cannot remove VM dir");
             }
         }
-        if let Err(e) = self.store.delete_vm(&rec.id) {
+        if let Err(e) = self.infra.store.delete_vm(&rec.id) {
             warn!(vm = %rec.name, error = %e, "cannot delete VM row");
         }
-        self.vm_locks.forget(&rec.id);
+        self.locks.forget(&rec.id);
     }
 }

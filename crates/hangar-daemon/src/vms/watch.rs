@@ -9,12 +9,12 @@ use hangar_api::VmState;
 use tracing::{info, warn};
 
 use super::boot::handle_of;
-use crate::daemon::Daemon;
+use super::VmService;
 
 /// How often running VMs are checked.
 const PERIOD: Duration = Duration::from_secs(2);
 
-impl Daemon {
+impl VmService {
     /// Runs until shutdown.
     pub fn spawn_vm_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
@@ -22,7 +22,7 @@ impl Daemon {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(PERIOD) => this.sweep_exited_vms().await,
-                    _ = this.shutdown.cancelled() => return,
+                    _ = this.infra.shutdown.cancelled() => return,
                 }
             }
         })
@@ -30,7 +30,7 @@ impl Daemon {
 
     /// One pass: every VM recorded as running whose process is gone.
     pub async fn sweep_exited_vms(&self) {
-        let vms = match self.store.list_vms() {
+        let vms = match self.infra.store.list_vms() {
             Ok(v) => v,
             Err(e) => {
                 warn!(error = %e, "cannot list VMs to watch");
@@ -41,25 +41,23 @@ impl Daemon {
             let Some(rt) = rec.runtime.clone() else {
                 continue;
             };
-            if rec.state != VmState::Running || self.driver.is_alive(&handle_of(&rt)) {
+            if rec.state != VmState::Running || self.infra.driver.is_alive(&handle_of(&rt)) {
                 continue;
             }
             // A VM being started, stopped or removed is that operation's
             // business; look again next time.
-            let Some(_g) = self.vm_locks.try_lock(&rec.id) else {
+            let Some(_g) = self.locks.try_lock(&rec.id) else {
                 continue;
             };
-            let Ok(current) = self.store.get_vm(&rec.id) else {
+            let Ok(current) = self.infra.store.get_vm(&rec.id) else {
                 continue;
             };
-            if current.runtime.as_ref() != Some(&rt) || self.driver.is_alive(&handle_of(&rt)) {
+            if current.runtime.as_ref() != Some(&rt) || self.infra.driver.is_alive(&handle_of(&rt))
+            {
                 continue;
             }
             info!(vm = %rec.name, pid = rt.pid, "VMM exited on its own (guest powered off or crashed); VM marked stopped");
-            self.guest_clients.forget(&rec.id);
-            self.undo_boot(&rec.id, &handle_of(&rt), &rt.tap).await;
-            let _ = self.store.set_vm_runtime(&rec.id, None);
-            let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
+            self.tear_down_stopped(&rec.id, &rt).await;
         }
     }
 }

@@ -6,18 +6,18 @@ use hangar_api::VmState;
 use tracing::{info, warn};
 
 use super::boot::handle_of;
-use crate::daemon::Daemon;
+use super::VmService;
 
-impl Daemon {
+impl VmService {
     /// Kills the process named by `vms/<id>/vmm.pid` if it is a VMM of this
     /// VM (its command line names the VM dir), so a pid reused by an
     /// unrelated process is never touched.
     fn kill_unrecorded_vmm(&self, vm_id: &str) {
-        kill_vmm_of_dir(&self.vm_dir(vm_id));
+        hangar_vmm::kill_stray_vmm(self.vm_dir(vm_id).path());
     }
 
     pub async fn reconcile(&self) {
-        let vms = match self.store.list_vms() {
+        let vms = match self.infra.store.list_vms() {
             Ok(v) => v,
             Err(e) => {
                 warn!(error = %e, "cannot list VMs to reconcile");
@@ -40,63 +40,43 @@ impl Daemon {
                     rec.state,
                     VmState::Running | VmState::Starting | VmState::Stopping
                 ) {
-                    let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
+                    let _ = self
+                        .infra
+                        .store
+                        .set_vm_state(&rec.id, VmState::Stopped, None);
                 }
                 continue;
             };
             let handle = handle_of(&rt);
-            if hangar_image::identity::is_snapshot_drive(
-                &self.vm_dir(&rec.id).join(super::boot::CONFIG_DRIVE_FILE),
-            ) {
+            if hangar_image::identity::is_snapshot_drive(&self.vm_dir(&rec.id).config_drive()) {
                 // The daemon died while this boot saved its snapshot: the
                 // guest waits for a config drive no one will fill.
                 info!(vm = %rec.name, pid = rt.pid, "boot was interrupted while saving its boot snapshot; VM stopped");
-                self.undo_boot(&rec.id, &handle, &rt.tap).await;
-                let _ = self.store.set_vm_runtime(&rec.id, None);
-                let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
+                self.tear_down_stopped(&rec.id, &rt).await;
                 continue;
             }
-            match self.driver.adopt(&handle).await {
+            match self.infra.driver.adopt(&handle).await {
                 Ok(true) => {
                     if rec.state == VmState::Starting {
                         // A boot the daemon did not finish may have left the
                         // VM paused (between saving its boot snapshot and
                         // resuming it). Resuming a running VM changes nothing.
-                        if let Err(e) = self.driver.resume(&handle).await {
+                        if let Err(e) = self.infra.driver.resume(&handle).await {
                             warn!(vm = %rec.name, error = %e, "cannot resume a VM whose boot was interrupted");
                         }
                     }
-                    self.net.mark_in_use(&rt.tap);
-                    let _ = self.store.set_vm_state(&rec.id, VmState::Running, None);
+                    self.infra.net.mark_in_use(&rt.tap);
+                    let _ = self
+                        .infra
+                        .store
+                        .set_vm_state(&rec.id, VmState::Running, None);
                     info!(vm = %rec.name, pid = rt.pid, "adopted running VM");
                 }
                 Ok(false) | Err(_) => {
                     info!(vm = %rec.name, pid = rt.pid, "VMM process is gone; VM marked stopped");
-                    self.undo_boot(&rec.id, &handle, &rt.tap).await;
-                    let _ = self.store.set_vm_runtime(&rec.id, None);
-                    let _ = self.store.set_vm_state(&rec.id, VmState::Stopped, None);
+                    self.tear_down_stopped(&rec.id, &rt).await;
                 }
             }
         }
-    }
-}
-
-/// Kills the process named by `dir/vmm.pid` if its command line names
-/// `dir` (a VMM started for it), so a reused pid is never touched.
-pub(crate) fn kill_vmm_of_dir(dir: &std::path::Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join(hangar_vmm::PID_FILE)) else {
-        return;
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = dir.display().to_string();
-    if String::from_utf8_lossy(&cmdline).contains(&needle) {
-        warn!(dir = %dir.display(), pid, "killing a VMM the store never recorded");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
     }
 }

@@ -6,17 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use hangar_api::ApiError;
 use hangar_guest::{ConnectFn, GuestClient, GuestTarget};
 use hangar_store::VmRecord;
 
-use super::error_chain;
-use crate::daemon::Daemon;
+use super::VmService;
+use crate::error::{DaemonError, Result};
 
-impl Daemon {
+impl VmService {
     /// A connector that opens TCP streams where the guests are reachable.
     pub fn guest_connector(&self) -> ConnectFn {
-        let net = self.net.clone();
+        let net = self.infra.net.clone();
         Arc::new(move |addr: SocketAddr| {
             let net = net.clone();
             async move { net.connect_tcp(addr, Duration::from_secs(2)).await }.boxed()
@@ -34,35 +33,33 @@ impl Daemon {
     /// An SSH connection to a running VM's guest: the cached one while it
     /// lives (each exec is then one channel, no new handshake), else a new
     /// one, cached for the next caller.
-    pub async fn guest_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>, ApiError> {
-        if let Some(c) = self.guest_clients.get(&rec.id) {
+    pub async fn guest_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>> {
+        if let Some(c) = self.guests.get(&rec.id) {
             if !c.is_closed() {
                 return Ok(c);
             }
         }
         let client = Arc::new(self.connect_guest(rec).await?);
-        self.guest_clients.put(&rec.id, client.clone());
+        self.guests.put(&rec.id, client.clone());
         Ok(client)
     }
 
     /// Opens a fresh SSH connection to a running VM's guest.
-    pub async fn connect_guest(&self, rec: &VmRecord) -> Result<GuestClient, ApiError> {
+    pub async fn connect_guest(&self, rec: &VmRecord) -> Result<GuestClient> {
         GuestClient::connect(
             &self.guest_connector(),
             &Self::guest_target(rec),
-            &self.key,
+            &self.infra.key,
             Duration::from_secs(10),
         )
         .await
-        .map_err(|e| {
-            ApiError::unavailable(error_chain(
-                &format!(
-                    "cannot reach VM {:?} over SSH (serial log: {})",
-                    rec.name,
-                    self.vm_dir(&rec.id).join("serial.log").display()
-                ),
-                &e,
-            ))
+        .map_err(|source| DaemonError::GuestUnreachable {
+            context: format!(
+                "cannot reach VM {:?} over SSH (serial log: {})",
+                rec.name,
+                self.vm_dir(&rec.id).serial_log().display()
+            ),
+            source: Box::new(source),
         })
     }
 }

@@ -19,9 +19,10 @@ use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::boot::{MachineSpec, CONFIG_DRIVE_FILE};
-use super::reconcile::kill_vmm_of_dir;
-use crate::daemon::Daemon;
+use super::{SnapshotError, SnapshotService};
+use crate::error::{error_chain, DaemonError, Result};
+use crate::machine::{vm_spec, MachineSpec};
+use crate::vms::dir::VmDir;
 
 /// Prefix of the work directories under the snapshots directory.
 const PREWARM_PREFIX: &str = ".prewarm-";
@@ -39,11 +40,11 @@ impl Drop for WorkDir {
     }
 }
 
-impl Daemon {
+impl SnapshotService {
     /// Saves the boot snapshot of `image` for the default machine shape,
     /// unless there is one. Best effort: a failure is logged, and the
     /// first VM of that shape saves the snapshot instead.
-    pub async fn prewarm_boot_snapshot(
+    pub async fn prewarm(
         &self,
         image: &ImageRecord,
         op: Option<&OpHandle>,
@@ -55,7 +56,7 @@ impl Daemon {
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(image = %image.name, error = %e, "boot snapshot not prepared; the first VM saves it")
+                warn!(image = %image.name, error = %error_chain(&e), "boot snapshot not prepared; the first VM saves it")
             }
         }
     }
@@ -65,47 +66,63 @@ impl Daemon {
         image: &ImageRecord,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<Option<PathBuf>, String> {
-        if !self.config.vmm.boot_snapshots {
+    ) -> Result<Option<PathBuf>> {
+        if !self.infra.config.vmm.boot_snapshots {
             return Ok(None);
         }
         let image_dir = PathBuf::from(&image.dir);
-        let manifest = ImageManifest::load(&image_dir).map_err(|e| e.to_string())?;
+        let manifest = ImageManifest::load(&image_dir)
+            .map_err(|e| DaemonError::image("cannot read the image manifest", e))?;
         if !manifest.boot_snapshots {
             return Ok(None);
         }
-        let disk_bytes = match self.config.defaults.disk_size.as_str() {
+        let disk_bytes = match self.infra.config.defaults.disk_size.as_str() {
             "" => image.rootfs_bytes,
-            s => hangar_config::parse_size(s)?.max(image.rootfs_bytes),
+            s => hangar_config::parse_size(s)
+                .map_err(DaemonError::Invalid)?
+                .max(image.rootfs_bytes),
         };
-        let work = WorkDir(self.config.snapshots_dir().join(format!(
+        let work = WorkDir(self.infra.config.snapshots_dir().join(format!(
             "{PREWARM_PREFIX}{}",
             hex::encode(rand::random::<[u8; 6]>())
         )));
-        let io =
-            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            DaemonError::io(format!("cannot {what} {}", p.display()), e)
+        };
         std::fs::create_dir_all(&work.0).map_err(|e| io("create", &work.0, e))?;
-        let disk = work.0.join("disk.raw");
+        let dir = VmDir::at(work.0.clone());
+        let disk = dir.disk();
         std::fs::File::create(&disk)
             .and_then(|f| f.set_len(disk_bytes))
             .map_err(|e| io("create", &disk, e))?;
-        write_snapshot_drive(&work.0.join(CONFIG_DRIVE_FILE)).map_err(|e| e.to_string())?;
+        write_snapshot_drive(&dir.config_drive())
+            .map_err(|e| DaemonError::image("cannot write the snapshot drive", e))?;
 
-        let tap = self.net.acquire_tap().await.map_err(|e| e.to_string())?;
-        let spec = self.vm_spec(MachineSpec {
-            id: "prewarm",
-            name: "prewarm",
-            cpus: self.config.defaults.cpus,
-            memory_mib: self.config.defaults.memory_mib,
-            image_dir: &image_dir,
-            manifest: &manifest,
-            root_disk: disk,
-            vm_dir: &work.0,
-            tap: tap.clone(),
-            mac: "02:48:47:00:00:00".into(),
-        });
+        let tap = self
+            .infra
+            .net
+            .acquire_tap()
+            .await
+            .map_err(|e| DaemonError::net("cannot get a TAP device", e))?;
+        let spec = vm_spec(
+            &self.infra,
+            MachineSpec {
+                id: "prewarm",
+                name: "prewarm",
+                cpus: self.infra.config.defaults.cpus,
+                memory_mib: self.infra.config.defaults.memory_mib,
+                image_dir: &image_dir,
+                manifest: &manifest,
+                root_disk: disk,
+                vm_dir: &dir,
+                tap: tap.clone(),
+                mac: "02:48:47:00:00:00".into(),
+            },
+        );
         let result = self.prewarm_with(&spec, &image.digest, op, cancel).await;
-        self.release_tap_logged(&tap).await;
+        if let Err(e) = self.infra.net.release_tap(&tap).await {
+            warn!(tap, error = %e, "cannot release TAP device");
+        }
         result
     }
 
@@ -116,39 +133,44 @@ impl Daemon {
         image_digest: &str,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
-    ) -> Result<Option<PathBuf>, String> {
-        let Some(key) = self.driver.boot_snapshot_key(spec) else {
+    ) -> Result<Option<PathBuf>> {
+        let Some(key) = self.infra.driver.boot_snapshot_key(spec) else {
             return Ok(None);
         };
-        if self.snapshots.find(image_digest, &key).is_some() {
+        if self.files.find(image_digest, &key).is_some() {
             return Ok(None);
         }
         let Some(save) = self
-            .snapshots
+            .files
             .begin_save(image_digest, &key)
-            .map_err(|e| format!("cannot prepare the snapshot directory: {e}"))?
+            .map_err(SnapshotError::Prepare)?
         else {
             return Ok(None);
         };
         if let Some(op) = op {
             op.phase("boot-snapshot");
         }
-        let handle = self.driver.start(spec).await.map_err(|e| e.to_string())?;
-        let timeout = Duration::from_secs(self.config.vmm.boot_timeout_secs);
+        let handle = self
+            .infra
+            .driver
+            .start(spec)
+            .await
+            .map_err(|e| DaemonError::vmm("cannot start the snapshot VM", e))?;
+        let timeout = Duration::from_secs(self.infra.config.vmm.boot_timeout_secs);
         let saved = tokio::select! {
-            r = self.save_boot_snapshot(&handle, &spec.serial_log, save, timeout) => r,
-            _ = cancel.cancelled() => Err("cancelled".to_string()),
+            r = self.save(&handle, &spec.serial_log, save, timeout) => r,
+            _ = cancel.cancelled() => Err(SnapshotError::Cancelled),
         };
-        if let Err(e) = self.driver.kill(&handle).await {
+        if let Err(e) = self.infra.driver.kill(&handle).await {
             warn!(pid = handle.pid, error = %e, "cannot kill the snapshot VM");
         }
-        saved.map(Some)
+        Ok(Some(saved?))
     }
 
     /// Removes the work dirs (and kills the VMMs) of prewarms a crashed
     /// daemon left behind; returns how many.
     pub fn remove_prewarm_leftovers(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.config.snapshots_dir()) else {
+        let Ok(entries) = std::fs::read_dir(self.infra.config.snapshots_dir()) else {
             return 0;
         };
         let mut removed = 0;
@@ -156,7 +178,7 @@ impl Daemon {
             if !e.file_name().to_string_lossy().starts_with(PREWARM_PREFIX) {
                 continue;
             }
-            kill_vmm_of_dir(&e.path());
+            hangar_vmm::kill_stray_vmm(&e.path());
             drop(WorkDir(e.path()));
             removed += 1;
         }

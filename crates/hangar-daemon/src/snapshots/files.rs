@@ -12,6 +12,23 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
+/// Why a boot snapshot was not saved. Never fatal: the VM boots on.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the VMM exited before the guest reached its snapshot point")]
+    VmmExited,
+    #[error("the guest did not reach its snapshot point within {secs} s")]
+    NotReached { secs: u64 },
+    #[error("cannot save the VM state")]
+    Save(#[source] hangar_vmm::VmmError),
+    #[error("cannot move the snapshot into place")]
+    Commit(#[source] std::io::Error),
+    #[error("cannot prepare the snapshot directory")]
+    Prepare(#[source] std::io::Error),
+    #[error("the snapshot boot was cancelled")]
+    Cancelled,
+}
+
 const STATE_SUFFIX: &str = ".state";
 const PARTIAL_SUFFIX: &str = ".state.tmp";
 

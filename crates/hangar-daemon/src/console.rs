@@ -1,0 +1,139 @@
+//! Reading a guest's serial console log: waiting for a message (the
+//! snapshot point) and its last lines for error messages.
+
+use std::time::{Duration, Instant};
+
+use crate::snapshots::SnapshotError;
+
+/// Waits until the console log contains `needle`. Fails when `alive`
+/// says the VMM is gone or after `timeout`.
+pub async fn wait_for_console(
+    log: &std::path::Path,
+    needle: &str,
+    timeout: Duration,
+    alive: impl Fn() -> bool,
+) -> Result<(), SnapshotError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let began = Instant::now();
+    let mut offset = 0u64;
+    // The unmatched end of what was read, in case the needle is split.
+    let mut carry = String::new();
+    loop {
+        if let Ok(mut f) = std::fs::File::open(log) {
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+                offset += buf.len() as u64;
+                carry.push_str(&String::from_utf8_lossy(&buf));
+                if carry.contains(needle) {
+                    return Ok(());
+                }
+                let keep = carry.len().saturating_sub(needle.len());
+                let cut = (keep..=carry.len())
+                    .find(|&i| carry.is_char_boundary(i))
+                    .unwrap_or(carry.len());
+                carry.drain(..cut);
+            }
+        }
+        if !alive() {
+            return Err(SnapshotError::VmmExited);
+        }
+        if began.elapsed() > timeout {
+            return Err(SnapshotError::NotReached {
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The last lines of a console log, for error messages (a boot that fails
+/// usually says why on the console).
+pub fn console_tail(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX_BYTES: u64 = 4096;
+    const MAX_LINES: usize = 12;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return " (the console printed nothing)".to_string();
+    }
+    let tail = &lines[lines.len().saturating_sub(MAX_LINES)..];
+    format!("; its last lines:\n  {}", tail.join("\n  "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{console_tail, wait_for_console, SnapshotError};
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn wait_for_console_finds_a_message_written_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut f = std::fs::File::create(&log).unwrap();
+                f.write_all(b"[ 0.1] boot\nhangar-initramfs: waiting for")
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                f.write_all(b" the config drive (snapshot point)\n")
+                    .unwrap();
+            })
+        };
+        let r = wait_for_console(
+            &log,
+            "hangar-initramfs: waiting for the config drive",
+            Duration::from_secs(5),
+            || true,
+        )
+        .await;
+        writer.await.unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_console_gives_up_when_the_vmm_is_gone_or_time_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "kernel panic\n").unwrap();
+
+        let gone = wait_for_console(&log, "snapshot point", Duration::from_secs(5), || false).await;
+        assert!(matches!(gone, Err(SnapshotError::VmmExited)), "{gone:?}");
+
+        let late =
+            wait_for_console(&log, "snapshot point", Duration::from_millis(50), || true).await;
+        assert!(
+            matches!(late, Err(SnapshotError::NotReached { .. })),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn console_tail_shows_the_last_twelve_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        let text: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        let tail = console_tail(&log);
+        assert!(tail.starts_with("; its last lines:\n  line 9\n"), "{tail}");
+        assert!(tail.ends_with("line 20"), "{tail}");
+    }
+
+    #[test]
+    fn console_tail_of_an_empty_log_says_so_and_of_a_missing_one_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "\n\n").unwrap();
+        assert_eq!(console_tail(&log), " (the console printed nothing)");
+        assert_eq!(console_tail(&dir.path().join("none")), "");
+    }
+}

@@ -1,0 +1,124 @@
+//! The one undo of a boot. [`BootUndo`] records what a boot has made — the
+//! disk's block-device view, a TAP, a VMM process, the runtime row — and
+//! [`BootUndo::undo`] reverses them in order. A failed or cancelled boot
+//! uses it, and so does every path that ends a running VM (stop, delete,
+//! a VMM that exited on its own, reconcile), from the recorded runtime.
+
+use std::path::PathBuf;
+
+use hangar_store::VmRuntime;
+use hangar_vmm::VmmHandle;
+use tracing::warn;
+
+use crate::infra::Infra;
+
+/// What a boot made so far. Dropping it armed (neither undone nor kept)
+/// logs a warning: the next reconcile cleans up what it held.
+#[must_use = "call undo() on failure or keep() on success"]
+pub struct BootUndo {
+    infra: Infra,
+    vm_id: String,
+    /// The VM's disk file, whose block-device view (dm backend) the boot
+    /// activated; the file itself is never removed here.
+    disk: PathBuf,
+    disk_active: bool,
+    tap: Option<String>,
+    vmm: Option<VmmHandle>,
+    runtime_recorded: bool,
+    armed: bool,
+}
+
+impl BootUndo {
+    /// Nothing made yet.
+    pub fn new(infra: Infra, vm_id: &str, disk: PathBuf) -> Self {
+        BootUndo {
+            infra,
+            vm_id: vm_id.to_string(),
+            disk,
+            disk_active: false,
+            tap: None,
+            vmm: None,
+            runtime_recorded: false,
+            armed: true,
+        }
+    }
+
+    /// Everything a finished boot made, as its stored runtime records it.
+    pub fn of_runtime(infra: Infra, vm_id: &str, disk: PathBuf, rt: &VmRuntime) -> Self {
+        let mut undo = BootUndo::new(infra, vm_id, disk);
+        undo.disk_active = true;
+        undo.tap = Some(rt.tap.clone());
+        undo.vmm = Some(handle_of(rt));
+        undo.runtime_recorded = true;
+        undo
+    }
+
+    pub fn disk_activated(&mut self) {
+        self.disk_active = true;
+    }
+
+    pub fn tap_acquired(&mut self, tap: &str) {
+        self.tap = Some(tap.to_string());
+    }
+
+    pub fn vmm_started(&mut self, handle: &VmmHandle) {
+        self.vmm = Some(handle.clone());
+    }
+
+    pub fn runtime_recorded(&mut self) {
+        self.runtime_recorded = true;
+    }
+
+    /// The boot succeeded: keep what it made.
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+
+    /// Kills the VMM (idempotent: also reaps it and removes its socket),
+    /// clears the runtime row, returns the TAP and deactivates the disk.
+    /// Each step is tried even when an earlier one failed.
+    pub async fn undo(mut self) {
+        self.armed = false;
+        let infra = &self.infra;
+        if let Some(h) = self.vmm.take() {
+            if let Err(e) = infra.driver.kill(&h).await {
+                warn!(pid = h.pid, error = %e, "cannot kill VMM");
+            }
+        }
+        if self.runtime_recorded {
+            if let Err(e) = infra.store.set_vm_runtime(&self.vm_id, None) {
+                warn!(vm = %self.vm_id, error = %e, "cannot clear the VM's runtime");
+            }
+        }
+        if let Some(tap) = self.tap.take() {
+            if let Err(e) = infra.net.release_tap(&tap).await {
+                warn!(tap, error = %e, "cannot release TAP device");
+            }
+        }
+        if self.disk_active {
+            let disks = infra.disks.clone();
+            let disk = self.disk.clone();
+            let r = tokio::task::spawn_blocking(move || disks.deactivate(&disk)).await;
+            if let Ok(Err(e)) = r {
+                warn!(vm = %self.vm_id, error = %e, "cannot deactivate VM disk");
+            }
+        }
+    }
+}
+
+impl Drop for BootUndo {
+    fn drop(&mut self) {
+        if self.armed {
+            warn!(vm = %self.vm_id, "a boot ended without undoing what it made; the next daemon start cleans up");
+        }
+    }
+}
+
+/// The VMM handle recorded for a VM's running process.
+pub fn handle_of(runtime: &VmRuntime) -> VmmHandle {
+    VmmHandle {
+        pid: runtime.pid,
+        start_time: runtime.start_time,
+        api_socket: runtime.api_socket.clone().into(),
+    }
+}

@@ -60,14 +60,14 @@ pub enum DaemonError {
     Image {
         context: String,
         #[source]
-        source: ImageError,
+        source: Box<ImageError>,
     },
     /// Files a client asked to register as an image were refused.
     #[error("{context}")]
     ImageRejected {
         context: String,
         #[source]
-        source: ImageError,
+        source: Box<ImageError>,
     },
     /// A guest cannot be reached over SSH.
     #[error("{context}")]
@@ -160,7 +160,7 @@ impl DaemonError {
     pub fn image(context: impl Into<String>, source: ImageError) -> Self {
         DaemonError::Image {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

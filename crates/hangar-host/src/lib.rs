@@ -5,9 +5,9 @@
 
 pub mod path;
 pub mod process;
-pub mod version;
 pub mod quote;
 pub mod time;
+pub mod version;
 
 pub use path::which;
 pub use process::{Tool, ToolError};

@@ -17,14 +17,15 @@ use axum::{Json, Router};
 use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
-    ApiError, CreateVmRequest, ImageInfo, Operation, PullImageRequest, RegisterImageRequest, VmInfo,
+    ApiError, CreateVmRequest, DaemonInfo, ImageInfo, Operation, PullImageRequest,
+    RegisterImageRequest, VmInfo,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::daemon::Daemon;
-use openapi::{Conflict, Internal, Invalid, NotFound, Unavailable};
 use crate::error::DaemonError;
+use openapi::{Conflict, Internal, Invalid, NotFound, Unavailable};
 
 /// An `ApiError` as an HTTP response.
 pub struct HttpError(pub ApiError);
@@ -103,18 +104,19 @@ where
 
 /// The daemon's version and chosen backends
 #[utoipa::path(get, path = "/v1/info", operation_id = "info", tag = "daemon",
-    responses((status = 200, description = "Version, driver, disk backend and why", body = hangar_api::DaemonInfo)))]
-async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "driver": d.infra.driver.kind(),
-        "driver_reason": d.driver_reason,
-        "disk_backend": d.infra.disks.name(),
-        "disk_reason": d.disk_reason,
-        "netns": d.infra.config.netns(),
-        "subnet": d.infra.config.network.subnet.to_string(),
-        "state_dir": d.infra.config.state_dir,
-    }))
+    responses((status = 200, description = "Version, driver, disk backend and why", body = DaemonInfo)))]
+async fn info(State(d): State<Arc<Daemon>>) -> Json<DaemonInfo> {
+    let config = &d.infra.config;
+    Json(DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        driver: d.infra.driver.kind().to_string(),
+        driver_reason: d.driver_reason.clone(),
+        disk_backend: d.infra.disks.name().to_string(),
+        disk_reason: d.disk_reason.clone(),
+        netns: config.netns().map(str::to_string),
+        subnet: config.network.subnet.to_string(),
+        state_dir: config.state_dir.display().to_string(),
+    })
 }
 
 /// List VMs

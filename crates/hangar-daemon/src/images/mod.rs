@@ -223,7 +223,7 @@ impl ImageService {
                 let _ = std::fs::remove_dir_all(&tmp);
                 return Err(DaemonError::ImageRejected {
                     context: "cannot register image".into(),
-                    source: e,
+                    source: Box::new(e),
                 });
             }
         };

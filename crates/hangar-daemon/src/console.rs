@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::snapshots::SnapshotError;
+use crate::snapshot_service::SnapshotError;
 
 /// Waits until the console log contains `needle`. Fails when `alive`
 /// says the VMM is gone or after `timeout`.

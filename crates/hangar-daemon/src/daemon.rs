@@ -17,11 +17,11 @@ use hangar_vmm::{Accel, FirecrackerDriver, QemuDriver, VmmDriver};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::images::ImageService;
+use crate::image_service::ImageService;
 use crate::infra::Infra;
 use crate::pidfile::PidFile;
-use crate::snapshots::SnapshotService;
-use crate::vms::VmService;
+use crate::snapshot_service::SnapshotService;
+use crate::vm_service::VmService;
 
 /// The composition root: the shared infrastructure and the subsystems
 /// built on it. Shared as `Arc<Daemon>` by the API handlers; each service

@@ -100,7 +100,7 @@ pub enum DaemonError {
     },
     /// A boot snapshot could not be saved.
     #[error(transparent)]
-    Snapshot(#[from] crate::snapshots::SnapshotError),
+    Snapshot(#[from] crate::snapshot_service::SnapshotError),
     /// A file operation of the daemon's own failed.
     #[error("{context}")]
     Io {

@@ -8,7 +8,7 @@ use hangar_image::{kernel_cmdline, CmdlineOptions, ImageManifest};
 use hangar_vmm::{Drive, VmSpec};
 
 use crate::infra::Infra;
-use crate::vms::dir::VmDir;
+use crate::vm_service::dir::VmDir;
 
 /// A VM, its shape and its files.
 pub struct MachineSpec<'a> {

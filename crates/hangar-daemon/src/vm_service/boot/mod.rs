@@ -30,7 +30,7 @@ use super::dir::VmDir;
 use super::VmService;
 use crate::error::{error_chain, DaemonError, Result};
 use crate::machine::{vm_spec, MachineSpec};
-use crate::snapshots::{SnapshotPlan, SnapshotSave};
+use crate::snapshot_service::{SnapshotPlan, SnapshotSave};
 
 /// Reports a boot's phases on its operation, if it has one.
 struct Phases<'a>(Option<&'a OpHandle>);

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::error::{DaemonError, Result};
 use crate::infra::Infra;
-use crate::snapshots::SnapshotService;
+use crate::snapshot_service::SnapshotService;
 
 pub struct ImageService {
     infra: Infra,

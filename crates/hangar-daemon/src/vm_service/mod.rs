@@ -24,9 +24,9 @@ use self::dir::VmDir;
 use self::guest::GuestClients;
 use self::locks::VmLocks;
 use crate::error::Result;
-use crate::images::ImageService;
+use crate::image_service::ImageService;
 use crate::infra::Infra;
-use crate::snapshots::SnapshotService;
+use crate::snapshot_service::SnapshotService;
 
 pub struct VmService {
     infra: Infra,

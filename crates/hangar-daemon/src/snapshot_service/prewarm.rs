@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::{SnapshotError, SnapshotService};
 use crate::error::{error_chain, DaemonError, Result};
 use crate::machine::{vm_spec, MachineSpec};
-use crate::vms::dir::VmDir;
+use crate::vm_service::dir::VmDir;
 
 /// Prefix of the work directories under the snapshots directory.
 const PREWARM_PREFIX: &str = ".prewarm-";

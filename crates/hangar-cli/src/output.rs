@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+pub use hangar_host::bytes::human_bytes;
+
 pub fn json<T: Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
@@ -43,24 +45,9 @@ fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{human_bytes, render_table};
+    use super::render_table;
 
     #[test]
     fn table_columns_are_aligned() {
@@ -72,12 +59,5 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME       STATE\na          running\nlong-name  x\n");
-    }
-
-    #[test]
-    fn bytes_are_shown_in_binary_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(2 << 30), "2.0 GiB");
-        assert_eq!(human_bytes(1536 << 10), "1.5 MiB");
     }
 }

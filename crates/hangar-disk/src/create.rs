@@ -36,6 +36,22 @@ pub(crate) fn image_info(image: &Path) -> Result<ImageInfo, StorageError> {
     })
 }
 
+/// Creates the empty disk file at `dest` (read-write), refusing to reuse
+/// one that exists: an existing file is [`StorageError::AlreadyExists`].
+pub(crate) fn create_new_disk(dest: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => StorageError::AlreadyExists {
+                path: dest.to_path_buf(),
+            },
+            _ => StorageError::io("create disk", dest, e),
+        })
+}
+
 /// Runs the shared recipe with the backend's `fill` step.
 pub(crate) fn create_disk(
     fill: &dyn Fill,
@@ -51,17 +67,7 @@ pub(crate) fn create_disk(
         });
     }
     let src = File::open(image).map_err(|e| StorageError::io("open image rootfs", image, e))?;
-    let dst = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => StorageError::AlreadyExists {
-                path: dest.to_path_buf(),
-            },
-            _ => StorageError::io("create disk", dest, e),
-        })?;
+    let dst = create_new_disk(dest)?;
     let mut guard = RemoveOnDrop::new(dest);
 
     fill.fill(&src, image, &dst, dest)?;

@@ -17,7 +17,7 @@ pub enum StorageError {
     /// The filesystem holding the disks ran out of space (before or during the copy).
     #[error(
         "Not enough space in {}: need {}, free {}; free some space or use a reflink-capable filesystem",
-        dir.display(), crate::space::human(*need), crate::space::human(*free)
+        dir.display(), hangar_host::bytes::human_bytes(*need), hangar_host::bytes::human_bytes(*free)
     )]
     NoSpace { dir: PathBuf, need: u64, free: u64 },
 

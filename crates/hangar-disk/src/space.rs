@@ -43,35 +43,9 @@ pub(crate) fn is_enospc(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// Human-readable byte count for messages ("512.0 MiB").
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_formats_small_counts_in_bytes() {
-        assert_eq!(human(512), "512 B");
-    }
-
-    #[test]
-    fn human_formats_mebibytes_with_one_decimal() {
-        assert_eq!(human(512 * 1024 * 1024 + 100 * 1024), "512.1 MiB");
-    }
 
     #[test]
     fn free_bytes_of_existing_dir_is_positive() {

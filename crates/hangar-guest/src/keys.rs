@@ -201,21 +201,24 @@ fn create_dir_private(dir: &Path) -> Result<(), GuestError> {
         })
 }
 
+/// Creates `tmp` (which must not exist) with `mode` from the start, writes
+/// `bytes` and syncs them: the first half of both ways to publish a file.
+fn write_new_synced(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Writes `bytes` to a temporary file beside `path` with `mode` from the
 /// start (never briefly world-readable), syncs it and renames it into
 /// place, so readers see either the old file or the whole new one.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), GuestError> {
     let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
+    let result = write_new_synced(&tmp, bytes, mode).and_then(|()| fs::rename(&tmp, path));
     result.map_err(|source| {
         let _ = fs::remove_file(&tmp);
         GuestError::KeyFile {
@@ -231,15 +234,7 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), GuestError> 
 /// Returns `false` when someone else's file was already there.
 fn publish_new(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, GuestError> {
     let tmp = temp_path(path);
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
+    let written = write_new_synced(&tmp, bytes, mode);
     let linked = written.and_then(|()| match fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),

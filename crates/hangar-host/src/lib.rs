@@ -1,8 +1,10 @@
 //! What every Hangar crate needs from the host, written once: finding a
 //! binary on `PATH` ([`path`]), running a tool with a time limit, a cancel
 //! and process-group kill ([`process`]), quoting for a shell ([`quote`]),
-//! and the one timestamp format ([`time`]).
+//! the one timestamp format ([`time`]) and byte counts for people
+//! ([`bytes`]).
 
+pub mod bytes;
 pub mod path;
 pub mod process;
 pub mod quote;

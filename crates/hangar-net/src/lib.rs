@@ -224,14 +224,7 @@ impl Network {
             let keep = self.inner.cfg.tap_pool_size.min(pool.free.len());
             pool.free.split_off(keep)
         };
-        let mut first_err = None;
-        for name in extra {
-            if let Err(e) = tap::delete(&self.inner.ip, &name).await {
-                tracing::warn!(tap = %name, error = %e, "could not delete surplus idle TAP");
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.delete_taps(extra, "surplus idle").await
     }
 
     /// Waits for pending background refills, then fills the pool up to its
@@ -240,6 +233,19 @@ impl Network {
     pub async fn refill(&self) -> Result<(), NetError> {
         self.wait_background().await;
         self.inner.refill().await
+    }
+
+    /// Deletes every TAP in `names`; a failure is logged (as a `which` TAP)
+    /// and the rest are still attempted. The first error is returned.
+    async fn delete_taps(&self, names: Vec<String>, which: &str) -> Result<(), NetError> {
+        let mut first_err = None;
+        for name in names {
+            if let Err(e) = tap::delete(&self.inner.ip, &name).await {
+                tracing::warn!(tap = %name, error = %e, "could not delete {which} TAP");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     async fn wait_background(&self) {
@@ -264,14 +270,7 @@ impl Network {
         self.wait_background().await;
         let _refill = self.inner.refill.lock().await;
         let idle = std::mem::take(&mut self.lock_pool().free);
-        let mut first_err = None;
-        for name in idle {
-            if let Err(e) = tap::delete(&self.inner.ip, &name).await {
-                tracing::warn!(tap = %name, error = %e, "could not delete idle TAP");
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.delete_taps(idle, "idle").await
     }
 
     /// The bridge address guests route through.

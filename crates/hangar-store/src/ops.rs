@@ -217,6 +217,16 @@ mod tests {
         }
     }
 
+    /// The ids `list_ops` answers, in its order.
+    fn op_ids(store: &Store) -> Vec<String> {
+        store
+            .list_ops()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect()
+    }
+
     const T0: &str = "2024-01-01T00:00:00.000Z";
     const T1: &str = "2024-01-01T01:00:00.000Z";
     const T2: &str = "2024-01-01T02:00:00.000Z";
@@ -296,12 +306,7 @@ mod tests {
             .insert_op(&op("op-a", OpState::Running, T0, T0))
             .unwrap();
 
-        let ids: Vec<String> = store
-            .list_ops()
-            .unwrap()
-            .into_iter()
-            .map(|o| o.id)
-            .collect();
+        let ids = op_ids(&store);
 
         assert_eq!(ids, ["op-c", "op-b", "op-a"]);
     }
@@ -322,12 +327,7 @@ mod tests {
         let n = store.prune_ops(T1).unwrap();
 
         assert_eq!(n, 1);
-        let ids: Vec<String> = store
-            .list_ops()
-            .unwrap()
-            .into_iter()
-            .map(|o| o.id)
-            .collect();
+        let ids = op_ids(&store);
         assert!(!ids.contains(&"old-done".to_string()));
         assert_eq!(ids.len(), 2);
     }

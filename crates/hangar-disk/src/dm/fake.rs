@@ -28,6 +28,21 @@ struct State {
 }
 
 impl State {
+    /// Attaches `file` at the next free loop number and names the device.
+    fn add_loop(&mut self, file: &Path, read_only: bool, autoclear: bool) -> String {
+        let dev = format!("/dev/loop{}", self.next_loop);
+        self.next_loop += 1;
+        self.loops.insert(
+            dev.clone(),
+            FakeLoop {
+                file: file.to_path_buf(),
+                read_only,
+                autoclear,
+            },
+        );
+        dev
+    }
+
     fn loop_held(&self, dev: &str) -> bool {
         self.dms
             .values()
@@ -99,18 +114,7 @@ impl FakeOps {
     }
     /// Puts a loop device in place as if someone else had attached it.
     pub fn preattach(&self, file: &Path, autoclear: bool) -> String {
-        let mut s = self.lock();
-        let dev = format!("/dev/loop{}", s.next_loop);
-        s.next_loop += 1;
-        s.loops.insert(
-            dev.clone(),
-            FakeLoop {
-                file: file.to_path_buf(),
-                read_only: false,
-                autoclear,
-            },
-        );
-        dev
+        self.lock().add_loop(file, false, autoclear)
     }
     /// Puts a dm device in place as if it were left from an earlier run.
     pub fn precreate(&self, name: &str, table: &str) {
@@ -143,17 +147,7 @@ impl DmOps for FakeOps {
         if !file.exists() {
             return Err(fail("loop_attach", "no such file"));
         }
-        let dev = format!("/dev/loop{}", s.next_loop);
-        s.next_loop += 1;
-        s.loops.insert(
-            dev.clone(),
-            FakeLoop {
-                file: file.to_path_buf(),
-                read_only,
-                autoclear: false,
-            },
-        );
-        Ok(dev)
+        Ok(s.add_loop(file, read_only, false))
     }
 
     fn loop_detach(&self, device: &str) -> Result<(), StorageError> {

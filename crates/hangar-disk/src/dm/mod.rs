@@ -46,12 +46,12 @@ pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hangar_host::{Tool, ToolError};
 
+use crate::create::create_new_disk;
 use crate::{DiskBackend, StorageError};
 use ops::DmOps;
 use real::HostOps;
@@ -291,16 +291,7 @@ impl DmBackend {
         }
         let virt = size_bytes.div_ceil(SECTOR) * SECTOR;
         let record = record_path(dest);
-        let cow = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dest)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => StorageError::AlreadyExists {
-                    path: dest.to_path_buf(),
-                },
-                _ => StorageError::io("create disk", dest, e),
-            })?;
+        let cow = create_new_disk(dest)?;
         let mut files = RemoveFiles(Some(vec![dest.to_path_buf(), record.clone()]));
         // A zeroed header tells dm-snapshot this is a new, empty COW store.
         cow.set_len(cow_len(virt))

@@ -1,8 +1,7 @@
 //! [`Tool::run_blocking`]: the runner for code on a blocking thread.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,23 +15,14 @@ pub(super) fn capture(mut tool: Tool) -> Result<Output, ToolError> {
     let command = tool.command_line();
     tracing::debug!(%command, "running");
     let input = tool.stdin.take();
-    let mut child = Command::new(&tool.program)
-        .args(&tool.args)
-        .envs(tool.envs.iter().map(|(k, v)| (k, v)))
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
+    let mut child = tool
+        .command(input.is_some())
         .spawn()
         .map_err(|source| ToolError::Spawn {
             command: command.clone(),
             source,
         })?;
-    let mut group = Group::led_by(Some(child.id()));
+    let group = Group::led_by(Some(child.id()));
     if let (Some(data), Some(mut pipe)) = (input, child.stdin.take()) {
         // A thread, so a tool that reads slowly cannot block the drains.
         // A write error (the tool closed stdin) shows as its own failure.
@@ -46,13 +36,7 @@ pub(super) fn capture(mut tool: Tool) -> Result<Output, ToolError> {
     let deadline = Instant::now() + DRAIN_GRACE;
     let stdout = stdout.finish(deadline);
     let stderr = stderr.finish(deadline);
-    tool.check(status, &stderr)?;
-    group.release();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+    tool.finish(group, status, stdout, stderr)
 }
 
 /// Waits for `child` within the tool's time limit and cancel token. A

@@ -20,8 +20,9 @@ mod run;
 mod stream;
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -179,6 +180,44 @@ impl Tool {
                 output: output.trim().to_string(),
             })
         }
+    }
+
+    /// The command both runners spawn: the tool's program, arguments and
+    /// environment in a process group of its own (so [`Group`] can kill
+    /// what it starts), output piped, stdin piped only when there is input.
+    fn command(&self, with_stdin: bool) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(if with_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        command
+    }
+
+    /// The end of a capture both runners share: a status that does not
+    /// count as success is the failure (with stderr); otherwise the group's
+    /// leftovers are let live and the output is answered.
+    fn finish(
+        &self,
+        mut group: Group,
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    ) -> Result<Output, ToolError> {
+        self.check(status, &stderr)?;
+        group.release();
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     fn is_cancelled(&self) -> bool {

@@ -1,7 +1,7 @@
 //! [`Tool::run`]: the async runner, and the pieces the streaming runner
 //! shares with it (spawning, the stop condition).
 
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -13,7 +13,7 @@ use super::{Group, Output, Tool, ToolError, DRAIN_GRACE};
 
 pub(super) async fn capture(mut tool: Tool) -> Result<Output, ToolError> {
     let command = tool.command_line();
-    let (mut child, mut group) = spawn(&mut tool, &command)?;
+    let (mut child, group) = spawn(&mut tool, &command)?;
     let stdout = Drain::start(child.stdout.take());
     let stderr = Drain::start(child.stderr.take());
     let status = tokio::select! {
@@ -23,13 +23,7 @@ pub(super) async fn capture(mut tool: Tool) -> Result<Output, ToolError> {
     let deadline = Instant::now() + DRAIN_GRACE;
     let stdout = stdout.finish(deadline).await;
     let stderr = stderr.finish(deadline).await;
-    tool.check(status, &stderr)?;
-    group.release();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+    tool.finish(group, status, stdout, stderr)
 }
 
 /// Starts the tool in its own process group with piped output, feeding
@@ -38,17 +32,7 @@ pub(super) async fn capture(mut tool: Tool) -> Result<Output, ToolError> {
 pub(super) fn spawn(tool: &mut Tool, command: &str) -> Result<(Child, Group), ToolError> {
     tracing::debug!(%command, "running");
     let input = tool.stdin.take();
-    let mut child = Command::new(&tool.program)
-        .args(&tool.args)
-        .envs(tool.envs.iter().map(|(k, v)| (k, v)))
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
+    let mut child = Command::from(tool.command(input.is_some()))
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| ToolError::Spawn {

@@ -59,7 +59,20 @@ pub fn console_tail(path: &std::path::Path) -> String {
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)));
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
+    // Guest bytes reach the user's terminal through this message: control
+    // characters (escape sequences) are shown escaped, never sent as is.
+    let text: String = String::from_utf8_lossy(&buf)
+        .chars()
+        .flat_map(|c| {
+            let keep = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if keep {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            shown
+        })
+        .collect();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return " (the console printed nothing)".to_string();
@@ -135,5 +148,15 @@ mod tests {
         std::fs::write(&log, "\n\n").unwrap();
         assert_eq!(console_tail(&log), " (the console printed nothing)");
         assert_eq!(console_tail(&dir.path().join("none")), "");
+    }
+
+    #[test]
+    fn console_tail_escapes_the_guests_control_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "ok\n\x1b]0;owned\x07 \x1b[2Jtext\r\n").unwrap();
+        let tail = console_tail(&log);
+        assert!(!tail.contains('\x1b') && !tail.contains('\x07'), "{tail:?}");
+        assert!(tail.contains("\\u{1b}[2Jtext"), "{tail:?}");
     }
 }

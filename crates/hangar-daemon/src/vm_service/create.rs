@@ -291,7 +291,11 @@ impl VmService {
     pub async fn remove_vm_files_and_row(&self, rec: &VmRecord) {
         if let Ok(current) = self.infra.store.get_vm(&rec.id) {
             if let Some(rt) = &current.runtime {
-                self.tear_down(&rec.id, rt).await;
+                // The row goes below anyway; a runtime that could not be
+                // cleared first is only worth a line in the log.
+                if let Err(e) = self.tear_down(&rec.id, rt).await {
+                    warn!(vm = %rec.name, error = %e, "cannot clear the VM's runtime");
+                }
             }
         }
         self.guests.forget(&rec.id);

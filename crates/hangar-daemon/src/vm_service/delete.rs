@@ -23,9 +23,14 @@ impl VmService {
             Err(DaemonError::Store(StoreError::NotFound { .. }))
                 if force && self.pending_names.contains(name) =>
             {
-                // A create still pulling its image has no row yet.
+                // A create still pulling its image has no row yet. If it
+                // stored its VM before the cancel landed (or finished),
+                // that VM is removed below like any other.
                 self.cancel_vm_ops(name).await?;
-                return Ok(());
+                match self.find_vm(name) {
+                    Err(DaemonError::Store(StoreError::NotFound { .. })) => return Ok(()),
+                    other => other?,
+                }
             }
             other => other?,
         };

@@ -115,7 +115,7 @@ impl VmService {
             }
         }
         // kill is idempotent and also removes the VMM's socket and reaps it.
-        self.tear_down(&rec.id, &rt).await;
+        self.tear_down(&rec.id, &rt).await?;
         self.infra
             .store
             .set_vm_state(&rec.id, VmState::Stopped, None)?;

@@ -9,13 +9,6 @@ use super::boot::handle_of;
 use super::VmService;
 
 impl VmService {
-    /// Kills the process named by `vms/<id>/vmm.pid` if it is a VMM of this
-    /// VM (its command line names the VM dir), so a pid reused by an
-    /// unrelated process is never touched.
-    fn kill_unrecorded_vmm(&self, vm_id: &str) {
-        hangar_vmm::kill_stray_vmm(self.vm_dir(vm_id).path());
-    }
-
     pub async fn reconcile(&self) {
         let vms = match self.infra.store.list_vms() {
             Ok(v) => v,
@@ -28,7 +21,7 @@ impl VmService {
             if rec.runtime.is_none() {
                 // A daemon killed between spawning a VMM and recording it
                 // leaves a process only the VM dir's pid file knows.
-                self.kill_unrecorded_vmm(&rec.id);
+                hangar_vmm::kill_stray_vmm(self.vm_dir(&rec.id).path());
             }
             if rec.state == VmState::Creating {
                 info!(vm = %rec.name, "removing VM whose create was interrupted by a daemon restart");

@@ -83,7 +83,9 @@ impl VmService {
                 Ok(self.infra.store.get_vm(&rec.id)?)
             }
             Err(e) => {
-                undo.undo().await;
+                // The boot's own error is the one to report; a runtime row
+                // left behind is logged by the undo and fixed by reconcile.
+                let _ = undo.undo().await;
                 Err(e)
             }
         }
@@ -386,19 +388,22 @@ impl VmService {
     }
 
     /// Ends what a boot made for a VM's recorded runtime — VMM killed,
-    /// runtime cleared, TAP returned, disk deactivated — and forgets its
+    /// TAP returned, disk deactivated, runtime cleared — and forgets its
     /// guest connection. The VM's state is the caller's to set.
-    pub async fn tear_down(&self, vm_id: &str, rt: &VmRuntime) {
+    pub async fn tear_down(&self, vm_id: &str, rt: &VmRuntime) -> Result<()> {
         self.guests.forget(vm_id);
         BootUndo::of_runtime(self.infra.clone(), vm_id, self.vm_dir(vm_id).disk(), rt)
             .undo()
-            .await;
+            .await?;
+        Ok(())
     }
 
     /// [`VmService::tear_down`], then records the VM stopped (a store
     /// failure is logged: the next reconcile sees the same).
     pub async fn tear_down_stopped(&self, vm_id: &str, rt: &VmRuntime) {
-        self.tear_down(vm_id, rt).await;
+        if let Err(e) = self.tear_down(vm_id, rt).await {
+            warn!(vm = vm_id, error = %e, "cannot clear the VM's runtime");
+        }
         if let Err(e) = self.infra.store.set_vm_state(vm_id, VmState::Stopped, None) {
             warn!(vm = vm_id, error = %e, "cannot record the VM stopped");
         }

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use hangar_store::VmRuntime;
+use hangar_store::{StoreError, VmRuntime};
 use hangar_vmm::VmmHandle;
 use tracing::warn;
 
@@ -75,19 +75,17 @@ impl BootUndo {
     }
 
     /// Kills the VMM (idempotent: also reaps it and removes its socket),
-    /// clears the runtime row, returns the TAP and deactivates the disk.
-    /// Each step is tried even when an earlier one failed.
-    pub async fn undo(mut self) {
+    /// returns the TAP, deactivates the disk and only then clears the
+    /// runtime row: the row is the record of the TAP and the disk's view,
+    /// so a daemon that dies half way leaves reconcile something to finish.
+    /// Each step is tried even when an earlier one failed; a runtime row
+    /// that cannot be cleared is the error returned (the rest is logged).
+    pub async fn undo(mut self) -> Result<(), StoreError> {
         self.armed = false;
         let infra = &self.infra;
         if let Some(h) = self.vmm.take() {
             if let Err(e) = infra.driver.kill(&h).await {
                 warn!(pid = h.pid, error = %e, "cannot kill VMM");
-            }
-        }
-        if self.runtime_recorded {
-            if let Err(e) = infra.store.set_vm_runtime(&self.vm_id, None) {
-                warn!(vm = %self.vm_id, error = %e, "cannot clear the VM's runtime");
             }
         }
         if let Some(tap) = self.tap.take() {
@@ -103,13 +101,20 @@ impl BootUndo {
                 warn!(vm = %self.vm_id, error = %e, "cannot deactivate VM disk");
             }
         }
+        if self.runtime_recorded {
+            if let Err(e) = infra.store.set_vm_runtime(&self.vm_id, None) {
+                warn!(vm = %self.vm_id, error = %e, "cannot clear the VM's runtime");
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
 impl Drop for BootUndo {
     fn drop(&mut self) {
         if self.armed {
-            warn!(vm = %self.vm_id, "a boot ended without undoing what it made; the next daemon start cleans up");
+            warn!(vm = %self.vm_id, tap = ?self.tap, vmm_pid = ?self.vmm.as_ref().map(|h| h.pid), disk_active = self.disk_active, "a boot ended without undoing what it made: a TAP or disk view nobody recorded may be left (`hangar doctor` lists leftovers); the next daemon start kills an unrecorded VMM");
         }
     }
 }

@@ -104,4 +104,9 @@ awk '
     }
   }
   END { printf "%d passed, %d failed, %d ignored\n", passed, failed, ignored }' "$log"
+# A test binary that crashed or a target that did not build prints no
+# "test result:" line, so the total above cannot count it: say so.
+if [ "$status" -ne 0 ] && ! grep -qE '^test result: FAILED' "$log"; then
+  echo "total incomplete: cargo test failed but no test reported a failure (a test binary crashed or did not build); see above"
+fi
 exit "$status"

@@ -140,7 +140,14 @@ pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
         .arg(dst)
         .run_blocking()
         .map(drop)
-        .map_err(ImageError::tool("cp", "coreutils"))
+        .map_err(|e| {
+            // A copy that failed half way (a full disk) leaves no partial
+            // file; a cp that never ran touched nothing.
+            if !e.is_spawn() {
+                let _ = std::fs::remove_file(dst);
+            }
+            ImageError::tool("cp", "coreutils")(e)
+        })
 }
 
 #[cfg(test)]

@@ -77,11 +77,14 @@ impl Inner {
     }
 }
 
-/// A store failure as the wire error the registry answers with: a missing
-/// operation is not found; anything else is internal, with its causes.
+/// A store failure as the wire error the registry answers with, kind for
+/// kind as the daemon maps it (`api/error.rs`); anything else is internal,
+/// with its causes.
 fn wire_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound { what } => ApiError::not_found(what),
+        StoreError::Conflict { what } => ApiError::conflict(what),
+        StoreError::Invalid { what } => ApiError::invalid(what),
         other => {
             let mut message = other.to_string();
             let mut cause = std::error::Error::source(&other);

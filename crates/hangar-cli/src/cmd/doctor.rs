@@ -36,16 +36,9 @@ pub async fn run(cli: &Cli, client: &Client) -> u8 {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| hangar_config::DEFAULT_CONFIG_PATH.to_string());
     let info = client
-        .get::<serde_json::Value>("/v1/info")
+        .get::<hangar_api::DaemonInfo>("/v1/info")
         .await
-        .map(|info| {
-            format!(
-                "driver: {}",
-                info.get("driver_reason")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("unknown")
-            )
-        })
+        .map(|info| format!("driver: {}", info.driver_reason))
         .map_err(|e| e.message);
     let reachable = info.is_ok();
     checks.push(check_daemon(client.socket(), info, &config_path));

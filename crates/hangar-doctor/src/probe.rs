@@ -62,10 +62,10 @@ impl HostProbe {
                 .ok()
                 .map(|s| s.trim() == "1"),
             disk: match &disk_dir {
-                Some(dir) => nix::sys::statvfs::statvfs(dir.as_path())
-                    .map(|s| DiskFacts {
+                Some(dir) => hangar_disk::space::free_bytes(dir)
+                    .map(|free_bytes| DiskFacts {
                         measured: dir.clone(),
-                        free_bytes: s.blocks_available() * s.fragment_size(),
+                        free_bytes,
                     })
                     .map_err(|e| format!("statvfs {}: {e}", dir.display())),
                 None => Err(format!(
@@ -116,7 +116,7 @@ pub fn gather_cgroups(root: &Path) -> CgroupFacts {
 
 /// How many files the boot snapshots directory holds and their size. The
 /// daemon keeps them as `<snapshots_dir>/<image digest hex>/<key>.state`
-/// (see the daemon's `vm::snapshot`); every file there is counted, since
+/// (see the daemon's `snapshot_service/files.rs`); every file there is counted, since
 /// every one takes space. Doctor reads the layout itself rather than
 /// depending on the daemon crate.
 pub fn boot_snapshot_usage(snapshots_dir: &Path) -> (usize, u64) {

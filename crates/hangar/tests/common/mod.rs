@@ -43,6 +43,8 @@
 
 #![allow(dead_code)]
 
+pub mod roles;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

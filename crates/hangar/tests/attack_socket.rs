@@ -1,6 +1,8 @@
 //! Attack suite, the API socket: who may talk to the daemon at all
 //! (`docs/security.md`, "Who may do what").
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::roles::Role;

@@ -63,6 +63,8 @@ pub async fn run(config: Config) -> Result<()> {
 
     let app = crate::api::router(daemon.clone());
     let shutdown = infra.shutdown.clone();
+    // Each connection carries its peer's credentials (`api::peer`).
+    let app = app.into_make_service_with_connect_info::<crate::api::peer::PeerCred>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         wait_for_signal().await;
         shutdown.cancel();

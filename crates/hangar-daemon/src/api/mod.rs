@@ -5,6 +5,7 @@
 mod error;
 mod exec;
 pub mod openapi;
+pub mod peer;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,6 +15,7 @@
 //! `ConnectInfo<PeerCred>`, as with `axum::serve`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -23,7 +24,9 @@ use hangar_api::ApiError;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -41,6 +44,11 @@ pub struct ServeLimits {
 
 /// How long a stop waits for requests in flight before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a refused connection is given to send its request, so that
+/// closing it does not cut the client's write before it reads the answer.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+/// Refused connections answered at once; beyond, they are just closed.
+const MAX_PENDING_REFUSALS: usize = 32;
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish (for at most [`DRAIN_TIMEOUT`]).
@@ -58,6 +66,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     tokio::pin!(shutdown);
     let mut refused: u64 = 0;
+    let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,7 +90,7 @@ pub async fn serve(
                 if refused.is_power_of_two() {
                     warn!(reason = %why, refused_so_far = refused, "API connection refused");
                 }
-                refuse(&stream, &why);
+                refuse(stream, &why, &refusals);
                 continue;
             }
         };
@@ -121,8 +130,13 @@ pub async fn serve(
 }
 
 /// Answers a connection over its cap with an `unavailable` error and closes
-/// it, without waiting: a client that does not read just loses the answer.
-fn refuse(stream: &UnixStream, why: &Refused) {
+/// it. The answer waits at most [`REFUSAL_WAIT`] for the request, and at
+/// most [`MAX_PENDING_REFUSALS`] connections wait at once: past that, a
+/// refused connection is closed unanswered.
+fn refuse(stream: UnixStream, why: &Refused, refusals: &Arc<Semaphore>) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
     let err = ApiError::unavailable(why.to_string());
     let body = serde_json::to_string(&err).unwrap_or_default();
     let status = err.kind.http_status();
@@ -130,7 +144,18 @@ fn refuse(stream: &UnixStream, why: &Refused) {
         "HTTP/1.1 {status} Too Many Connections\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.try_write(response.as_bytes());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        if tokio::time::timeout(REFUSAL_WAIT, stream.readable())
+            .await
+            .is_ok()
+        {
+            let mut sink = [0u8; 4096];
+            let _ = stream.try_read(&mut sink);
+        }
+        let _ = tokio::time::timeout(REFUSAL_WAIT, stream.write_all(response.as_bytes())).await;
+    });
 }
 
 #[cfg(test)]

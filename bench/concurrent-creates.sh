@@ -109,7 +109,7 @@ for mode in $modes; do
   failures[$mode]=$(for i in $(seq 1 "$n"); do
       read -r rc _ <"$work/$mode-out/$i.rc"
       [ "$rc" = 0 ] || grep -m1 -i 'error\|fail\|did not' "$work/$mode-out/$i.log" | cut -c1-160
-    done | sed 's/"c-[0-9]*"/"c-N"/g; s/c-[0-9]*/c-N/g' | sort | uniq -c)
+    done | sed -E 's/c-[0-9]+/c-N/g; s/[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(:[0-9]+)?/ADDR/g; s/[0-9.]+s \([0-9]+ attempts\)/Ns/g' | cut -c1-120 | sort | uniq -c)
   for i in $(seq 1 "$n"); do h vm rm --force "c-$i" >/dev/null 2>&1 & done
   wait $(jobs -p | grep -v "^$daemon_pid$") 2>/dev/null || true
   for i in $(seq 1 "$k"); do h vm rm --force "bg-$i" >/dev/null 2>&1 || true; done

@@ -46,6 +46,22 @@ pub struct Config {
     pub vmm: VmmConfig,
     pub defaults: Defaults,
     pub storage: StorageConfig,
+    pub api: ApiConfig,
+}
+
+/// Limits of the API socket, so that no client can exhaust the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Open connections of all non-root clients together; beyond it a new
+    /// connection is answered `unavailable` and closed. Root is not counted.
+    pub max_connections: usize,
+    /// Open connections of one non-root user (by the socket's peer uid).
+    pub max_connections_per_user: usize,
+    /// A client must send a whole request head within this time; it also
+    /// closes keep-alive connections idle for that long. Requests being
+    /// served (long-polls) and exec streams are not affected.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +123,10 @@ pub struct VmmConfig {
     pub boot_timeout_secs: u64,
     /// How long a graceful stop may take before the VMM is killed.
     pub stop_timeout_secs: u64,
+    /// How many VMs may boot at once (VMM start to SSH ready, including the
+    /// boot-snapshot VM of a pull); the others wait in a queue, in order.
+    /// 0: chosen from the core count and accelerator (see docs/config.md).
+    pub max_concurrent_boots: usize,
     /// Boot snapshots (qemu driver, images built by Hangar): the first boot
     /// of an image saves the VM once its kernel is up, later boots with the
     /// same machine shape resume from there.
@@ -144,6 +164,7 @@ impl Default for Config {
             vmm: VmmConfig::default(),
             defaults: Defaults::default(),
             storage: StorageConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -177,6 +198,7 @@ impl Default for VmmConfig {
             kernel_args: String::new(),
             boot_timeout_secs: 60,
             stop_timeout_secs: 15,
+            max_concurrent_boots: 0,
             boot_snapshots: true,
         }
     }
@@ -189,6 +211,16 @@ impl Default for Defaults {
             cpus: 2,
             memory_mib: 1024,
             disk_size: String::new(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 2048,
+            max_connections_per_user: 256,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -270,6 +302,10 @@ impl Config {
                 self.storage.backend
             ));
         }
+        self.validate_api()?;
+        if self.vmm.max_concurrent_boots > 1024 {
+            return Err("[vmm] max_concurrent_boots must be between 0 (automatic) and 1024".into());
+        }
         for (key, p) in [
             ("state_dir", &self.state_dir),
             ("runtime_dir", &self.runtime_dir),
@@ -281,6 +317,26 @@ impl Config {
                     p.display()
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_api(&self) -> Result<(), String> {
+        let api = &self.api;
+        if api.max_connections_per_user == 0 {
+            return Err("[api] max_connections_per_user must be at least 1".into());
+        }
+        if api.max_connections < api.max_connections_per_user {
+            return Err(format!(
+                "[api] max_connections ({}) must be at least max_connections_per_user ({})",
+                api.max_connections, api.max_connections_per_user
+            ));
+        }
+        if api.max_connections > 1_000_000 {
+            return Err("[api] max_connections must be at most 1000000".into());
+        }
+        if !(1..=3600).contains(&api.header_read_timeout_secs) {
+            return Err("[api] header_read_timeout_secs must be between 1 and 3600".into());
         }
         Ok(())
     }
@@ -403,6 +459,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("zfs") && err.contains("reflink"), "{err}");
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_are_validated() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.api.max_connections_per_user, 256);
+        assert_eq!(cfg.vmm.max_concurrent_boots, 0);
+        let cfg = parse("[api]\nmax_connections = 10\nmax_connections_per_user = 5\nheader_read_timeout_secs = 3\n[vmm]\nmax_concurrent_boots = 4\n").unwrap();
+        assert_eq!(
+            (cfg.api.max_connections, cfg.api.max_connections_per_user),
+            (10, 5)
+        );
+        assert_eq!(cfg.api.header_read_timeout_secs, 3);
+        assert_eq!(cfg.vmm.max_concurrent_boots, 4);
+        for (bad, key) in [
+            (
+                "[api]\nmax_connections_per_user = 0\n",
+                "max_connections_per_user",
+            ),
+            (
+                "[api]\nmax_connections = 4\nmax_connections_per_user = 5\n",
+                "max_connections",
+            ),
+            (
+                "[api]\nheader_read_timeout_secs = 0\n",
+                "header_read_timeout_secs",
+            ),
+            (
+                "[vmm]\nmax_concurrent_boots = 5000\n",
+                "max_concurrent_boots",
+            ),
+            ("[api]\nmax_conections = 5\n", "max_conections"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

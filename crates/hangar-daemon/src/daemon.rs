@@ -17,6 +17,9 @@ use hangar_vmm::{Accel, FirecrackerDriver, QemuDriver, VmmDriver};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::conn_limit::ConnCaps;
+use crate::api::serve::ServeLimits;
+use crate::boot_gate::BootGate;
 use crate::image_service::ImageService;
 use crate::infra::Infra;
 use crate::pidfile::PidFile;
@@ -46,6 +49,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     // Resolved before anything is created, so a typo changes nothing.
     let socket_gid = socket_group(&config.socket_group)?;
+    raise_open_files_limit(&config);
     std::fs::create_dir_all(&config.runtime_dir)
         .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;
@@ -63,17 +67,42 @@ pub async fn run(config: Config) -> Result<()> {
 
     let app = crate::api::router(daemon.clone());
     let shutdown = infra.shutdown.clone();
-    // Each connection carries its peer's credentials (`api::peer`).
-    let app = app.into_make_service_with_connect_info::<crate::api::peer::PeerCred>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let api = &infra.config.api;
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(api.header_read_timeout_secs),
+        caps: ConnCaps {
+            total: api.max_connections,
+            per_user: api.max_connections_per_user,
+        },
+    };
+    crate::api::serve::serve(listener, app, limits, async move {
         wait_for_signal().await;
         shutdown.cancel();
-    });
-    server.await.context("API server failed")?;
+    })
+    .await;
     daemon.stop().await;
     let _ = std::fs::remove_file(daemon.infra.config.socket_path());
     info!("hangar daemon stopped");
     Ok(())
+}
+
+/// Lifts the soft limit on open files to the hard one: every API
+/// connection, VM and TAP holds descriptors, and the connection caps are
+/// meant to be what bounds them, not a default soft limit of 1024.
+fn raise_open_files_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            warn!(error = %e, soft, hard, "cannot raise the open files limit");
+        }
+    }
+    let wanted = config.api.max_connections as u64 + 1024;
+    if hard < wanted {
+        warn!(limit = hard, max_connections = config.api.max_connections, "the open files limit is low for [api] max_connections; raise LimitNOFILE or lower max_connections");
+    }
 }
 
 async fn wait_for_signal() {
@@ -159,7 +188,15 @@ impl Daemon {
             store.clone(),
             Duration::from_secs(config.operation_retention_secs),
         );
-        let (driver, driver_reason) = choose_driver(&config);
+        let (driver, driver_reason, accel) = choose_driver(&config);
+        let boot_gate = BootGate::new(crate::boot_gate::limit_from_config(
+            config.vmm.max_concurrent_boots,
+            accel,
+        ));
+        info!(
+            max_concurrent_boots = boot_gate.limit(),
+            "boots beyond this many wait in a queue"
+        );
         let (disks, disk_reason) =
             hangar_disk::backend_by_name(&config.storage.backend, &config.vms_dir())
                 .context("cannot choose a disk backend")?;
@@ -192,6 +229,7 @@ impl Daemon {
             disks: Arc::from(disks),
             key,
             shutdown: CancellationToken::new(),
+            boot_gate,
         };
         let snapshots = Arc::new(SnapshotService::new(infra.clone()));
         let images = Arc::new(ImageService::new(infra.clone(), snapshots.clone()));
@@ -260,7 +298,7 @@ pub fn forced_kvm_problem(config: &Config) -> Option<String> {
 
 /// Picks the VMM driver: Firecracker needs its binary and a KVM that can
 /// boot guests; QEMU runs everywhere (TCG when KVM cannot boot guests).
-fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
+fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String, Accel) {
     let detected = hangar_vmm::accel::detect_with(&config.vmm.kvm_device);
     let (accel, accel_reason) = match config.vmm.accel {
         AccelChoice::Kvm => (Accel::Kvm, "accel = \"kvm\" in the config".to_string()),
@@ -287,7 +325,11 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
             jail.cgroup_version = hangar_vmm::host_cgroup_version(&jail.cgroup_root);
             fc = fc.with_jailer(jail);
         }
-        (Arc::new(fc), format!("firecracker ({accel_reason})"))
+        (
+            Arc::new(fc),
+            format!("firecracker ({accel_reason})"),
+            Accel::Kvm,
+        )
     } else {
         let why = match config.vmm.driver {
             DriverChoice::Qemu => "driver = \"qemu\" in the config".to_string(),
@@ -304,6 +346,7 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String) {
         (
             Arc::new(QemuDriver::new(config.vmm.qemu.clone(), accel)),
             format!("qemu with {accel_name}: {why}; {accel_reason}"),
+            accel,
         )
     }
 }

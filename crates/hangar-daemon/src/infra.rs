@@ -14,6 +14,8 @@ use hangar_store::Store;
 use hangar_vmm::VmmDriver;
 use tokio_util::sync::CancellationToken;
 
+use crate::boot_gate::BootGate;
+
 #[derive(Clone)]
 pub struct Infra {
     pub config: Arc<Config>,
@@ -26,4 +28,6 @@ pub struct Infra {
     pub key: Arc<DaemonKey>,
     /// Tripped at shutdown; long work and background loops watch it.
     pub shutdown: CancellationToken,
+    /// At most `[vmm] max_concurrent_boots` boots at once; the rest queue.
+    pub boot_gate: Arc<BootGate>,
 }

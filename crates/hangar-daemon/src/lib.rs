@@ -2,6 +2,8 @@
 //! serves the `/v1` API on a Unix socket. See docs/architecture.md for the map.
 
 pub mod api;
+mod blocking;
+pub mod boot_gate;
 mod console;
 pub mod daemon;
 pub mod error;

@@ -2,10 +2,12 @@
 //! `Daemon` method, and map errors to `ApiError` kinds ([`error`]) and
 //! those to HTTP statuses.
 
+pub mod conn_limit;
 mod error;
 mod exec;
 pub mod openapi;
 pub mod peer;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! removal. Images live in `state_dir/images/<digest hex>/` and are
 //! read-only once stored. The service owns the image-ops lock.
 
+use crate::blocking::{off_runtime, remove_tree};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -155,14 +156,16 @@ impl ImageService {
         let manifest = match built {
             Ok(m) => m,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = remove_tree(tmp.clone()).await;
                 if cancel.is_cancelled() {
                     return Err(DaemonError::cancelled(format!("pull of {name} cancelled")));
                 }
                 return Err(DaemonError::image(format!("cannot build image {name}"), e));
             }
         };
-        let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
+        let rec = self
+            .store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)
+            .await?;
         info!(image = name, digest = %rec.digest, "image ready");
         // Still under the image lock, so the image cannot be removed meanwhile.
         self.snapshots.prewarm(&rec, op, cancel).await;
@@ -227,13 +230,16 @@ impl ImageService {
                 });
             }
         };
-        let rec = self.store_image(&req.name, "register", &tmp, &manifest)?;
+        let rec = self
+            .store_image(&req.name, "register", &tmp, &manifest)
+            .await?;
         self.image_info(&rec)
     }
 
     /// Moves a finished image dir into place under its digest and records
-    /// it. Removes `tmp` on failure.
-    fn store_image(
+    /// it. Removes `tmp` on failure. The flush and move run on the
+    /// blocking pool (a whole image is written back to disk there).
+    async fn store_image(
         &self,
         name: &str,
         source: &str,
@@ -242,21 +248,23 @@ impl ImageService {
     ) -> Result<ImageRecord> {
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.infra.config.images_dir().join(hexdigest);
-        let moved = (|| {
-            sync_dir_files(tmp)?;
-            if final_dir.exists() {
+        let (from, to) = (tmp.to_path_buf(), final_dir.clone());
+        let moved = off_runtime("image store", move || {
+            sync_dir_files(&from)?;
+            if to.exists() {
                 // Same content already stored (e.g. under another name).
-                std::fs::remove_dir_all(tmp)?;
+                std::fs::remove_dir_all(&from)?;
                 Ok(false)
             } else {
-                std::fs::rename(tmp, &final_dir)?;
+                std::fs::rename(&from, &to)?;
                 Ok::<_, std::io::Error>(true)
             }
-        })();
+        })
+        .await?;
         let moved = match moved {
             Ok(m) => m,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(tmp);
+                let _ = remove_tree(tmp.to_path_buf()).await;
                 return Err(DaemonError::io("cannot store image", e));
             }
         };
@@ -272,7 +280,7 @@ impl ImageService {
         if let Err(e) = self.infra.store.upsert_image(&rec) {
             // No row points at files this call moved in: take them back out.
             if moved {
-                let _ = std::fs::remove_dir_all(&final_dir);
+                let _ = remove_tree(final_dir).await;
             }
             return Err(e.into());
         }
@@ -286,7 +294,7 @@ impl ImageService {
         let rec = self.infra.store.get_image(name)?;
         self.infra.store.delete_image(&rec.digest)?;
         self.snapshots.remove_image(&rec.digest);
-        if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
+        if let Some(e) = remove_tree(PathBuf::from(&rec.dir)).await {
             warn!(dir = %rec.dir, error = %e, "cannot remove image files");
         }
         Ok(())

@@ -147,6 +147,17 @@ impl SnapshotService {
         else {
             return Ok(None);
         };
+        // The prewarm boot competes for the CPU like any other boot.
+        let _slot = self
+            .infra
+            .boot_gate
+            .acquire(cancel, |ahead| {
+                if let Some(op) = op {
+                    op.phase(&crate::vm_service::boot::queued_phase(ahead));
+                }
+            })
+            .await
+            .map_err(|_| SnapshotError::Cancelled)?;
         if let Some(op) = op {
             op.phase("boot-snapshot");
         }

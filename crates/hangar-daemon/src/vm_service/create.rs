@@ -300,13 +300,16 @@ impl VmService {
         }
         self.guests.forget(&rec.id);
         let vm_dir = self.vm_dir(&rec.id);
-        if let Err(e) = self.infra.disks.remove(&vm_dir.disk()) {
-            warn!(error = %e, "cannot remove VM disk");
+        // Off the async workers: a disk is gigabytes, and the dm backend
+        // runs tools.
+        let (disks, disk) = (self.infra.disks.clone(), vm_dir.disk());
+        match crate::blocking::off_runtime("disk removal", move || disks.remove(&disk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot remove VM disk"),
+            Err(e) => warn!(error = %e, "cannot remove VM disk"),
         }
-        if let Err(e) = std::fs::remove_dir_all(vm_dir.path()) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(dir = %vm_dir.path().display(), error = %e, "cannot remove VM dir");
-            }
+        if let Some(e) = crate::blocking::remove_tree(vm_dir.path().to_path_buf()).await {
+            warn!(dir = %vm_dir.path().display(), error = %e, "cannot remove VM dir");
         }
         if let Err(e) = self.infra.store.delete_vm(&rec.id) {
             warn!(vm = %rec.name, error = %e, "cannot delete VM row");

@@ -28,9 +28,15 @@ pub use undo::{handle_of, BootUndo};
 
 use super::dir::VmDir;
 use super::VmService;
+use crate::boot_gate::BootPermit;
 use crate::error::{error_chain, DaemonError, Result};
 use crate::machine::{vm_spec, MachineSpec};
 use crate::snapshot_service::{SnapshotPlan, SnapshotSave};
+
+/// The phase of a boot waiting for a slot.
+pub fn queued_phase(ahead: usize) -> String {
+    format!("queued, {ahead} ahead")
+}
 
 /// Reports a boot's phases on its operation, if it has one.
 struct Phases<'a>(Option<&'a OpHandle>);
@@ -100,6 +106,9 @@ impl VmService {
         undo: &mut BootUndo,
     ) -> Result<Arc<GuestClient>> {
         let (image_dir, manifest) = self.image_files(rec)?;
+        // Held until the guest is ready (or the boot fails): the boot
+        // clock, which starts with the VMM, never runs while queued.
+        let _slot = self.admit_boot(&rec.name, &phases, cancel).await?;
 
         phases.enter("config-drive", None);
         let identity = self.guest_identity(rec, dir);
@@ -178,6 +187,28 @@ impl VmService {
             .store
             .set_vm_state(&rec.id, VmState::Running, None)?;
         Ok(client)
+    }
+
+    /// Waits for a boot slot ([`crate::boot_gate`]), showing the place in
+    /// the queue as the phase `queued, N ahead`.
+    async fn admit_boot(
+        &self,
+        name: &str,
+        phases: &Phases<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<BootPermit> {
+        let gate = &self.infra.boot_gate;
+        let limit = gate.limit();
+        gate.acquire(cancel, |ahead| {
+            phases.enter(
+                &queued_phase(ahead),
+                Some(format!(
+                    "waiting for one of {limit} boot slots ([vmm] max_concurrent_boots)"
+                )),
+            )
+        })
+        .await
+        .map_err(|_| DaemonError::cancelled(format!("boot of VM {name:?} cancelled while queued")))
     }
 
     /// What the guest learns from its config drive: name, address, keys.

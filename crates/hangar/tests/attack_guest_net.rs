@@ -82,6 +82,8 @@ impl HostService {
              \x20   c.close()\n",
             log = log.display()
         );
+        // The host's own probe of the service goes over loopback.
+        host(d, "ip link set lo up");
         let child = Command::new("ip")
             .args(["netns", "exec", &d.netns.name, "python3", "-c", &script])
             .stdout(Stdio::null())

@@ -79,6 +79,9 @@ pub struct NetworkConfig {
     pub tap_pool_size: usize,
     /// Prefix of TAP device names (at most 8 characters).
     pub tap_prefix: String,
+    /// Let guests reach each other over the bridge. Off: each VM talks
+    /// only to the gateway (and, with NAT, the outside).
+    pub vm_to_vm: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +182,7 @@ impl Default for NetworkConfig {
             nat: true,
             tap_pool_size: 2,
             tap_prefix: "hgtap".into(),
+            vm_to_vm: false,
         }
     }
 }
@@ -411,6 +415,21 @@ mod tests {
     fn unknown_key_is_an_error_naming_the_key() {
         let err = parse("[network]\nbrige = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("brige"), "{err}");
+    }
+
+    #[test]
+    fn vms_are_isolated_from_each_other_unless_vm_to_vm_is_set() {
+        assert!(!parse("").unwrap().network.vm_to_vm);
+        assert!(
+            parse("[network]\nvm_to_vm = true\n")
+                .unwrap()
+                .network
+                .vm_to_vm
+        );
+        let err = parse("[network]\nvm_to_vm = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vm_to_vm"), "{err}");
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl Daemon {
                 nat: config.network.nat,
                 tap_pool_size: config.network.tap_pool_size,
                 tap_prefix: config.network.tap_prefix.clone(),
+                vm_to_vm: config.network.vm_to_vm,
             })
             .await
             .context("cannot set up the VM network")?,

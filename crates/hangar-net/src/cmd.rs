@@ -26,6 +26,10 @@ impl Ip {
         }
     }
 
+    pub(crate) fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
     /// `ip [-n NS] ARGS...`
     pub(crate) fn args(&self, args: &[&str]) -> Vec<String> {
         let mut v = vec!["ip".to_string()];
@@ -68,6 +72,15 @@ pub(crate) struct Link {
 pub(crate) struct LinkInfo {
     #[serde(default)]
     pub info_kind: Option<String>,
+    #[serde(default)]
+    pub info_data: Option<InfoData>,
+}
+
+/// `linkinfo.info_data`: for a tun device, `type` is "tun" or "tap".
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub(crate) struct InfoData {
+    #[serde(default, rename = "type")]
+    pub mode: Option<String>,
 }
 
 impl Link {
@@ -76,6 +89,24 @@ impl Link {
             .as_ref()
             .and_then(|i| i.info_kind.as_deref())
             .unwrap_or("device")
+    }
+
+    /// What the link is, as said in errors: "tun/tap", "tun/tun", "veth"...
+    pub(crate) fn kind_and_mode(&self) -> String {
+        let mode = self
+            .linkinfo
+            .as_ref()
+            .and_then(|i| i.info_data.as_ref())
+            .and_then(|d| d.mode.as_deref());
+        match mode {
+            Some(mode) => format!("{}/{mode}", self.kind()),
+            None => self.kind().to_string(),
+        }
+    }
+
+    /// A TAP device (tun driver in tap mode).
+    pub(crate) fn is_tap(&self) -> bool {
+        self.kind_and_mode() == "tun/tap"
     }
 }
 
@@ -135,6 +166,27 @@ mod tests {
         assert_eq!(links[0].ifname, "hgtap0");
         assert_eq!(links[0].master.as_deref(), Some("hgbr0"));
         assert_eq!(links[0].kind(), "tun");
+        assert!(links[0].is_tap());
+    }
+
+    #[test]
+    fn only_tun_in_tap_mode_is_a_tap() {
+        let json = r#"[{"ifname":"hgtap1","linkinfo":{"info_kind":"tun","info_data":{"type":"tun"}}},
+            {"ifname":"hgtap2","linkinfo":{"info_kind":"veth"}},
+            {"ifname":"hgtap3"}]"#;
+        let links = parse_links(json).unwrap();
+        let kinds: Vec<(bool, String)> = links
+            .iter()
+            .map(|l| (l.is_tap(), l.kind_and_mode()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (false, "tun/tun".to_string()),
+                (false, "veth".to_string()),
+                (false, "device".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct NetConfig {
     pub tap_pool_size: usize,
     /// TAP name prefix, e.g. "hgtap"; names are prefix + index.
     pub tap_prefix: String,
+    /// Let guests reach each other over the bridge (else: isolated).
+    pub vm_to_vm: bool,
 }
 
 impl NetConfig {
@@ -96,6 +98,7 @@ mod tests {
             nat: false,
             tap_pool_size: 2,
             tap_prefix: "hgtap".into(),
+            vm_to_vm: false,
         }
     }
 

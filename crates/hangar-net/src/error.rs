@@ -37,6 +37,11 @@ pub enum NetError {
     #[error("Interface {name} exists but is a {kind:?}, not a bridge; pick another bridge name or remove it")]
     NotABridge { name: String, kind: String },
 
+    /// An existing interface is named like a pool TAP but is something else
+    /// (adopting it would put a foreign link on the guests' bridge).
+    #[error("Interface {name} is named like a hangar TAP but is a {kind:?}, not a TAP; remove or rename it, or change [network] tap_prefix")]
+    NotATap { name: String, kind: String },
+
     /// A caller tried to hand back an interface that is not one of our TAPs.
     #[error("{name} is not a hangar TAP (expected prefix {prefix:?}); refusing to touch it")]
     ForeignTap { name: String, prefix: String },

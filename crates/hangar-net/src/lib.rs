@@ -3,7 +3,12 @@
 //! A bridge with the gateway address, a pool of pre-created TAP devices
 //! attached to it (so VM start does not pay for `ip tuntap add`), NAT in
 //! root-namespace mode, an optional dedicated network namespace, and
-//! namespace-aware TCP connects for the daemon. Everything is done by
+//! namespace-aware TCP connects for the daemon. Guests are fenced in by
+//! Hangar's own nft tables in the namespace the bridge lives in: `inet
+//! hangar` ([`filter`]: nothing of the host, no link-local destinations) and
+//! `bridge hangar` ([`spoof`]: each TAP sends only its VM's MAC and IP; VMs
+//! isolated from each other unless `vm_to_vm`), with IPv6 off on the bridge
+//! and TAPs ([`sysctl`]). Everything is done by
 //! shelling out to `ip` (always `ip -n NS` when a namespace is configured) and
 //! `nft`, the standard tools, with errors that carry the command and stderr.
 //!
@@ -17,8 +22,12 @@ mod cmd;
 mod config;
 mod dns;
 mod error;
+pub mod filter;
 pub mod nat;
 pub mod netns;
+mod nft;
+pub mod spoof;
+pub mod sysctl;
 mod tap;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,6 +38,8 @@ use cmd::Ip;
 pub use config::{NetConfig, IFNAME_MAX};
 pub use dns::{host_dns_servers, parse_resolv_conf, RESOLV_CONF, SYSTEMD_RESOLVED_UPSTREAM};
 pub use error::NetError;
+use nft::Nft;
+pub use spoof::Mac;
 use tap::Pool;
 
 /// Handle to the host networking set up by [`Network::setup`]. Cheap to clone.
@@ -42,6 +53,7 @@ struct Inner {
     cfg: NetConfig,
     gateway: Ipv4Addr,
     ip: Ip,
+    nft: Nft,
     /// Leaf lock: pool bookkeeping only, never held across an await.
     pool: Mutex<Pool>,
     /// Serialises background refills with shutdown.
@@ -70,13 +82,15 @@ impl Network {
             NetError::Config(format!("subnet {} has no gateway address", cfg.subnet))
         })?;
         let ip = Ip::new(cfg.netns.as_deref());
+        let nft = Nft::new(cfg.netns.as_deref());
         let mut created = Created::default();
-        match Self::setup_steps(&cfg, gateway, &ip, &mut created).await {
+        match Self::setup_steps(&cfg, gateway, &ip, &nft, &mut created).await {
             Ok(pool) => Ok(Network {
                 inner: Arc::new(Inner {
                     cfg,
                     gateway,
                     ip,
+                    nft,
                     pool: Mutex::new(pool),
                     refill: tokio::sync::Mutex::new(()),
                     background: Mutex::new(None),
@@ -93,6 +107,7 @@ impl Network {
         cfg: &NetConfig,
         gateway: Ipv4Addr,
         ip: &Ip,
+        nft: &Nft,
         created: &mut Created,
     ) -> Result<Pool, NetError> {
         if let Some(ns) = &cfg.netns {
@@ -101,7 +116,15 @@ impl Network {
             }
             netns::loopback_up(ns).await?;
         }
+        // The fences go up before the bridge and TAPs do, so no guest frame
+        // ever meets an open bridge. They stay when the daemon stops: VMs
+        // it leaves running stay fenced in.
+        nft.apply(&filter::ruleset(&cfg.bridge, gateway, cfg.vm_to_vm))
+            .await?;
+        nft.apply(&spoof::ruleset(&cfg.tap_prefix, cfg.vm_to_vm))
+            .await?;
         created.bridge = ensure_bridge(ip, &cfg.bridge).await?;
+        sysctl::ipv6_off(cfg.netns.as_deref(), &cfg.bridge).await?;
         let cidr = format!("{gateway}/{}", cfg.subnet.prefix_len());
         ip.run(&["addr", "replace", &cidr, "dev", &cfg.bridge])
             .await?;
@@ -111,14 +134,22 @@ impl Network {
         }
 
         let mut pool = Pool::default();
-        let existing: Vec<String> = ip
-            .links()
-            .await?
-            .into_iter()
-            .filter(|l| tap::index_of(&cfg.tap_prefix, &l.ifname).is_some())
-            .map(|l| l.ifname)
-            .collect();
+        let mut existing = Vec::new();
+        for link in ip.links().await? {
+            if tap::index_of(&cfg.tap_prefix, &link.ifname).is_none() {
+                continue;
+            }
+            if !link.is_tap() {
+                return Err(NetError::NotATap {
+                    kind: link.kind_and_mode(),
+                    name: link.ifname,
+                });
+            }
+            existing.push(link.ifname);
+        }
         for name in &existing {
+            // TAPs made by an older daemon may still have IPv6 on.
+            sysctl::ipv6_off(cfg.netns.as_deref(), name).await?;
             tap::attach(ip, name, &cfg.bridge).await?;
         }
         pool.adopt(&cfg.tap_prefix, existing);
@@ -170,15 +201,46 @@ impl Network {
         Ok(name)
     }
 
-    /// Returns a TAP to the pool, or deletes it when the pool is full (or
-    /// shut down). Names that are not ours (wrong prefix) are refused.
-    pub async fn release_tap(&self, name: &str) -> Result<(), NetError> {
+    /// Lets `tap` carry the traffic of the VM with `mac` and `ip`, and only
+    /// that: frames with another source MAC, or IPv4/ARP with another
+    /// sender address, are dropped (see [`spoof`]). A TAP from
+    /// [`Network::acquire_tap`] sends nothing until it is bound. Binding
+    /// again replaces the earlier binding.
+    pub async fn bind_tap(&self, tap: &str, mac: &str, ip: Ipv4Addr) -> Result<(), NetError> {
+        self.check_ours(tap)?;
+        let mac: Mac = mac.parse()?;
+        self.inner
+            .nft
+            .apply(&spoof::bind_script(tap, mac, ip))
+            .await?;
+        tracing::debug!(tap, %mac, %ip, "TAP bound to its VM");
+        Ok(())
+    }
+
+    fn check_ours(&self, name: &str) -> Result<(), NetError> {
         let prefix = &self.inner.cfg.tap_prefix;
         if tap::index_of(prefix, name).is_none() {
             return Err(NetError::ForeignTap {
                 name: name.to_string(),
                 prefix: prefix.clone(),
             });
+        }
+        Ok(())
+    }
+
+    /// Unbinds a TAP (see [`Network::bind_tap`]) and returns it to the
+    /// pool, or deletes it when the pool is full (or shut down). Names that
+    /// are not ours (wrong prefix) are refused. A TAP that cannot be
+    /// unbound is deleted rather than handed out again still bound.
+    pub async fn release_tap(&self, name: &str) -> Result<(), NetError> {
+        self.check_ours(name)?;
+        if let Err(e) = self.inner.nft.apply(&spoof::unbind_script(name)).await {
+            tracing::warn!(tap = name, error = %e, "cannot unbind TAP; deleting it");
+            self.lock_pool().in_use.remove(name);
+            if let Err(del) = tap::delete(&self.inner.ip, name).await {
+                tracing::warn!(tap = name, error = %del, "cannot delete TAP");
+            }
+            return Err(e);
         }
         let keep = {
             let mut pool = self.lock_pool();

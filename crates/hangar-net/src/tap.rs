@@ -71,12 +71,16 @@ impl Pool {
     }
 }
 
-/// Creates TAP `name` (persistent, no multi-queue), attaches it to `bridge`
-/// and brings it up; deletes it again if attaching fails.
+/// Creates TAP `name` (persistent, no multi-queue, IPv6 off), attaches it
+/// to `bridge` and brings it up; deletes it again if a step fails.
 pub(crate) async fn create(ip: &Ip, name: &str, bridge: &str) -> Result<(), NetError> {
     ip.run(&["tuntap", "add", "dev", name, "mode", "tap"])
         .await?;
-    if let Err(e) = attach(ip, name, bridge).await {
+    let ready = match crate::sysctl::ipv6_off(ip.netns(), name).await {
+        Ok(()) => attach(ip, name, bridge).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ready {
         if let Err(del) = delete(ip, name).await {
             tracing::warn!(tap = name, error = %del, "could not delete half-made TAP");
         }

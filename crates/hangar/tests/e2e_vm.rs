@@ -504,7 +504,14 @@ fn registered_image_boots_and_bad_registrations_change_nothing() {
 #[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn concurrent_creates_get_distinct_addresses_and_both_work() {
     let _serial = common::serial();
-    let d = TestDaemon::start("concurrent");
+    // Guests reach each other below: that needs `vm_to_vm` (default off).
+    let d = TestDaemon::with(
+        "concurrent",
+        Options {
+            vm_to_vm: true,
+            ..Options::default()
+        },
+    );
     d.ok(&["image", "pull", "debian-12"]);
     let op_a = d
         .ok(&["vm", "create", "alpha", "--no-wait", "--cpus", "1"])
@@ -533,7 +540,7 @@ fn concurrent_creates_get_distinct_addresses_and_both_work() {
         assert!(text.starts_with(vm), "{text}");
         assert!(text.contains(info["ip"].as_str().unwrap()), "{text}");
     }
-    // Guests on the same bridge reach each other.
+    // Guests on the same bridge reach each other (vm_to_vm = true).
     let probe = format!(
         "timeout 10 bash -c 'head -c 7 < /dev/tcp/{}/22'",
         b["ip"].as_str().unwrap()

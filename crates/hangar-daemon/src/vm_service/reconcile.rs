@@ -59,6 +59,11 @@ impl VmService {
                         }
                     }
                     self.infra.net.mark_in_use(&rt.tap);
+                    // The daemon's start replaced the anti-spoofing table:
+                    // bind the running VM's TAP to its addresses again.
+                    if let Err(e) = self.infra.net.bind_tap(&rt.tap, &rec.mac, rec.ip).await {
+                        warn!(vm = %rec.name, tap = %rt.tap, error = %e, "cannot bind the running VM's TAP; its network is cut off until it restarts");
+                    }
                     let _ = self
                         .infra
                         .store

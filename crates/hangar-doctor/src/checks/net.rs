@@ -41,15 +41,9 @@ pub const IP: Tool = Tool {
 pub const NFT: Tool = Tool {
     bin: "nft",
     package: "nftables",
-    why: "sets up NAT for guests",
-    required: nat_in_root_namespace,
+    why: "fences guests in (host firewall, anti-spoofing, VM isolation) and sets up NAT",
+    required: always,
 };
-
-/// NAT (and so nft) is only set up in root-namespace mode with
-/// `[network] nat = true`.
-fn nat_in_root_namespace(config: &Config) -> bool {
-    config.netns().is_none() && config.network.nat
-}
 
 pub fn check_ip_forward(p: &HostProbe, config: &Config) -> Check {
     const WHAT: &str = "IPv4 forwarding for guest traffic (root-namespace mode only)";
@@ -183,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_nft_fails_only_where_nat_is_set_up() {
+    fn missing_nft_always_fails_since_every_mode_fences_guests_with_it() {
         let mut p = healthy_host();
         p.tools.insert("nft".into(), None);
 
@@ -191,8 +185,8 @@ mod tests {
 
         assert_eq!(root_ns.level, Level::Fail);
         assert_eq!(root_ns.fix.as_deref(), Some("apt-get install nftables"));
-        assert_eq!(check_tool(&p, &in_netns(), &NFT).level, Level::Warn);
-        assert_eq!(check_tool(&p, &without_nat(), &NFT).level, Level::Warn);
+        assert_eq!(check_tool(&p, &in_netns(), &NFT).level, Level::Fail);
+        assert_eq!(check_tool(&p, &without_nat(), &NFT).level, Level::Fail);
     }
 
     #[test]

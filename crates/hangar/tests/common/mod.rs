@@ -120,6 +120,8 @@ pub struct Options {
     /// test's namespace (`ip netns exec`) with `netns = ""` and NAT on, so
     /// its "host" bridge, NAT table and IP forwarding all live there.
     pub daemon_in_netns: bool,
+    /// `[network] vm_to_vm`: guests reach each other over the bridge.
+    pub vm_to_vm: bool,
 }
 
 impl Default for Options {
@@ -132,6 +134,7 @@ impl Default for Options {
             state_dir: None,
             start: true,
             daemon_in_netns: false,
+            vm_to_vm: false,
         }
     }
 }
@@ -160,6 +163,7 @@ nat = {nat}
 bridge = "hgbr0"
 subnet = "10.213.7.0/24"
 tap_pool_size = 1
+vm_to_vm = {vm_to_vm}
 
 [vmm]
 driver = "qemu"
@@ -186,6 +190,7 @@ memory_mib = 512
                 netns.name.as_str()
             },
             nat = opts.daemon_in_netns,
+            vm_to_vm = opts.vm_to_vm,
             vmm_extra = opts.vmm_extra,
             boot_timeout = opts.boot_timeout_secs,
             accel = opts.accel,

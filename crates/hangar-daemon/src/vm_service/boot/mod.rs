@@ -119,7 +119,7 @@ impl VmService {
         let root_disk = self.attach_disk(&image_dir, &manifest, dir, undo).await?;
 
         phases.enter("network", None);
-        let tap = self.attach_tap(undo).await?;
+        let tap = self.attach_tap(rec, undo).await?;
 
         let mut spec = vm_spec(
             &self.infra,
@@ -263,7 +263,9 @@ impl VmService {
         Ok(root_disk)
     }
 
-    async fn attach_tap(&self, undo: &mut BootUndo) -> Result<String> {
+    /// Takes a TAP and binds it to the VM's MAC and IP: the only
+    /// addresses its frames may carry.
+    async fn attach_tap(&self, rec: &VmRecord, undo: &mut BootUndo) -> Result<String> {
         let tap = self
             .infra
             .net
@@ -271,6 +273,11 @@ impl VmService {
             .await
             .map_err(|e| DaemonError::net("cannot get a TAP device for the VM", e))?;
         undo.tap_acquired(&tap);
+        self.infra
+            .net
+            .bind_tap(&tap, &rec.mac, rec.ip)
+            .await
+            .map_err(|e| DaemonError::net("cannot bind the TAP device to the VM's addresses", e))?;
         Ok(tap)
     }
 

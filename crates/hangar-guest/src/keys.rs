@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,10 +42,11 @@ impl DaemonKey {
     /// two writes heals on the next start.
     pub fn load_or_generate(keys_dir: &Path) -> Result<DaemonKey, GuestError> {
         let key_path = keys_dir.join(DAEMON_KEY_FILE);
+        // Also tightens a keys dir an older version made 0755.
+        create_dir_private(keys_dir)?;
         let key = if key_path.exists() {
             load_private(&key_path)?
         } else {
-            create_dir_private(keys_dir)?;
             let key = new_ed25519(DAEMON_COMMENT)?;
             let pem = key
                 .to_openssh(LineEnding::LF)
@@ -187,18 +188,11 @@ fn tighten_mode(path: &Path) -> Result<(), GuestError> {
 }
 
 fn create_dir_private(dir: &Path) -> Result<(), GuestError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| GuestError::KeyFile {
-            action: "create the directory for",
-            path: dir.to_path_buf(),
-            source,
-        })
+    hangar_host::private::create_private_dir(dir).map_err(|source| GuestError::KeyFile {
+        action: "create the directory for",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Creates `tmp` (which must not exist) with `mode` from the start, writes

@@ -26,11 +26,24 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Prepare {
-                path: parent.to_path_buf(),
-                source,
+            hangar_host::private::create_private_dir(parent).map_err(|source| {
+                StoreError::Prepare {
+                    path: parent.to_path_buf(),
+                    source,
+                }
             })?;
         }
+        // Pre-created 0600 (never briefly readable): it holds SSH host
+        // private keys. SQLite gives its -wal and -shm files the
+        // database's mode.
+        drop(
+            hangar_host::private::append_private_file(path).map_err(|source| {
+                StoreError::Prepare {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?,
+        );
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,

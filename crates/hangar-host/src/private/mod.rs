@@ -71,9 +71,13 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     )
 }
 
-/// Like [`create_private_file`] but fails when `path` exists.
+/// Like [`create_private_file`] but fails when `path` exists; opened for
+/// reading too (a disk is sized and filled through it).
 pub fn create_new_private_file(path: &Path) -> io::Result<File> {
-    open_private(path, OpenOptions::new().write(true).create_new(true))
+    open_private(
+        path,
+        OpenOptions::new().read(true).write(true).create_new(true),
+    )
 }
 
 /// Opens `path` for appending, created with mode 0600 when missing; an

@@ -83,6 +83,7 @@ fn nothing_under_state_or_runtime_dir_is_readable_by_others_after_a_vm_lifecycle
     d.ok(&["vm", "stop", "gone"]);
     d.ok(&["vm", "start", "gone"]);
     assert!(exec(&d, "gone", &["true"]).status.success());
+    d.ok(&["vm", "stop", "gone"]);
     d.ok(&["vm", "rm", "gone"]);
     d.ok(&["vm", "create", "kept"]);
     assert!(exec(&d, "kept", &["true"]).status.success());

@@ -126,6 +126,23 @@ mod tests {
     }
 
     #[test]
+    fn the_dirs_it_makes_and_the_wal_and_shm_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/state.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        for f in ["state.db-wal", "state.db-shm"] {
+            assert_eq!(mode(&dir.path().join("a/b").join(f)), 0o600, "{f}");
+        }
+    }
+
+    #[test]
     fn reopening_an_existing_file_keeps_the_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");

@@ -54,8 +54,10 @@ pub fn prepare_state_dirs(config: &Config) -> Result<()> {
     check_own_dir("image_cache_dir", &config.image_cache_dir)?;
     // Repair first, so the count in the log is what older versions left
     // (creating the fixed subdirs below tightens them too).
-    repair("state_dir", &config.state_dir);
-    repair("image_cache_dir", &config.image_cache_dir);
+    // The jailer's chroot base (`daemon.rs` `choose_driver`).
+    let jails = config.state_dir.join("jail");
+    repair("state_dir", &config.state_dir, &[&jails]);
+    repair("image_cache_dir", &config.image_cache_dir, &[]);
     for dir in [
         &config.state_dir,
         &config.images_dir(),
@@ -76,7 +78,7 @@ pub fn prepare_runtime_dir(config: &Config, socket_gid: Option<nix::unistd::Gid>
     check_own_dir("runtime_dir", dir)?;
     create_private_dir(dir)
         .with_context(|| format!("cannot create runtime dir {}", dir.display()))?;
-    repair("runtime_dir", dir);
+    repair("runtime_dir", dir, &[]);
     if let Some(gid) = socket_gid {
         use std::os::unix::fs::PermissionsExt;
         nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(gid))
@@ -89,8 +91,8 @@ pub fn prepare_runtime_dir(config: &Config, socket_gid: Option<nix::unistd::Gid>
 
 /// Repairs one tree; failures are logged, never fatal (the daemon still
 /// works with a file it could not chmod).
-fn repair(what: &str, dir: &Path) {
-    match repair_private_tree(dir) {
+fn repair(what: &str, dir: &Path, not_into: &[&Path]) {
+    match repair_private_tree(dir, not_into) {
         Ok(RepairCount {
             fixed: 0,
             failed: 0,

@@ -28,10 +28,13 @@ pub struct RepairCount {
 /// - a dir whose name starts with `.` (`.pull-*`, `.build-*`,
 ///   `.prewarm-*`: scratch that may hold a guest's tree being built,
 ///   whose modes belong to the guest; the scratch dir itself is tightened,
-///   which already closes everything below it).
+///   which already closes everything below it),
+/// - a dir listed in `not_into` (the Firecracker jails: a jailed VMM,
+///   running as its own uid inside its chroot, needs the modes the jailer
+///   gave its tree; the 0700 dir above closes it to everyone else).
 ///
 /// A missing `root` is nothing to repair.
-pub fn repair_private_tree(root: &Path) -> io::Result<RepairCount> {
+pub fn repair_private_tree(root: &Path, not_into: &[&Path]) -> io::Result<RepairCount> {
     let meta = match std::fs::symlink_metadata(root) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RepairCount::default()),
@@ -42,13 +45,13 @@ pub fn repair_private_tree(root: &Path) -> io::Result<RepairCount> {
         return Ok(count);
     }
     tighten(root, &meta, &mut count);
-    if meta.is_dir() {
-        walk(root, meta.dev(), &mut count);
+    if meta.is_dir() && !not_into.contains(&root) {
+        walk(root, meta.dev(), not_into, &mut count);
     }
     Ok(count)
 }
 
-fn walk(dir: &Path, dev: u64, count: &mut RepairCount) {
+fn walk(dir: &Path, dev: u64, not_into: &[&Path], count: &mut RepairCount) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -76,8 +79,8 @@ fn walk(dir: &Path, dev: u64, count: &mut RepairCount) {
         }
         tighten(&path, &meta, count);
         let scratch = entry.file_name().as_encoded_bytes().starts_with(b".");
-        if meta.is_dir() && meta.dev() == dev && !scratch {
-            walk(&path, dev, count);
+        if meta.is_dir() && meta.dev() == dev && !scratch && !not_into.contains(&path.as_path()) {
+            walk(&path, dev, not_into, count);
         }
     }
 }
@@ -132,7 +135,7 @@ mod tests {
         std::fs::write(&ok, "").unwrap();
         chmod(&ok, 0o600);
 
-        let n = repair_private_tree(&root).unwrap();
+        let n = repair_private_tree(&root, &[]).unwrap();
         assert_eq!(
             n,
             RepairCount {
@@ -147,7 +150,7 @@ mod tests {
         assert_eq!(mode(&exe), 0o700);
         assert_eq!(mode(&ok), 0o600);
         // A second walk finds nothing left to do.
-        assert_eq!(repair_private_tree(&root).unwrap().fixed, 0);
+        assert_eq!(repair_private_tree(&root, &[]).unwrap().fixed, 0);
     }
 
     #[test]
@@ -165,13 +168,13 @@ mod tests {
         std::os::unix::fs::symlink(&outside_dir, root.join("dirlink")).unwrap();
         std::os::unix::fs::symlink(&outside_file, root.join("filelink")).unwrap();
 
-        assert_eq!(repair_private_tree(&root).unwrap().fixed, 0);
+        assert_eq!(repair_private_tree(&root, &[]).unwrap().fixed, 0);
         assert_eq!(mode(&outside_dir), 0o755);
         assert_eq!(mode(&outside_file), 0o644);
         // A root that is itself a link is not followed either.
         let link_root = t.path().join("linkroot");
         std::os::unix::fs::symlink(&outside_dir, &link_root).unwrap();
-        assert_eq!(repair_private_tree(&link_root).unwrap().fixed, 0);
+        assert_eq!(repair_private_tree(&link_root, &[]).unwrap().fixed, 0);
         assert_eq!(mode(&outside_dir), 0o755);
     }
 
@@ -188,15 +191,35 @@ mod tests {
         std::fs::write(&sudo, "").unwrap();
         chmod(&sudo, 0o4755);
 
-        assert_eq!(repair_private_tree(&root).unwrap().fixed, 1);
+        assert_eq!(repair_private_tree(&root, &[]).unwrap().fixed, 1);
         assert_eq!(mode(&scratch), 0o700);
         assert_eq!(mode(&sudo), 0o4755, "a guest's file modes are the guest's");
     }
 
     #[test]
+    fn dirs_listed_as_not_into_are_closed_but_not_entered() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("state");
+        let jail = root.join("jail");
+        let chroot = jail.join("firecracker/vm1/root");
+        std::fs::create_dir_all(&chroot).unwrap();
+        chmod(&root, 0o700);
+        chmod(&jail, 0o755);
+        chmod(&chroot, 0o755);
+        let n = repair_private_tree(&root, &[jail.as_path()]).unwrap();
+        assert_eq!(n.fixed, 1);
+        assert_eq!(mode(&jail), 0o700);
+        assert_eq!(
+            mode(&chroot),
+            0o755,
+            "the jailed VMM's uid must still enter its root"
+        );
+    }
+
+    #[test]
     fn a_missing_root_is_nothing_to_repair() {
         let t = tempfile::tempdir().unwrap();
-        let n = repair_private_tree(&t.path().join("absent")).unwrap();
+        let n = repair_private_tree(&t.path().join("absent"), &[]).unwrap();
         assert_eq!(n, RepairCount::default());
     }
 }

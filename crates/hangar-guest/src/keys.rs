@@ -92,7 +92,8 @@ impl DaemonKey {
         let line = format!("{}\n", self.public_openssh());
         match fs::read_to_string(pub_path) {
             Ok(existing) if existing == line => Ok(()),
-            Ok(_) | Err(_) => write_atomic(pub_path, line.as_bytes(), 0o644),
+            // Private like every file of Hangar's, though it is public.
+            Ok(_) | Err(_) => write_atomic(pub_path, line.as_bytes(), 0o600),
         }
     }
 }
@@ -265,16 +266,15 @@ mod tests {
     }
 
     #[test]
-    fn generated_private_key_file_has_mode_0600() {
+    fn generated_key_files_are_0600_in_a_0700_dir() {
         let dir = tempfile::tempdir().expect("tempdir");
 
         DaemonKey::load_or_generate(dir.path()).expect("generate");
 
-        let mode = fs::metadata(dir.path().join("id_ed25519"))
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("id_ed25519")), 0o600);
+        assert_eq!(mode(&dir.path().join("id_ed25519.pub")), 0o600);
+        assert_eq!(mode(dir.path()), 0o700, "the keys dir");
     }
 
     #[test]

@@ -88,6 +88,10 @@ fn nothing_under_state_or_runtime_dir_is_readable_by_others_after_a_vm_lifecycle
     d.ok(&["vm", "create", "kept"]);
     assert!(exec(&d, "kept", &["true"]).status.success());
 
+    // Walked before the restart too: the restarted daemon's repair must
+    // not hide a file made loose at creation.
+    let mut bad = walk_all(&d);
+
     // A failed create: a boot timeout of 1 s, through a restarted daemon
     // that adopts the running VM.
     d.stop_daemon();
@@ -111,6 +115,15 @@ fn nothing_under_state_or_runtime_dir_is_readable_by_others_after_a_vm_lifecycle
     assert_eq!(logs.len(), 1, "the failed create keeps its console log");
     assert_eq!(d.json(&["vm", "show", "kept"])["state"], "running");
 
+    bad.extend(walk_all(&d));
+    assert!(bad.is_empty(), "readable by others:\n{}", bad.join("\n"));
+    // What the walk allowed is what the runtime dir must be for the group.
+    let run = std::fs::metadata(d.dir.path().join("run")).unwrap();
+    assert_eq!((run.mode() & 0o777, run.gid()), (0o750, test_socket_gid()));
+}
+
+/// Offenders in the state dir, the runtime dir and the image cache.
+fn walk_all(d: &TestDaemon) -> Vec<String> {
     let runtime_dir = d.dir.path().join("run");
     let gid = test_socket_gid();
     let mut bad = Vec::new();
@@ -124,10 +137,7 @@ fn nothing_under_state_or_runtime_dir_is_readable_by_others_after_a_vm_lifecycle
         }
     }
     offenders(Path::new(IMAGE_CACHE), gid, &runtime_dir, &mut bad);
-    assert!(bad.is_empty(), "readable by others:\n{}", bad.join("\n"));
-    // What the walk found is what the runtime dir must be for the group.
-    let run = std::fs::metadata(&runtime_dir).unwrap();
-    assert_eq!((run.mode() & 0o777, run.gid()), (0o750, gid));
+    bad
 }
 
 /// Runs `script` with `sh -c` as a stranger (uid `nobody`, not in the

@@ -192,13 +192,18 @@ pub fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
 /// the group that may (the daemon's `socket_group`).
 fn permission_hint(socket: &Path, e: &std::io::Error) -> String {
     use std::os::unix::fs::MetadataExt;
-    let group = std::fs::metadata(socket).ok().map(|m| {
-        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
-            .ok()
-            .flatten()
-            .map(|g| g.name)
-            .unwrap_or_else(|| m.gid().to_string())
-    });
+    // The runtime dir (0750 root:socket_group) hides the socket from
+    // non-members; it has the same group, so it names it just as well.
+    let group = std::fs::metadata(socket)
+        .or_else(|_| std::fs::metadata(socket.parent().unwrap_or(socket)))
+        .ok()
+        .map(|m| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+                .ok()
+                .flatten()
+                .map(|g| g.name)
+                .unwrap_or_else(|| m.gid().to_string())
+        });
     match group {
         Some(g) if g != "root" => format!(
             "cannot open the hangar API socket {}: {e}; it is for members of group {g:?}: run `sudo usermod -aG {g} $USER` and log in again, or use sudo",

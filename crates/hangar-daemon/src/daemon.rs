@@ -50,8 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Resolved before anything is created, so a typo changes nothing.
     let socket_gid = socket_group(&config.socket_group)?;
     raise_open_files_limit(&config);
-    std::fs::create_dir_all(&config.runtime_dir)
-        .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
+    crate::private_dirs::prepare_runtime_dir(&config, socket_gid)?;
     let _pid = PidFile::acquire(&config.pid_path())?;
     let daemon = Daemon::build(config).await?;
     let listener = match bind_socket(&daemon.infra.config.socket_path(), socket_gid) {
@@ -162,15 +161,8 @@ fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> Result<tokio::ne
 impl Daemon {
     /// Builds the subsystems in dependency order.
     pub async fn build(config: Config) -> Result<Arc<Daemon>> {
-        for dir in [
-            &config.state_dir,
-            &config.images_dir(),
-            &config.vms_dir(),
-            &config.keys_dir(),
-        ] {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
+        // Private dirs, and the modes older versions left repaired.
+        crate::private_dirs::prepare_state_dirs(&config)?;
         let store = Arc::new(
             Store::open(config.store_path())
                 .with_context(|| format!("cannot open store {}", config.store_path().display()))?,

@@ -12,6 +12,7 @@ pub mod infra;
 pub mod machine;
 pub mod op;
 pub mod pidfile;
+mod private_dirs;
 pub mod snapshot_service;
 pub mod vm_service;
 

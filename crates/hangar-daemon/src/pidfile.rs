@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -35,12 +36,22 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
+        // Private (0600) whatever the umask; never truncated before the
+        // lock is ours, so a running daemon's pid stays readable.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(hangar_host::private::PRIVATE_FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
+            .and_then(|f| {
+                f.set_permissions(std::fs::Permissions::from_mode(
+                    hangar_host::private::PRIVATE_FILE_MODE,
+                ))?;
+                Ok(f)
+            })
             .map_err(|source| PidFileError::Open {
                 path: path.to_path_buf(),
                 source,

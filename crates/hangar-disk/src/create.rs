@@ -2,7 +2,7 @@
 //! file exclusively, let the backend fill it, grow it, and remove it again if
 //! any step fails.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -39,17 +39,13 @@ pub(crate) fn image_info(image: &Path) -> Result<ImageInfo, StorageError> {
 /// Creates the empty disk file at `dest` (read-write), refusing to reuse
 /// one that exists: an existing file is [`StorageError::AlreadyExists`].
 pub(crate) fn create_new_disk(dest: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => StorageError::AlreadyExists {
-                path: dest.to_path_buf(),
-            },
-            _ => StorageError::io("create disk", dest, e),
-        })
+    // Private (0600): the disk is the VM's whole filesystem.
+    hangar_host::private::create_new_private_file(dest).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => StorageError::AlreadyExists {
+            path: dest.to_path_buf(),
+        },
+        _ => StorageError::io("create disk", dest, e),
+    })
 }
 
 /// Runs the shared recipe with the backend's `fill` step.

@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,10 +42,11 @@ impl DaemonKey {
     /// two writes heals on the next start.
     pub fn load_or_generate(keys_dir: &Path) -> Result<DaemonKey, GuestError> {
         let key_path = keys_dir.join(DAEMON_KEY_FILE);
+        // Also tightens a keys dir an older version made 0755.
+        create_dir_private(keys_dir)?;
         let key = if key_path.exists() {
             load_private(&key_path)?
         } else {
-            create_dir_private(keys_dir)?;
             let key = new_ed25519(DAEMON_COMMENT)?;
             let pem = key
                 .to_openssh(LineEnding::LF)
@@ -91,7 +92,8 @@ impl DaemonKey {
         let line = format!("{}\n", self.public_openssh());
         match fs::read_to_string(pub_path) {
             Ok(existing) if existing == line => Ok(()),
-            Ok(_) | Err(_) => write_atomic(pub_path, line.as_bytes(), 0o644),
+            // Private like every file of Hangar's, though it is public.
+            Ok(_) | Err(_) => write_atomic(pub_path, line.as_bytes(), 0o600),
         }
     }
 }
@@ -187,18 +189,11 @@ fn tighten_mode(path: &Path) -> Result<(), GuestError> {
 }
 
 fn create_dir_private(dir: &Path) -> Result<(), GuestError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| GuestError::KeyFile {
-            action: "create the directory for",
-            path: dir.to_path_buf(),
-            source,
-        })
+    hangar_host::private::create_private_dir(dir).map_err(|source| GuestError::KeyFile {
+        action: "create the directory for",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Creates `tmp` (which must not exist) with `mode` from the start, writes
@@ -271,16 +266,15 @@ mod tests {
     }
 
     #[test]
-    fn generated_private_key_file_has_mode_0600() {
+    fn generated_key_files_are_0600_in_a_0700_dir() {
         let dir = tempfile::tempdir().expect("tempdir");
 
         DaemonKey::load_or_generate(dir.path()).expect("generate");
 
-        let mode = fs::metadata(dir.path().join("id_ed25519"))
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("id_ed25519")), 0o600);
+        assert_eq!(mode(&dir.path().join("id_ed25519.pub")), 0o600);
+        assert_eq!(mode(dir.path()), 0o700, "the keys dir");
     }
 
     #[test]

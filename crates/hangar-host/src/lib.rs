@@ -1,11 +1,13 @@
 //! What every Hangar crate needs from the host, written once: finding a
 //! binary on `PATH` ([`path`]), running a tool with a time limit, a cancel
 //! and process-group kill ([`process`]), quoting for a shell ([`quote`]),
-//! the one timestamp format ([`time`]) and byte counts for people
-//! ([`bytes`]).
+//! the one timestamp format ([`time`]), byte counts for people
+//! ([`bytes`]) and the one way to make private files and dirs
+//! ([`private`]).
 
 pub mod bytes;
 pub mod path;
+pub mod private;
 pub mod process;
 pub mod quote;
 pub mod time;

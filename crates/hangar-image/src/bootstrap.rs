@@ -73,8 +73,12 @@ pub async fn build_bootstrap_image(
         cleanup.paths.push(out_dir.to_path_buf());
     }
     remove_path(&tree).map_err(|e| ImageError::io("clear old build tree", &tree, e))?;
-    std::fs::create_dir_all(work_dir).map_err(|e| ImageError::io("create", work_dir, e))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| ImageError::io("create", out_dir, e))?;
+    // Private: the tree below is the guest's (its modes are the guest's),
+    // closed to others by this 0700 dir.
+    hangar_host::private::create_private_dir(work_dir)
+        .map_err(|e| ImageError::io("create", work_dir, e))?;
+    hangar_host::private::create_private_dir(out_dir)
+        .map_err(|e| ImageError::io("create", out_dir, e))?;
 
     let started = Instant::now();
     debootstrap(recipe, &tree, progress, cancel).await?;
@@ -91,7 +95,8 @@ pub async fn build_bootstrap_image(
     let initrd_path = out_dir.join(INITRD_FILE);
     blocking(move || {
         let data = initramfs::build_initramfs(&t)?;
-        std::fs::write(&initrd_path, data).map_err(|e| ImageError::io("write", &initrd_path, e))
+        hangar_host::private::write_private(&initrd_path, data)
+            .map_err(|e| ImageError::io("write", &initrd_path, e))
     })
     .await?;
     check_cancel(cancel)?;
@@ -296,7 +301,8 @@ async fn make_ext4(
         format!("mkfs.ext4 ({} MiB, sparse)", size >> 20),
     );
     let _ = std::fs::remove_file(out);
-    std::fs::File::create(out)
+    // Pre-created private: mkfs.ext4 writes into it and keeps its mode.
+    hangar_host::private::create_private_file(out)
         .and_then(|f| f.set_len(size))
         .map_err(|e| ImageError::io("create sparse rootfs", out, e))?;
     let tree_s = tree.to_string_lossy();

@@ -26,7 +26,9 @@ pub async fn build_or_reuse_cached(
 ) -> Result<ImageManifest, ImageError> {
     let key = recipe.cache_key();
     let cached = cache_dir.join(&key);
-    std::fs::create_dir_all(cache_dir).map_err(|e| ImageError::io("create", cache_dir, e))?;
+    // Root's, like the state dir: 0700 dirs, 0600 files.
+    hangar_host::private::create_private_dir(cache_dir)
+        .map_err(|e| ImageError::io("create", cache_dir, e))?;
     let lock_path = cache_dir.join(format!("{key}.lock"));
     let _lock = lock_exclusive(&lock_path, progress, cancel).await?;
 
@@ -72,11 +74,7 @@ async fn lock_exclusive(
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
 ) -> Result<File, ImageError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
+    let file = hangar_host::private::append_private_file(path)
         .map_err(|e| ImageError::io("open lock file", path, e))?;
     let mut waited = false;
     loop {
@@ -105,7 +103,8 @@ async fn lock_exclusive(
 pub fn copy_image(src: &Path, out_dir: &Path) -> Result<ImageManifest, ImageError> {
     let manifest = ImageManifest::load(src)?;
     let created = !out_dir.exists();
-    std::fs::create_dir_all(out_dir).map_err(|e| ImageError::io("create", out_dir, e))?;
+    hangar_host::private::create_private_dir(out_dir)
+        .map_err(|e| ImageError::io("create", out_dir, e))?;
     let mut names: Vec<&str> = vec![&manifest.kernel, &manifest.rootfs];
     if let Some(i) = &manifest.initrd {
         names.push(i);
@@ -134,6 +133,9 @@ pub fn copy_image(src: &Path, out_dir: &Path) -> Result<ImageManifest, ImageErro
 
 /// `cp --reflink=auto --sparse=always SRC DST`.
 pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
+    // Pre-created private: cp (without -p) writes into an existing file
+    // and keeps its mode, rather than copying the source's.
+    hangar_host::private::create_private_file(dst).map_err(|e| ImageError::io("create", dst, e))?;
     hangar_host::Tool::new("cp")
         .args(["--reflink=auto", "--sparse=always", "--"])
         .arg(src)
@@ -142,10 +144,8 @@ pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
         .map(drop)
         .map_err(|e| {
             // A copy that failed half way (a full disk) leaves no partial
-            // file; a cp that never ran touched nothing.
-            if !e.is_spawn() {
-                let _ = std::fs::remove_file(dst);
-            }
+            // file, and one that never ran no empty pre-created one.
+            let _ = std::fs::remove_file(dst);
             ImageError::tool("cp", "coreutils")(e)
         })
 }

@@ -203,7 +203,9 @@ pub fn config_drive_bytes(id: &GuestIdentity) -> Result<Vec<u8>, ImageError> {
 pub fn write_config_drive(path: &Path, id: &GuestIdentity) -> Result<(), ImageError> {
     let data = config_drive_bytes(id)?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &data).map_err(|e| ImageError::io("write config drive", &tmp, e))?;
+    // Private: the drive holds the VM's SSH host private key.
+    hangar_host::private::write_private(&tmp, &data)
+        .map_err(|e| ImageError::io("write config drive", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| ImageError::io("write config drive", path, e))
 }
 
@@ -213,7 +215,8 @@ pub fn write_snapshot_drive(path: &Path) -> Result<(), ImageError> {
     let mut data = vec![0u8; CONFIG_DRIVE_BYTES];
     data[..SNAPSHOT_MARKER.len()].copy_from_slice(SNAPSHOT_MARKER.as_bytes());
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &data).map_err(|e| ImageError::io("write snapshot drive", &tmp, e))?;
+    hangar_host::private::write_private(&tmp, &data)
+        .map_err(|e| ImageError::io("write snapshot drive", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| ImageError::io("write snapshot drive", path, e))
 }
 

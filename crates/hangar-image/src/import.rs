@@ -21,7 +21,8 @@ pub fn import_files(
         std::fs::metadata(i).map_err(|e| ImageError::io("read initrd", i, e))?;
     }
     let created = !out_dir.exists();
-    std::fs::create_dir_all(out_dir).map_err(|e| ImageError::io("create", out_dir, e))?;
+    hangar_host::private::create_private_dir(out_dir)
+        .map_err(|e| ImageError::io("create", out_dir, e))?;
     let written: Vec<PathBuf> = [
         KERNEL_FILE,
         INITRD_FILE,

@@ -98,7 +98,8 @@ pub fn write_vmlinux(input: &Path, out: &Path) -> Result<(), ImageError> {
                 .to_string(),
         )),
     };
-    std::fs::write(out, elf).map_err(|e| ImageError::io("write kernel", out, e))
+    hangar_host::private::write_private(out, elf)
+        .map_err(|e| ImageError::io("write kernel", out, e))
 }
 
 #[cfg(test)]

@@ -91,7 +91,8 @@ impl ImageManifest {
             path: path.clone(),
             source,
         })?;
-        std::fs::write(&tmp, json).map_err(|e| ImageError::io("write", &tmp, e))?;
+        hangar_host::private::write_private(&tmp, json)
+            .map_err(|e| ImageError::io("write", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| ImageError::io("rename into place", &path, e))
     }
 }

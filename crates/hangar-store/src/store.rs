@@ -26,11 +26,24 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Prepare {
-                path: parent.to_path_buf(),
-                source,
+            hangar_host::private::create_private_dir(parent).map_err(|source| {
+                StoreError::Prepare {
+                    path: parent.to_path_buf(),
+                    source,
+                }
             })?;
         }
+        // Pre-created 0600 (never briefly readable): it holds SSH host
+        // private keys. SQLite gives its -wal and -shm files the
+        // database's mode.
+        drop(
+            hangar_host::private::append_private_file(path).map_err(|source| {
+                StoreError::Prepare {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?,
+        );
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -110,6 +123,23 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn the_dirs_it_makes_and_the_wal_and_shm_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/state.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        for f in ["state.db-wal", "state.db-shm"] {
+            assert_eq!(mode(&dir.path().join("a/b").join(f)), 0o600, "{f}");
+        }
     }
 
     #[test]

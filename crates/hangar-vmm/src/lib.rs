@@ -260,7 +260,7 @@ pub(crate) fn check_spec_files(spec: &VmSpec) -> Result<(), VmmError> {
 /// Writes `vm_dir/vmm.pid`.
 pub(crate) fn write_pid_file(spec: &VmSpec, pid: u32) -> Result<(), VmmError> {
     let path = spec.vm_dir.join(PID_FILE);
-    std::fs::write(&path, format!("{pid}\n")).map_err(|source| VmmError::Io {
+    hangar_host::private::write_private(&path, format!("{pid}\n")).map_err(|source| VmmError::Io {
         action: "write pid file",
         path,
         source,

@@ -64,6 +64,21 @@ pub(crate) fn open_netns(name: &str) -> Result<OwnedFd, VmmError> {
 /// Makes `cmd` start in its own session (signals to the daemon's process
 /// group never reach it), with stdin from /dev/null, optionally inside the
 /// network namespace `netns`. The fd must stay open until spawn returns.
+/// Makes whatever the VMM itself creates (its QMP or API socket, QEMU's
+/// pid file) private to its owner, whatever umask the daemon was started
+/// with. Not for the jailer: it builds a chroot that its unprivileged
+/// user must traverse, and sets those modes itself.
+pub(crate) fn private_umask(cmd: &mut Command) {
+    // SAFETY: runs between fork and exec; umask is async-signal-safe and
+    // cannot fail.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+}
+
 pub(crate) fn detach(cmd: &mut Command, netns: Option<&OwnedFd>) {
     cmd.stdin(Stdio::null());
     cmd.kill_on_drop(false);
@@ -355,17 +370,14 @@ pub(crate) fn log_tail(path: &Path, from: u64, max: usize) -> String {
     }
 }
 
-/// Opens `path` for appending, creating it (and nothing else).
+/// Opens `path` for appending, creating it (and nothing else) private:
+/// mode 0600, as every VM file (logs may hold the guest's secrets).
 pub(crate) fn open_append(path: &Path) -> Result<File, VmmError> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| VmmError::Io {
-            action: "open for appending",
-            path: path.to_path_buf(),
-            source,
-        })
+    hangar_host::private::append_private_file(path).map_err(|source| VmmError::Io {
+        action: "open for appending",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Formats an exit status for messages ("exit code 1", "signal 9").

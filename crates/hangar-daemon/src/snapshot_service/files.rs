@@ -93,7 +93,7 @@ impl BootSnapshots {
             saving: self.saving.clone(),
             committed: false,
         };
-        std::fs::create_dir_all(self.image_dir(image_digest))?;
+        hangar_host::private::create_private_dir(&self.image_dir(image_digest))?;
         Ok(Some(save))
     }
 

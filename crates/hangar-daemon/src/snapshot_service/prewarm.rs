@@ -89,10 +89,10 @@ impl SnapshotService {
         let io = |what: &str, p: &Path, e: std::io::Error| {
             DaemonError::io(format!("cannot {what} {}", p.display()), e)
         };
-        std::fs::create_dir_all(&work.0).map_err(|e| io("create", &work.0, e))?;
+        hangar_host::private::create_private_dir(&work.0).map_err(|e| io("create", &work.0, e))?;
         let dir = VmDir::at(work.0.clone());
         let disk = dir.disk();
-        std::fs::File::create(&disk)
+        hangar_host::private::create_private_file(&disk)
             .and_then(|f| f.set_len(disk_bytes))
             .map_err(|e| io("create", &disk, e))?;
         write_snapshot_drive(&dir.config_drive())

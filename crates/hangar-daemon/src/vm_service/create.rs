@@ -238,15 +238,18 @@ impl VmService {
     ) -> Result<VmRecord> {
         let cancel = op.cancel_token().clone();
         let vm_dir = self.vm_dir(&rec.id);
-        std::fs::create_dir_all(vm_dir.path()).map_err(|e| {
+        hangar_host::private::create_private_dir(vm_dir.path()).map_err(|e| {
             DaemonError::io(
                 format!("cannot create VM dir {}", vm_dir.path().display()),
                 e,
             )
         })?;
         if !plan.authorized_keys.is_empty() {
-            std::fs::write(vm_dir.user_keys(), plan.authorized_keys.join("\n") + "\n")
-                .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
+            hangar_host::private::write_private(
+                &vm_dir.user_keys(),
+                plan.authorized_keys.join("\n") + "\n",
+            )
+            .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
         }
         op.phase("disk");
         let (image_dir, manifest) = self.image_files(rec)?;
@@ -279,7 +282,10 @@ impl VmService {
         }
         let logs = self.infra.config.state_dir.join("logs");
         let kept = logs.join(format!("{}-{}.serial.log", rec.name, rec.id));
-        if std::fs::create_dir_all(&logs).is_ok() && std::fs::rename(&log, &kept).is_ok() {
+        // The log keeps its 0600 across the rename; logs/ is private too.
+        if hangar_host::private::create_private_dir(&logs).is_ok()
+            && std::fs::rename(&log, &kept).is_ok()
+        {
             if let DaemonError::BootTimeout { serial_log, .. } = e {
                 *serial_log = kept;
             }

@@ -297,7 +297,7 @@ impl DmBackend {
         cow.set_len(cow_len(virt))
             .map_err(|e| StorageError::io("size COW disk", dest, e))?;
         drop(cow);
-        std::fs::write(&record, format!("{virt}\n"))
+        hangar_host::private::write_private(&record, format!("{virt}\n"))
             .map_err(|e| StorageError::io("write size record", &record, e))?;
         if virt > img {
             let dev = self.activate_locked(image, dest)?;

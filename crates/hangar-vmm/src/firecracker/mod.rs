@@ -214,6 +214,7 @@ impl VmmDriver for FirecrackerDriver {
             None => {
                 let mut cmd = Command::new(&self.binary);
                 cmd.arg("--api-sock").arg(&sock).arg("--id").arg(&spec.id);
+                process::private_umask(&mut cmd);
                 (cmd, spec.clone(), None, self.binary.clone())
             }
             Some(cfg) => {

@@ -219,6 +219,9 @@ impl VmmDriver for QemuDriver {
         process::remove_if_exists(&pid_file);
 
         let log = process::open_append(&log_path)?;
+        // Pre-created private: QEMU's file chardev opens an existing file
+        // (append=on) and keeps its mode; it would create it 0644.
+        drop(process::open_append(&spec.serial_log)?);
         let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_out = log.try_clone().map_err(|source| VmmError::Io {
             action: "duplicate handle of",
@@ -232,6 +235,7 @@ impl VmmDriver for QemuDriver {
             .stdout(log_out)
             .stderr(log);
         process::detach(&mut cmd, netns.as_ref());
+        process::private_umask(&mut cmd);
         let began = Instant::now();
         let (pid, start_time) = self.children.spawn(&mut cmd, "qemu", &self.binary)?;
         drop(netns);

@@ -325,7 +325,7 @@ impl VmService {
                     "hangar: resuming boot snapshot {}: the kernel's boot messages are in the guest's dmesg\n",
                     state.display()
                 );
-                let _ = std::fs::write(&spec.serial_log, note);
+                let _ = hangar_host::private::write_private(&spec.serial_log, note);
                 match driver.start(spec).await {
                     Ok(h) => Ok(h),
                     Err(e) => {

@@ -2,6 +2,7 @@
 //! serves the `/v1` API on a Unix socket. See docs/architecture.md for the map.
 
 pub mod api;
+pub mod confine;
 mod console;
 pub mod daemon;
 pub mod error;

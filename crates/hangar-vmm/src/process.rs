@@ -85,31 +85,22 @@ pub(crate) fn detach(cmd: &mut Command, netns: Option<&OwnedFd>) {
     }
 }
 
-/// Hands each `(fd, target)` to the child as fd `target`, open across
-/// `exec`. The caller keeps the fds open until the child is spawned.
-pub(crate) fn inherit_fds(cmd: &mut Command, fds: Vec<(RawFd, RawFd)>) {
-    if fds.is_empty() {
-        return;
-    }
-    let mut moved: Vec<RawFd> = vec![-1; fds.len()];
+/// Hands `file` to the child as fd `target` (open across `exec`). The
+/// caller keeps `file` open until the child is spawned.
+pub(crate) fn inherit_fd(cmd: &mut Command, file: &impl AsRawFd, target: RawFd) {
+    let src = file.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and calls only
-    // async-signal-safe functions (fcntl, dup2); it allocates nothing (both
-    // vectors are sized before the fork).
+    // async-signal-safe functions (dup2, fcntl); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // First out of the way (above every target, close-on-exec), so
-            // no dup2 overwrites a source another one still needs.
-            for (slot, (src, _)) in moved.iter_mut().zip(&fds) {
-                *slot = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 1000);
-                if *slot < 0 {
+            if src == target {
+                // dup2 onto itself would keep close-on-exec set.
+                let flags = libc::fcntl(src, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            }
-            // dup2 clears close-on-exec on the target.
-            for (tmp, (_, target)) in moved.iter().zip(&fds) {
-                if libc::dup2(*tmp, *target) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            } else if libc::dup2(src, target) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -603,22 +594,6 @@ mod tests {
             .unwrap();
         assert_eq!(sid.as_raw(), pid as i32);
         assert!(!is_same_process_alive(pid, start_time));
-    }
-
-    #[tokio::test]
-    async fn inherited_fds_reach_the_child_at_their_targets_even_when_crossed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&a, "A").unwrap();
-        std::fs::write(&b, "B").unwrap();
-        let (fa, fb) = (File::open(&a).unwrap(), File::open(&b).unwrap());
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "cat <&3; cat <&4"]).stdout(Stdio::piped());
-        inherit_fds(&mut cmd, vec![(fb.as_raw_fd(), 3), (fa.as_raw_fd(), 4)]);
-
-        let out = cmd.output().await.unwrap();
-
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "BA");
     }
 
     #[test]

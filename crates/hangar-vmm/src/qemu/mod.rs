@@ -2,7 +2,6 @@
 //! over QMP. The argv is built by a pure function ([`build_args`]) so the
 //! exact device layout the image authors rely on is unit-tested.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,11 +30,6 @@ const SNAPSHOT_FD_NAME: &str = "hangar-snapshot";
 /// The fd number a boot snapshot being resumed has in QEMU (`-incoming
 /// fd:3`): the daemon opens the file, so QEMU needs no right to it.
 const RESTORE_FD: std::os::fd::RawFd = 3;
-/// A confined QEMU gets drive `i` (0 = root) as fd `DRIVE_FD_BASE + i` in
-/// fd set `i + 1` (`-add-fd`, `file=/dev/fdset/N`): it reopens a drive
-/// after a migration (`cont` once a boot snapshot is saved) and must not
-/// need the right to open its path then.
-const DRIVE_FD_BASE: std::os::fd::RawFd = 4;
 /// `-sandbox` (seccomp) of a QEMU that drops to its VM's uid itself: no
 /// obsolete syscalls, no spawning (`fork`/`exec`), no resource control.
 /// `elevateprivileges` stays allowed because the filter is installed
@@ -205,35 +199,21 @@ pub fn build_args(spec: &VmSpec, accel: Accel, sandbox: bool) -> Vec<String> {
     }
     a.push("-append".into());
     a.push(spec.cmdline.clone());
-    let confined = spec.run_as.is_some();
-    // The file a drive names: its path, or the fd set it is handed in.
-    let mut drive_file = |i: usize, path: &Path| -> String {
-        if !confined {
-            return opt(path);
-        }
-        a.push("-add-fd".into());
-        a.push(format!(
-            "fd={},set={}",
-            DRIVE_FD_BASE + i as std::os::fd::RawFd,
-            i + 1
-        ));
-        format!("/dev/fdset/{}", i + 1)
-    };
-    let root_file = drive_file(0, &spec.root_disk);
-    let extra_files: Vec<String> = spec
-        .extra_drives
-        .iter()
-        .enumerate()
-        .map(|(i, d)| drive_file(i + 1, &d.path))
-        .collect();
     a.push("-drive".into());
-    a.push(format!("id=root,file={root_file},format=raw,if=none"));
+    a.push(format!(
+        "id=root,file={},format=raw,if=none",
+        opt(&spec.root_disk)
+    ));
     a.push("-device".into());
     a.push("virtio-blk-device,drive=root".into());
-    for (d, file) in spec.extra_drives.iter().zip(&extra_files) {
+    for d in &spec.extra_drives {
         let ro = if d.read_only { ",readonly=on" } else { "" };
         a.push("-drive".into());
-        a.push(format!("id={},file={file},format=raw,if=none{ro}", d.id));
+        a.push(format!(
+            "id={},file={},format=raw,if=none{ro}",
+            d.id,
+            opt(&d.path)
+        ));
         a.push("-device".into());
         a.push(format!("virtio-blk-device,drive={}", d.id));
     }
@@ -263,30 +243,6 @@ pub fn build_args(spec: &VmSpec, accel: Accel, sandbox: bool) -> Vec<String> {
         a.push(format!("fd:{RESTORE_FD}"));
     }
     a
-}
-
-/// The drives of a confined spec (root first), opened by the daemon with
-/// the access QEMU asks for; none for an unconfined one (QEMU opens them).
-fn open_drives(spec: &VmSpec) -> Result<Vec<std::fs::File>, VmmError> {
-    if spec.run_as.is_none() {
-        return Ok(Vec::new());
-    }
-    let root = (&spec.root_disk, false);
-    let extras = spec.extra_drives.iter().map(|d| (&d.path, d.read_only));
-    std::iter::once(root)
-        .chain(extras)
-        .map(|(path, read_only)| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(!read_only)
-                .open(path)
-                .map_err(|source| VmmError::Io {
-                    action: "open the drive",
-                    path: path.clone(),
-                    source,
-                })
-        })
-        .collect()
 }
 
 #[async_trait::async_trait]
@@ -331,26 +287,19 @@ impl VmmDriver for QemuDriver {
                 })
             })
             .transpose()?;
-        let drives = open_drives(spec)?;
-        let mut handed: Vec<(RawFd, RawFd)> = Vec::new();
-        if let Some(file) = &state {
-            handed.push((file.as_raw_fd(), RESTORE_FD));
-        }
-        for (i, file) in drives.iter().enumerate() {
-            handed.push((file.as_raw_fd(), DRIVE_FD_BASE + i as RawFd));
-        }
 
         let mut cmd = Command::new(&self.binary);
         cmd.args(build_args(spec, self.accel, self.sandbox))
             .stdout(log_out)
             .stderr(log);
         process::detach(&mut cmd, netns.as_ref());
-        process::inherit_fds(&mut cmd, handed);
+        if let Some(file) = &state {
+            process::inherit_fd(&mut cmd, file, RESTORE_FD);
+        }
         let began = Instant::now();
         let (pid, start_time) = self.children.spawn(&mut cmd, "qemu", &self.binary)?;
         drop(netns);
         drop(state);
-        drop(drives);
         let handle = VmmHandle {
             pid,
             start_time,

@@ -114,12 +114,27 @@ pub struct VmmConfig {
     /// without KVM).
     pub kvm_device: PathBuf,
     /// Run Firecracker under its jailer (chroot, uid/gid, cgroups, netns).
-    pub jailer: bool,
+    /// Unset means on where its needs are met (the jailer binary is found
+    /// and Firecracker is statically linked); `hangar doctor` says when
+    /// they are not. `false` is for debugging only.
+    pub jailer: Option<bool>,
     /// The jailer binary (a name is looked up on PATH).
     pub jailer_binary: PathBuf,
-    /// The unprivileged user and group Firecracker runs as in the jail.
+    /// The user and group Firecracker runs as in the jail when `confine`
+    /// is off (with `confine` on, each VM has its own uid/gid).
     pub jailer_uid: u32,
     pub jailer_gid: u32,
+    /// Confine every VMM: QEMU under `-sandbox` (seccomp) and `-runas` the
+    /// VM's own uid/gid, Firecracker's jail with the VM's own uid/gid.
+    /// `false` is for debugging only (`hangar doctor` warns).
+    pub confine: bool,
+    /// The first uid (and gid) of the range VMMs run as: VM n of the
+    /// subnet (its address's offset) runs as `uid_base + n`. No user or
+    /// group of the host may have an id in the range.
+    pub uid_base: u32,
+    /// How many uids the range holds; it must cover every address of
+    /// `[network] subnet`.
+    pub uid_count: u32,
     /// Extra guest kernel arguments, appended to Hangar's own.
     pub kernel_args: String,
     /// How long to wait from VMM start to a working SSH login.
@@ -195,10 +210,13 @@ impl Default for VmmConfig {
             firecracker: PathBuf::from("firecracker"),
             qemu: PathBuf::from("qemu-system-x86_64"),
             kvm_device: PathBuf::from("/dev/kvm"),
-            jailer: false,
+            jailer: None,
             jailer_binary: PathBuf::from("jailer"),
             jailer_uid: 65534,
             jailer_gid: 65534,
+            confine: true,
+            uid_base: 200_000,
+            uid_count: 65_536,
             kernel_args: String::new(),
             boot_timeout_secs: 60,
             stop_timeout_secs: 15,
@@ -310,6 +328,7 @@ impl Config {
         if self.vmm.max_concurrent_boots > 1024 {
             return Err("[vmm] max_concurrent_boots must be between 0 (automatic) and 1024".into());
         }
+        self.validate_uid_range()?;
         for (key, p) in [
             ("state_dir", &self.state_dir),
             ("runtime_dir", &self.runtime_dir),
@@ -341,6 +360,31 @@ impl Config {
         }
         if !(1..=3600).contains(&api.header_read_timeout_secs) {
             return Err("[api] header_read_timeout_secs must be between 1 and 3600".into());
+        }
+        Ok(())
+    }
+
+    /// The VMM uid range: above root, below the invalid id (u32::MAX), and
+    /// large enough that every address of the subnet has its own uid.
+    fn validate_uid_range(&self) -> Result<(), String> {
+        let v = &self.vmm;
+        if v.uid_base == 0 {
+            return Err("[vmm] uid_base must not be 0 (root)".into());
+        }
+        if u64::from(v.uid_base) + u64::from(v.uid_count) > u64::from(u32::MAX) {
+            return Err(format!(
+                "[vmm] uid_base {} + uid_count {} goes past the largest uid {}",
+                v.uid_base,
+                v.uid_count,
+                u32::MAX - 1
+            ));
+        }
+        let addresses = 1u64 << (32 - u32::from(self.network.subnet.prefix_len()));
+        if v.confine && u64::from(v.uid_count) < addresses {
+            return Err(format!(
+                "[vmm] uid_count {} is smaller than the {addresses} addresses of [network] subnet {}: each VM needs its own uid; raise uid_count",
+                v.uid_count, self.network.subnet
+            ));
         }
         Ok(())
     }
@@ -447,14 +491,40 @@ mod tests {
     #[test]
     fn jailer_is_a_switch_and_its_binary_a_separate_key() {
         let cfg = parse("[vmm]\njailer = true\njailer_binary = \"/opt/fc/jailer\"\n").unwrap();
-        assert!(cfg.vmm.jailer);
+        assert_eq!(cfg.vmm.jailer, Some(true));
         assert_eq!(cfg.vmm.jailer_binary, PathBuf::from("/opt/fc/jailer"));
-        assert!(!parse("").unwrap().vmm.jailer);
+        assert_eq!(parse("").unwrap().vmm.jailer, None);
+        assert_eq!(
+            parse("[vmm]\njailer = false\n").unwrap().vmm.jailer,
+            Some(false)
+        );
 
         let err = parse("[vmm]\njailer = \"/opt/fc/jailer\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("jailer"), "{err}");
+    }
+
+    #[test]
+    fn confinement_is_on_by_default_with_a_uid_range_covering_the_subnet() {
+        let cfg = parse("").unwrap();
+        assert!(cfg.vmm.confine);
+        assert_eq!((cfg.vmm.uid_base, cfg.vmm.uid_count), (200_000, 65_536));
+        assert!(!parse("[vmm]\nconfine = false\n").unwrap().vmm.confine);
+    }
+
+    #[test]
+    fn uid_range_must_exclude_root_fit_in_u32_and_cover_the_subnet() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("[vmm]\nuid_base = 0\n").contains("root"));
+        assert!(err("[vmm]\nuid_base = 4294967000\n").contains("largest uid"));
+        let small = err("[network]\nsubnet = \"10.9.0.0/16\"\n[vmm]\nuid_count = 1000\n");
+        assert!(
+            small.contains("uid_count 1000") && small.contains("65536"),
+            "{small}"
+        );
+        assert!(parse("[network]\nsubnet = \"10.9.0.0/16\"\n").is_ok());
+        assert!(parse("[vmm]\nconfine = false\nuid_count = 1\n").is_ok());
     }
 
     #[test]

@@ -180,7 +180,8 @@ impl Daemon {
             store.clone(),
             Duration::from_secs(config.operation_retention_secs),
         );
-        let (driver, driver_reason, accel) = choose_driver(&config);
+        crate::confine::check_uid_range_free(&config).map_err(anyhow::Error::msg)?;
+        let (driver, driver_reason, accel) = choose_driver(&config).map_err(anyhow::Error::msg)?;
         let boot_gate = BootGate::new(crate::boot_gate::limit_from_config(
             config.vmm.max_concurrent_boots,
             accel,
@@ -289,9 +290,35 @@ pub fn forced_kvm_problem(config: &Config) -> Option<String> {
         })
 }
 
+/// Whether Firecracker runs under the jailer: as configured, or (unset)
+/// where its needs are met. `jailer = true` with a Firecracker that cannot
+/// run jailed is a start-up error naming the fix.
+fn use_jailer(config: &Config) -> Result<bool, String> {
+    let fc = which(&config.vmm.firecracker).unwrap_or_else(|| config.vmm.firecracker.clone());
+    let unmet = match which(&config.vmm.jailer_binary) {
+        None => Some(format!(
+            "the jailer binary {} is not found; install it from the Firecracker release (same version) or set [vmm] jailer_binary",
+            config.vmm.jailer_binary.display()
+        )),
+        Some(_) => hangar_vmm::jailer_incompatibility(&fc),
+    };
+    match (config.vmm.jailer, unmet) {
+        (Some(false), _) => {
+            warn!("[vmm] jailer = false: Firecracker runs unconfined (debugging only)");
+            Ok(false)
+        }
+        (Some(true), Some(why)) => Err(format!("[vmm] jailer = true, but {why}")),
+        (None, Some(why)) => {
+            warn!(reason = %why, "Firecracker runs without its jailer (unconfined); `hangar doctor` says how to fix it");
+            Ok(false)
+        }
+        (_, None) => Ok(true),
+    }
+}
+
 /// Picks the VMM driver: Firecracker needs its binary and a KVM that can
 /// boot guests; QEMU runs everywhere (TCG when KVM cannot boot guests).
-fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String, Accel) {
+fn choose_driver(config: &Config) -> Result<(Arc<dyn VmmDriver>, String, Accel), String> {
     let detected = hangar_vmm::accel::detect_with(&config.vmm.kvm_device);
     let (accel, accel_reason) = match config.vmm.accel {
         AccelChoice::Kvm => (Accel::Kvm, "accel = \"kvm\" in the config".to_string()),
@@ -306,7 +333,7 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String, Accel) {
     };
     if use_fc {
         let mut fc = FirecrackerDriver::new(config.vmm.firecracker.clone());
-        if config.vmm.jailer {
+        if use_jailer(config)? {
             let mut jail = hangar_vmm::JailerConfig::new(
                 config.vmm.jailer_binary.clone(),
                 config.vmm.jailer_uid,
@@ -318,11 +345,11 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String, Accel) {
             jail.cgroup_version = hangar_vmm::host_cgroup_version(&jail.cgroup_root);
             fc = fc.with_jailer(jail);
         }
-        (
+        Ok((
             Arc::new(fc),
             format!("firecracker ({accel_reason})"),
             Accel::Kvm,
-        )
+        ))
     } else {
         let why = match config.vmm.driver {
             DriverChoice::Qemu => "driver = \"qemu\" in the config".to_string(),
@@ -336,11 +363,16 @@ fn choose_driver(config: &Config) -> (Arc<dyn VmmDriver>, String, Accel) {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",
         };
-        (
-            Arc::new(QemuDriver::new(config.vmm.qemu.clone(), accel)),
+        if !config.vmm.confine {
+            warn!("[vmm] confine = false: QEMU runs as root without its seccomp sandbox (debugging only)");
+        }
+        Ok((
+            Arc::new(
+                QemuDriver::new(config.vmm.qemu.clone(), accel).with_sandbox(config.vmm.confine),
+            ),
             format!("qemu with {accel_name}: {why}; {accel_reason}"),
             accel,
-        )
+        ))
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 mod blocking;
 pub mod boot_gate;
+pub mod confine;
 mod console;
 pub mod daemon;
 pub mod error;

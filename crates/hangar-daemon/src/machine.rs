@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use hangar_image::{kernel_cmdline, CmdlineOptions, ImageManifest};
-use hangar_vmm::{Drive, VmSpec};
+use hangar_vmm::{Drive, RunAs, VmSpec};
 
 use crate::infra::Infra;
 use crate::vm_service::dir::VmDir;
@@ -24,6 +24,8 @@ pub struct MachineSpec<'a> {
     pub vm_dir: &'a VmDir,
     pub tap: String,
     pub mac: String,
+    /// The ids its VMM runs as ([`crate::confine`]).
+    pub run_as: Option<RunAs>,
 }
 
 pub fn vm_spec(infra: &Infra, m: MachineSpec<'_>) -> VmSpec {
@@ -55,6 +57,7 @@ pub fn vm_spec(infra: &Infra, m: MachineSpec<'_>) -> VmSpec {
         serial_log: m.vm_dir.serial_log(),
         netns: infra.config.netns().map(str::to_string),
         restore_from: None,
+        run_as: m.run_as,
     }
 }
 

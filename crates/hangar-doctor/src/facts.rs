@@ -18,6 +18,9 @@ pub struct HostProbe {
     pub kernel: KernelFacts,
     pub firecracker: BinaryFacts,
     pub jailer: BinaryFacts,
+    /// The dynamic loader the Firecracker binary asks for (`PT_INTERP`);
+    /// `None` when it is static or was not found.
+    pub firecracker_interpreter: Option<String>,
     pub qemu: BinaryFacts,
     /// Other tools by name (`nft`, `debootstrap`, `ip`, ...).
     pub tools: BTreeMap<String, Option<PathBuf>>,

@@ -44,7 +44,9 @@ pub fn host_checks(p: &HostProbe, config: &Config) -> Vec<Check> {
         vmm::check_firecracker(p, config),
         vmm::check_jailer(p, config),
         vmm::check_jailer_cgroups(p, config),
+        vmm::check_firecracker_static(p, config),
         vmm::check_qemu(p, config),
+        vmm::check_confinement(p, config),
     ];
     out.extend(checks::kernel_features().map(|f| kernel::check_feature(&p.kernel, f)));
     out.push(image::check_mkfs(p));

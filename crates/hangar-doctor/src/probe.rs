@@ -52,6 +52,8 @@ impl HostProbe {
                 .map(|s| hangar_vmm::accel::parse_cpu_flags(&s))
                 .unwrap_or_default(),
             kernel: gather_kernel(),
+            firecracker_interpreter: which(&config.vmm.firecracker)
+                .and_then(|p| hangar_vmm::elf_interpreter(&p).ok().flatten()),
             firecracker: binary(&config.vmm.firecracker, &["--version"]),
             jailer: binary(&config.vmm.jailer_binary, &["--version"]),
             qemu: binary(&config.vmm.qemu, &["--version"]),

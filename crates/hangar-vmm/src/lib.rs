@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod accel;
+pub(crate) mod confine;
 mod error;
 pub mod firecracker;
 mod process;
@@ -25,6 +26,7 @@ pub mod qmp;
 
 pub use accel::{Accel, AccelDecision};
 pub use error::VmmError;
+pub use firecracker::elf::{elf_interpreter, jailer_incompatibility};
 pub use firecracker::jailer::{
     host_cgroup_version, JailerConfig, DEFAULT_CGROUP_ROOT, LIMIT_CONTROLLERS,
 };
@@ -46,6 +48,14 @@ pub struct Drive {
     pub id: String,
     pub path: PathBuf,
     pub read_only: bool,
+}
+
+/// The unprivileged identity a confined VMM runs as: its VM's own uid and
+/// gid, so one VM's VMM cannot open another VM's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Everything a driver needs to boot one VM. Paths are prepared by others
@@ -79,6 +89,11 @@ pub struct VmSpec {
     /// but for the per-VM paths, TAP and MAC: [`VmmDriver::boot_snapshot_key`].
     #[serde(default)]
     pub restore_from: Option<PathBuf>,
+    /// Drop the VMM's rights to this uid/gid once it has opened what it
+    /// needs (QEMU `-runas`, the Firecracker jailer's `--uid`/`--gid`);
+    /// `None` runs it as the daemon's user (confinement off).
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
 }
 
 /// What identifies a running VMM across daemon restarts.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -93,6 +93,28 @@ pub(crate) fn detach(cmd: &mut Command, netns: Option<&OwnedFd>) {
                 }
             }
             if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Hands `file` to the child as fd `target` (open across `exec`). The
+/// caller keeps `file` open until the child is spawned.
+pub(crate) fn inherit_fd(cmd: &mut Command, file: &impl AsRawFd, target: RawFd) {
+    let src = file.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (dup2, fcntl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if src == target {
+                // dup2 onto itself would keep close-on-exec set.
+                let flags = libc::fcntl(src, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(src, target) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -117,6 +117,7 @@ fn full_spec() -> VmSpec {
         serial_log: "/var/lib/hangar/vms/vm-0123/serial.log".into(),
         netns: None,
         restore_from: None,
+        run_as: None,
     }
 }
 

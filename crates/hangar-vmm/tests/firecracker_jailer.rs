@@ -92,6 +92,39 @@ async fn start_under_jailer_passes_documented_argv() {
 
 #[tokio::test]
 #[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
+async fn start_under_jailer_runs_each_vm_as_its_own_uid_owning_its_files() {
+    let mut s = setup();
+    s.spec.run_as = Some(hangar_vmm::RunAs {
+        uid: 200_031,
+        gid: 200_032,
+    });
+    let d = driver(s.base.path(), fixture("fake-jailer.py"));
+
+    let h = d.start(&s.spec).await.unwrap();
+    let _guard = common::KillOnDrop(h.clone());
+
+    let jail = jail_dir(s.base.path(), &s.spec);
+    let got: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(jail.join("jailer-argv.json")).unwrap())
+            .unwrap();
+    let argv: Vec<String> = serde_json::from_value(got["argv"].clone()).unwrap();
+    assert!(
+        argv.join(" ").contains("--uid 200031 --gid 200032"),
+        "{argv:?}"
+    );
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o777)
+    };
+    let root = jail.join("root");
+    for f in ["drive-root", "drive-config"] {
+        assert_eq!(owner(&root.join(f)), (200_031, 200_032, 0o600), "{f}");
+    }
+    d.kill(&h).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs root: the jail belongs to another uid (chown, cgroups, namespaces)"]
 async fn start_under_jailer_links_files_and_sends_jail_relative_paths() {
     let s = setup();
     let d = driver(s.base.path(), fixture("fake-jailer.py"));

@@ -117,6 +117,7 @@ impl SnapshotService {
                 vm_dir: &dir,
                 tap: tap.clone(),
                 mac: "02:48:47:00:00:00".into(),
+                run_as: crate::confine::prewarm_run_as(&self.infra.config),
             },
         );
         let result = self.prewarm_with(&spec, &image.digest, op, cancel).await;

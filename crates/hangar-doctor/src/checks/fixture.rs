@@ -42,6 +42,7 @@ pub fn healthy_host() -> HostProbe {
             "Firecracker v1.10.1\n",
         ),
         jailer: binary("jailer", Some("/usr/bin/jailer"), "Jailer v1.10.1\n"),
+        firecracker_interpreter: None,
         qemu: binary(
             "qemu-system-x86_64",
             Some("/usr/bin/qemu-system-x86_64"),

@@ -206,6 +206,7 @@ mod tests {
             serial_log: "/vms/vm1/serial.log".into(),
             netns: None,
             restore_from: None,
+            run_as: None,
         }
     }
 

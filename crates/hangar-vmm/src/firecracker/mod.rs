@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod elf;
 pub mod jailer;
 pub mod metrics;
 pub mod version;
@@ -89,7 +90,7 @@ impl FirecrackerDriver {
         // A crash can leave this VM's (empty) cgroup behind; the jailer
         // would reuse it as it is.
         jailer::remove_cgroups(&jailer::cgroup_dirs(cfg, &jail));
-        jailer::build_jail(&jail, &files, cfg)?;
+        jailer::build_jail(&jail, &files, cfg.ids_for(spec))?;
         if let Err(source) = std::os::unix::fs::symlink(jail.api_socket(), sock) {
             self.remove_jail(&jail);
             return Err(VmmError::Io {
@@ -195,6 +196,10 @@ impl VmmDriver for FirecrackerDriver {
         process::remove_if_exists(&sock);
         process::remove_if_exists(&pid_file);
         Self::prepare_files(spec)?;
+        if self.jailer.is_some() {
+            // Firecracker opens the drives after the jailer dropped rights.
+            crate::confine::hand_over_vm_files(spec)?;
+        }
 
         let serial = process::open_append(&spec.serial_log)?;
         let offset = serial.metadata().map(|m| m.len()).unwrap_or(0);

@@ -27,11 +27,27 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 const SNAPSHOT_FORMAT: &str = "hangar-qemu-boot-snapshot-v1";
 /// Name under which the snapshot file's fd is handed to QEMU.
 const SNAPSHOT_FD_NAME: &str = "hangar-snapshot";
+/// The fd number a boot snapshot being resumed has in QEMU (`-incoming
+/// fd:3`): the daemon opens the file, so QEMU needs no right to it.
+const RESTORE_FD: std::os::fd::RawFd = 3;
+/// `-sandbox` (seccomp) of a QEMU that drops to its VM's uid itself: no
+/// obsolete syscalls, no spawning (`fork`/`exec`), no resource control.
+/// `elevateprivileges` stays allowed because the filter is installed
+/// before `-runas` drops rights and would kill the drop itself (SIGSYS,
+/// QEMU 7.2); once dropped, real, effective and saved ids are all the
+/// VM's and the process has no capabilities (and `no_new_privs`), so
+/// set*id calls cannot regain anything.
+const SANDBOX_RUNAS: &str = "on,obsolete=deny,spawn=deny,resourcecontrol=deny";
+/// `-sandbox` of a QEMU that keeps the daemon's user (no `run_as`).
+const SANDBOX_FULL: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// Drives `qemu-system-x86_64`.
 pub struct QemuDriver {
     binary: PathBuf,
     accel: Accel,
+    /// Run under `-sandbox` (seccomp).
+    sandbox: bool,
     children: Children,
 }
 
@@ -41,8 +57,15 @@ impl QemuDriver {
         QemuDriver {
             binary: binary.into(),
             accel,
+            sandbox: true,
             children: Children::default(),
         }
+    }
+
+    /// Turns the seccomp sandbox off (debugging only) or on (the default).
+    pub fn with_sandbox(mut self, on: bool) -> Self {
+        self.sandbox = on;
+        self
     }
 
     pub fn accel(&self) -> Accel {
@@ -86,13 +109,22 @@ fn snapshot_shape(spec: &VmSpec) -> VmSpec {
     s.serial_log = "/vm/serial".into();
     s.netns = None;
     s.restore_from = None;
+    // Which uid a VM runs as changes nothing in its state.
+    if s.run_as.is_some() {
+        s.run_as = Some(crate::RunAs { uid: 1, gid: 1 });
+    }
     s
 }
 
 /// [`VmmDriver::boot_snapshot_key`] for QEMU: a hash over the binary (path,
 /// size, mtime), the argv shape and the sizes of the disks, which the
 /// guest has probed by the snapshot point.
-pub fn boot_snapshot_key(binary: &Path, spec: &VmSpec, accel: Accel) -> Option<String> {
+pub fn boot_snapshot_key(
+    binary: &Path,
+    spec: &VmSpec,
+    accel: Accel,
+    sandbox: bool,
+) -> Option<String> {
     use sha2::{Digest, Sha256};
     let bin = hangar_host::which(binary)?;
     let meta = std::fs::metadata(&bin).ok()?;
@@ -109,7 +141,7 @@ pub fn boot_snapshot_key(binary: &Path, spec: &VmSpec, accel: Accel) -> Option<S
         meta.len(),
         mtime.as_nanos()
     ));
-    for a in build_args(&snapshot_shape(spec), accel) {
+    for a in build_args(&snapshot_shape(spec), accel, sandbox) {
         h.update(a);
         h.update([0]);
     }
@@ -120,8 +152,10 @@ pub fn boot_snapshot_key(binary: &Path, spec: &VmSpec, accel: Accel) -> Option<S
     Some(hex::encode(h.finalize()))
 }
 
-/// The complete QEMU argv (without the binary) for `spec`.
-pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
+/// The complete QEMU argv (without the binary) for `spec`; `sandbox` adds
+/// the seccomp filter. A snapshot to resume is read from fd
+/// [`RESTORE_FD`], which the caller hands over.
+pub fn build_args(spec: &VmSpec, accel: Accel, sandbox: bool) -> Vec<String> {
     let qmp = spec.vm_dir.join(QMP_SOCKET);
     let pid = spec.vm_dir.join(PID_FILE);
     let mut a: Vec<String> = vec![
@@ -139,9 +173,26 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         "-no-user-config".into(),
         "-nographic".into(),
         "-no-reboot".into(),
-        "-kernel".into(),
-        spec.kernel.to_string_lossy().into_owned(),
     ];
+    if sandbox {
+        a.push("-sandbox".into());
+        a.push(
+            if spec.run_as.is_some() {
+                SANDBOX_RUNAS
+            } else {
+                SANDBOX_FULL
+            }
+            .into(),
+        );
+    }
+    if let Some(id) = spec.run_as {
+        // QEMU drops to the VM's ids after it has opened every file, the
+        // TAP, the sockets and the pid file (all as root).
+        a.push("-runas".into());
+        a.push(format!("{}:{}", id.uid, id.gid));
+    }
+    a.push("-kernel".into());
+    a.push(spec.kernel.to_string_lossy().into_owned());
     if let Some(initrd) = &spec.initrd {
         a.push("-initrd".into());
         a.push(initrd.to_string_lossy().into_owned());
@@ -185,13 +236,11 @@ pub fn build_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     a.push(format!("unix:{},server=on,wait=off", opt(&qmp)));
     a.push("-pidfile".into());
     a.push(pid.to_string_lossy().into_owned());
-    if let Some(state) = &spec.restore_from {
-        // QEMU reads the stream to its end before it closes the pipe, so
-        // `cat` has finished by then (unlike an outgoing `exec:`).
+    if spec.restore_from.is_some() {
+        // An inherited fd, not `exec:cat FILE`: the sandbox forbids
+        // spawning, and the VM's uid need not be able to open the file.
         a.push("-incoming".into());
-        // QEMU runs `exec:` URIs through `/bin/sh`.
-        let state = hangar_host::quote::quote_word(&state.to_string_lossy());
-        a.push(format!("exec:cat {state}"));
+        a.push(format!("fd:{RESTORE_FD}"));
     }
     a
 }
@@ -212,6 +261,7 @@ impl VmmDriver for QemuDriver {
                 });
             }
         }
+        crate::confine::hand_over_vm_files(spec)?;
         let qmp_sock = spec.vm_dir.join(QMP_SOCKET);
         let pid_file = spec.vm_dir.join(PID_FILE);
         let log_path = spec.vm_dir.join(VMM_LOG);
@@ -229,16 +279,31 @@ impl VmmDriver for QemuDriver {
             source,
         })?;
         let netns = spec.netns.as_deref().map(process::open_netns).transpose()?;
+        let state = spec
+            .restore_from
+            .as_deref()
+            .map(|path| {
+                std::fs::File::open(path).map_err(|source| VmmError::Io {
+                    action: "open",
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
 
         let mut cmd = Command::new(&self.binary);
-        cmd.args(build_args(spec, self.accel))
+        cmd.args(build_args(spec, self.accel, self.sandbox))
             .stdout(log_out)
             .stderr(log);
         process::detach(&mut cmd, netns.as_ref());
         process::private_umask(&mut cmd);
+        if let Some(file) = &state {
+            process::inherit_fd(&mut cmd, file, RESTORE_FD);
+        }
         let began = Instant::now();
         let (pid, start_time) = self.children.spawn(&mut cmd, "qemu", &self.binary)?;
         drop(netns);
+        drop(state);
         let handle = VmmHandle {
             pid,
             start_time,
@@ -344,7 +409,7 @@ impl VmmDriver for QemuDriver {
     }
 
     fn boot_snapshot_key(&self, spec: &VmSpec) -> Option<String> {
-        boot_snapshot_key(&self.binary, spec, self.accel)
+        boot_snapshot_key(&self.binary, spec, self.accel, self.sandbox)
     }
 
     /// `stop`, then migration into the file, handed over as an fd: QEMU

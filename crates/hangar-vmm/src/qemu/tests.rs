@@ -38,12 +38,13 @@ fn spec() -> VmSpec {
         serial_log: "/vms/vm1/serial.log".into(),
         netns: None,
         restore_from: None,
+        run_as: None,
     }
 }
 
 #[test]
 fn build_args_tcg_gives_the_documented_layout() {
-    let args = build_args(&spec(), Accel::Tcg).join(" ");
+    let args = build_args(&spec(), Accel::Tcg, false).join(" ");
     assert_eq!(
         args,
         "-M microvm,acpi=on -accel tcg,thread=multi -cpu max -m 512 -smp 2 \
@@ -58,15 +59,48 @@ fn build_args_tcg_gives_the_documented_layout() {
 }
 
 #[test]
-fn build_args_with_a_snapshot_resume_it_through_cat() {
+fn build_args_with_a_snapshot_resume_it_from_an_inherited_fd() {
     let mut s = spec();
     s.restore_from = Some("/snap/it's.state".into());
-    let args = build_args(&s, Accel::Tcg);
-    assert_eq!(
-        args[args.len() - 2..],
-        ["-incoming", "exec:cat '/snap/it'\\''s.state'"]
+    let args = build_args(&s, Accel::Tcg, true);
+    assert_eq!(args[args.len() - 2..], ["-incoming", "fd:3"]);
+    assert!(
+        !args.iter().any(|a| a.starts_with("exec:")),
+        "the sandbox forbids spawning: {args:?}"
     );
-    assert!(!build_args(&spec(), Accel::Tcg).contains(&"-incoming".to_string()));
+    assert!(!build_args(&spec(), Accel::Tcg, true).contains(&"-incoming".to_string()));
+}
+
+fn value_of<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).map(String::as_str)
+}
+
+#[test]
+fn build_args_confined_runs_under_seccomp_as_the_vm_uid() {
+    let mut s = spec();
+    s.run_as = Some(crate::RunAs {
+        uid: 200_007,
+        gid: 200_008,
+    });
+    let args = build_args(&s, Accel::Tcg, true);
+    assert_eq!(value_of(&args, "-runas"), Some("200007:200008"));
+    assert_eq!(
+        value_of(&args, "-sandbox"),
+        Some("on,obsolete=deny,spawn=deny,resourcecontrol=deny")
+    );
+}
+
+#[test]
+fn build_args_sandbox_without_runas_also_denies_privilege_changes() {
+    let args = build_args(&spec(), Accel::Tcg, true);
+    assert_eq!(
+        value_of(&args, "-sandbox"),
+        Some("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+    );
+    assert_eq!(value_of(&args, "-runas"), None);
+    let off = build_args(&spec(), Accel::Tcg, false);
+    assert_eq!(value_of(&off, "-sandbox"), None);
 }
 
 /// A spec whose binary, disks and drive are real files in `dir`.
@@ -99,21 +133,36 @@ fn snapshot_key_is_shared_by_vms_that_differ_only_in_their_own_paths_tap_and_mac
     let dir = tempfile::tempdir().unwrap();
     let (bin, a) = keyed_spec(dir.path(), "a");
     let (_, b) = keyed_spec(dir.path(), "bb");
-    let key = boot_snapshot_key(&bin, &a, Accel::Tcg).unwrap();
-    assert_eq!(boot_snapshot_key(&bin, &b, Accel::Tcg), Some(key.clone()));
+    let key = boot_snapshot_key(&bin, &a, Accel::Tcg, true).unwrap();
+    assert_eq!(
+        boot_snapshot_key(&bin, &b, Accel::Tcg, true),
+        Some(key.clone())
+    );
     let mut restoring = b.clone();
     restoring.restore_from = Some("/snap.state".into());
     restoring.netns = Some("ns".into());
-    assert_eq!(boot_snapshot_key(&bin, &restoring, Accel::Tcg), Some(key));
+    let (_, mut confined_a) = keyed_spec(dir.path(), "a");
+    confined_a.run_as = Some(crate::RunAs { uid: 7, gid: 7 });
+    let mut confined_b = b.clone();
+    confined_b.run_as = Some(crate::RunAs { uid: 9, gid: 9 });
+    assert_eq!(
+        boot_snapshot_key(&bin, &confined_a, Accel::Tcg, true),
+        boot_snapshot_key(&bin, &confined_b, Accel::Tcg, true),
+        "the uid a VM runs as does not change its snapshot"
+    );
+    assert_eq!(
+        boot_snapshot_key(&bin, &restoring, Accel::Tcg, true),
+        Some(key)
+    );
 }
 
 #[test]
 fn snapshot_key_changes_with_the_machine_the_kernel_the_disks_and_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let (bin, a) = keyed_spec(dir.path(), "a");
-    let key = boot_snapshot_key(&bin, &a, Accel::Tcg).unwrap();
+    let key = boot_snapshot_key(&bin, &a, Accel::Tcg, true).unwrap();
     let differ = |s: &VmSpec, accel: Accel| {
-        assert_ne!(boot_snapshot_key(&bin, s, accel), Some(key.clone()));
+        assert_ne!(boot_snapshot_key(&bin, s, accel, true), Some(key.clone()));
     };
     differ(&a, Accel::Kvm);
     let mut s = a.clone();
@@ -142,7 +191,10 @@ fn snapshot_key_changes_with_the_machine_the_kernel_the_disks_and_the_binary() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    assert_eq!(boot_snapshot_key(&bin, &a, Accel::Tcg), Some(key.clone()));
+    assert_eq!(
+        boot_snapshot_key(&bin, &a, Accel::Tcg, true),
+        Some(key.clone())
+    );
 
     std::fs::write(&bin, b"qemu 2").unwrap();
     differ(&a, Accel::Tcg);
@@ -154,9 +206,9 @@ fn no_snapshot_key_with_a_missing_disk_or_a_missing_binary() {
     let (bin, a) = keyed_spec(dir.path(), "a");
     let mut s = a.clone();
     s.root_disk = dir.path().join("gone.ext4");
-    assert_eq!(boot_snapshot_key(&bin, &s, Accel::Tcg), None);
+    assert_eq!(boot_snapshot_key(&bin, &s, Accel::Tcg, true), None);
     assert_eq!(
-        boot_snapshot_key(Path::new("/nonexistent/qemu"), &a, Accel::Tcg),
+        boot_snapshot_key(Path::new("/nonexistent/qemu"), &a, Accel::Tcg, true),
         None
     );
 }
@@ -212,7 +264,7 @@ async fn start_with_a_missing_binary_is_a_spawn_error() {
 
 #[test]
 fn build_args_kvm_uses_host_cpu() {
-    let args = build_args(&spec(), Accel::Kvm);
+    let args = build_args(&spec(), Accel::Kvm, false);
     let accel = args.iter().position(|a| a == "-accel").unwrap();
     assert_eq!(args[accel + 1], "kvm");
     assert_eq!(args[accel + 3], "host");
@@ -220,7 +272,7 @@ fn build_args_kvm_uses_host_cpu() {
 
 #[test]
 fn build_args_keeps_cmdline_as_one_argument() {
-    let args = build_args(&spec(), Accel::Tcg);
+    let args = build_args(&spec(), Accel::Tcg, false);
     let i = args.iter().position(|a| a == "-append").unwrap();
     assert_eq!(args[i + 1], "console=ttyS0 quiet");
 }
@@ -229,14 +281,16 @@ fn build_args_keeps_cmdline_as_one_argument() {
 fn build_args_without_initrd_omits_initrd() {
     let mut s = spec();
     s.initrd = None;
-    assert!(!build_args(&s, Accel::Tcg).iter().any(|a| a == "-initrd"));
+    assert!(!build_args(&s, Accel::Tcg, false)
+        .iter()
+        .any(|a| a == "-initrd"));
 }
 
 #[test]
 fn build_args_writable_extra_drive_has_no_readonly() {
     let mut s = spec();
     s.extra_drives[0].read_only = false;
-    let args = build_args(&s, Accel::Tcg);
+    let args = build_args(&s, Accel::Tcg, false);
     assert!(args.contains(&"id=config,file=/vms/vm1/config.img,format=raw,if=none".to_string()));
 }
 
@@ -244,6 +298,6 @@ fn build_args_writable_extra_drive_has_no_readonly() {
 fn build_args_escapes_commas_in_paths() {
     let mut s = spec();
     s.root_disk = "/vms/a,b/root.ext4".into();
-    let args = build_args(&s, Accel::Tcg);
+    let args = build_args(&s, Accel::Tcg, false);
     assert!(args.contains(&"id=root,file=/vms/a,,b/root.ext4,format=raw,if=none".to_string()));
 }

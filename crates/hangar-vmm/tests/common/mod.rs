@@ -33,6 +33,7 @@ pub fn spec_in(dir: &Path, kernel: PathBuf, cmdline: &str) -> VmSpec {
         serial_log: dir.join("serial.log"),
         netns: None,
         restore_from: None,
+        run_as: None,
     }
 }
 

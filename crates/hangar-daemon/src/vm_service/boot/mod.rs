@@ -134,6 +134,7 @@ impl VmService {
                 vm_dir: dir,
                 tap: tap.clone(),
                 mac: rec.mac.clone(),
+                run_as: crate::confine::vm_run_as(&self.infra.config, rec.ip),
             },
         );
         let plan = self.snapshot_plan(rec, &manifest, &mut spec, dir);

@@ -99,13 +99,13 @@ pub fn check_jailer_cgroups(p: &HostProbe, config: &Config) -> Check {
     const WHAT: &str =
         "the cpu and memory cgroup controllers the jailer limits VMs with (when [vmm] jailer = true)";
     let c = &p.cgroups;
-    if !config.vmm.jailer {
-        return Check::new(
-            "jailer-cgroups",
-            WHAT,
-            Level::Ok,
-            "not needed ([vmm] jailer = false)",
-        );
+    let unused = match config.vmm.jailer {
+        Some(false) => Some("not needed ([vmm] jailer = false)"),
+        None if p.jailer.path.is_none() => Some("not needed (the jailer is not found)"),
+        _ => None,
+    };
+    if let Some(why) = unused {
+        return Check::new("jailer-cgroups", WHAT, Level::Ok, why);
     }
     let missing: Vec<&str> = hangar_vmm::LIMIT_CONTROLLERS
         .into_iter()
@@ -147,7 +147,7 @@ pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
     let j = &p.jailer;
     let install = "install the jailer from the same Firecracker release and set [vmm] jailer_binary = \"/path/to/jailer\"";
     let Some(path) = &j.path else {
-        if !config.vmm.jailer {
+        if config.vmm.jailer == Some(false) {
             return Check::new(
                 "jailer",
                 WHAT,
@@ -157,6 +157,32 @@ pub fn check_jailer(p: &HostProbe, config: &Config) -> Check {
                     j.configured.display()
                 ),
             );
+        }
+        if config.vmm.jailer.is_none() {
+            // Unset: on where its needs are met; without it Firecracker
+            // runs unconfined.
+            return if super::firecracker_used(p, config) {
+                Check::new(
+                    "jailer",
+                    WHAT,
+                    Level::Warn,
+                    format!(
+                        "{} not found, so Firecracker runs without its jailer: as root, unconfined",
+                        j.configured.display()
+                    ),
+                )
+                .fix(install)
+            } else {
+                Check::new(
+                    "jailer",
+                    WHAT,
+                    Level::Ok,
+                    format!(
+                        "{} not found; not needed (Firecracker is not used)",
+                        j.configured.display()
+                    ),
+                )
+            };
         }
         let level = if config.vmm.driver == DriverChoice::Firecracker {
             Level::Fail
@@ -228,7 +254,7 @@ mod tests {
 
     fn jailed(driver: DriverChoice) -> Config {
         let mut cfg = Config::default();
-        cfg.vmm.jailer = true;
+        cfg.vmm.jailer = Some(true);
         cfg.vmm.driver = driver;
         cfg
     }
@@ -351,8 +377,24 @@ mod tests {
     fn jailer_missing_but_unused_is_ok() {
         let mut p = healthy_host();
         p.jailer.path = None;
+        let mut qemu = Config::default();
+        qemu.vmm.driver = DriverChoice::Qemu;
+        let mut off = Config::default();
+        off.vmm.jailer = Some(false);
 
-        assert_eq!(check_jailer(&p, &Config::default()).level, Level::Ok);
+        assert_eq!(check_jailer(&p, &qemu).level, Level::Ok);
+        assert_eq!(check_jailer(&p, &off).level, Level::Ok);
+    }
+
+    #[test]
+    fn jailer_missing_by_default_where_firecracker_runs_warns_that_it_runs_unconfined() {
+        let mut p = healthy_host();
+        p.jailer.path = None;
+
+        let c = check_jailer(&p, &Config::default());
+
+        assert_eq!(c.level, Level::Warn);
+        assert!(c.result.contains("unconfined"), "{}", c.result);
     }
 
     #[test]
@@ -373,9 +415,13 @@ mod tests {
     fn jailer_cgroups_matter_only_with_the_jailer_and_name_the_missing_controller() {
         let mut p = healthy_host();
         p.cgroups.controllers.remove("memory");
+        let mut off = Config::default();
+        off.vmm.jailer = Some(false);
+        assert_eq!(check_jailer_cgroups(&p, &off).level, Level::Ok);
+        // Unset means on where the jailer is found: the controllers matter.
         assert_eq!(
             check_jailer_cgroups(&p, &Config::default()).level,
-            Level::Ok
+            Level::Warn
         );
 
         let cfg = jailed(DriverChoice::Firecracker);

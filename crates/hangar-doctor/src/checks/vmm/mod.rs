@@ -1,8 +1,11 @@
 //! The VMM subsystem: KVM, QEMU and boot snapshots here; the Firecracker
-//! binary, its jailer and the cgroups the jailer needs in [`firecracker`].
+//! binary, its jailer and the cgroups the jailer needs in [`firecracker`];
+//! whether VMMs run confined in [`confine`].
 
+pub mod confine;
 pub mod firecracker;
 
+pub use confine::{check_confinement, check_firecracker_static};
 pub use firecracker::{check_firecracker, check_jailer, check_jailer_cgroups};
 
 use hangar_config::{AccelChoice, Config, DriverChoice};
@@ -17,6 +20,15 @@ use crate::HostProbe;
 fn kvm_decision(p: &HostProbe) -> hangar_vmm::AccelDecision {
     let modules: Vec<String> = p.kernel.loaded_modules.iter().cloned().collect();
     hangar_vmm::accel::decide(p.kvm_open.is_ok(), &p.cpu_flags, &modules)
+}
+
+/// Whether the daemon would pick Firecracker (same rule as its choice).
+pub(super) fn firecracker_used(p: &HostProbe, config: &Config) -> bool {
+    match config.vmm.driver {
+        DriverChoice::Firecracker => true,
+        DriverChoice::Qemu => false,
+        DriverChoice::Auto => p.firecracker.path.is_some() && kvm_boots_guests(p),
+    }
 }
 
 pub(super) fn kvm_boots_guests(p: &HostProbe) -> bool {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{chown, Gid, Uid};
 
 use crate::error::VmmError;
+use crate::process;
 use crate::{VmSpec, VMM_LOG};
 
 use super::api::METRICS_FILE;
@@ -82,6 +83,13 @@ impl JailerConfig {
             limit_resources: false,
             cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
         }
+    }
+
+    /// The uid/gid `spec`'s Firecracker runs as: the VM's own when it has
+    /// one ([`VmSpec::run_as`]), else the configured jail user.
+    pub fn ids_for(&self, spec: &VmSpec) -> (u32, u32) {
+        spec.run_as
+            .map_or((self.uid, self.gid), |id| (id.uid, id.gid))
     }
 
     /// True when the jailer will create a cgroup per VM: it does only
@@ -208,15 +216,16 @@ pub fn jailer_args(
     spec: &VmSpec,
     netns: Option<&str>,
 ) -> Vec<String> {
+    let (uid, gid) = cfg.ids_for(spec);
     let mut a: Vec<String> = vec![
         "--id".into(),
         spec.id.clone(),
         "--exec-file".into(),
         firecracker.to_string_lossy().into_owned(),
         "--uid".into(),
-        cfg.uid.to_string(),
+        uid.to_string(),
         "--gid".into(),
-        cfg.gid.to_string(),
+        gid.to_string(),
         "--chroot-base-dir".into(),
         cfg.chroot_base.to_string_lossy().into_owned(),
     ];
@@ -301,12 +310,31 @@ pub fn jailed_spec(spec: &VmSpec) -> Result<(VmSpec, Vec<JailFile>), VmmError> {
 pub enum Placed {
     HardLinked,
     Copied,
+    /// A device node made with the source's type and number.
+    DeviceNode,
 }
 
 /// Hard-links `src` to `dst`; across filesystems, copies read-only files
 /// and refuses writable ones (a copy would silently drop the guest's
-/// writes when the jail is removed).
+/// writes when the jail is removed). A device (the dm backend's disk, in
+/// /dev on another filesystem) gets a node of its own in the jail, with
+/// the same major:minor, readable and writable by its owner only.
 pub fn link_or_copy(src: &Path, dst: &Path, writable: bool) -> Result<Placed, VmmError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(src).map_err(|source| VmmError::Io {
+        action: "inspect",
+        path: src.to_path_buf(),
+        source,
+    })?;
+    let kind = meta.file_type();
+    if kind.is_block_device() || kind.is_char_device() {
+        make_device_node(
+            dst,
+            kind.is_block_device(),
+            std::os::unix::fs::MetadataExt::rdev(&meta),
+        )?;
+        return Ok(Placed::DeviceNode);
+    }
     match std::fs::hard_link(src, dst) {
         Ok(()) => Ok(Placed::HardLinked),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) && !writable => {
@@ -329,9 +357,35 @@ pub fn link_or_copy(src: &Path, dst: &Path, writable: bool) -> Result<Placed, Vm
     }
 }
 
-/// Creates the jail root with `run/` and places `files`; writable files and
-/// `run/` (where Firecracker creates its socket) are chowned to uid:gid.
-/// On error the caller removes the jail.
+/// `mknod` of a block (or character) device `rdev` at `dst`, mode 0600.
+fn make_device_node(dst: &Path, block: bool, rdev: u64) -> Result<(), VmmError> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    let kind = if block {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    mknod(dst, kind, Mode::S_IRUSR | Mode::S_IWUSR, rdev).map_err(|e| VmmError::Io {
+        action: "make the device node in the jail",
+        path: dst.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// True when `uid` can read `path` by its owner or its "other" bits.
+fn readable_by(path: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| (m.uid() == uid && m.mode() & 0o400 != 0) || m.mode() & 0o004 != 0)
+        .unwrap_or(false)
+}
+
+/// Creates the jail root with `run/` and places `files`; writable files,
+/// device nodes and `run/` (where Firecracker creates its socket) are
+/// chowned to uid:gid. A read-only file the jail user cannot read (an
+/// image file readable by root only) is copied and the copy given to it,
+/// so the shared original keeps its owner. On error the caller removes the
+/// jail.
 pub(crate) fn prepare_jail(
     jail: &Jail,
     files: &[JailFile],
@@ -354,9 +408,21 @@ pub(crate) fn prepare_jail(
     give(&run)?;
     for f in files {
         let dst = jail.host_path(&f.in_jail);
-        let placed = link_or_copy(&f.host, &dst, f.writable)?;
+        let mut placed = link_or_copy(&f.host, &dst, f.writable)?;
+        if !f.writable && placed != Placed::DeviceNode && !readable_by(&dst, uid) {
+            if placed == Placed::HardLinked {
+                process::remove_if_exists(&dst);
+                std::fs::copy(&f.host, &dst).map_err(|source| VmmError::Io {
+                    action: "copy into the jail",
+                    path: f.host.clone(),
+                    source,
+                })?;
+                placed = Placed::Copied;
+            }
+            give(&dst)?;
+        }
         tracing::debug!(src = %f.host.display(), dst = %dst.display(), ?placed, "file placed in jail");
-        if f.writable {
+        if f.writable || placed == Placed::DeviceNode {
             give(&dst)?;
         }
     }
@@ -452,13 +518,13 @@ pub(crate) fn absolute_binary(binary: &Path) -> Result<PathBuf, VmmError> {
 pub(crate) fn build_jail(
     jail: &Jail,
     files: &[JailFile],
-    cfg: &JailerConfig,
+    (uid, gid): (u32, u32),
 ) -> Result<(), VmmError> {
     if jail.dir.exists() {
         tracing::warn!(jail = %jail.dir.display(), "removing a stale jail");
         remove_jail(jail);
     }
-    if let Err(e) = prepare_jail(jail, files, cfg.uid, cfg.gid) {
+    if let Err(e) = prepare_jail(jail, files, uid, gid) {
         remove_jail(jail);
         return Err(e);
     }

@@ -75,6 +75,7 @@ fn spec() -> VmSpec {
         serial_log: "/vms/vm-0123/serial.log".into(),
         netns: Some("hg-ns".into()),
         restore_from: None,
+        run_as: None,
     }
 }
 
@@ -301,4 +302,103 @@ fn link_or_copy_across_filesystems_refuses_writable_file() {
     let err = link_or_copy(&src, &a.path().join("drive-root"), true).unwrap_err();
     assert!(matches!(err, VmmError::JailCrossDevice { .. }), "{err:?}");
     assert!(!a.path().join("drive-root").exists());
+}
+
+#[test]
+fn jailer_args_run_a_vm_with_its_own_ids_over_the_configured_ones() {
+    let mut s = spec();
+    let arg = |s: &VmSpec, flag: &str| {
+        let a = jailer_args(&cfg(), Path::new("/usr/bin/firecracker"), s, None);
+        let i = a.iter().position(|x| x == flag).unwrap();
+        a[i + 1].clone()
+    };
+    assert_eq!(
+        (arg(&s, "--uid"), arg(&s, "--gid")),
+        ("123".into(), "100".into())
+    );
+    s.run_as = Some(crate::RunAs {
+        uid: 200_005,
+        gid: 200_006,
+    });
+    assert_eq!(
+        (arg(&s, "--uid"), arg(&s, "--gid")),
+        ("200005".into(), "200006".into())
+    );
+}
+
+/// A block device node in `dir` (any major:minor: it is never opened).
+fn fake_block_device(dir: &Path) -> (PathBuf, u64) {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let dev = dir.join("dm-7");
+    let rdev = makedev(252, 7);
+    mknod(&dev, SFlag::S_IFBLK, Mode::S_IRUSR | Mode::S_IWUSR, rdev).unwrap();
+    (dev, rdev)
+}
+
+#[test]
+#[ignore = "needs root (mknod of a device node)"]
+fn a_block_device_on_another_filesystem_gets_its_own_node_in_the_jail() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    hangar_testsupport::require_root("mknod and chown");
+    let (a, b) = cross_device_dirs();
+    let (src, rdev) = fake_block_device(b.path());
+    let dst = a.path().join("drive-root");
+
+    assert_eq!(link_or_copy(&src, &dst, true).unwrap(), Placed::DeviceNode);
+
+    let m = std::fs::symlink_metadata(&dst).unwrap();
+    assert!(m.file_type().is_block_device());
+    assert_eq!(m.rdev(), rdev);
+    assert_eq!(m.mode() & 0o777, 0o600);
+}
+
+#[test]
+#[ignore = "needs root (mknod, chown)"]
+fn prepare_jail_gives_the_vm_user_its_disk_node_and_a_private_copy_of_root_only_files() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    hangar_testsupport::require_root("mknod and chown");
+    let (a, b) = cross_device_dirs();
+    let (disk, _) = fake_block_device(b.path());
+    // A root-only image file on the jail's filesystem: a hard link would
+    // share it, so the jail gets a copy.
+    let kernel = a.path().join("vmlinux");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let jail = Jail::new(
+        &a.path().join("jail"),
+        Path::new("/usr/bin/firecracker"),
+        "vm-1",
+    );
+    let files = [
+        JailFile {
+            host: disk,
+            in_jail: "/drive-root".into(),
+            writable: true,
+        },
+        JailFile {
+            host: kernel.clone(),
+            in_jail: "/vmlinux".into(),
+            writable: false,
+        },
+    ];
+
+    prepare_jail(&jail, &files, 200_011, 200_012).unwrap();
+
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&jail.host_path("/drive-root")), (200_011, 200_012));
+    let copy = jail.host_path("/vmlinux");
+    assert_eq!(owner(&copy), (200_011, 200_012));
+    assert_eq!(std::fs::read(&copy).unwrap(), b"kernel");
+    assert_eq!(
+        owner(&kernel),
+        (0, 0),
+        "the shared image file keeps its owner"
+    );
+    assert_ne!(
+        std::fs::metadata(&copy).unwrap().ino(),
+        std::fs::metadata(&kernel).unwrap().ino()
+    );
 }

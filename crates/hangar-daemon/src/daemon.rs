@@ -46,6 +46,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     // Resolved before anything is created, so a typo changes nothing.
     let socket_gid = socket_group(&config.socket_group)?;
+    // Crash points of the fault suite (test builds only), armed by FAILPOINTS.
+    let _crash_points = crate::failpoint::setup();
     std::fs::create_dir_all(&config.runtime_dir)
         .with_context(|| format!("cannot create runtime dir {}", config.runtime_dir.display()))?;
     let _pid = PidFile::acquire(&config.pid_path())?;

@@ -5,6 +5,7 @@ pub mod api;
 mod console;
 pub mod daemon;
 pub mod error;
+pub mod failpoint;
 pub mod image_service;
 pub mod infra;
 pub mod machine;

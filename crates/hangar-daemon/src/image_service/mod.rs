@@ -162,8 +162,10 @@ impl ImageService {
                 return Err(DaemonError::image(format!("cannot build image {name}"), e));
             }
         };
+        crate::crash_point!("pull.after_files_written");
         let rec = self.store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)?;
         info!(image = name, digest = %rec.digest, "image ready");
+        crate::crash_point!("pull.after_store_row");
         // Still under the image lock, so the image cannot be removed meanwhile.
         self.snapshots.prewarm(&rec, op, cancel).await;
         Ok(rec)
@@ -227,7 +229,9 @@ impl ImageService {
                 });
             }
         };
+        crate::crash_point!("register.after_files_written");
         let rec = self.store_image(&req.name, "register", &tmp, &manifest)?;
+        crate::crash_point!("register.after_store_row");
         self.image_info(&rec)
     }
 
@@ -250,6 +254,11 @@ impl ImageService {
                 Ok(false)
             } else {
                 std::fs::rename(tmp, &final_dir)?;
+                if source == "register" {
+                    crate::crash_point!("register.before_store_row");
+                } else {
+                    crate::crash_point!("pull.before_store_row");
+                }
                 Ok::<_, std::io::Error>(true)
             }
         })();

@@ -46,6 +46,7 @@ impl VmService {
                 )))
             }
         };
+        crate::crash_point!("rm.after_lock");
         let rec = match self.infra.store.get_vm(&rec.id) {
             // A cancelled create removes its VM itself.
             Err(StoreError::NotFound { .. }) if force => {
@@ -63,6 +64,7 @@ impl VmService {
         }
         if rec.runtime.is_some() {
             self.stop_locked(&rec, None).await?;
+            crate::crash_point!("rm.after_stop");
         }
         self.remove_vm_files_and_row(&rec).await;
         drop(guard);

@@ -224,6 +224,13 @@ impl Daemon {
                 "removed boot snapshots a previous daemon left half-written"
             );
         }
+        let images = daemon.images.sweep_leftovers();
+        if images > 0 {
+            info!(
+                count = images,
+                "removed what interrupted image pulls and registrations left"
+            );
+        }
         daemon.vms.reconcile().await;
         if let Err(e) = daemon.infra.net.trim_idle().await {
             warn!(error = %e, "cannot remove surplus TAP devices");

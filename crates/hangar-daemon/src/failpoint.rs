@@ -54,3 +54,27 @@ macro_rules! crash_point {
         }
     }};
 }
+
+/// How long the pause point `name` waits, when armed (`return(MS)`;
+/// 3000 ms without an argument).
+#[cfg(feature = "failpoints")]
+pub fn pause_ms(name: &str) -> Option<u64> {
+    fail::eval(name, |arg| arg.and_then(|a| a.parse().ok()).unwrap_or(3000))
+}
+
+/// Marks a place where a race test holds one request back: armed with
+/// `FAILPOINTS=<name>=1*return(MS)`, the first request to get there logs
+/// `pause point reached` and waits MS ms (without blocking the runtime).
+/// A no-op unless built with `failpoints`.
+#[macro_export]
+macro_rules! pause_point {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        {
+            if let Some(ms) = $crate::failpoint::pause_ms($name) {
+                tracing::warn!(point = $name, ms, "pause point reached");
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        }
+    }};
+}

@@ -4,6 +4,8 @@
 //! removal. Images live in `state_dir/images/<digest hex>/` and are
 //! read-only once stored. The service owns the image-ops lock.
 
+pub mod leftovers;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

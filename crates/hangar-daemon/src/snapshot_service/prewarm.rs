@@ -180,7 +180,7 @@ impl SnapshotService {
             if !e.file_name().to_string_lossy().starts_with(PREWARM_PREFIX) {
                 continue;
             }
-            hangar_vmm::kill_stray_vmm(&e.path());
+            self.infra.driver.kill_stray(&e.path());
             drop(WorkDir(e.path()));
             removed += 1;
         }

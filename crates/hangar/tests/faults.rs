@@ -35,8 +35,9 @@ fn crash_at(d: &mut TestDaemon, point: &str, args: &[&str]) {
     d.wait_killed(REACH);
     d.spawn();
     eprintln!(
-        "crash point {point}: `hangar {}` exited {} ; killed and recovered in {:.1}s",
-        args.join(" "),
+        "crash point {point}: `hangar {} {}` exited {}; killed and recovered in {:.1}s",
+        args[0],
+        args[1],
         out.status,
         began.elapsed().as_secs_f64()
     );

@@ -45,7 +45,7 @@ pub fn crash(name: &str) -> ! {
 /// the point is armed. A no-op unless built with `failpoints`.
 #[macro_export]
 macro_rules! crash_point {
-    ($name:literal) => {{
+    ($name:expr) => {{
         #[cfg(feature = "failpoints")]
         {
             if $crate::failpoint::armed($name) {

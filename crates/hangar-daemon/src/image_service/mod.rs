@@ -256,11 +256,11 @@ impl ImageService {
                 Ok(false)
             } else {
                 std::fs::rename(tmp, &final_dir)?;
-                if source == "register" {
-                    crate::crash_point!("register.before_store_row");
+                crate::crash_point!(if source == "register" {
+                    "register.before_store_row"
                 } else {
-                    crate::crash_point!("pull.before_store_row");
-                }
+                    "pull.before_store_row"
+                });
                 Ok::<_, std::io::Error>(true)
             }
         })();

@@ -209,6 +209,24 @@ mod tests {
     use hangar_api::Progress;
     use std::sync::Mutex;
 
+    #[test]
+    fn crashed_builds_are_swept_unless_a_builder_holds_their_lock() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let crashed = cache.path().join(".build-keya-4242/work/tree/etc");
+        let building = cache.path().join(".build-keyb-4343/work/tree/etc");
+        for d in [&crashed, &building] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join("f"), "x").expect("write");
+        }
+        // A live builder of keyb holds its lock.
+        let _held = try_lock_exclusive(&cache.path().join("keyb.lock")).expect("lock");
+
+        assert_eq!(sweep_crashed_builds(cache.path()), 1);
+
+        assert!(!cache.path().join(".build-keya-4242").exists());
+        assert!(building.join("f").exists(), "a locked build was swept");
+    }
+
     fn fake_image(dir: &Path, recipe_key: &str) -> ImageManifest {
         std::fs::create_dir_all(dir).expect("mkdir");
         std::fs::write(dir.join("vmlinux"), b"\x7fELF\x02kernel").expect("write");

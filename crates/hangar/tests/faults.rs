@@ -31,8 +31,10 @@ fn crash_at(d: &mut TestDaemon, point: &str, args: &[&str]) {
     let began = Instant::now();
     d.stop_daemon();
     d.spawn_with_env(&[("FAILPOINTS", &format!("{point}=return"))]);
+    // The CLI returns when the operation ends or the daemon dies under
+    // it: a point the operation did not reach fails here, quickly.
     let out = d.hangar(args);
-    d.wait_killed(REACH);
+    d.wait_killed(Duration::from_secs(20));
     d.spawn();
     eprintln!(
         "crash point {point}: `hangar {} {}` exited {}; killed and recovered in {:.1}s",
@@ -181,7 +183,6 @@ fn kill_9_at_each_step_of_vm_rm_leaves_nothing_and_true_states() {
         "undo.after_vmm_killed",
         "undo.after_tap_released",
         "rm.after_stop",
-        "rm.after_runtime_cleared",
         "rm.after_disk_removed",
         "rm.after_dir_removed",
         "rm.after_row_deleted",

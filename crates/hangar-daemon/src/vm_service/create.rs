@@ -303,7 +303,6 @@ impl VmService {
                 if let Err(e) = self.tear_down(&rec.id, rt).await {
                     warn!(vm = %rec.name, error = %e, "cannot clear the VM's runtime");
                 }
-                crate::crash_point!("rm.after_runtime_cleared");
             }
         }
         self.guests.forget(&rec.id);

@@ -31,7 +31,12 @@ met_real_firecracker() { [ -n "${HANGAR_TEST_FIRECRACKER:-}" ]; }
 met_dm_snapshot() { [ -e /dev/mapper/control ] && command -v dmsetup >/dev/null; }
 met_bench_() { [ "${HANGAR_TEST_BENCH:-}" = 1 ]; }
 
-cargo build --workspace --all-targets
+# The test build of the binary has the daemon's crash points compiled in
+# (the fault suite, crates/hangar/tests/faults.rs); they are armed only by
+# the FAILPOINTS environment variable, which no other test sets.
+FEATURES=(--features hangar/failpoints)
+
+cargo build --workspace --all-targets "${FEATURES[@]}"
 
 libtest_args=()
 unmet=()
@@ -52,12 +57,12 @@ listing=$(mktemp)
 trap 'rm -f "$log" "$listing"' EXIT
 
 set +e
-cargo test --workspace --no-fail-fast -- "${libtest_args[@]}" 2>&1 | tee "$log"
+cargo test --workspace "${FEATURES[@]}" --no-fail-fast -- "${libtest_args[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The skipped tests are #[ignore]d, so filtering on their markers without
 # --include-ignored runs nothing and prints each one with its reason.
 if [ ${#unmet[@]} -gt 0 ]; then
-  cargo test --workspace --no-fail-fast -- "${unmet[@]}" >"$listing" 2>&1
+  cargo test --workspace "${FEATURES[@]}" --no-fail-fast -- "${unmet[@]}" >"$listing" 2>&1
 fi
 set -e
 

@@ -49,6 +49,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     // Resolved before anything is created, so a typo changes nothing.
     let socket_gid = socket_group(&config.socket_group)?;
+    // Crash points of the fault suite (test builds only), armed by FAILPOINTS.
+    let _crash_points = crate::failpoint::setup();
     raise_open_files_limit(&config);
     crate::private_dirs::prepare_runtime_dir(&config, socket_gid)?;
     let _pid = PidFile::acquire(&config.pid_path())?;
@@ -252,6 +254,13 @@ impl Daemon {
             info!(
                 count = partial,
                 "removed boot snapshots a previous daemon left half-written"
+            );
+        }
+        let images = daemon.images.sweep_leftovers();
+        if images > 0 {
+            info!(
+                count = images,
+                "removed what interrupted image pulls and registrations left"
             );
         }
         daemon.vms.reconcile().await;

@@ -8,6 +8,7 @@ pub mod confine;
 mod console;
 pub mod daemon;
 pub mod error;
+pub mod failpoint;
 pub mod image_service;
 pub mod infra;
 pub mod machine;

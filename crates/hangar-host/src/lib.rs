@@ -2,14 +2,16 @@
 //! binary on `PATH` ([`path`]), running a tool with a time limit, a cancel
 //! and process-group kill ([`process`]), quoting for a shell ([`quote`]),
 //! the one timestamp format ([`time`]), byte counts for people
-//! ([`bytes`]) and the one way to make private files and dirs
-//! ([`private`]).
+//! ([`bytes`]), the one way to make private files and dirs ([`private`])
+//! and the safe removal of a crashed build's directory ([`sweep`]: kill,
+//! unmount, remove without crossing a mount).
 
 pub mod bytes;
 pub mod path;
 pub mod private;
 pub mod process;
 pub mod quote;
+pub mod sweep;
 pub mod time;
 pub mod version;
 

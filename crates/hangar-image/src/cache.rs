@@ -56,15 +56,68 @@ pub async fn build_or_reuse_cached(
     copy_image(&cached, out_dir)
 }
 
-fn clear_stale_builds(cache_dir: &Path, key: &str) {
+/// Leftovers of builders of `key` that died while holding its lock (the
+/// caller holds it now). A builder killed with `kill -9` may leave
+/// processes working in its tree and `/proc`, `/sys` mounted inside it:
+/// each is swept (killed, unmounted, removed without crossing a mount).
+fn clear_stale_builds(cache_dir: &Path, key: &str) -> usize {
     let prefix = format!(".build-{key}-");
+    let mut swept = 0;
     if let Ok(entries) = std::fs::read_dir(cache_dir) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = remove_path(&e.path());
+                match hangar_host::sweep::sweep_dir(&e.path()) {
+                    Ok(_) => swept += 1,
+                    Err(err) => {
+                        tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove a crashed build")
+                    }
+                }
             }
         }
     }
+    swept
+}
+
+/// At daemon start: sweeps the build dirs of every recipe whose lock no
+/// builder holds (a daemon sharing the cache that is building right now
+/// keeps its own). Returns how many build dirs were removed.
+pub fn sweep_crashed_builds(cache_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return 0;
+    };
+    let mut keys: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(".build-")?;
+            // `.build-<key>-<pid>`
+            Some(rest.rsplit_once('-')?.0.to_string())
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut swept = 0;
+    for key in keys {
+        let lock_path = cache_dir.join(format!("{key}.lock"));
+        if let Some(_lock) = try_lock_exclusive(&lock_path) {
+            swept += clear_stale_builds(cache_dir, &key);
+        }
+    }
+    swept
+}
+
+/// The exclusive flock on `path` if no one holds it (held until the File
+/// drops).
+fn try_lock_exclusive(path: &Path) -> Option<File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    // SAFETY: flock on a valid, open file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (rc == 0).then_some(file)
 }
 
 /// Waits for the exclusive flock on `path` (held until the File drops),
@@ -155,6 +208,24 @@ mod tests {
     use super::*;
     use hangar_api::Progress;
     use std::sync::Mutex;
+
+    #[test]
+    fn crashed_builds_are_swept_unless_a_builder_holds_their_lock() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let crashed = cache.path().join(".build-keya-4242/work/tree/etc");
+        let building = cache.path().join(".build-keyb-4343/work/tree/etc");
+        for d in [&crashed, &building] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join("f"), "x").expect("write");
+        }
+        // A live builder of keyb holds its lock.
+        let _held = try_lock_exclusive(&cache.path().join("keyb.lock")).expect("lock");
+
+        assert_eq!(sweep_crashed_builds(cache.path()), 1);
+
+        assert!(!cache.path().join(".build-keya-4242").exists());
+        assert!(building.join("f").exists(), "a locked build was swept");
+    }
 
     fn fake_image(dir: &Path, recipe_key: &str) -> ImageManifest {
         std::fs::create_dir_all(dir).expect("mkdir");

@@ -37,7 +37,7 @@ mod recipe;
 mod rootfs;
 
 pub use bootstrap::{build_bootstrap_image, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
-pub use cache::{build_or_reuse_cached, copy_image, DEFAULT_CACHE_DIR};
+pub use cache::{build_or_reuse_cached, copy_image, sweep_crashed_builds, DEFAULT_CACHE_DIR};
 pub use catalog::{catalog, CatalogItem};
 pub use cmdline::{host_tsc_khz, kernel_cmdline, CmdlineOptions};
 pub use error::ImageError;

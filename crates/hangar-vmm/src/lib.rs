@@ -187,6 +187,14 @@ pub trait VmmDriver: Send + Sync {
             what: "boot snapshots",
         })
     }
+    /// Kills a VMM of `vm_dir` nobody recorded (a daemon killed between
+    /// spawning it and storing its handle) and removes what its start
+    /// made; returns whether a process was killed. By default, the process
+    /// the pid file names if its command line names `vm_dir`.
+    fn kill_stray(&self, vm_dir: &Path) -> bool {
+        kill_stray_vmm(vm_dir)
+    }
+
     /// Runs a paused VM on.
     async fn resume(&self, _h: &VmmHandle) -> Result<(), VmmError> {
         Err(VmmError::Unsupported {

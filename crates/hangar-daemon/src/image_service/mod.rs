@@ -4,6 +4,8 @@
 //! removal. Images live in `state_dir/images/<digest hex>/` and are
 //! read-only once stored. The service owns the image-ops lock.
 
+pub mod leftovers;
+
 use crate::blocking::{off_runtime, remove_tree};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,10 +165,12 @@ impl ImageService {
                 return Err(DaemonError::image(format!("cannot build image {name}"), e));
             }
         };
+        crate::crash_point!("pull.after_files_written");
         let rec = self
             .store_image(name, &format!("bootstrap:{name}"), &tmp, &manifest)
             .await?;
         info!(image = name, digest = %rec.digest, "image ready");
+        crate::crash_point!("pull.after_store_row");
         // Still under the image lock, so the image cannot be removed meanwhile.
         self.snapshots.prewarm(&rec, op, cancel).await;
         Ok(rec)
@@ -230,9 +234,11 @@ impl ImageService {
                 });
             }
         };
+        crate::crash_point!("register.after_files_written");
         let rec = self
             .store_image(&req.name, "register", &tmp, &manifest)
             .await?;
+        crate::crash_point!("register.after_store_row");
         self.image_info(&rec)
     }
 
@@ -268,6 +274,13 @@ impl ImageService {
                 return Err(DaemonError::io("cannot store image", e));
             }
         };
+        if moved {
+            crate::crash_point!(if source == "register" {
+                "register.before_store_row"
+            } else {
+                "pull.before_store_row"
+            });
+        }
         let rec = ImageRecord {
             digest: manifest.digest.clone(),
             name: name.to_string(),

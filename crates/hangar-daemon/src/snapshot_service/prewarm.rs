@@ -168,11 +168,13 @@ impl SnapshotService {
             .start(spec)
             .await
             .map_err(|e| DaemonError::vmm("cannot start the snapshot VM", e))?;
+        crate::crash_point!("pull.prewarm.after_vmm_spawn");
         let timeout = Duration::from_secs(self.infra.config.vmm.boot_timeout_secs);
         let saved = tokio::select! {
             r = self.save(&handle, &spec.serial_log, save, timeout) => r,
             _ = cancel.cancelled() => Err(SnapshotError::Cancelled),
         };
+        crate::crash_point!("pull.prewarm.after_snapshot_save");
         if let Err(e) = self.infra.driver.kill(&handle).await {
             warn!(pid = handle.pid, error = %e, "cannot kill the snapshot VM");
         }
@@ -190,7 +192,7 @@ impl SnapshotService {
             if !e.file_name().to_string_lossy().starts_with(PREWARM_PREFIX) {
                 continue;
             }
-            hangar_vmm::kill_stray_vmm(&e.path());
+            self.infra.driver.kill_stray(&e.path());
             drop(WorkDir(e.path()));
             removed += 1;
         }

@@ -161,6 +161,7 @@ impl VmService {
         plan: CreatePlan,
         op: &OpHandle,
     ) -> Result<serde_json::Value> {
+        crate::crash_point!("create.after_name_reserved");
         let cancel = op.cancel_token().clone();
         let image = match self.images.resolve_image(&plan.image)? {
             Some(rec) => rec,
@@ -219,8 +220,12 @@ impl VmService {
             )?
         };
         info!(vm = %rec.name, id = %rec.id, ip = %rec.ip, "VM record created");
+        crate::crash_point!("create.after_row_and_lease");
         match self.provision_and_boot(&rec, &plan, op).await {
-            Ok(rec) => Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default()),
+            Ok(rec) => {
+                crate::crash_point!("create.after_ready");
+                Ok(serde_json::to_value(self.vm_info(&rec)).unwrap_or_default())
+            }
             Err(mut e) => {
                 warn!(vm = %rec.name, error = %crate::error::error_chain(&e), "create failed; cleaning up");
                 self.keep_failed_console_log(&rec, &mut e);
@@ -251,6 +256,7 @@ impl VmService {
             )
             .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
         }
+        crate::crash_point!("create.after_vm_dir");
         op.phase("disk");
         let (image_dir, manifest) = self.image_files(rec)?;
         let rootfs = image_dir.join(&manifest.rootfs);
@@ -264,6 +270,7 @@ impl VmService {
                 source,
             })?;
         disk.map_err(|e| DaemonError::disk("cannot create the VM disk", e))?;
+        crate::crash_point!("create.after_disk");
         if cancel.is_cancelled() {
             return Err(DaemonError::cancelled("create cancelled"));
         }
@@ -314,12 +321,15 @@ impl VmService {
             Ok(Err(e)) => warn!(error = %e, "cannot remove VM disk"),
             Err(e) => warn!(error = %e, "cannot remove VM disk"),
         }
+        crate::crash_point!("rm.after_disk_removed");
         if let Some(e) = crate::blocking::remove_tree(vm_dir.path().to_path_buf()).await {
             warn!(dir = %vm_dir.path().display(), error = %e, "cannot remove VM dir");
         }
+        crate::crash_point!("rm.after_dir_removed");
         if let Err(e) = self.infra.store.delete_vm(&rec.id) {
             warn!(vm = %rec.name, error = %e, "cannot delete VM row");
         }
+        crate::crash_point!("rm.after_row_deleted");
         self.locks.forget(&rec.id);
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hangar_api::{OpKind, VmState};
-use hangar_store::StoreError;
+use hangar_store::{StoreError, VmRecord};
 use tracing::info;
 
 use super::VmService;
@@ -17,43 +17,83 @@ use crate::error::{DaemonError, Result};
 /// within its stop timeout).
 const CANCEL_WAIT: Duration = Duration::from_secs(120);
 
+/// How many times a removal looks its VM up again when the name moved to
+/// another VM between the lookup and the lock.
+const LOOKUP_TRIES: usize = 5;
+
 impl VmService {
+    /// Removes VM `name`. The VM removed is the one the name maps to while
+    /// its lock is held: a lookup and a lock are two steps, and between
+    /// them the VM may be removed and another created under the same name,
+    /// so after locking the name is looked up again and must still map to
+    /// the id locked (else the lookup starts over).
     pub async fn delete_vm(&self, name: &str, force: bool) -> Result<()> {
-        let rec = match self.find_vm(name) {
+        for _ in 0..LOOKUP_TRIES {
+            let Some(rec) = self.lookup_for_removal(name, force).await? else {
+                return Ok(());
+            };
+            crate::pause_point!("rm.after_lookup");
+            let guard = match self.locks.try_lock(&rec.id) {
+                Some(g) => g,
+                None if force => {
+                    self.cancel_vm_ops(name).await?;
+                    self.locks.lock(&rec.id).await
+                }
+                None => {
+                    return Err(DaemonError::conflict(format!(
+                        "VM {name:?} is busy (being created, started or stopped); wait for that operation or cancel it (`hangar op ls`, `hangar op cancel ID`), or remove it anyway with `hangar vm rm --force {name}`"
+                    )))
+                }
+            };
+            crate::crash_point!("rm.after_lock");
+            match self.find_vm(name) {
+                Ok(current) if current.id == rec.id => {
+                    let removed = self.remove_locked(current, force).await;
+                    drop(guard);
+                    return removed;
+                }
+                // A cancelled create removes its VM itself.
+                Err(DaemonError::Store(StoreError::NotFound { .. })) if force => {
+                    if self.infra.store.get_vm(&rec.id).is_err() {
+                        self.locks.forget(&rec.id);
+                    }
+                    return Ok(());
+                }
+                // The name now names another VM (or none): look again.
+                Ok(_) | Err(DaemonError::Store(StoreError::NotFound { .. })) => {
+                    info!(vm = name, id = %rec.id, "the VM changed while its removal waited; looking it up again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DaemonError::conflict(format!(
+            "VM {name:?} was replaced {LOOKUP_TRIES} times while being removed; try again"
+        )))
+    }
+
+    /// The stored VM named `name`. Forced, a create still pulling its
+    /// image (no row yet) is cancelled first; `None` when nothing is left
+    /// to remove after that.
+    async fn lookup_for_removal(&self, name: &str, force: bool) -> Result<Option<VmRecord>> {
+        match self.find_vm(name) {
             Err(DaemonError::Store(StoreError::NotFound { .. }))
                 if force && self.pending_names.contains(name) =>
             {
-                // A create still pulling its image has no row yet. If it
-                // stored its VM before the cancel landed (or finished),
-                // that VM is removed below like any other.
+                // If it stored its VM before the cancel landed (or
+                // finished), that VM is removed like any other.
                 self.cancel_vm_ops(name).await?;
                 match self.find_vm(name) {
-                    Err(DaemonError::Store(StoreError::NotFound { .. })) => return Ok(()),
-                    other => other?,
+                    Err(DaemonError::Store(StoreError::NotFound { .. })) => Ok(None),
+                    other => other.map(Some),
                 }
             }
-            other => other?,
-        };
-        let guard = match self.locks.try_lock(&rec.id) {
-            Some(g) => g,
-            None if force => {
-                self.cancel_vm_ops(name).await?;
-                self.locks.lock(&rec.id).await
-            }
-            None => {
-                return Err(DaemonError::conflict(format!(
-                    "VM {name:?} is busy (being created, started or stopped); wait for that operation or cancel it (`hangar op ls`, `hangar op cancel ID`), or remove it anyway with `hangar vm rm --force {name}`"
-                )))
-            }
-        };
-        let rec = match self.infra.store.get_vm(&rec.id) {
-            // A cancelled create removes its VM itself.
-            Err(StoreError::NotFound { .. }) if force => {
-                self.locks.forget(&rec.id);
-                return Ok(());
-            }
-            other => other?,
-        };
+            other => other.map(Some),
+        }
+    }
+
+    /// Removes `rec`, whose lock the caller holds.
+    async fn remove_locked(&self, rec: VmRecord, force: bool) -> Result<()> {
+        let name = &rec.name;
         let running =
             rec.runtime.is_some() || matches!(rec.state, VmState::Running | VmState::Starting);
         if running && !force {
@@ -63,9 +103,9 @@ impl VmService {
         }
         if rec.runtime.is_some() {
             self.stop_locked(&rec, None).await?;
+            crate::crash_point!("rm.after_stop");
         }
         self.remove_vm_files_and_row(&rec).await;
-        drop(guard);
         Ok(())
     }
 

@@ -20,11 +20,20 @@ impl VmService {
         for rec in vms {
             if rec.runtime.is_none() {
                 // A daemon killed between spawning a VMM and recording it
-                // leaves a process only the VM dir's pid file knows.
-                hangar_vmm::kill_stray_vmm(self.vm_dir(&rec.id).path());
+                // leaves a process only the VM dir knows (its pid file, or
+                // for a jailed Firecracker the socket link into its jail).
+                self.infra.driver.kill_stray(self.vm_dir(&rec.id).path());
             }
             if rec.state == VmState::Creating {
                 info!(vm = %rec.name, "removing VM whose create was interrupted by a daemon restart");
+                self.remove_vm_files_and_row(&rec).await;
+                continue;
+            }
+            if !self.vm_dir(&rec.id).disk().exists() {
+                // Only a removal deletes a VM's disk, and it deletes the
+                // row last: a daemon killed in between leaves a row with
+                // nothing to boot. Finish that removal.
+                info!(vm = %rec.name, "removing VM whose removal was interrupted by a daemon restart");
                 self.remove_vm_files_and_row(&rec).await;
                 continue;
             }

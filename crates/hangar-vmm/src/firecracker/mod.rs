@@ -7,6 +7,7 @@ pub mod client;
 pub mod elf;
 pub mod jailer;
 pub mod metrics;
+mod stray;
 pub mod version;
 
 use std::path::{Path, PathBuf};
@@ -292,6 +293,15 @@ impl VmmDriver for FirecrackerDriver {
 
     fn is_alive(&self, h: &VmmHandle) -> bool {
         process::is_same_process_alive(h.pid, h.start_time)
+    }
+
+    fn kill_stray(&self, vm_dir: &Path) -> bool {
+        let by_pid_file = process::kill_stray_vmm(vm_dir);
+        let jailed = self
+            .jailer
+            .as_ref()
+            .is_some_and(|cfg| stray::kill_stray_jailed(cfg, vm_dir));
+        by_pid_file || jailed
     }
 
     fn binary(&self) -> &Path {

@@ -232,6 +232,12 @@ memory_mib = 512
 
     /// Starts the daemon and waits until its socket answers.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// [`TestDaemon::spawn`] with extra environment variables (e.g.
+    /// `FAILPOINTS` for the fault suite).
+    pub fn spawn_with_env(&mut self, envs: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -249,6 +255,7 @@ memory_mib = 512
         let child = cmd
             .args(["daemon", "--config"])
             .arg(&self.config)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -291,6 +298,91 @@ memory_mib = 512
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Waits for the daemon to die by SIGKILL (a crash point it reached)
+    /// and forgets it; fails if it lives on past `timeout` or exits
+    /// otherwise.
+    pub fn wait_killed(&mut self, timeout: Duration) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut c = self.child.take().expect("no daemon running");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "daemon was not killed within {timeout:?}; log tail:\n{}",
+                    tail(&self.log(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "daemon ended with {status}, not SIGKILL; log tail:\n{}",
+            tail(&self.log(), 30)
+        );
+    }
+
+    /// Mount points under the state dir (`/proc/self/mountinfo`).
+    pub fn mounts_under_state(&self) -> Vec<String> {
+        let state = self.state_dir().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&state))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Loop devices whose backing file is under the state dir.
+    pub fn loop_devices_on_state(&self) -> Vec<String> {
+        let state = self.state_dir().display().to_string();
+        let Ok(entries) = std::fs::read_dir("/sys/block") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+                backing
+                    .starts_with(&state)
+                    .then(|| format!("{}: {}", e.file_name().to_string_lossy(), backing.trim()))
+            })
+            .collect()
+    }
+
+    /// Dirs under `images/` that are not a stored image: work dirs of
+    /// pulls and registrations (`.pull-*`, `.register-*`) and image dirs
+    /// no store row points at.
+    pub fn image_leftovers(&self) -> Vec<String> {
+        let stored: Vec<String> = self
+            .json(&["image", "ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                i["digest"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:")
+                    .to_string()
+            })
+            .collect();
+        std::fs::read_dir(self.state_dir().join("images"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !stored.contains(n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// SIGKILL: a daemon crash (nothing is cleaned up).
@@ -418,8 +510,25 @@ memory_mib = 512
     }
 
     /// Asserts that no VM resources are left: VMM processes, disks/dirs,
-    /// leases, rows, TAPs beyond the idle pool, half-written snapshots.
+    /// leases, rows, TAPs beyond the idle pool, half-written snapshots,
+    /// mounts under the state dir, loop devices backed by its files, and
+    /// image dirs that are not a stored image.
     pub fn assert_nothing_left(&self, pool: usize) {
+        assert_eq!(
+            self.mounts_under_state(),
+            Vec::<String>::new(),
+            "mounts left under the state dir"
+        );
+        assert_eq!(
+            self.loop_devices_on_state(),
+            Vec::<String>::new(),
+            "loop devices left on the state dir's files"
+        );
+        assert_eq!(
+            self.image_leftovers(),
+            Vec::<String>::new(),
+            "image dirs left that are not a stored image"
+        );
         let partial: Vec<_> = self
             .snapshot_files()
             .into_iter()

@@ -114,12 +114,15 @@ impl VmService {
         let identity = self.guest_identity(rec, dir);
         write_config_drive(&dir.config_drive(), &identity)
             .map_err(|e| DaemonError::image("cannot write the VM config drive", e))?;
+        crate::crash_point!("boot.after_config_drive");
 
         phases.enter("disk-activate", None);
         let root_disk = self.attach_disk(&image_dir, &manifest, dir, undo).await?;
+        crate::crash_point!("boot.after_disk_activated");
 
         phases.enter("network", None);
         let tap = self.attach_tap(rec, undo).await?;
+        crate::crash_point!("boot.after_tap");
 
         let mut spec = vm_spec(
             &self.infra,
@@ -149,6 +152,7 @@ impl VmService {
         );
         let vmm_started = Instant::now();
         let handle = self.start_vmm(&mut spec, &rec.name, undo).await?;
+        crate::crash_point!("boot.after_vmm_spawn");
         let boot_kind = match plan {
             SnapshotPlan::Restore(_) if spec.restore_from.is_none() => {
                 "kernel boot (the boot snapshot did not restore)"
@@ -159,6 +163,7 @@ impl VmService {
         // that failed to restore, with the kernel boot that replaced it).
         let started = Instant::now();
         self.record_runtime(&rec.id, &handle, &tap, undo)?;
+        crate::crash_point!("boot.after_runtime_row");
 
         let boot_timeout = Duration::from_secs(self.infra.config.vmm.boot_timeout_secs);
         if let SnapshotPlan::Save(save) = plan {
@@ -183,6 +188,7 @@ impl VmService {
         let client = self
             .wait_ready(rec, &spec.serial_log, deadline, boot_timeout, cancel)
             .await?;
+        crate::crash_point!("boot.after_ssh_ready");
         info!(vm = %rec.name, boot = boot_kind, boot_to_ssh_ms = vmm_started.elapsed().as_millis() as u64, "guest ready");
         self.infra
             .store
@@ -392,6 +398,7 @@ impl VmService {
                 warn!(vm = %rec.name, error = %error_chain(&e), "boot snapshot not saved; the VM boots on")
             }
         }
+        crate::crash_point!("boot.after_snapshot_save");
         // Whatever happened, the guest gets its identity and runs on.
         fill_config_drive(config_drive, identity)
             .map_err(|e| DaemonError::image("cannot write the VM config drive", e))?;

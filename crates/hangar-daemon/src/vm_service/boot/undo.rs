@@ -87,11 +87,13 @@ impl BootUndo {
             if let Err(e) = infra.driver.kill(&h).await {
                 warn!(pid = h.pid, error = %e, "cannot kill VMM");
             }
+            crate::crash_point!("undo.after_vmm_killed");
         }
         if let Some(tap) = self.tap.take() {
             if let Err(e) = infra.net.release_tap(&tap).await {
                 warn!(tap, error = %e, "cannot release TAP device");
             }
+            crate::crash_point!("undo.after_tap_released");
         }
         if self.disk_active {
             let disks = infra.disks.clone();

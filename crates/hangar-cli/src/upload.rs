@@ -117,6 +117,10 @@ fn send_files(
             return Ok(());
         }
     }
+    if let Some(b) = bar {
+        // Sent; the daemon now checks, converts and stores the files.
+        b.set_message("storing");
+    }
     Ok(())
 }
 

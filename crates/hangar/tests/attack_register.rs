@@ -359,3 +359,29 @@ fn root_can_still_register_from_host_paths() {
     assert_eq!(shown["files"]["rootfs_sha256"], sha256sum(&rootfs));
     assert_eq!(image_dir_entries(&d).len(), 1);
 }
+
+#[test]
+#[ignore = "needs root: runs the daemon and plays other users (setuid, groupadd)"]
+fn socket_user_cannot_upload_past_the_size_limits() {
+    let opts = Options {
+        extra_config: "images.max_kernel_size = \"32K\"\n".into(),
+        ..Options::default()
+    };
+    let d = TestDaemon::with_socket_group("atk-limit", opts);
+    let (kernel, rootfs) = users_small_image(&d);
+
+    let (ok, err) = register_as_socket_user(
+        &d,
+        &[
+            "big",
+            "--kernel",
+            &path_str(&kernel),
+            "--rootfs",
+            &path_str(&rootfs),
+        ],
+    );
+
+    assert!(!ok, "a 64 KiB kernel passed a 32 KiB limit");
+    assert!(err.contains("[images] max_kernel_size"), "{err}");
+    assert_nothing_registered(&d);
+}

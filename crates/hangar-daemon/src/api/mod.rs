@@ -431,8 +431,6 @@ async fn register_image(
     responses(
         (status = 201, description = "Registered", body = ImageInfo),
         (status = 400, response = Invalid),
-        (status = 400, description = "A malformed query string (axum's plain-text rejection, not an `ApiError`)",
-            body = String, content_type = "text/plain"),
         (status = 409, response = Conflict),
         (status = 500, response = Internal),
         (status = 504, response = Timeout),

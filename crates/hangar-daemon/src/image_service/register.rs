@@ -54,7 +54,9 @@ impl ImageService {
             bytes: q.rootfs_bytes,
         });
         let idle = Duration::from_secs(limits.upload_idle_timeout_secs);
-        let mut sums = upload::receive(body, &parts, idle).await?.into_iter();
+        let mut sums = upload::receive(body, &parts, idle, &self.infra.shutdown)
+            .await?
+            .into_iter();
         let kernel = sums.next().unwrap_or_default();
         let initrd = q.initrd_bytes.and_then(|_| sums.next());
         let files = FileDigests {

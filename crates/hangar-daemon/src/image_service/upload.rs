@@ -16,6 +16,7 @@ use bytes::{Buf, Bytes};
 use hangar_api::UPLOAD_DIGEST_LEN;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{DaemonError, Result};
 
@@ -34,12 +35,26 @@ pub struct Part {
 }
 
 /// Streams `body` into the parts' files (created new, mode 0600) and
-/// returns each part's sha256 in hex, in order.
-pub async fn receive(mut body: Body, parts: &[Part], idle: Duration) -> Result<Vec<String>> {
+/// returns each part's sha256 in hex, in order. `shutdown` (the daemon's)
+/// ends it, so a long upload does not hold up a daemon stop.
+pub async fn receive(
+    mut body: Body,
+    parts: &[Part],
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Vec<String>> {
     let mut digests = Vec::with_capacity(parts.len());
     let mut sink: Option<PartSink> = None;
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => {
+                return Err(DaemonError::cancelled(
+                    "the daemon is shutting down; the upload was dropped",
+                ))
+            }
+            next = tokio::time::timeout(idle, body.frame()) => next,
+        };
+        let frame = match next {
             Err(_) => {
                 return Err(DaemonError::Timeout(format!(
                     "the upload sent nothing for {}s and was dropped",
@@ -352,9 +367,14 @@ mod tests {
         let chunks = all.chunks(333_333).map(<[u8]>::to_vec).collect();
         let ps = parts(d.path(), &[kernel.len() as u64, rootfs.len() as u64]);
 
-        let sums = receive(body_of(chunks), &ps, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let sums = receive(
+            body_of(chunks),
+            &ps,
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
 
         assert_eq!(sums[0], hex::encode(Sha256::digest(&kernel)));
         assert_eq!(sums[1], hex::encode(Sha256::digest(&rootfs)));
@@ -374,9 +394,14 @@ mod tests {
         all[last] ^= 1;
         let ps = parts(d.path(), &[6, 6]);
 
-        let err = receive(body_of(vec![all]), &ps, Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = receive(
+            body_of(vec![all]),
+            &ps,
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
 
         assert!(err.to_string().contains("corrupted"), "{err}");
     }
@@ -390,6 +415,7 @@ mod tests {
             body_of(vec![short]),
             &parts(d.path(), &[6, 6]),
             Duration::from_secs(5),
+            &CancellationToken::new(),
         )
         .await
         .unwrap_err();
@@ -402,6 +428,7 @@ mod tests {
             body_of(vec![long]),
             &parts(d.path(), &[6, 6]),
             Duration::from_secs(5),
+            &CancellationToken::new(),
         )
         .await
         .unwrap_err();
@@ -417,11 +444,38 @@ mod tests {
                 .chain(futures::stream::pending());
         let body = Body::from_stream(stream);
 
-        let err = receive(body, &parts(d.path(), &[6, 6]), Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let err = receive(
+            body,
+            &parts(d.path(), &[6, 6]),
+            Duration::from_millis(200),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
 
         assert!(matches!(err, DaemonError::Timeout(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_daemon_shutdown_ends_an_upload() {
+        use futures::StreamExt;
+        let d = tempfile::tempdir().unwrap();
+        let stream =
+            futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"ker"))])
+                .chain(futures::stream::pending());
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+
+        let err = receive(
+            Body::from_stream(stream),
+            &parts(d.path(), &[6, 6]),
+            Duration::from_secs(60),
+            &shutdown,
+        )
+        .await
+        .unwrap_err();
+
+        assert!(matches!(err, DaemonError::Cancelled(_)), "{err}");
     }
 
     #[tokio::test]

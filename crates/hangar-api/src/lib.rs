@@ -10,7 +10,10 @@ pub mod stream;
 pub mod vm;
 
 pub use error::{ApiError, ErrorKind};
-pub use image::{ImageInfo, PullImageRequest, RegisterImageRequest};
+pub use image::{
+    ImageFiles, ImageInfo, PullImageRequest, RegisterImageRequest, UploadImageQuery,
+    UPLOAD_DIGEST_LEN,
+};
 pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};
 pub use vm::{CreateVmRequest, ExecRequest, VmInfo, VmState};

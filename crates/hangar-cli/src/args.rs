@@ -167,7 +167,8 @@ pub enum ImageCommand {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Register an image from local files.
+    /// Register an image from local files (uploaded to the daemon; each
+    /// must be a regular file you can read, not a symlink).
     Register {
         /// Name to register the image under.
         name: String,
@@ -181,6 +182,11 @@ pub enum ImageCommand {
         /// Root filesystem: an ext4 image file.
         #[arg(long, value_name = "FILE")]
         rootfs: PathBuf,
+    },
+    /// Show one image, with the sha256 of the files it was registered from.
+    Show {
+        /// Image name or digest.
+        name: String,
     },
     /// Remove an image (refused while a VM uses it).
     Rm {

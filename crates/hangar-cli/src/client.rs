@@ -49,6 +49,25 @@ impl Client {
         body: Option<Vec<u8>>,
         upgrade: bool,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+        let content_type = body.is_some().then_some("application/json");
+        let body = Full::new(Bytes::from(body.unwrap_or_default()));
+        self.send_body(method, path, content_type, body, upgrade)
+            .await
+    }
+
+    /// Sends one request with any body (a stream, for uploads).
+    async fn send_body<B>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: B,
+        upgrade: bool,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let io = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
@@ -60,8 +79,8 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "hangar");
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
         }
         if upgrade {
             req = req
@@ -69,12 +88,41 @@ impl Client {
                 .header("upgrade", hangar_api::stream::UPGRADE_PROTOCOL);
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(body)
             .map_err(|e| ApiError::internal(format!("cannot build request: {e}")))?;
         sender
             .send_request(req)
             .await
             .map_err(|e| ApiError::internal(format!("request to the daemon failed: {e}")))
+    }
+
+    /// POSTs a streamed body and decodes the JSON answer.
+    pub async fn post_stream<T, B>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: B,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let resp = self
+            .send_body(Method::POST, path, Some(content_type), body, false)
+            .await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(decode_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("cannot decode the daemon's answer: {e}")))
     }
 
     /// Sends one request and returns the status and body bytes.

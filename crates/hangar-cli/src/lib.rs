@@ -5,8 +5,10 @@
 pub mod args;
 pub mod client;
 pub mod cmd;
+pub mod local_file;
 pub mod output;
 pub mod socket;
+pub mod upload;
 pub mod wait;
 
 use std::process::ExitCode;

@@ -47,6 +47,7 @@ pub struct Config {
     pub defaults: Defaults,
     pub storage: StorageConfig,
     pub api: ApiConfig,
+    pub images: ImagesConfig,
 }
 
 /// Limits of the API socket, so that no client can exhaust the daemon.
@@ -169,6 +170,64 @@ pub struct StorageConfig {
     pub backend: String,
 }
 
+/// Limits on images clients upload (`hangar image register`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Largest kernel file an upload may carry, e.g. `256M`.
+    pub max_kernel_size: String,
+    /// Largest initrd file an upload may carry.
+    pub max_initrd_size: String,
+    /// Largest rootfs file an upload may carry (its apparent size).
+    pub max_rootfs_size: String,
+    /// An upload that sends no byte for this long is dropped, with
+    /// everything it wrote.
+    pub upload_idle_timeout_secs: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            max_kernel_size: "256M".into(),
+            max_initrd_size: "1G".into(),
+            max_rootfs_size: "64G".into(),
+            upload_idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// The size limits in bytes: kernel, initrd, rootfs. The config was
+    /// validated at load, so a value that does not parse cannot occur; it
+    /// would count as 0 (nothing may be uploaded), never as unlimited.
+    pub fn max_bytes(&self) -> (u64, u64, u64) {
+        let parse = |s: &str| parse_size(s).unwrap_or(0);
+        (
+            parse(&self.max_kernel_size),
+            parse(&self.max_initrd_size),
+            parse(&self.max_rootfs_size),
+        )
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("max_kernel_size", &self.max_kernel_size),
+            ("max_initrd_size", &self.max_initrd_size),
+            ("max_rootfs_size", &self.max_rootfs_size),
+        ] {
+            match parse_size(v) {
+                Ok(0) => return Err(format!("[images] {key} must be more than 0")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("[images] {key}: {e}")),
+            }
+        }
+        if self.upload_idle_timeout_secs == 0 {
+            return Err("[images] upload_idle_timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -183,6 +242,7 @@ impl Default for Config {
             defaults: Defaults::default(),
             storage: StorageConfig::default(),
             api: ApiConfig::default(),
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -329,6 +389,7 @@ impl Config {
             return Err("[vmm] max_concurrent_boots must be between 0 (automatic) and 1024".into());
         }
         self.validate_uid_range()?;
+        self.images.validate()?;
         for (key, p) in [
             ("state_dir", &self.state_dir),
             ("runtime_dir", &self.runtime_dir),
@@ -539,6 +600,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("10.9.0.0/24"), "{err}");
+    }
+
+    #[test]
+    fn image_upload_limits_are_read_and_bad_ones_rejected() {
+        let cfg =
+            parse("[images]\nmax_kernel_size = \"64M\"\nupload_idle_timeout_secs = 5\n").unwrap();
+        assert_eq!(cfg.images.max_bytes(), (64 << 20, 1 << 30, 64 << 30));
+        assert_eq!(cfg.images.upload_idle_timeout_secs, 5);
+
+        let err = parse("[images]\nmax_rootfs_size = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_rootfs_size") && err.contains("lots"),
+            "{err}"
+        );
+        let err = parse("[images]\nmax_initrd_size = \"0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_initrd_size"), "{err}");
+        let err = parse("[images]\nupload_idle_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upload_idle_timeout_secs"), "{err}");
     }
 
     #[test]

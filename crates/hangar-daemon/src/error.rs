@@ -31,6 +31,9 @@ pub enum DaemonError {
     /// The operation was cancelled before it finished.
     #[error("{0}")]
     Cancelled(String),
+    /// A client stopped sending (an upload stalled); the message is whole.
+    #[error("{0}")]
+    Timeout(String),
     /// The state database said no, or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

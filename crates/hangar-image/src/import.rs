@@ -1,10 +1,21 @@
-//! Registers user-provided kernel/initrd/rootfs files as an image.
+//! Registers user-provided kernel/initrd/rootfs files as an image: files a
+//! client streamed to the daemon ([`finish_upload`]), or, for root clients
+//! only, files at host paths ([`import_files`]). Either way every file is
+//! streamed (copied and hashed a buffer at a time), never read whole.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::bootstrap::{remove_path, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 use crate::cache::copy_file;
+use crate::manifest::FileDigests;
 use crate::{kernel, rootfs, ImageError, ImageManifest};
+
+/// Where an upload's kernel lands before it is checked and converted to
+/// [`KERNEL_FILE`] (a bzImage is unpacked, an ELF copied).
+pub const UPLOADED_KERNEL_FILE: &str = "kernel.upload";
 
 /// Copies the files into `out_dir` as an image: a bzImage kernel (LZ4) is
 /// converted to `vmlinux`, an ELF vmlinux is kept; the rootfs must be ext4.
@@ -33,24 +44,22 @@ pub fn import_files(
     .map(|f| out_dir.join(f))
     .collect();
     let result = (|| {
+        let kernel_sha256 = sha256_file(kernel_path)?;
         kernel::write_vmlinux(kernel_path, &out_dir.join(KERNEL_FILE))?;
-        if let Some(i) = initrd {
-            copy_file(i, &out_dir.join(INITRD_FILE))?;
-        }
+        let initrd_sha256 = match initrd {
+            Some(i) => {
+                copy_file(i, &out_dir.join(INITRD_FILE))?;
+                Some(sha256_file(&out_dir.join(INITRD_FILE))?)
+            }
+            None => None,
+        };
         copy_file(rootfs_path, &out_dir.join(ROOTFS_FILE))?;
-        let bytes = std::fs::metadata(out_dir.join(ROOTFS_FILE))
-            .map_err(|e| ImageError::io("stat", out_dir.join(ROOTFS_FILE), e))?
-            .len();
-        let m = ImageManifest::new(
-            source,
-            KERNEL_FILE,
-            initrd.map(|_| INITRD_FILE),
-            ROOTFS_FILE,
-            bytes,
-            None,
-        );
-        m.save(out_dir)?;
-        Ok(m)
+        let files = FileDigests {
+            kernel: kernel_sha256,
+            initrd: initrd_sha256,
+            rootfs: sha256_file(&out_dir.join(ROOTFS_FILE))?,
+        };
+        save_manifest(out_dir, files, source)
     })();
     if result.is_err() {
         if created {
@@ -62,6 +71,61 @@ pub fn import_files(
         }
     }
     result
+}
+
+/// Turns a directory a client uploaded into (`kernel.upload`, optional
+/// `initrd.img`, `rootfs.ext4`, with their sha256s already checked by the
+/// receiver) into an image: checks the rootfs is ext4, converts the kernel
+/// and writes the manifest. On error the caller removes `out_dir`.
+pub fn finish_upload(
+    out_dir: &Path,
+    files: FileDigests,
+    source: &str,
+) -> Result<ImageManifest, ImageError> {
+    rootfs::check_ext4(&out_dir.join(ROOTFS_FILE))?;
+    let uploaded = out_dir.join(UPLOADED_KERNEL_FILE);
+    kernel::write_vmlinux(&uploaded, &out_dir.join(KERNEL_FILE))?;
+    std::fs::remove_file(&uploaded).map_err(|e| ImageError::io("remove", &uploaded, e))?;
+    save_manifest(out_dir, files, source)
+}
+
+fn save_manifest(
+    out_dir: &Path,
+    files: FileDigests,
+    source: &str,
+) -> Result<ImageManifest, ImageError> {
+    let rootfs = out_dir.join(ROOTFS_FILE);
+    let bytes = std::fs::metadata(&rootfs)
+        .map_err(|e| ImageError::io("stat", &rootfs, e))?
+        .len();
+    let has_initrd = files.initrd.is_some();
+    let m = ImageManifest::new(
+        source,
+        KERNEL_FILE,
+        has_initrd.then_some(INITRD_FILE),
+        ROOTFS_FILE,
+        bytes,
+        None,
+    )
+    .with_files(files);
+    m.save(out_dir)?;
+    Ok(m)
+}
+
+/// Lowercase hex sha256 of a file, read a buffer at a time.
+pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
+    let err = |e| ImageError::io("read", path, e);
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -92,6 +156,9 @@ mod tests {
 
         assert_eq!(m.kernel, "vmlinux");
         assert_eq!(m.initrd, None);
+        let files = m.files.clone().expect("digests recorded");
+        assert_eq!(files.kernel, sha256_file(&k).expect("hash"));
+        assert_eq!(files.rootfs, sha256_file(&r).expect("hash"));
         assert_eq!(m.rootfs_bytes, 8 << 20);
         assert_eq!(ImageManifest::load(&out).expect("load"), m);
         assert_eq!(
@@ -148,5 +215,47 @@ mod tests {
         .expect_err("must fail");
 
         assert!(err.to_string().contains("initrd"), "{err}");
+    }
+
+    #[test]
+    fn finish_upload_converts_the_kernel_and_records_the_digests() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let out = d.path();
+        std::fs::write(out.join(UPLOADED_KERNEL_FILE), b"\x7fELF\x02k").expect("write");
+        std::fs::write(out.join(INITRD_FILE), b"initrd").expect("write");
+        ext4(&out.join(ROOTFS_FILE));
+        let files = FileDigests {
+            kernel: "k".into(),
+            initrd: Some("i".into()),
+            rootfs: "r".into(),
+        };
+
+        let m = finish_upload(out, files.clone(), "register").expect("finish");
+
+        assert_eq!(m.files, Some(files));
+        assert_eq!(m.initrd.as_deref(), Some(INITRD_FILE));
+        assert!(!out.join(UPLOADED_KERNEL_FILE).exists());
+        assert_eq!(
+            std::fs::read(out.join(KERNEL_FILE)).expect("read"),
+            b"\x7fELF\x02k"
+        );
+        assert_eq!(ImageManifest::load(out).expect("load"), m);
+    }
+
+    #[test]
+    fn finish_upload_of_non_ext4_rootfs_fails() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let out = d.path();
+        std::fs::write(out.join(UPLOADED_KERNEL_FILE), b"\x7fELF\x02k").expect("write");
+        std::fs::write(out.join(ROOTFS_FILE), vec![0u8; 8192]).expect("write");
+        let files = FileDigests {
+            kernel: "k".into(),
+            initrd: None,
+            rootfs: "r".into(),
+        };
+
+        let err = finish_upload(out, files, "register").expect_err("must fail");
+
+        assert!(matches!(err, ImageError::BadRootfs { .. }), "{err}");
     }
 }

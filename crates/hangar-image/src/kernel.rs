@@ -2,6 +2,8 @@
 //! uncompressed ELF `vmlinux` with a PVH note. Debian's bzImage carries it
 //! LZ4-compressed (legacy LZ4 frame) inside.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::ImageError;
@@ -11,6 +13,8 @@ const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
 /// Every block of a legacy frame but the last decompresses to this size.
 const LZ4_LEGACY_BLOCK: usize = 8 << 20;
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
+/// Enough of a kernel file to tell its kind (the bzImage header ends at 0x206).
+const HEADER_PROBE: usize = 0x400;
 
 /// What kind of kernel file a byte buffer holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,71 +39,146 @@ pub fn kernel_kind(data: &[u8]) -> KernelKind {
 /// decoding stops after the first short block or at a chunk size that
 /// cannot be a block (the kernel appends its size after the frame).
 pub fn vmlinux_from_bzimage(data: &[u8]) -> Result<Vec<u8>, String> {
-    let start = data
-        .windows(4)
-        .position(|w| w == LZ4_LEGACY_MAGIC)
-        .ok_or("no LZ4 payload found (only LZ4-compressed bzImages are supported; convert others with the kernel's scripts/extract-vmlinux)")?;
+    let mut out = Vec::new();
+    extract_bzimage(data, &mut out)?;
+    Ok(out)
+}
+
+/// [`vmlinux_from_bzimage`] as a stream: reads `input` and writes the
+/// vmlinux to `out` one LZ4 block at a time, so memory stays at about two
+/// blocks (16 MiB) whatever the kernel's size. Returns the bytes written.
+pub fn extract_bzimage(input: impl Read, out: &mut impl Write) -> Result<u64, String> {
+    let mut input = BufReader::new(input);
+    skip_to_lz4_magic(&mut input)?;
     let max_chunk = lz4_flex::block::get_maximum_output_size(LZ4_LEGACY_BLOCK);
-    let mut pos = start + 4;
-    let mut out = Vec::with_capacity(64 << 20);
+    let mut block = Vec::new();
+    let mut decoded = vec![0u8; LZ4_LEGACY_BLOCK];
+    let mut written = 0u64;
     loop {
-        if pos + 4 > data.len() {
+        let mut word = [0u8; 4];
+        if !read_exact_or_eof(&mut input, &mut word)? {
             break;
         }
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&data[pos..pos + 4]);
         if word == LZ4_LEGACY_MAGIC {
-            pos += 4;
             continue;
         }
         let size = u32::from_le_bytes(word) as usize;
-        if size == 0 || size > max_chunk || pos + 4 + size > data.len() {
+        if size == 0 || size > max_chunk {
             break;
         }
-        let block = &data[pos + 4..pos + 4 + size];
-        let before = out.len();
-        out.resize(before + LZ4_LEGACY_BLOCK, 0);
-        let n = match lz4_flex::block::decompress_into(block, &mut out[before..]) {
+        block.resize(size, 0);
+        if !read_exact_or_eof(&mut input, &mut block)? {
+            break;
+        }
+        let n = match lz4_flex::block::decompress_into(&block, &mut decoded) {
             Ok(n) => n,
-            Err(e) if before == 0 => {
+            Err(e) if written == 0 => {
                 return Err(format!("LZ4 payload does not decompress: {e}"));
             }
-            Err(_) => {
-                // Past the end of the frame: trailing bytes looked like a size.
-                out.truncate(before);
-                break;
-            }
+            // Past the end of the frame: trailing bytes looked like a size.
+            Err(_) => break,
         };
-        out.truncate(before + n);
-        pos += 4 + size;
+        if written == 0 && kernel_kind(&decoded[..n]) != KernelKind::Elf64 {
+            break;
+        }
+        out.write_all(&decoded[..n])
+            .map_err(|e| format!("cannot write the vmlinux: {e}"))?;
+        written += n as u64;
         if n < LZ4_LEGACY_BLOCK {
             break;
         }
     }
-    if kernel_kind(&out) != KernelKind::Elf64 {
+    if written == 0 {
         return Err("LZ4 payload is not an ELF64 vmlinux".to_string());
     }
-    Ok(out)
+    Ok(written)
+}
+
+/// Reads up to and including the first legacy LZ4 magic.
+fn skip_to_lz4_magic(input: &mut impl BufRead) -> Result<(), String> {
+    let mut window = [0u8; 4];
+    let mut seen = 0usize;
+    loop {
+        let buf = input
+            .fill_buf()
+            .map_err(|e| format!("cannot read the kernel: {e}"))?;
+        if buf.is_empty() {
+            return Err("no LZ4 payload found (only LZ4-compressed bzImages are supported; convert others with the kernel's scripts/extract-vmlinux)".to_string());
+        }
+        let mut used = 0;
+        let mut found = false;
+        for &b in buf {
+            used += 1;
+            window.rotate_left(1);
+            window[3] = b;
+            seen += 1;
+            if seen >= 4 && window == LZ4_LEGACY_MAGIC {
+                found = true;
+                break;
+            }
+        }
+        input.consume(used);
+        if found {
+            return Ok(());
+        }
+    }
+}
+
+/// Fills `buf`, or returns false when the input ends first (the end of a
+/// frame that is not marked).
+fn read_exact_or_eof(input: &mut impl Read, buf: &mut [u8]) -> Result<bool, String> {
+    match input.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(format!("cannot read the kernel: {e}")),
+    }
 }
 
 /// Writes `out` as an ELF vmlinux from `input` (a bzImage with an LZ4
-/// payload, or already an ELF vmlinux, which is copied).
+/// payload, or already an ELF vmlinux, which is copied). Streams: neither
+/// file is ever held in memory whole. On failure `out` is removed.
 pub fn write_vmlinux(input: &Path, out: &Path) -> Result<(), ImageError> {
-    let data = std::fs::read(input).map_err(|e| ImageError::io("read kernel", input, e))?;
+    let result = convert_kernel(input, out);
+    if result.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    result
+}
+
+fn convert_kernel(input: &Path, out: &Path) -> Result<(), ImageError> {
+    let read_err = |e| ImageError::io("read kernel", input, e);
+    let mut src = File::open(input).map_err(read_err)?;
+    let mut head = Vec::with_capacity(HEADER_PROBE);
+    (&mut src)
+        .take(HEADER_PROBE as u64)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    src.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let bad = |reason: String| ImageError::BadKernel {
         path: input.to_path_buf(),
         reason,
     };
-    let elf = match kernel_kind(&data) {
-        KernelKind::Elf64 => data,
-        KernelKind::BzImage => vmlinux_from_bzimage(&data).map_err(bad)?,
-        KernelKind::Unknown => return Err(bad(
+    let kind = kernel_kind(&head);
+    if kind == KernelKind::Unknown {
+        return Err(bad(
             "neither an ELF64 vmlinux nor a bzImage; pass the kernel image (vmlinux or vmlinuz)"
                 .to_string(),
-        )),
-    };
-    hangar_host::private::write_private(out, elf)
-        .map_err(|e| ImageError::io("write kernel", out, e))
+        ));
+    }
+    let write_err = |e| ImageError::io("write kernel", out, e);
+    let mut dst = BufWriter::new(hangar_host::private::create_private_file(out).map_err(write_err)?);
+    match kind {
+        KernelKind::BzImage => {
+            extract_bzimage(src, &mut dst).map_err(bad)?;
+        }
+        _ => {
+            std::io::copy(&mut BufReader::new(src), &mut dst).map_err(write_err)?;
+        }
+    }
+    dst.into_inner()
+        .map_err(|e| write_err(e.into_error()))?
+        .sync_all()
+        .map_err(write_err)
 }
 
 #[cfg(test)]
@@ -181,5 +260,47 @@ mod tests {
             KernelKind::BzImage
         );
         assert_eq!(kernel_kind(b"hello"), KernelKind::Unknown);
+    }
+
+    #[test]
+    fn write_vmlinux_converts_a_bzimage_file_and_copies_an_elf() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let elf = fake_elf(LZ4_LEGACY_BLOCK * 2 + 777);
+        let (bz, plain, out) = (
+            d.path().join("bz"),
+            d.path().join("elf"),
+            d.path().join("out"),
+        );
+        std::fs::write(&bz, fake_bzimage(&elf)).expect("write");
+        std::fs::write(&plain, &elf).expect("write");
+
+        write_vmlinux(&bz, &out).expect("bzImage");
+        assert!(std::fs::read(&out).expect("read") == elf);
+        write_vmlinux(&plain, &out).expect("elf");
+        assert!(std::fs::read(&out).expect("read") == elf);
+    }
+
+    #[test]
+    fn write_vmlinux_of_junk_fails_and_leaves_no_output() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (junk, out) = (d.path().join("junk"), d.path().join("out"));
+        std::fs::write(&junk, b"not a kernel").expect("write");
+
+        let err = write_vmlinux(&junk, &out).expect_err("must fail");
+
+        assert!(matches!(err, ImageError::BadKernel { .. }), "{err}");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn write_vmlinux_of_bzimage_with_bad_payload_leaves_no_output() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (bz, out) = (d.path().join("bz"), d.path().join("out"));
+        std::fs::write(&bz, fake_bzimage(&[1u8; 5000])).expect("write");
+
+        let err = write_vmlinux(&bz, &out).expect_err("must fail");
+
+        assert!(err.to_string().contains("not an ELF64"), "{err}");
+        assert!(!out.exists());
     }
 }

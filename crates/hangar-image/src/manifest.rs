@@ -40,6 +40,20 @@ pub struct ImageManifest {
     /// of the JSON when false, so older manifests keep their digest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub boot_snapshots: bool,
+    /// The sha256 of each file as the user gave it (registered images).
+    /// Left out of the JSON when absent, so older manifests keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FileDigests>,
+}
+
+/// Lowercase hex sha256 of each file an image was registered from (the
+/// kernel as given, before any bzImage conversion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigests {
+    pub kernel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    pub rootfs: String,
 }
 
 impl ImageManifest {
@@ -62,9 +76,18 @@ impl ImageManifest {
             created_at: hangar_host::time::now_utc(),
             recipe_key,
             boot_snapshots: false,
+            files: None,
         };
         m.digest = m.compute_digest();
         m
+    }
+
+    /// This manifest with the files' digests recorded (and its own digest
+    /// recomputed over them).
+    pub fn with_files(mut self, files: FileDigests) -> Self {
+        self.files = Some(files);
+        self.digest = self.compute_digest();
+        self
     }
 
     /// `sha256:<hex>` of the JSON of this manifest with `digest` empty.
@@ -129,6 +152,22 @@ mod tests {
         let err = ImageManifest::load(dir.path()).expect_err("must fail");
 
         assert!(matches!(err, ImageError::BadManifest { .. }));
+    }
+
+    #[test]
+    fn a_manifest_without_files_keeps_its_json_and_digest() {
+        let m = ImageManifest::new("a", "vmlinux", None, "rootfs.ext4", 1, None);
+        let json = serde_json::to_string(&m).expect("json");
+        assert!(!json.contains("files"), "{json}");
+
+        let with = m.clone().with_files(FileDigests {
+            kernel: "aa".into(),
+            initrd: None,
+            rootfs: "bb".into(),
+        });
+
+        assert_ne!(with.digest, m.digest);
+        assert_eq!(with.digest, with.compute_digest());
     }
 
     #[test]

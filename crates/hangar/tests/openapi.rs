@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::TestDaemon;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 const DOCUMENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
 
@@ -36,20 +37,32 @@ impl Reply {
 }
 
 fn call(d: &TestDaemon, method: &str, target: &str, extra: &str, body: Option<&str>) -> Reply {
-    let mut s = UnixStream::connect(d.socket()).unwrap();
     let body = body.unwrap_or("");
     let typed = if body.is_empty() {
         String::new()
     } else {
         "Content-Type: application/json\r\n".to_string()
     };
+    call_bytes(
+        d,
+        method,
+        target,
+        &format!("{extra}{typed}"),
+        body.as_bytes(),
+    )
+}
+
+/// [`call`] with any body; `extra` carries its headers.
+fn call_bytes(d: &TestDaemon, method: &str, target: &str, extra: &str, body: &[u8]) -> Reply {
+    let mut s = UnixStream::connect(d.socket()).unwrap();
     write!(
         s,
-        "{method} {target} HTTP/1.1\r\nHost: hangar\r\nConnection: close\r\n{extra}{typed}\
-         Content-Length: {}\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: hangar\r\nConnection: close\r\n{extra}\
+         Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw
@@ -356,6 +369,57 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
         None,
         204,
     );
+
+    // An upload: refused before a byte is read (bad name), then a small
+    // image that registers.
+    let upload = |c: &mut Contract, target: &str, body: &[u8], status: u16| {
+        let reply = call_bytes(
+            &d,
+            "POST",
+            target,
+            "Content-Type: application/octet-stream\r\n",
+            body,
+        );
+        assert_eq!(
+            reply.status,
+            status,
+            "{target}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        c.check("POST", target, &reply);
+        reply
+    };
+    let bad = upload(
+        &mut c,
+        "/v1/images/upload?name=Bad_Name&kernel_bytes=1&rootfs_bytes=1",
+        b"",
+        400,
+    );
+    assert_eq!(bad.json()["kind"], "invalid");
+    let kernel = b"\x7fELF\x02 a kernel".to_vec();
+    let rootfs_path = d.dir.path().join("up.ext4");
+    std::fs::File::create(&rootfs_path)
+        .and_then(|f| f.set_len(4 << 20))
+        .unwrap();
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&rootfs_path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs.ext4");
+    let rootfs = std::fs::read(&rootfs_path).unwrap();
+    let mut body = kernel.clone();
+    body.extend_from_slice(&sha2::Sha256::digest(&kernel));
+    body.extend_from_slice(&rootfs);
+    body.extend_from_slice(&sha2::Sha256::digest(&rootfs));
+    let target = format!(
+        "/v1/images/upload?name=up&kernel_bytes={}&rootfs_bytes={}",
+        kernel.len(),
+        rootfs.len()
+    );
+    let info = upload(&mut c, &target, &body, 201).json();
+    assert_eq!(info["name"], "up", "{info}");
+    expect(&mut c, &d, ("DELETE", "/v1/images/up"), "", None, 204);
 
     // A query string that does not parse: the documented plain-text 400.
     expect(

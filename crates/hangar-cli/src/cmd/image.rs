@@ -1,12 +1,14 @@
 //! `hangar image ...`.
 
 use hangar_api::image::CatalogEntry;
-use hangar_api::{ApiError, ImageInfo, Operation, PullImageRequest, RegisterImageRequest};
+use hangar_api::{ApiError, ImageInfo, Operation, PullImageRequest};
 
 use super::seg;
 use crate::args::{Cli, ImageCommand};
 use crate::client::Client;
+use crate::local_file::open_regular;
 use crate::output;
+use crate::upload::upload_image;
 use crate::wait::wait_op;
 
 pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), ApiError> {
@@ -74,22 +76,45 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             initrd,
             rootfs,
         } => {
-            let abs = |p: &std::path::Path| -> Result<String, ApiError> {
-                std::path::absolute(p)
-                    .map(|p| p.display().to_string())
-                    .map_err(|e| ApiError::invalid(format!("bad path {}: {e}", p.display())))
+            // Opened here, as the user: the daemon never opens a path for
+            // a client (docs/security/upload.md).
+            let open = |what: &str, p: &std::path::Path| {
+                open_regular(what, p).map_err(|e| ApiError::invalid(e.to_string()))
             };
-            let req = RegisterImageRequest {
-                name: name.clone(),
-                kernel: abs(kernel)?,
-                initrd: initrd.as_deref().map(abs).transpose()?,
-                rootfs: abs(rootfs)?,
-            };
-            let info: ImageInfo = client.post("/v1/images/register", &req).await?;
+            let kernel = open("kernel", kernel)?;
+            let initrd = initrd.as_deref().map(|p| open("initrd", p)).transpose()?;
+            let rootfs = open("rootfs", rootfs)?;
+            let info = upload_image(client, name, kernel, initrd, rootfs).await?;
             if cli.json {
                 output::json(&info);
             } else {
                 println!("{} {}", info.name, info.digest);
+            }
+            Ok(())
+        }
+        ImageCommand::Show { name } => {
+            let info: ImageInfo = client.get(&format!("/v1/images/{}", seg(name))).await?;
+            if cli.json {
+                output::json(&info);
+                return Ok(());
+            }
+            let mut rows = vec![
+                ("name", info.name.clone()),
+                ("digest", info.digest.clone()),
+                ("source", info.source.clone()),
+                ("size", output::human_bytes(info.rootfs_bytes)),
+                ("created", info.created_at.clone()),
+                ("used by", info.used_by.join(",")),
+            ];
+            if let Some(f) = &info.files {
+                rows.push(("kernel sha256", f.kernel_sha256.clone()));
+                if let Some(i) = &f.initrd_sha256 {
+                    rows.push(("initrd sha256", i.clone()));
+                }
+                rows.push(("rootfs sha256", f.rootfs_sha256.clone()));
+            }
+            for (k, v) in rows {
+                println!("{k:<14} {v}");
             }
             Ok(())
         }

@@ -24,7 +24,7 @@ fn kind_of(e: &DaemonError) -> ErrorKind {
             ErrorKind::Unavailable
         }
         DaemonError::Cancelled(_) => ErrorKind::Cancelled,
-        DaemonError::BootTimeout { .. } => ErrorKind::Timeout,
+        DaemonError::BootTimeout { .. } | DaemonError::Timeout(_) => ErrorKind::Timeout,
         DaemonError::Store(s) => store_kind(s),
         // The host is full: not a bug, and the fix is the user's.
         DaemonError::Disk {

@@ -12,7 +12,7 @@ pub mod serve;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,14 +21,14 @@ use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
     ApiError, CreateVmRequest, DaemonInfo, ImageInfo, Operation, PullImageRequest,
-    RegisterImageRequest, VmInfo,
+    RegisterImageRequest, UploadImageQuery, VmInfo,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::daemon::Daemon;
 use crate::error::DaemonError;
-use openapi::{Conflict, Internal, Invalid, NotFound, Unavailable};
+use openapi::{Conflict, Internal, Invalid, NotFound, Timeout, Unavailable};
 
 /// An `ApiError` as an HTTP response.
 pub struct HttpError(pub ApiError);
@@ -68,6 +68,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/images/catalog", get(catalog))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/register", post(register_image))
+        .route("/v1/images/upload", post(upload_image))
         .route("/v1/images/{name}", get(show_image).delete(delete_image))
         .route("/v1/operations", get(list_ops))
         .route("/v1/operations/{id}", get(show_op))
@@ -393,7 +394,11 @@ async fn pull_image(
     Ok((StatusCode::ACCEPTED, Json(d.images.begin_pull(&req.name)?)))
 }
 
-/// Register an image from files on the host
+/// Register an image from files on the host (root only)
+///
+/// The daemon opens the paths with its own rights, so only root clients
+/// (by the socket's `SO_PEERCRED`) may use this form; anyone else gets
+/// `invalid` and uploads the files with `POST /v1/images/upload`.
 #[utoipa::path(post, path = "/v1/images/register", operation_id = "register_image", tag = "images",
     request_body = RegisterImageRequest,
     responses(
@@ -405,11 +410,41 @@ async fn pull_image(
     ))]
 async fn register_image(
     State(d): State<Arc<Daemon>>,
+    ConnectInfo(peer): ConnectInfo<peer::PeerCred>,
     JsonBody(req): JsonBody<RegisterImageRequest>,
 ) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
     Ok((
         StatusCode::CREATED,
-        Json(d.images.register_image(req).await?),
+        Json(d.images.register_image(req, peer).await?),
+    ))
+}
+
+/// Register an image by uploading its files
+///
+/// The body carries each file (kernel, then initrd if `initrd_bytes` is
+/// given, then rootfs): exactly its declared bytes followed by the 32-byte
+/// sha256 of them. Sizes over the `[images]` limits are refused before any
+/// byte is read; a body that breaks off, stalls, runs long or carries a
+/// wrong sha256 registers nothing and leaves no file.
+#[utoipa::path(post, path = "/v1/images/upload", operation_id = "upload_image", tag = "images",
+    params(UploadImageQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "per part: its bytes, then their 32-byte sha256"),
+    responses(
+        (status = 201, description = "Registered", body = ImageInfo),
+        (status = 400, response = Invalid),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 504, response = Timeout),
+    ))]
+async fn upload_image(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<UploadImageQuery>,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(d.images.register_upload(q, body).await?),
     ))
 }
 

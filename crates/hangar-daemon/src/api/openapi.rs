@@ -38,6 +38,7 @@ use utoipa::OpenApi;
         super::catalog,
         super::pull_image,
         super::register_image,
+        super::upload_image,
         super::show_image,
         super::delete_image,
         super::list_ops,

@@ -3,15 +3,18 @@
 //! `hangar_image::catalog`), registration of user files, listing and
 //! removal. Images live in `state_dir/images/<digest hex>/` and are
 //! read-only once stored. The service owns the image-ops lock.
+//! Registration (uploads, and host paths for root) is in [`register`].
 
 pub mod leftovers;
+mod register;
+mod upload;
 
 use crate::blocking::{off_runtime, remove_tree};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hangar_api::image::CatalogEntry;
-use hangar_api::{ImageInfo, OpKind, Operation, RegisterImageRequest};
+use hangar_api::{ImageFiles, ImageInfo, OpKind, Operation};
 use hangar_image::{catalog, ImageManifest};
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
@@ -70,6 +73,14 @@ impl ImageService {
             rootfs_bytes: rec.rootfs_bytes,
             created_at: rec.created_at.clone(),
             used_by: self.infra.store.vms_using_image(&rec.digest)?,
+            files: serde_json::from_str::<ImageManifest>(&rec.manifest_json)
+                .ok()
+                .and_then(|m| m.files)
+                .map(|f| ImageFiles {
+                    kernel_sha256: f.kernel,
+                    initrd_sha256: f.initrd,
+                    rootfs_sha256: f.rootfs,
+                }),
         })
     }
 
@@ -174,72 +185,6 @@ impl ImageService {
         // Still under the image lock, so the image cannot be removed meanwhile.
         self.snapshots.prewarm(&rec, op, cancel).await;
         Ok(rec)
-    }
-
-    /// Registers user-provided kernel/initrd/rootfs files as a named image.
-    pub async fn register_image(&self, req: RegisterImageRequest) -> Result<ImageInfo> {
-        hangar_api::name::validate_name("image", &req.name).map_err(DaemonError::Invalid)?;
-        for (what, p) in [
-            ("kernel", Some(&req.kernel)),
-            ("rootfs", Some(&req.rootfs)),
-            ("initrd", req.initrd.as_ref()),
-        ] {
-            if let Some(p) = p {
-                if !Path::new(p).is_absolute() {
-                    return Err(DaemonError::invalid(format!(
-                        "{what} path {p:?} must be absolute (the daemon resolves paths itself)"
-                    )));
-                }
-                if !Path::new(p).is_file() {
-                    return Err(DaemonError::invalid(format!(
-                        "{what} file {p} does not exist or is not a regular file"
-                    )));
-                }
-            }
-        }
-        let _guard = self.lock.lock().await;
-        if let Ok(existing) = self.infra.store.get_image(&req.name) {
-            if existing.name == req.name {
-                return Err(DaemonError::conflict(format!(
-                    "an image named {:?} already exists; remove it first with `hangar image rm {}`",
-                    req.name, req.name
-                )));
-            }
-        }
-        let tmp = self.infra.config.images_dir().join(format!(
-            ".register-{}",
-            hex::encode(rand::random::<[u8; 6]>())
-        ));
-        let (kernel, initrd, rootfs, tmp2) = (
-            PathBuf::from(&req.kernel),
-            req.initrd.as_ref().map(PathBuf::from),
-            PathBuf::from(&req.rootfs),
-            tmp.clone(),
-        );
-        let imported = tokio::task::spawn_blocking(move || {
-            hangar_image::import_files(&kernel, initrd.as_deref(), &rootfs, &tmp2, "register")
-        })
-        .await
-        .map_err(|source| DaemonError::Task {
-            what: "image import",
-            source,
-        })?;
-        let manifest = match imported {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(DaemonError::ImageRejected {
-                    context: "cannot register image".into(),
-                    source: Box::new(e),
-                });
-            }
-        };
-        crate::crash_point!("register.after_files_written");
-        let rec = self
-            .store_image(&req.name, "register", &tmp, &manifest)
-            .await?;
-        crate::crash_point!("register.after_store_row");
-        self.image_info(&rec)
     }
 
     /// Moves a finished image dir into place under its digest and records

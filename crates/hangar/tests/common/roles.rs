@@ -93,7 +93,18 @@ impl TestDaemon {
     }
 
     /// Runs any command as `role`, from its home dir.
-    pub fn run_as(&self, role: Role, mut cmd: Command) -> Output {
+    pub fn run_as(&self, role: Role, cmd: Command) -> Output {
+        self.as_role(role, cmd).output().unwrap()
+    }
+
+    /// Starts any command as `role` (e.g. to kill it half way).
+    pub fn spawn_as(&self, role: Role, cmd: Command) -> std::process::Child {
+        let mut cmd = self.as_role(role, cmd);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+
+    fn as_role(&self, role: Role, mut cmd: Command) -> Command {
         let groups: Vec<libc::gid_t> = match role {
             Role::SocketUser => vec![test_socket_gid()],
             Role::Stranger => Vec::new(),
@@ -117,7 +128,7 @@ impl TestDaemon {
                 Ok(())
             });
         }
-        cmd.output().unwrap()
+        cmd
     }
 }
 

@@ -1,13 +1,14 @@
 //! What every Hangar crate needs from the host, written once: finding a
 //! binary on `PATH` ([`path`]), running a tool with a time limit, a cancel
 //! and process-group kill ([`process`]), quoting for a shell ([`quote`]),
-//! the one timestamp format ([`time`]) and byte counts for people
-//! ([`bytes`]).
+//! the one timestamp format ([`time`]), byte counts for people
+//! ([`bytes`]) and guest bytes made safe for a terminal ([`sanitize`]).
 
 pub mod bytes;
 pub mod path;
 pub mod process;
 pub mod quote;
+pub mod sanitize;
 pub mod time;
 pub mod version;
 

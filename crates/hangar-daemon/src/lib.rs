@@ -3,6 +3,7 @@
 
 pub mod api;
 mod console;
+pub mod console_log;
 pub mod daemon;
 pub mod error;
 pub mod image_service;

@@ -186,13 +186,13 @@ fn guest_flooding_its_console_cannot_fill_the_host_disk() {
         began.elapsed().as_secs_f64(),
         rate
     );
-    assert!(
-        written > 4 * CAP,
-        "the flood wrote only {written} bytes: too little to test the cap"
-    );
     // The keeper looks every 250 ms: overshoot is what the guest writes
-    // meanwhile. Allow 1 s of it for a loaded machine, and never the cap.
-    let bound = ((rate * 1.0) as u64).min(CAP);
+    // meanwhile. Allow 1 s of it, for a loaded machine.
+    let bound = rate as u64;
+    assert!(
+        written > 4 * (CAP + bound),
+        "the flood wrote {written} bytes: too little to tell a cap from none"
+    );
     assert!(
         max_log <= CAP + bound,
         "serial.log reached {max_log} bytes (cap {CAP} + bound {bound})"

@@ -19,7 +19,7 @@ pub async fn wait_for_console(
     // The unmatched end of what was read, in case the needle is split.
     let mut carry = String::new();
     loop {
-        if let Ok(mut f) = std::fs::File::open(log) {
+        if let Ok(Some(mut f)) = crate::console_log::open_log_file(log, false) {
             // Shorter than what was read: the log was rotated (its start
             // moved to serial.log.1); read the new part from its start.
             if f.metadata().is_ok_and(|m| m.len() < offset) {
@@ -82,7 +82,8 @@ pub fn console_tail(path: &std::path::Path) -> String {
 /// The last `max` bytes of a file (none when it cannot be read).
 fn last_bytes(path: &std::path::Path, max: u64) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
+    // Never through a link: this text goes to the API's users.
+    let Ok(Some(mut f)) = crate::console_log::open_log_file(path, false) else {
         return Vec::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -188,6 +189,17 @@ mod tests {
         let r = wait_for_console(&log, "snapshot point", Duration::from_secs(5), || true).await;
         writer.await.unwrap();
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn console_tail_never_reads_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root:$6$hash\n").unwrap();
+        let log = dir.path().join("serial.log");
+        std::os::unix::fs::symlink(&secret, &log).unwrap();
+        let tail = console_tail(&log);
+        assert!(!tail.contains("root:"), "{tail}");
     }
 
     #[test]

@@ -248,3 +248,41 @@ fn guest_flooding_its_console_cannot_fill_the_host_disk() {
     d.ok(&["vm", "rm", "--force", "flood"]);
     d.assert_nothing_left(1);
 }
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn failed_creates_cannot_pile_up_console_logs() {
+    let _serial = common::serial();
+    let d = TestDaemon::with(
+        "atk-prune",
+        Options {
+            boot_timeout_secs: 1,
+            vmm_extra: "failed_console_logs_kept = 1".into(),
+            ..Default::default()
+        },
+    );
+    // The image first, so that the timeouts hit the boots.
+    d.ok(&["image", "pull", "debian-12"]);
+    let logs = d.state_dir().join("logs");
+    let kept = || -> Vec<PathBuf> {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    let first = d.fails(&["vm", "create", "slow1"]);
+    assert!(first.contains("did not answer SSH"), "{first}");
+    assert_eq!(kept().len(), 1, "{:?}", kept());
+    let second = d.fails(&["vm", "create", "slow2"]);
+    assert!(second.contains("did not answer SSH"), "{second}");
+    // Only the newest is kept, and the error points at it.
+    let left = kept();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].to_string_lossy().contains("slow2-"),
+        "the newest log is kept: {left:?}"
+    );
+    assert!(second.contains(&left[0].display().to_string()), "{second}");
+    d.assert_nothing_left(1);
+}

@@ -32,6 +32,34 @@ pub fn older_part(log: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens a console file the daemon (root) reads or truncates. The VM dir
+/// may be writable by the VMM's unprivileged user: a symlink, a FIFO, a
+/// device or a hard link put there in its place must not make the daemon
+/// read, copy or truncate another file. `None` when there is no file.
+pub(crate) fn open_log_file(path: &Path, write: bool) -> std::io::Result<Option<File>> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a plain file of its own (a link or a special file); not touched",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(f))
+}
+
 /// Rotates and reads VMs' console logs; one per daemon.
 #[derive(Debug)]
 pub struct ConsoleLogs {
@@ -83,10 +111,8 @@ impl ConsoleLogs {
     /// Rotates `log` if it is past the cap. Returns whether it did.
     pub fn rotate_if_over(&self, log: &Path) -> std::io::Result<bool> {
         let mut map = self.lock();
-        let mut current = match File::open(log) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
+        let Some(mut current) = open_log_file(log, true)? else {
+            return Ok(false);
         };
         let meta = current.metadata()?;
         let len = meta.len();
@@ -101,10 +127,15 @@ impl ConsoleLogs {
         let keep = len.min(self.max_bytes);
         current.seek(SeekFrom::Start(len - keep))?;
         let tmp = older.with_extension("1.tmp");
+        // A fresh file (O_EXCL: whatever sat at that name, a link included,
+        // is gone first and never followed).
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut out = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         let copied = std::io::copy(&mut (&mut current).take(keep), &mut out)?;
@@ -112,10 +143,7 @@ impl ConsoleLogs {
         std::fs::rename(&tmp, &older)?;
         // What the guest wrote between the copy and this truncate is lost
         // (microseconds); the VMM's next O_APPEND write lands at 0.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(log)?
-            .set_len(0)?;
+        current.set_len(0)?;
         map.insert(
             log.to_path_buf(),
             Rotated {
@@ -130,16 +158,8 @@ impl ConsoleLogs {
     /// A consistent view of `log`'s two parts for reading.
     pub fn view(&self, log: &Path) -> std::io::Result<ConsoleView> {
         let mut map = self.lock();
-        let current = match File::open(log) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        let older = match File::open(older_part(log)) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let current = open_log_file(log, false)?;
+        let older = open_log_file(&older_part(log), false)?;
         let older_len = match &older {
             Some(f) => f.metadata()?.len(),
             None => 0,

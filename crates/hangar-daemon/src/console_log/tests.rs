@@ -175,3 +175,37 @@ fn pruning_keeps_the_newest_failed_create_logs() {
         ["other.txt", "vm3-id3.serial.log", "vm4-id4.serial.log"]
     );
 }
+
+#[test]
+fn a_link_or_a_fifo_in_place_of_the_log_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, vec![b's'; 500]).unwrap();
+    let logs = ConsoleLogs::new(100);
+
+    // A symlink to another file: not read, not copied, not truncated.
+    let log = dir.path().join("vm-a").join("serial.log");
+    std::fs::create_dir(log.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    assert!(logs.rotate_if_over(&log).is_err());
+    assert!(logs.view(&log).is_err());
+    // A hard link to it: the same.
+    let hard = dir.path().join("vm-b").join("serial.log");
+    std::fs::create_dir(hard.parent().unwrap()).unwrap();
+    std::fs::hard_link(&secret, &hard).unwrap();
+    assert!(logs.rotate_if_over(&hard).is_err());
+    assert!(logs.view(&hard).is_err());
+    assert_eq!(std::fs::read(&secret).unwrap(), vec![b's'; 500]);
+    assert!(!older_part(&log).exists() && !older_part(&hard).exists());
+
+    // A FIFO: refused at once, without waiting for a writer.
+    let fifo = dir.path().join("vm-c").join("serial.log");
+    std::fs::create_dir(fifo.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    assert!(logs.view(&fifo).is_err());
+    assert!(logs.rotate_if_over(&fifo).is_err());
+}

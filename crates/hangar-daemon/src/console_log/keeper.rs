@@ -49,8 +49,20 @@ impl ConsoleLogs {
         };
         for dir in dirs.flatten() {
             let log = dir.path().join(log_name);
-            if let Err(e) = self.rotate_if_over(&log) {
-                warn!(log = %log.display(), error = %e, "cannot rotate the console log");
+            let result = self.rotate_if_over(&log);
+            // Said once per log until it works again: a log that keeps
+            // failing (e.g. a link put in its place) must not flood the
+            // daemon's own log four times a second.
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(_) => {
+                    failing.remove(&log);
+                }
+                Err(e) => {
+                    if failing.insert(log.clone()) {
+                        warn!(log = %log.display(), error = %e, "cannot rotate the console log");
+                    }
+                }
             }
         }
         self.forget_missing();

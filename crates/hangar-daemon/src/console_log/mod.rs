@@ -16,7 +16,7 @@
 mod keeper;
 pub mod prune;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -68,6 +68,8 @@ pub struct ConsoleLogs {
     /// it was created (the stream offset where `serial.log` starts). The
     /// lock also keeps a rotation and a reader's snapshot apart.
     rotated: Mutex<HashMap<PathBuf, Rotated>>,
+    /// Logs the keeper could not rotate in its last pass (warned once).
+    failing: Mutex<HashSet<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +85,7 @@ impl ConsoleLogs {
         ConsoleLogs {
             max_bytes,
             rotated: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashSet::new()),
         }
     }
 
@@ -198,6 +201,10 @@ impl ConsoleLogs {
     /// Forgets logs whose file is gone (their VM was removed).
     fn forget_missing(&self) {
         self.lock().retain(|log, _| log.exists());
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|log| log.symlink_metadata().is_ok());
     }
 }
 

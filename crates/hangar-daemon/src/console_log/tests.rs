@@ -209,3 +209,26 @@ fn a_link_or_a_fifo_in_place_of_the_log_is_never_followed() {
     assert!(logs.view(&fifo).is_err());
     assert!(logs.rotate_if_over(&fifo).is_err());
 }
+
+#[test]
+fn a_log_that_keeps_failing_is_reported_once_and_forgotten_when_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, vec![b's'; 500]).unwrap();
+    std::fs::create_dir(dir.path().join("vm-a")).unwrap();
+    let log = dir.path().join("vm-a").join("serial.log");
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    let logs = ConsoleLogs::new(100);
+    let failing = |logs: &ConsoleLogs| logs.failing.lock().unwrap().len();
+    logs.keep_all(dir.path(), "serial.log");
+    logs.keep_all(dir.path(), "serial.log");
+    assert_eq!(
+        failing(&logs),
+        1,
+        "one entry, warned on its first failure only"
+    );
+    assert_eq!(std::fs::read(&secret).unwrap().len(), 500);
+    std::fs::remove_file(&log).unwrap();
+    logs.keep_all(dir.path(), "serial.log");
+    assert_eq!(failing(&logs), 0);
+}

@@ -81,6 +81,12 @@ pub enum VmCommand {
         /// when the VM is removed.
         #[arg(long, short)]
         follow: bool,
+        /// Print the guest's bytes as they are, escape sequences included.
+        /// Without it, a terminal gets control characters shown escaped
+        /// (`\x1b[2J`), so a guest cannot drive your terminal; piped
+        /// output is always raw.
+        #[arg(long)]
+        raw: bool,
     },
     /// Remove a VM and its disk.
     Rm {

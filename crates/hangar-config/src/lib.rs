@@ -150,7 +150,19 @@ pub struct VmmConfig {
     /// of an image saves the VM once its kernel is up, later boots with the
     /// same machine shape resume from there.
     pub boot_snapshots: bool,
+    /// A VM's console log (`serial.log`) is rotated when it grows past this
+    /// many bytes: its content moves to `serial.log.1` (replacing the older
+    /// part) and `serial.log` starts again, so a guest cannot fill the
+    /// host's disk through its console.
+    pub console_log_max_bytes: u64,
+    /// How many console logs of failed creates (`state_dir/logs/`) to keep;
+    /// older ones are removed.
+    pub failed_console_logs_kept: usize,
 }
+
+/// The smallest `[vmm] console_log_max_bytes`: a boot's own messages must
+/// fit.
+pub const MIN_CONSOLE_LOG_MAX_BYTES: u64 = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -282,6 +294,8 @@ impl Default for VmmConfig {
             stop_timeout_secs: 15,
             max_concurrent_boots: 0,
             boot_snapshots: true,
+            console_log_max_bytes: 4 << 20,
+            failed_console_logs_kept: 20,
         }
     }
 }
@@ -367,6 +381,12 @@ impl Config {
         }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return Err("[network] bridge must be 1-15 characters (a Linux interface name)".into());
+        }
+        if self.vmm.console_log_max_bytes < MIN_CONSOLE_LOG_MAX_BYTES {
+            return Err(format!(
+                "[vmm] console_log_max_bytes must be at least {MIN_CONSOLE_LOG_MAX_BYTES} (64 KiB), got {}",
+                self.vmm.console_log_max_bytes
+            ));
         }
         if self.defaults.cpus == 0 || self.defaults.cpus > 32 {
             return Err("[defaults] cpus must be between 1 and 32".into());
@@ -514,6 +534,19 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn console_log_cap_is_read_and_a_tiny_one_is_refused() {
+        let cfg =
+            parse("[vmm]\nconsole_log_max_bytes = 65536\nfailed_console_logs_kept = 3\n").unwrap();
+        assert_eq!(cfg.vmm.console_log_max_bytes, 65536);
+        assert_eq!(cfg.vmm.failed_console_logs_kept, 3);
+        assert_eq!(parse("").unwrap().vmm.console_log_max_bytes, 4 << 20);
+        let err = parse("[vmm]\nconsole_log_max_bytes = 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console_log_max_bytes"), "{err}");
     }
 
     #[test]

@@ -19,7 +19,12 @@ pub async fn wait_for_console(
     // The unmatched end of what was read, in case the needle is split.
     let mut carry = String::new();
     loop {
-        if let Ok(mut f) = std::fs::File::open(log) {
+        if let Ok(Some(mut f)) = crate::console_log::open_log_file(log, false) {
+            // Shorter than what was read: the log was rotated (its start
+            // moved to serial.log.1); read the new part from its start.
+            if f.metadata().is_ok_and(|m| m.len() < offset) {
+                offset = 0;
+            }
             let mut buf = Vec::new();
             if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
                 offset += buf.len() as u64;
@@ -46,39 +51,47 @@ pub async fn wait_for_console(
     }
 }
 
-/// The last lines of a console log, for error messages (a boot that fails
-/// usually says why on the console).
+/// The last lines of a console log (across a rotation: the end of
+/// `serial.log.1`, then `serial.log`), for error messages (a boot that
+/// fails usually says why on the console).
 pub fn console_tail(path: &std::path::Path) -> String {
-    use std::io::{Read, Seek, SeekFrom};
     const MAX_BYTES: u64 = 4096;
     const MAX_LINES: usize = 12;
-    let Ok(mut f) = std::fs::File::open(path) else {
+    if !path.exists() {
         return String::new();
+    }
+    let current = last_bytes(path, MAX_BYTES);
+    let missing = MAX_BYTES.saturating_sub(current.len() as u64);
+    let mut buf = if missing > 0 {
+        last_bytes(&crate::console_log::older_part(path), missing)
+    } else {
+        Vec::new()
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)));
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    // Guest bytes reach the user's terminal through this message: control
-    // characters (escape sequences) are shown escaped, never sent as is.
-    let text: String = String::from_utf8_lossy(&buf)
-        .chars()
-        .flat_map(|c| {
-            let keep = !c.is_control() || c == '\n' || c == '\t';
-            let shown: Vec<char> = if keep {
-                vec![c]
-            } else {
-                c.escape_default().collect()
-            };
-            shown
-        })
-        .collect();
+    buf.extend_from_slice(&current);
+    // Guest bytes reach the user's terminal (and the daemon's log) through
+    // this message: escape sequences are shown escaped, never sent as is.
+    let text = hangar_host::sanitize::escape_controls(&buf);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return " (the console printed nothing)".to_string();
     }
     let tail = &lines[lines.len().saturating_sub(MAX_LINES)..];
     format!("; its last lines:\n  {}", tail.join("\n  "))
+}
+
+/// The last `max` bytes of a file (none when it cannot be read).
+fn last_bytes(path: &std::path::Path, max: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    // Never through a link: this text goes to the API's users.
+    let Ok(Some(mut f)) = crate::console_log::open_log_file(path, false) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(max))).is_ok() {
+        let _ = f.take(max).read_to_end(&mut buf);
+    }
+    buf
 }
 
 #[cfg(test)]
@@ -151,12 +164,51 @@ mod tests {
     }
 
     #[test]
+    fn console_tail_reaches_into_the_older_part_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(crate::console_log::older_part(&log), "why it failed\n").unwrap();
+        std::fs::write(&log, "last words\n").unwrap();
+        let tail = console_tail(&log);
+        assert_eq!(tail, "; its last lines:\n  why it failed\n  last words");
+    }
+
+    #[tokio::test]
+    async fn wait_for_console_finds_a_message_written_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, vec![b'x'; 4096]).unwrap();
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Rotated: truncated, then written again from the start.
+                std::fs::write(&log, "snapshot point\n").unwrap();
+            })
+        };
+        let r = wait_for_console(&log, "snapshot point", Duration::from_secs(5), || true).await;
+        writer.await.unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn console_tail_never_reads_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root:$6$hash\n").unwrap();
+        let log = dir.path().join("serial.log");
+        std::os::unix::fs::symlink(&secret, &log).unwrap();
+        let tail = console_tail(&log);
+        assert!(!tail.contains("root:"), "{tail}");
+    }
+
+    #[test]
     fn console_tail_escapes_the_guests_control_characters() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serial.log");
         std::fs::write(&log, "ok\n\x1b]0;owned\x07 \x1b[2Jtext\r\n").unwrap();
         let tail = console_tail(&log);
         assert!(!tail.contains('\x1b') && !tail.contains('\x07'), "{tail:?}");
-        assert!(tail.contains("\\u{1b}[2Jtext"), "{tail:?}");
+        assert!(tail.contains("\\x1b[2Jtext"), "{tail:?}");
     }
 }

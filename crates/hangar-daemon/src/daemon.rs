@@ -269,6 +269,18 @@ impl Daemon {
         }
         daemon.infra.ops.spawn_pruner();
         daemon.vms.spawn_vm_watcher();
+        daemon.vms.console_logs().spawn_keeper(
+            daemon.infra.config.vms_dir(),
+            crate::vm_service::dir::SERIAL_LOG,
+            daemon.infra.shutdown.clone(),
+        );
+        let pruned = crate::console_log::prune::prune_failed_logs(
+            &daemon.infra.config.state_dir.join("logs"),
+            daemon.infra.config.vmm.failed_console_logs_kept,
+        );
+        if pruned > 0 {
+            info!(count = pruned, "removed old console logs of failed creates");
+        }
         Ok(daemon)
     }
 

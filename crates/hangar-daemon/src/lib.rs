@@ -6,6 +6,7 @@ mod blocking;
 pub mod boot_gate;
 pub mod confine;
 mod console;
+pub mod console_log;
 pub mod daemon;
 pub mod error;
 pub mod failpoint;

@@ -166,7 +166,8 @@ fn convert_kernel(input: &Path, out: &Path) -> Result<(), ImageError> {
         ));
     }
     let write_err = |e| ImageError::io("write kernel", out, e);
-    let mut dst = BufWriter::new(hangar_host::private::create_private_file(out).map_err(write_err)?);
+    let mut dst =
+        BufWriter::new(hangar_host::private::create_private_file(out).map_err(write_err)?);
     match kind {
         KernelKind::BzImage => {
             extract_bzimage(src, &mut dst).map_err(bad)?;

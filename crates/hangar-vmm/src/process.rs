@@ -377,14 +377,19 @@ pub(crate) fn remove_if_exists(path: &Path) {
     }
 }
 
-/// The last `max` bytes of `path` starting at byte `from` (lossy UTF-8), for
+/// The last `max` bytes of `path` starting at byte `from` (control bytes
+/// escaped, see `hangar_host::sanitize`), for
 /// error messages that show what the VMM printed before it died.
 pub(crate) fn log_tail(path: &Path, from: u64, max: usize) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
     let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
     let new = &bytes[from..];
     let start = new.len().saturating_sub(max);
-    let text = String::from_utf8_lossy(&new[start..]).trim().to_string();
+    // The console is the guest's: its escape sequences must not reach a
+    // terminal through this error message.
+    let text = hangar_host::sanitize::escape_controls(&new[start..])
+        .trim()
+        .to_string();
     if text.is_empty() {
         "(no output)".to_string()
     } else {
@@ -436,6 +441,15 @@ mod tests {
         let pid = std::process::id();
         let start = proc_start_time(pid).unwrap();
         assert!(!is_same_process_alive(pid, start + 1));
+    }
+
+    #[test]
+    fn log_tail_escapes_what_the_guest_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("serial.log");
+        std::fs::write(&p, "panic \x1b]0;pwned\x07\x1b[2J\n").unwrap();
+        let tail = log_tail(&p, 0, 100);
+        assert_eq!(tail, "panic \\x1b]0;pwned\\x07\\x1b[2J");
     }
 
     #[test]

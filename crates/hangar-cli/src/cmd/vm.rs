@@ -24,7 +24,13 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &VmCommand) -> Result<(), ApiE
             name,
             tail_bytes,
             follow,
-        } => console(client, name, *tail_bytes, *follow).await,
+            raw,
+        } => {
+            use std::io::IsTerminal;
+            // Guest bytes are untrusted: a terminal gets them escaped.
+            let escape = !raw && std::io::stdout().is_terminal();
+            console(client, name, *tail_bytes, *follow, escape).await
+        }
         VmCommand::Rm { name, force } => {
             let q = if *force { "?force=true" } else { "" };
             client.delete(&format!("/v1/vms/{}{q}", seg(name))).await?;
@@ -198,15 +204,18 @@ const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25
 
 /// Prints the console log; with `follow`, keeps asking for what comes
 /// after the last byte printed (a fresh log after a reboot starts over)
-/// until the VM is removed.
+/// until the VM is removed. With `escape`, control characters are shown
+/// escaped ([`hangar_host::sanitize`]) instead of sent to the terminal.
 async fn console(
     client: &Client,
     name: &str,
     tail_bytes: Option<u64>,
     follow: bool,
+    escape: bool,
 ) -> Result<(), ApiError> {
     use std::io::Write;
     let base = format!("/v1/vms/{}/console", seg(name));
+    let mut sanitizer = escape.then(hangar_host::sanitize::Sanitizer::default);
     // (offset, file id) to continue from.
     let mut next: Option<(u64, u64)> = None;
     loop {
@@ -225,7 +234,17 @@ async fn console(
             return Err(crate::client::decode_error(status, &body));
         }
         let mut out = std::io::stdout();
-        let _ = out.write_all(&body);
+        match sanitizer.as_mut() {
+            Some(s) => {
+                let _ = out.write_all(s.push(&body).as_bytes());
+                if !follow {
+                    let _ = out.write_all(s.finish().as_bytes());
+                }
+            }
+            None => {
+                let _ = out.write_all(&body);
+            }
+        }
         let _ = out.flush();
         if !follow {
             return Ok(());

@@ -247,24 +247,31 @@ struct ConsoleQuery {
     #[serde(default)]
     tail_bytes: Option<u64>,
     /// Start at this byte (for following: the previous answer's offset
-    /// plus its length). Past the end of the log it starts over at 0.
+    /// plus its length). Offsets count from the log's first byte and
+    /// survive rotations; one past the end starts over at the oldest byte
+    /// kept, one already rotated away starts at the oldest byte kept.
     #[serde(default)]
     offset: Option<u64>,
     /// The file id of the previous answer: when the VM rebooted since
-    /// (a new log), `offset` is ignored and the answer starts at 0.
+    /// (a new log), `offset` is ignored and the answer starts at the
+    /// beginning of the new log.
     #[serde(default)]
     file: Option<u64>,
 }
 
 /// Most bytes one console request returns.
 const CONSOLE_CHUNK: u64 = 16 << 20;
+/// The size of the pieces a console answer is streamed in.
+const CONSOLE_PIECE: usize = 64 << 10;
 
 /// The guest's serial console log of the current (or last) boot: raw
 /// bytes, with the offset they start at in
-/// [`hangar_api::vm::CONSOLE_OFFSET_HEADER`].
+/// [`hangar_api::vm::CONSOLE_OFFSET_HEADER`]. The files are read off the
+/// async runtime and streamed, never held whole.
 #[utoipa::path(get, path = "/v1/vms/{name}/console", operation_id = "console_log", tag = "vms",
     summary = "Read the serial console log",
-    description = "At most 16 MiB of the log of the current (or last) boot, as raw bytes. \
+    description = "At most 16 MiB of the log of the current (or last) boot, as raw bytes, \
+        across rotations (the older part `serial.log.1`, then `serial.log`). \
         Follow it by asking again with `offset` = the offset header + body length and `file` = \
         the file header (see docs/api.md).",
     params(("name" = String, Path, description = "VM name"), ConsoleQuery),
@@ -272,7 +279,7 @@ const CONSOLE_CHUNK: u64 = 16 << 20;
         (status = 200, description = "Console bytes (empty before the first boot)",
             body = String, content_type = "text/plain; charset=utf-8",
             headers(
-                ("x-hangar-console-offset" = u64, description = "Byte offset in the log where the body starts"),
+                ("x-hangar-console-offset" = u64, description = "Offset in the log where the body starts"),
                 ("x-hangar-console-file" = u64, description = "Id of the log file; each boot starts a new one"),
             )),
         (status = 400, description = "A malformed query string (axum's plain-text rejection, not an `ApiError`)",
@@ -285,28 +292,36 @@ async fn console_log(
     Path(name): Path<String>,
     Query(q): Query<ConsoleQuery>,
 ) -> ApiResult<Response> {
-    use std::io::{Read, Seek, SeekFrom};
     let rec = d.vms.find_vm(&name)?;
     let path = d.vms.vm_dir(&rec.id).serial_log();
-    let (start, file_id, buf) = match std::fs::File::open(&path) {
-        Err(_) => (0, 0, Vec::new()),
-        Ok(mut f) => {
-            use std::os::unix::fs::MetadataExt;
-            let (len, file_id) = f.metadata().map(|m| (m.len(), m.ino())).unwrap_or((0, 0));
-            let same_file = q.file.is_none_or(|id| id == file_id);
-            let start = match (q.offset, q.tail_bytes) {
-                (Some(o), _) if o <= len && same_file => o,
-                (Some(_), _) => 0,
-                (None, Some(t)) => len.saturating_sub(t),
-                (None, None) => 0,
-            };
-            let mut buf = Vec::new();
-            f.seek(SeekFrom::Start(start))
-                .and_then(|_| f.take(CONSOLE_CHUNK).read_to_end(&mut buf))
-                .map_err(|e| DaemonError::io(format!("cannot read {}", path.display()), e))?;
-            (start, file_id, buf)
-        }
+    let logs = d.vms.console_logs().clone();
+    let cannot_read = |path: &std::path::Path, e: std::io::Error| {
+        DaemonError::io(format!("cannot read {}", path.display()), e)
     };
+    let opened = {
+        let log = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = logs.view(&log)?;
+            let start = view.answer_start(q.offset, q.file, q.tail_bytes);
+            let file_id = view.file_id;
+            Ok::<_, std::io::Error>((start, file_id, view.into_reader(start, CONSOLE_CHUNK)?))
+        })
+        .await
+        .map_err(|e| cannot_read(&path, std::io::Error::other(e)))?
+    };
+    let (start, file_id, reader) = opened.map_err(|e| cannot_read(&path, e))?;
+    let body = futures::stream::try_unfold(reader, |mut reader| async move {
+        let (reader, piece) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut piece = vec![0u8; CONSOLE_PIECE];
+            let n = reader.read(&mut piece)?;
+            piece.truncate(n);
+            Ok::<_, std::io::Error>((reader, piece))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok::<_, std::io::Error>((!piece.is_empty()).then(|| (bytes::Bytes::from(piece), reader)))
+    });
     Ok((
         [
             (
@@ -322,7 +337,7 @@ async fn console_log(
                 file_id.to_string(),
             ),
         ],
-        buf,
+        axum::body::Body::from_stream(body),
     )
         .into_response())
 }

@@ -84,7 +84,8 @@ impl ImageService {
         // place or removes it.
         staging.keep();
         crate::crash_point!("register.after_files_written");
-        let rec = self.store_image(&q.name, "register", &dir, &manifest)
+        let rec = self
+            .store_image(&q.name, "register", &dir, &manifest)
             .await?;
         crate::crash_point!("register.after_store_row");
         self.image_info(&rec)
@@ -145,8 +146,7 @@ impl ImageService {
         })?;
         staging.keep();
         crate::crash_point!("register.after_files_written");
-        let rec = self.store_image(&name, "register", &dir, &manifest)
-            .await?;
+        let rec = self.store_image(&name, "register", &dir, &manifest).await?;
         crate::crash_point!("register.after_store_row");
         self.image_info(&rec)
     }

@@ -280,21 +280,44 @@ impl VmService {
     }
 
     /// A failed create removes the VM dir; its console log, which usually
-    /// says why the boot failed, moves to `state_dir/logs/` and the error
-    /// points there.
+    /// says why the boot failed, moves to `state_dir/logs/` (both parts,
+    /// in order) and the error points there. Only the newest
+    /// `[vmm] failed_console_logs_kept` such logs are kept.
     fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut DaemonError) {
         let log = self.vm_dir(&rec.id).serial_log();
         if !log.exists() {
             return;
         }
-        let logs = self.infra.config.state_dir.join("logs");
-        let kept = logs.join(format!("{}-{}.serial.log", rec.name, rec.id));
-        // The log keeps its 0600 across the rename; logs/ is private too.
-        if hangar_host::private::create_private_dir(&logs).is_ok()
-            && std::fs::rename(&log, &kept).is_ok()
-        {
-            if let DaemonError::BootTimeout { serial_log, .. } = e {
-                *serial_log = kept;
+        let config = &self.infra.config;
+        let logs = config.state_dir.join("logs");
+        let kept = logs.join(format!(
+            "{}-{}{}",
+            rec.name,
+            rec.id,
+            crate::console_log::prune::FAILED_LOG_SUFFIX
+        ));
+        // logs/ is private; the copy is made 0600 (root's, whatever uid the
+        // VMM wrote the console as).
+        let copied = hangar_host::private::create_private_dir(&logs).and_then(|()| {
+            let view = self.console_logs.view(&log)?;
+            let start = view.start();
+            let mut reader = view.into_reader(start, u64::MAX)?;
+            let mut out = hangar_host::private::create_private_file(&kept)?;
+            std::io::copy(&mut reader, &mut out)
+        });
+        match copied {
+            Ok(_) => {
+                self.console_logs.start_over(&log);
+                if let DaemonError::BootTimeout { serial_log, .. } = e {
+                    *serial_log = kept;
+                }
+                crate::console_log::prune::prune_failed_logs(
+                    &logs,
+                    config.vmm.failed_console_logs_kept,
+                );
+            }
+            Err(err) => {
+                warn!(vm = %rec.name, error = %err, "cannot keep the console log of a failed create")
             }
         }
     }

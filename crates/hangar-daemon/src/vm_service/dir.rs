@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The root disk (a file, or the COW store of a dm disk).
 const DISK: &str = "disk.ext4";
 /// The guest's serial console, one log per boot.
-const SERIAL_LOG: &str = "serial.log";
+pub const SERIAL_LOG: &str = "serial.log";
 /// The config drive: the guest's identity, read at boot.
 const CONFIG_DRIVE: &str = "config.img";
 /// The user's extra SSH keys, one per line.

@@ -1,8 +1,8 @@
 //! The VM service: lifecycle orchestration — create, start, stop, restart,
 //! delete — plus reconcile after a daemon restart, the watcher of VMs that
 //! exit on their own, and guest access. It owns the per-VM locks, the
-//! create lock, the names of VMs being created and the cached SSH
-//! connections to guests.
+//! create lock, the names of VMs being created, the cached SSH
+//! connections to guests and the console logs' rotation.
 
 pub mod boot;
 pub mod create;
@@ -23,6 +23,7 @@ use self::create::PendingNames;
 use self::dir::VmDir;
 use self::guest::GuestClients;
 use self::locks::VmLocks;
+use crate::console_log::ConsoleLogs;
 use crate::error::Result;
 use crate::image_service::ImageService;
 use crate::infra::Infra;
@@ -42,19 +43,27 @@ pub struct VmService {
     pending_names: PendingNames,
     /// Cached SSH connections to running guests.
     guests: GuestClients,
+    /// The VMs' console logs: rotation and reading.
+    console_logs: Arc<ConsoleLogs>,
 }
 
 impl VmService {
     pub fn new(infra: Infra, images: Arc<ImageService>, snapshots: Arc<SnapshotService>) -> Self {
         VmService {
-            infra,
             images,
             snapshots,
             locks: VmLocks::default(),
             create_lock: std::sync::Mutex::new(()),
             pending_names: PendingNames::default(),
             guests: GuestClients::default(),
+            console_logs: Arc::new(ConsoleLogs::new(infra.config.vmm.console_log_max_bytes)),
+            infra,
         }
+    }
+
+    /// The VMs' console logs.
+    pub fn console_logs(&self) -> &Arc<ConsoleLogs> {
+        &self.console_logs
     }
 
     pub fn vm_dir(&self, id: &str) -> VmDir {

@@ -324,7 +324,7 @@ impl VmService {
     ) -> Result<VmmHandle> {
         let driver = &self.infra.driver;
         // A fresh serial log per boot, so a timeout points at this boot.
-        let _ = std::fs::remove_file(&spec.serial_log);
+        self.console_logs.start_over(&spec.serial_log);
         let started = match spec.restore_from.clone() {
             None => driver.start(spec).await,
             Some(state) => {
@@ -339,7 +339,7 @@ impl VmService {
                         warn!(vm = name, snapshot = %state.display(), error = %e, "boot snapshot does not restore; removing it and booting the kernel");
                         self.snapshots.discard(&state);
                         spec.restore_from = None;
-                        let _ = std::fs::remove_file(&spec.serial_log);
+                        self.console_logs.start_over(&spec.serial_log);
                         driver.start(spec).await
                     }
                 }

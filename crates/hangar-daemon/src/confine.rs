@@ -11,6 +11,8 @@
 //! it. Config validation makes the range cover the whole subnet.
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use hangar_config::Config;
 use hangar_vmm::RunAs;
@@ -33,6 +35,75 @@ fn run_as_offset(config: &Config, offset: u32) -> Option<RunAs> {
     }
     let id = v.uid_base.checked_add(offset)?;
     Some(RunAs { uid: id, gid: id })
+}
+
+/// Lets a confined VMM reach its own dir by path. QEMU reopens its drives
+/// by path, as the VM's uid, when it resumes after saving a boot snapshot;
+/// behind 0700 dirs that reopen fails and so does the boot. So the dirs
+/// above `dir` (`state_dir`, then `vms/` or `snapshots/`) become
+/// search-only for others (0711: nothing can be listed, and everything in
+/// them is a 0600 file or a 0700 dir), and `dir` itself 0710 root:<the
+/// VM's gid>, so that only this VM's VMM may enter it. Files inside stay
+/// 0600, owned by root or by this VM's uid.
+pub fn open_dir_to_vmm(config: &Config, dir: &Path, ids: RunAs) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    for above in [config.state_dir.as_path(), parent] {
+        std::fs::set_permissions(above, std::fs::Permissions::from_mode(0o711))?;
+    }
+    nix::unistd::chown(
+        dir,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(ids.gid)),
+    )?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
+}
+
+/// Start-up check: with confinement on, every dir above `state_dir` must be
+/// searchable by others, or no confined VMM could reach its VM dir (see
+/// [`open_dir_to_vmm`]) and every boot would fail late with a reopen error.
+pub fn check_state_dir_reachable(config: &Config) -> Result<(), String> {
+    if !config.vmm.confine {
+        return Ok(());
+    }
+    for above in config.state_dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(above) else {
+            continue; // made later, by create_private_dir
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(format!(
+                "confined VMMs run as their own uids and must reach state_dir {} by path, but {} is not searchable by others (mode {:o}): `chmod o+x {}`, move state_dir, or set [vmm] confine = false (debugging only)",
+                config.state_dir.display(),
+                above.display(),
+                meta.permissions().mode() & 0o7777,
+                above.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The shared mode bits the start-up repair lets an entry of the state dir
+/// keep: exactly what [`open_dir_to_vmm`] grants, and only while VMMs are
+/// confined.
+pub fn granted_bits(config: &Config, path: &Path, meta: &std::fs::Metadata) -> u32 {
+    let v = &config.vmm;
+    if !v.confine || !meta.is_dir() {
+        return 0;
+    }
+    let (vms, snapshots) = (config.vms_dir(), config.snapshots_dir());
+    if path == config.state_dir || path == vms || path == snapshots {
+        return 0o011;
+    }
+    let in_range = u64::from(meta.gid()) >= u64::from(v.uid_base)
+        && u64::from(meta.gid()) < u64::from(v.uid_base) + u64::from(v.uid_count);
+    let parent = path.parent();
+    if meta.uid() == 0
+        && in_range
+        && (parent == Some(vms.as_path()) || parent == Some(snapshots.as_path()))
+    {
+        return 0o010;
+    }
+    0
 }
 
 /// Start-up check: no user of /etc/passwd and no group of /etc/group has

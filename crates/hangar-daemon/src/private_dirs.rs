@@ -56,8 +56,10 @@ pub fn prepare_state_dirs(config: &Config) -> Result<()> {
     // (creating the fixed subdirs below tightens them too).
     // The jailer's chroot base (`daemon.rs` `choose_driver`).
     let jails = config.state_dir.join("jail");
-    repair("state_dir", &config.state_dir, &[&jails]);
-    repair("image_cache_dir", &config.image_cache_dir, &[]);
+    crate::confine::check_state_dir_reachable(config).map_err(anyhow::Error::msg)?;
+    let granted = |p: &Path, m: &std::fs::Metadata| crate::confine::granted_bits(config, p, m);
+    repair("state_dir", &config.state_dir, &[&jails], &granted);
+    repair("image_cache_dir", &config.image_cache_dir, &[], &|_, _| 0);
     for dir in [
         &config.state_dir,
         &config.images_dir(),
@@ -78,7 +80,7 @@ pub fn prepare_runtime_dir(config: &Config, socket_gid: Option<nix::unistd::Gid>
     check_own_dir("runtime_dir", dir)?;
     create_private_dir(dir)
         .with_context(|| format!("cannot create runtime dir {}", dir.display()))?;
-    repair("runtime_dir", dir, &[]);
+    repair("runtime_dir", dir, &[], &|_, _| 0);
     if let Some(gid) = socket_gid {
         use std::os::unix::fs::PermissionsExt;
         nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(gid))
@@ -91,8 +93,13 @@ pub fn prepare_runtime_dir(config: &Config, socket_gid: Option<nix::unistd::Gid>
 
 /// Repairs one tree; failures are logged, never fatal (the daemon still
 /// works with a file it could not chmod).
-fn repair(what: &str, dir: &Path, not_into: &[&Path]) {
-    match repair_private_tree(dir, not_into) {
+fn repair(
+    what: &str,
+    dir: &Path,
+    not_into: &[&Path],
+    keep: &dyn Fn(&Path, &std::fs::Metadata) -> u32,
+) {
+    match repair_private_tree(dir, not_into, keep) {
         Ok(RepairCount {
             fixed: 0,
             failed: 0,

@@ -29,11 +29,33 @@ fn vm_dir(d: &TestDaemon, name: &str) -> PathBuf {
     d.state_dir().join("vms").join(id)
 }
 
+/// The ids confined VMMs run as (`[vmm] uid_base`, `uid_count` defaults).
+const VMM_IDS: std::ops::Range<u32> = 200_000..200_000 + 65_536;
+
 /// Uids that may own a file of Hangar's: root, and the uids Hangar gives a
-/// VM's VMM (none while VMMs run as root; the sandbox adds its range here).
-fn hangar_uids() -> Vec<u32> {
-    vec![0]
+/// VM's VMM (the files that VMM opens itself).
+fn hangar_uid(uid: u32) -> bool {
+    uid == 0 || VMM_IDS.contains(&uid)
 }
+
+/// The search-only grants that let a confined VMM reach its own dir by
+/// path (`hangar-daemon/src/confine.rs`): `state_dir`, `vms/` and
+/// `snapshots/` 0711 (nothing can be listed through them), and a VM or
+/// prewarm dir 0710 to that VM's own gid.
+fn vmm_search_grant(path: &Path, meta: &std::fs::Metadata, mode: u32) -> bool {
+    let Some(state) = STATE.get() else {
+        return false;
+    };
+    let parents = [state.join("vms"), state.join("snapshots")];
+    meta.is_dir()
+        && (mode == 0o711 && (path == state.as_path() || parents.iter().any(|p| p == path))
+            || mode == 0o710
+                && meta.uid() == 0
+                && VMM_IDS.contains(&meta.gid())
+                && parents.iter().any(|p| path.parent() == Some(p.as_path())))
+}
+
+static STATE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Everything under `root` (itself included) that grants a non-root user
 /// outside `socket_gid` more than the rules allow: dirs 0700 and files
@@ -51,8 +73,8 @@ fn offenders(root: &Path, socket_gid: u32, runtime_dir: &Path, out: &mut Vec<Str
     let group_ok = meta.gid() == socket_gid
         && (root == runtime_dir && mode == 0o750
             || ft.is_socket() && root.parent() == Some(runtime_dir) && mode == 0o660);
-    let bad_bits = mode & 0o7077 != 0 && !group_ok;
-    let bad_owner = !hangar_uids().contains(&meta.uid());
+    let bad_bits = mode & 0o7077 != 0 && !group_ok && !vmm_search_grant(root, &meta, mode);
+    let bad_owner = !hangar_uid(meta.uid());
     if bad_bits || bad_owner {
         out.push(format!(
             "{} mode {mode:o} uid {} gid {}",
@@ -127,6 +149,7 @@ fn walk_all(d: &TestDaemon) -> Vec<String> {
     let runtime_dir = d.dir.path().join("run");
     let gid = test_socket_gid();
     let mut bad = Vec::new();
+    let _ = STATE.set(d.state_dir());
     offenders(&d.state_dir(), gid, &runtime_dir, &mut bad);
     offenders(&runtime_dir, gid, &runtime_dir, &mut bad);
     // The shared cache of built images (entries being built by another

@@ -120,7 +120,15 @@ impl SnapshotService {
                 run_as: crate::confine::prewarm_run_as(&self.infra.config),
             },
         );
-        let result = self.prewarm_with(&spec, &image.digest, op, cancel).await;
+        let result = match spec.run_as {
+            Some(ids) => crate::confine::open_dir_to_vmm(&self.infra.config, dir.path(), ids)
+                .map_err(|e| DaemonError::io("cannot open the prewarm dir to its confined VMM", e)),
+            None => Ok(()),
+        };
+        let result = match result {
+            Ok(()) => self.prewarm_with(&spec, &image.digest, op, cancel).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = self.infra.net.release_tap(&tap).await {
             warn!(tap, error = %e, "cannot release TAP device");
         }

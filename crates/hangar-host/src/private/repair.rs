@@ -33,8 +33,16 @@ pub struct RepairCount {
 ///   running as its own uid inside its chroot, needs the modes the jailer
 ///   gave its tree; the 0700 dir above closes it to everyone else).
 ///
+/// `keep` names the shared bits a given entry may keep (0 for none): the
+/// search bits Hangar itself grants so that a confined VMM can reach its
+/// own VM dir (see `hangar-daemon/src/confine.rs`).
+///
 /// A missing `root` is nothing to repair.
-pub fn repair_private_tree(root: &Path, not_into: &[&Path]) -> io::Result<RepairCount> {
+pub fn repair_private_tree(
+    root: &Path,
+    not_into: &[&Path],
+    keep: &dyn Fn(&Path, &std::fs::Metadata) -> u32,
+) -> io::Result<RepairCount> {
     let meta = match std::fs::symlink_metadata(root) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RepairCount::default()),
@@ -44,14 +52,20 @@ pub fn repair_private_tree(root: &Path, not_into: &[&Path]) -> io::Result<Repair
     if meta.file_type().is_symlink() {
         return Ok(count);
     }
-    tighten(root, &meta, &mut count);
+    tighten(root, &meta, keep(root, &meta), &mut count);
     if meta.is_dir() && !not_into.contains(&root) {
-        walk(root, meta.dev(), not_into, &mut count);
+        walk(root, meta.dev(), not_into, keep, &mut count);
     }
     Ok(count)
 }
 
-fn walk(dir: &Path, dev: u64, not_into: &[&Path], count: &mut RepairCount) {
+fn walk(
+    dir: &Path,
+    dev: u64,
+    not_into: &[&Path],
+    keep: &dyn Fn(&Path, &std::fs::Metadata) -> u32,
+    count: &mut RepairCount,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -77,17 +91,17 @@ fn walk(dir: &Path, dev: u64, not_into: &[&Path], count: &mut RepairCount) {
         if meta.file_type().is_symlink() {
             continue;
         }
-        tighten(&path, &meta, count);
+        tighten(&path, &meta, keep(&path, &meta), count);
         let scratch = entry.file_name().as_encoded_bytes().starts_with(b".");
         if meta.is_dir() && meta.dev() == dev && !scratch && !not_into.contains(&path.as_path()) {
-            walk(&path, dev, not_into, count);
+            walk(&path, dev, not_into, keep, count);
         }
     }
 }
 
-fn tighten(path: &Path, meta: &std::fs::Metadata, count: &mut RepairCount) {
+fn tighten(path: &Path, meta: &std::fs::Metadata, keep: u32, count: &mut RepairCount) {
     let mode = meta.permissions().mode() & 0o7777;
-    let want = mode & !SHARED_BITS & 0o777;
+    let want = mode & !(SHARED_BITS & !keep) & 0o777;
     if mode == want {
         return;
     }
@@ -107,6 +121,10 @@ fn tighten(path: &Path, meta: &std::fs::Metadata, count: &mut RepairCount) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn keep_none(_: &Path, _: &std::fs::Metadata) -> u32 {
+        0
+    }
     use std::fs::Permissions;
 
     fn mode(p: &Path) -> u32 {
@@ -135,7 +153,7 @@ mod tests {
         std::fs::write(&ok, "").unwrap();
         chmod(&ok, 0o600);
 
-        let n = repair_private_tree(&root, &[]).unwrap();
+        let n = repair_private_tree(&root, &[], &keep_none).unwrap();
         assert_eq!(
             n,
             RepairCount {
@@ -150,7 +168,10 @@ mod tests {
         assert_eq!(mode(&exe), 0o700);
         assert_eq!(mode(&ok), 0o600);
         // A second walk finds nothing left to do.
-        assert_eq!(repair_private_tree(&root, &[]).unwrap().fixed, 0);
+        assert_eq!(
+            repair_private_tree(&root, &[], &keep_none).unwrap().fixed,
+            0
+        );
     }
 
     #[test]
@@ -168,13 +189,21 @@ mod tests {
         std::os::unix::fs::symlink(&outside_dir, root.join("dirlink")).unwrap();
         std::os::unix::fs::symlink(&outside_file, root.join("filelink")).unwrap();
 
-        assert_eq!(repair_private_tree(&root, &[]).unwrap().fixed, 0);
+        assert_eq!(
+            repair_private_tree(&root, &[], &keep_none).unwrap().fixed,
+            0
+        );
         assert_eq!(mode(&outside_dir), 0o755);
         assert_eq!(mode(&outside_file), 0o644);
         // A root that is itself a link is not followed either.
         let link_root = t.path().join("linkroot");
         std::os::unix::fs::symlink(&outside_dir, &link_root).unwrap();
-        assert_eq!(repair_private_tree(&link_root, &[]).unwrap().fixed, 0);
+        assert_eq!(
+            repair_private_tree(&link_root, &[], &keep_none)
+                .unwrap()
+                .fixed,
+            0
+        );
         assert_eq!(mode(&outside_dir), 0o755);
     }
 
@@ -191,7 +220,10 @@ mod tests {
         std::fs::write(&sudo, "").unwrap();
         chmod(&sudo, 0o4755);
 
-        assert_eq!(repair_private_tree(&root, &[]).unwrap().fixed, 1);
+        assert_eq!(
+            repair_private_tree(&root, &[], &keep_none).unwrap().fixed,
+            1
+        );
         assert_eq!(mode(&scratch), 0o700);
         assert_eq!(mode(&sudo), 0o4755, "a guest's file modes are the guest's");
     }
@@ -206,7 +238,7 @@ mod tests {
         chmod(&root, 0o700);
         chmod(&jail, 0o755);
         chmod(&chroot, 0o755);
-        let n = repair_private_tree(&root, &[jail.as_path()]).unwrap();
+        let n = repair_private_tree(&root, &[jail.as_path()], &keep_none).unwrap();
         assert_eq!(n.fixed, 1);
         assert_eq!(mode(&jail), 0o700);
         assert_eq!(
@@ -219,7 +251,32 @@ mod tests {
     #[test]
     fn a_missing_root_is_nothing_to_repair() {
         let t = tempfile::tempdir().unwrap();
-        let n = repair_private_tree(&t.path().join("absent"), &[]).unwrap();
+        let n = repair_private_tree(&t.path().join("absent"), &[], &keep_none).unwrap();
         assert_eq!(n, RepairCount::default());
+    }
+
+    #[test]
+    fn bits_named_by_keep_stay_and_the_rest_go() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("state");
+        let vm = root.join("vms").join("a");
+        std::fs::create_dir_all(&vm).unwrap();
+        chmod(&root, 0o755);
+        chmod(&root.join("vms"), 0o755);
+        chmod(&vm, 0o750);
+        let vms = root.join("vms");
+        let keep = |p: &Path, _: &std::fs::Metadata| {
+            if p == root.as_path() || p == vms.as_path() {
+                0o011
+            } else {
+                0o010
+            }
+        };
+        let n = repair_private_tree(&root, &[], &keep).unwrap();
+        assert_eq!(n.fixed, 3);
+        assert_eq!(mode(&root), 0o711);
+        assert_eq!(mode(&vms), 0o711);
+        assert_eq!(mode(&vm), 0o710);
+        assert_eq!(repair_private_tree(&root, &[], &keep).unwrap().fixed, 0);
     }
 }

@@ -150,6 +150,13 @@ impl TestDaemon {
             .prefix(&format!("hangar-test-{tag}-"))
             .tempdir()
             .unwrap();
+        // Search-only for others, like /var/lib: confined VMMs (their own
+        // uids) reach their VM dirs through it by path.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
         let config = dir.path().join("config.toml");
         let text = format!(
             r#"state_dir = "{state}"

@@ -140,6 +140,10 @@ impl VmService {
                 run_as: crate::confine::vm_run_as(&self.infra.config, rec.ip),
             },
         );
+        if let Some(ids) = spec.run_as {
+            crate::confine::open_dir_to_vmm(&self.infra.config, dir.path(), ids)
+                .map_err(|e| DaemonError::io("cannot open the VM dir to its confined VMM", e))?;
+        }
         let plan = self.snapshot_plan(rec, &manifest, &mut spec, dir);
 
         phases.enter(

@@ -112,12 +112,7 @@ impl Client {
             .send_body(Method::POST, path, Some(content_type), body, false)
             .await?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
-            .to_bytes();
+        let bytes = read_body(resp).await?;
         if !status.is_success() {
             return Err(decode_error(status, &bytes));
         }
@@ -146,12 +141,7 @@ impl Client {
         let resp = self.send(method, path, body, false).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
-            .to_bytes();
+        let bytes = read_body(resp).await?;
         Ok((status, headers, bytes))
     }
 
@@ -262,4 +252,14 @@ fn permission_hint(socket: &Path, e: &std::io::Error) -> String {
             socket.display()
         ),
     }
+}
+
+/// The whole body of a daemon answer.
+async fn read_body(resp: hyper::Response<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
+        .to_bytes())
 }

@@ -45,22 +45,27 @@ pub enum LocalFileError {
     Changed { what: String, path: PathBuf },
 }
 
+/// What a failed look at or open of `path` means to the user: missing, a
+/// symlink (`ELOOP` from `O_NOFOLLOW`), or the kernel's own refusal.
+fn open_error(what: &str, path: &Path, e: std::io::Error) -> LocalFileError {
+    let (what, path) = (what.to_string(), path.to_path_buf());
+    match (e.kind(), e.raw_os_error()) {
+        (ErrorKind::NotFound, _) => LocalFileError::Missing { what, path },
+        (_, Some(libc::ELOOP)) => LocalFileError::Symlink { what, path },
+        _ => LocalFileError::Unreadable {
+            what,
+            path,
+            source: e,
+        },
+    }
+}
+
 /// Opens `path` for upload as `what` (`kernel`, `initrd`, `rootfs`).
 pub fn open_regular(what: &str, path: &Path) -> Result<LocalFile, LocalFileError> {
     let w = || what.to_string();
     let p = || path.to_path_buf();
     // Look before opening: opening a FIFO or a device can block or act.
-    let before = std::fs::symlink_metadata(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => LocalFileError::Missing {
-            what: w(),
-            path: p(),
-        },
-        _ => LocalFileError::Unreadable {
-            what: w(),
-            path: p(),
-            source: e,
-        },
-    })?;
+    let before = std::fs::symlink_metadata(path).map_err(|e| open_error(what, path, e))?;
     check_type(what, path, &before.file_type())?;
     // O_NOFOLLOW and O_NONBLOCK: if the path was swapped for a link or a
     // FIFO since the look, the open fails or returns at once, and the
@@ -69,21 +74,7 @@ pub fn open_regular(what: &str, path: &Path) -> Result<LocalFile, LocalFileError
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => LocalFileError::Symlink {
-                what: w(),
-                path: p(),
-            },
-            Some(libc::ENOENT) => LocalFileError::Missing {
-                what: w(),
-                path: p(),
-            },
-            _ => LocalFileError::Unreadable {
-                what: w(),
-                path: p(),
-                source: e,
-            },
-        })?;
+        .map_err(|e| open_error(what, path, e))?;
     let meta = file.metadata().map_err(|e| LocalFileError::Unreadable {
         what: w(),
         path: p(),

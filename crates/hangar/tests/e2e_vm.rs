@@ -836,7 +836,16 @@ fn guest_facts(d: &TestDaemon, vm: &str) -> Vec<String> {
 #[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
     let _serial = common::serial();
-    let d = TestDaemon::start("snapshot");
+    // A restored guest must answer another guest under its own (new) MAC
+    // and IP, which the per-TAP anti-spoofing rules check: that needs
+    // `vm_to_vm` (default off).
+    let d = TestDaemon::with(
+        "snapshot",
+        Options {
+            vm_to_vm: true,
+            ..Options::default()
+        },
+    );
     // The pull saves the snapshot of the default shape, before any VM.
     d.ok(&["image", "pull", "debian-12"]);
     let files = d.snapshot_files();

@@ -67,28 +67,13 @@ impl ImageService {
 
         let _guard = self.lock.lock().await;
         self.refuse_taken_name(&q.name)?;
-        let finish_dir = dir.clone();
-        let manifest = tokio::task::spawn_blocking(move || {
-            hangar_image::finish_upload(&finish_dir, files, "register")
-        })
+        self.import_and_store(
+            &q.name,
+            staging,
+            "cannot register the uploaded image",
+            move || hangar_image::finish_upload(&dir, files, "register"),
+        )
         .await
-        .map_err(|source| DaemonError::Task {
-            what: "image import",
-            source,
-        })?
-        .map_err(|e| DaemonError::ImageRejected {
-            context: "cannot register the uploaded image".into(),
-            source: Box::new(e),
-        })?;
-        // From here `store_image` owns the directory: it moves it into
-        // place or removes it.
-        staging.keep();
-        crate::crash_point!("register.after_files_written");
-        let rec = self
-            .store_image(&q.name, "register", &dir, &manifest)
-            .await?;
-        crate::crash_point!("register.after_store_row");
-        self.image_info(&rec)
     }
 
     /// Registers files at host paths: root clients only.
@@ -124,29 +109,47 @@ impl ImageService {
         self.refuse_taken_name(&req.name)?;
         let staging = StagingDir::create(&self.infra.config.images_dir())?;
         let dir = staging.path().to_path_buf();
-        let import_dir = dir.clone();
         let name = req.name.clone();
-        let manifest = tokio::task::spawn_blocking(move || {
+        self.import_and_store(&name, staging, "cannot register image", move || {
             hangar_image::import_files(
                 std::path::Path::new(&req.kernel),
                 req.initrd.as_deref().map(std::path::Path::new),
                 std::path::Path::new(&req.rootfs),
-                &import_dir,
+                &dir,
                 "register",
             )
         })
         .await
-        .map_err(|source| DaemonError::Task {
-            what: "image import",
-            source,
-        })?
-        .map_err(|e| DaemonError::ImageRejected {
-            context: "cannot register image".into(),
-            source: Box::new(e),
-        })?;
+    }
+
+    /// The end both register forms share: `import` turns the staging dir's
+    /// files into an image (on the blocking pool), then `store_image` moves
+    /// the dir into place and records it, or removes it.
+    async fn import_and_store(
+        &self,
+        name: &str,
+        staging: StagingDir,
+        context: &str,
+        import: impl FnOnce() -> std::result::Result<hangar_image::ImageManifest, hangar_image::ImageError>
+            + Send
+            + 'static,
+    ) -> Result<ImageInfo> {
+        let manifest = tokio::task::spawn_blocking(import)
+            .await
+            .map_err(|source| DaemonError::Task {
+                what: "image import",
+                source,
+            })?
+            .map_err(|e| DaemonError::ImageRejected {
+                context: context.into(),
+                source: Box::new(e),
+            })?;
+        // From here `store_image` owns the directory: it moves it into
+        // place or removes it.
+        let dir = staging.path().to_path_buf();
         staging.keep();
         crate::crash_point!("register.after_files_written");
-        let rec = self.store_image(&name, "register", &dir, &manifest).await?;
+        let rec = self.store_image(name, "register", &dir, &manifest).await?;
         crate::crash_point!("register.after_store_row");
         self.image_info(&rec)
     }

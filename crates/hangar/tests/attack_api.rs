@@ -1,6 +1,6 @@
 //! Attack suite, the API's resources: a socket user tries to exhaust the
 //! daemon (connections, slow requests) so that nobody else can use it
-//! (`docs/security/load.md`).
+//! (`docs/security.md#load-the-api-cannot-be-exhausted-and-boots-queue-instead-of-failing`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,4 @@
-//! Attack suite, the guest's console (`docs/security/console.md`): a guest
+//! Attack suite, the guest's console (`docs/security.md#the-guests-console`): a guest
 //! writes what it likes to its serial console. It must not fill the host's
 //! disk through it, nor drive the terminal of a user who reads it.
 //!

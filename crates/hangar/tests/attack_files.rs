@@ -1,7 +1,7 @@
 //! Attack suite, files on disk: a local user who is not in `socket_group`
 //! (a *stranger*) gets nothing of Hangar's from the filesystem: no VM
 //! disk, config drive (the VM's SSH host key), console log or daemon key
-//! (`docs/security/perms.md`).
+//! (`docs/security.md#files-on-disk-are-private`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,7 +1,7 @@
 //! Attack suite, image registration (issue 8, item 1): a socket user must
 //! not get the daemon to read a host file the user could not read. The CLI
 //! uploads files it opened as the user; the path form of the API is root's
-//! only (`docs/security/upload.md`). Each test plays the socket user for
+//! only (`docs/security.md#image-registration-the-daemon-never-opens-a-host-path-for-a-client`). Each test plays the socket user for
 //! real and checks that the attack fails and nothing was stored.
 
 #![allow(clippy::unwrap_used)]

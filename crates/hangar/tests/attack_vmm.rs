@@ -1,6 +1,6 @@
 //! Attack suite, the VMM: each VM's VMM runs confined (seccomp, its own
 //! unprivileged uid/gid), so a guest that breaks out into its VMM holds
-//! nothing of the host's or of other VMs' (`docs/security/sandbox.md`).
+//! nothing of the host's or of other VMs' (`docs/security.md#vmm-confinement`).
 //! Boots real guests (QEMU TCG); run with the boot lock held.
 
 #![allow(clippy::unwrap_used)]

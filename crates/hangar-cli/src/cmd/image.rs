@@ -77,7 +77,7 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             rootfs,
         } => {
             // Opened here, as the user: the daemon never opens a path for
-            // a client (docs/security/upload.md).
+            // a client (docs/security.md#image-registration-the-daemon-never-opens-a-host-path-for-a-client).
             let open = |what: &str, p: &std::path::Path| {
                 open_regular(what, p).map_err(|e| ApiError::invalid(e.to_string()))
             };

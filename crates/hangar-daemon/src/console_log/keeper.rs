@@ -10,7 +10,7 @@ use tracing::warn;
 use super::ConsoleLogs;
 
 /// How often the logs are looked at. A log overshoots the cap by at most
-/// what a guest writes in this time (see docs/security/console.md for the
+/// what a guest writes in this time (see docs/security.md#the-guests-console for the
 /// measured rate); a look is one `stat` per VM.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 

@@ -3,7 +3,7 @@
 //! disk through it, nor drive the terminal of a user who reads it.
 //!
 //! Run as root, holding the boot lock:
-//! `flock /work/wt/boot.lock cargo test -p hangar --test attack_console -- --include-ignored`
+//! `sudo cargo test -p hangar --test attack_console -- --include-ignored`
 
 #![allow(clippy::unwrap_used)]
 

@@ -4,7 +4,7 @@
 //! Each test boots real guests (QEMU TCG) and runs the attacks inside them
 //! with `hangar exec`; several attacks share a boot, each with its own
 //! assertion naming it. Run under the host-wide boot lock:
-//! `flock /work/wt/boot.lock cargo test -p hangar --test attack_guest_net -- --include-ignored`.
+//! `sudo cargo test -p hangar --test attack_guest_net -- --include-ignored`.
 
 #![allow(clippy::unwrap_used)]
 

@@ -6,7 +6,7 @@
 //! hangar/failpoints` and started with `FAILPOINTS=<point>=return`; at that
 //! `crash_point!` it SIGKILLs itself (hangar-daemon/src/failpoint.rs). Run
 //! (as root, holding the host-wide boot lock):
-//! `flock /work/wt/boot.lock cargo test -p hangar --features failpoints
+//! `sudo cargo test -p hangar --features failpoints
 //! --test faults -- --include-ignored --test-threads=1`.
 #![allow(clippy::unwrap_used)]
 

@@ -37,19 +37,28 @@ fn run_as_offset(config: &Config, offset: u32) -> Option<RunAs> {
     Some(RunAs { uid: id, gid: id })
 }
 
-/// Lets a confined VMM reach its own dir by path. QEMU reopens its drives
-/// by path, as the VM's uid, when it resumes after saving a boot snapshot;
-/// behind 0700 dirs that reopen fails and so does the boot. So the dirs
-/// above `dir` (`state_dir`, then `vms/` or `snapshots/`) become
-/// search-only for others (0711: nothing can be listed, and everything in
-/// them is a 0600 file or a 0700 dir), and `dir` itself 0710 root:<the
-/// VM's gid>, so that only this VM's VMM may enter it. Files inside stay
-/// 0600, owned by root or by this VM's uid.
-pub fn open_dir_to_vmm(config: &Config, dir: &Path, ids: RunAs) -> std::io::Result<()> {
-    let parent = dir.parent().unwrap_or(dir);
-    for above in [config.state_dir.as_path(), parent] {
-        std::fs::set_permissions(above, std::fs::Permissions::from_mode(0o711))?;
+/// Opens the path to every VM dir for confined VMMs, once at start. QEMU
+/// reopens its drives by path, as the VM's uid, when it resumes after
+/// saving a boot snapshot; behind 0700 dirs that reopen fails and so does
+/// the boot. So `state_dir`, `vms/` and `snapshots/` are search-only for
+/// others (0711: nothing can be listed, and everything in them is a 0600
+/// file or a 0700 dir); each VM dir is then opened to its own VM only
+/// ([`open_dir_to_vmm`]).
+pub fn open_search_path(config: &Config) -> std::io::Result<()> {
+    for dir in [
+        config.state_dir.clone(),
+        config.vms_dir(),
+        config.snapshots_dir(),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
     }
+    Ok(())
+}
+
+/// Lets a confined VMM enter its own dir (a VM's or a prewarm's): 0710
+/// root:<the VM's gid>, so that only this VM's VMM may enter it. Files
+/// inside stay 0600, owned by root or by this VM's uid.
+pub fn open_dir_to_vmm(dir: &Path, ids: RunAs) -> std::io::Result<()> {
     nix::unistd::chown(
         dir,
         Some(nix::unistd::Uid::from_raw(0)),
@@ -60,7 +69,7 @@ pub fn open_dir_to_vmm(config: &Config, dir: &Path, ids: RunAs) -> std::io::Resu
 
 /// Start-up check: with confinement on, every dir above `state_dir` must be
 /// searchable by others, or no confined VMM could reach its VM dir (see
-/// [`open_dir_to_vmm`]) and every boot would fail late with a reopen error.
+/// [`open_search_path`]) and every boot would fail late with a reopen error.
 pub fn check_state_dir_reachable(config: &Config) -> Result<(), String> {
     if !config.vmm.confine {
         return Ok(());
@@ -83,7 +92,7 @@ pub fn check_state_dir_reachable(config: &Config) -> Result<(), String> {
 }
 
 /// The shared mode bits the start-up repair lets an entry of the state dir
-/// keep: exactly what [`open_dir_to_vmm`] grants, and only while VMMs are
+/// keep: exactly what [`open_search_path`] and [`open_dir_to_vmm`] grant, and only while VMMs are
 /// confined.
 pub fn granted_bits(config: &Config, path: &Path, meta: &std::fs::Metadata) -> u32 {
     let v = &config.vmm;

@@ -52,8 +52,9 @@ pub async fn run(config: Config) -> Result<()> {
     // Crash points of the fault suite (test builds only), armed by FAILPOINTS.
     let _crash_points = crate::failpoint::setup();
     raise_open_files_limit(&config);
-    crate::private_dirs::prepare_runtime_dir(&config, socket_gid)?;
+    crate::private_dirs::create_runtime_dir(&config)?;
     let _pid = PidFile::acquire(&config.pid_path())?;
+    crate::private_dirs::secure_runtime_dir(&config, socket_gid)?;
     let daemon = Daemon::build(config).await?;
     let listener = match bind_socket(&daemon.infra.config.socket_path(), socket_gid) {
         Ok(l) => l,

@@ -69,18 +69,34 @@ pub fn prepare_state_dirs(config: &Config) -> Result<()> {
     ] {
         create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    if config.vmm.confine {
+        crate::confine::open_search_path(config)
+            .context("cannot open the state dir's path to confined VMMs")?;
+    }
     Ok(())
 }
 
-/// Creates the runtime dir, repairs what is in it, and opens the dir
-/// itself to `socket_gid` (0750) when there is a socket group: its members
-/// must reach the socket; nobody else may look in.
-pub fn prepare_runtime_dir(config: &Config, socket_gid: Option<nix::unistd::Gid>) -> Result<()> {
+/// Creates the runtime dir (0700) when it is missing, and nothing else:
+/// this runs before the pid-file lock, so another daemon may be serving
+/// from it and its modes are not ours to touch yet.
+pub fn create_runtime_dir(config: &Config) -> Result<()> {
     let dir = &config.runtime_dir;
     check_own_dir("runtime_dir", dir)?;
+    if !dir.exists() {
+        create_private_dir(dir)
+            .with_context(|| format!("cannot create runtime dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Once the pid-file lock is held: the runtime dir is 0700, or 0750
+/// root:`socket_gid` when there is a socket group (its members must reach
+/// the socket; nobody else may look in). What it holds needs no repair:
+/// the pid file is rewritten 0600 and the socket is bound anew.
+pub fn secure_runtime_dir(config: &Config, socket_gid: Option<nix::unistd::Gid>) -> Result<()> {
+    let dir = &config.runtime_dir;
     create_private_dir(dir)
         .with_context(|| format!("cannot create runtime dir {}", dir.display()))?;
-    repair("runtime_dir", dir, &[], &|_, _| 0);
     if let Some(gid) = socket_gid {
         use std::os::unix::fs::PermissionsExt;
         nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(gid))
@@ -131,6 +147,12 @@ mod tests {
         let config = Config {
             state_dir: t.path().join("state"),
             image_cache_dir: t.path().join("cache"),
+            // Without confinement every dir is 0700 (with it, the search
+            // path to the VM dirs is 0711: `confine::open_search_path`).
+            vmm: hangar_config::VmmConfig {
+                confine: false,
+                ..Default::default()
+            },
             ..Default::default()
         };
         std::fs::create_dir_all(config.vms_dir().join("old")).unwrap();
@@ -156,5 +178,29 @@ mod tests {
             assert_eq!(mode(&d), 0o700, "{}", d.display());
         }
         assert_eq!(mode(&planted), 0o600);
+    }
+
+    #[test]
+    fn with_confinement_the_search_path_to_vm_dirs_is_0711_and_stays() {
+        let t = tempfile::tempdir().unwrap();
+        let config = Config {
+            state_dir: t.path().join("state"),
+            image_cache_dir: t.path().join("cache"),
+            ..Default::default()
+        };
+        assert!(config.vmm.confine);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for _ in 0..2 {
+            prepare_state_dirs(&config).unwrap();
+            for d in [
+                config.state_dir.clone(),
+                config.vms_dir(),
+                config.snapshots_dir(),
+            ] {
+                assert_eq!(mode(&d), 0o711, "{}", d.display());
+            }
+            assert_eq!(mode(&config.keys_dir()), 0o700);
+            assert_eq!(mode(&config.images_dir()), 0o700);
+        }
     }
 }

@@ -25,7 +25,12 @@ impl Store {
     /// readable by its owner only because it holds SSH host private keys.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // A missing parent is made 0700; an existing one keeps its mode (the
+        // daemon sets the state dir's, see `hangar-daemon/src/confine.rs`).
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+        {
             hangar_host::private::create_private_dir(parent).map_err(|source| {
                 StoreError::Prepare {
                     path: parent.to_path_buf(),

@@ -41,7 +41,10 @@ pub struct ConnLimiter {
     counts: Arc<Mutex<Counts>>,
 }
 
-/// One counted connection; dropping it frees the slot.
+/// One counted connection; dropping it frees the slot. Every request of
+/// the connection carries it as an `Arc<ConnSlot>` extension, so that a
+/// stream that outlives the HTTP connection (an upgraded exec stream) keeps
+/// counting against its user until it ends.
 pub struct ConnSlot {
     uid: Option<u32>,
     counts: Arc<Mutex<Counts>>,

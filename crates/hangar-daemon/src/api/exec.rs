@@ -66,6 +66,9 @@ pub async fn exec(
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
         .ok_or_else(|| HttpError(ApiError::invalid("this connection cannot be upgraded")))?;
+    let req_slot = req
+        .extensions_mut()
+        .remove::<Arc<super::conn_limit::ConnSlot>>();
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .map_err(|e| HttpError(ApiError::invalid(format!("cannot read request body: {e}"))))?;
@@ -91,7 +94,11 @@ pub async fn exec(
     // Connect before switching protocols so an unreachable guest is a
     // plain HTTP error.
     let client = d.vms.guest_client(&rec).await?;
+    // The upgraded stream outlives the HTTP connection: it keeps the
+    // connection's slot, so exec streams count against the user's cap.
+    let slot = req_slot;
     tokio::spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 if let Err(e) = bridge(TokioIo::new(upgraded), client, spec).await {

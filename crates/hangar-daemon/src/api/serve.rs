@@ -94,9 +94,12 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = Arc::new(slot);
         let router = router.clone();
+        let request_slot = slot.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(request_slot.clone());
             router.clone().oneshot(req)
         });
         let conn = http

@@ -121,7 +121,7 @@ impl SnapshotService {
             },
         );
         let result = match spec.run_as {
-            Some(ids) => crate::confine::open_dir_to_vmm(&self.infra.config, dir.path(), ids)
+            Some(ids) => crate::confine::open_dir_to_vmm(dir.path(), ids)
                 .map_err(|e| DaemonError::io("cannot open the prewarm dir to its confined VMM", e)),
             None => Ok(()),
         };

@@ -141,7 +141,7 @@ impl VmService {
             },
         );
         if let Some(ids) = spec.run_as {
-            crate::confine::open_dir_to_vmm(&self.infra.config, dir.path(), ids)
+            crate::confine::open_dir_to_vmm(dir.path(), ids)
                 .map_err(|e| DaemonError::io("cannot open the VM dir to its confined VMM", e))?;
         }
         let plan = self.snapshot_plan(rec, &manifest, &mut spec, dir);

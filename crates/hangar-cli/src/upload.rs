@@ -150,24 +150,13 @@ fn tokio_stream_of(
 /// `name=..&kernel_bytes=..` with the name percent-encoded (names are DNS
 /// labels, but a bad one must reach the daemon intact to be refused well).
 fn upload_query(q: &UploadImageQuery) -> String {
-    let mut out = format!("name={}", percent_encode(&q.name));
+    let mut out = format!("name={}", crate::cmd::seg(&q.name));
     out.push_str(&format!("&kernel_bytes={}", q.kernel_bytes));
     if let Some(n) = q.initrd_bytes {
         out.push_str(&format!("&initrd_bytes={n}"));
     }
     out.push_str(&format!("&rootfs_bytes={}", q.rootfs_bytes));
     out
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub enum DaemonError {
     /// The guest did not answer SSH within the boot timeout. The console
     /// log path is a field so a failed create can point it at the kept log.
     #[error(
-        "VM {name:?} did not answer SSH within {secs}s: {source}; its serial console log is {}{console_tail}",
+        "VM {name:?} did not answer SSH within {secs}s: {source}; its serial console log (root only: read it with sudo) is {}{console_tail}",
         serial_log.display()
     )]
     BootTimeout {

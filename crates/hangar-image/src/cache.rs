@@ -99,7 +99,7 @@ pub fn sweep_crashed_builds(cache_dir: &Path) -> usize {
     let mut swept = 0;
     for key in keys {
         let lock_path = cache_dir.join(format!("{key}.lock"));
-        if let Some(_lock) = try_lock_exclusive(&lock_path) {
+        if let Ok(Some(_lock)) = try_lock_exclusive(&lock_path) {
             swept += clear_stale_builds(cache_dir, &key);
         }
     }
@@ -107,17 +107,20 @@ pub fn sweep_crashed_builds(cache_dir: &Path) -> usize {
 }
 
 /// The exclusive flock on `path` if no one holds it (held until the File
-/// drops).
-fn try_lock_exclusive(path: &Path) -> Option<File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .ok()?;
+/// drops). The lock file is made 0600.
+fn try_lock_exclusive(path: &Path) -> std::io::Result<Option<File>> {
+    let file = hangar_host::private::append_private_file(path)?;
     // SAFETY: flock on a valid, open file descriptor we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(file)
+    if rc == 0 {
+        return Ok(Some(file));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(err)
+    }
 }
 
 /// Waits for the exclusive flock on `path` (held until the File drops),
@@ -127,18 +130,10 @@ async fn lock_exclusive(
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
 ) -> Result<File, ImageError> {
-    let file = hangar_host::private::append_private_file(path)
-        .map_err(|e| ImageError::io("open lock file", path, e))?;
     let mut waited = false;
     loop {
-        // SAFETY: flock on a valid, open file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
+        if let Some(file) = try_lock_exclusive(path).map_err(|e| ImageError::io("lock", path, e))? {
             return Ok(file);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::WouldBlock {
-            return Err(ImageError::io("lock", path, err));
         }
         if !waited {
             report(progress, "wait", "another build of this image is running");

@@ -44,10 +44,21 @@ pub fn vmlinux_from_bzimage(data: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The largest vmlinux a bzImage may unpack to (Debian's is about 60 MiB).
+pub const MAX_VMLINUX_BYTES: u64 = 1 << 30;
+
 /// [`vmlinux_from_bzimage`] as a stream: reads `input` and writes the
 /// vmlinux to `out` one LZ4 block at a time, so memory stays at about two
 /// blocks (16 MiB) whatever the kernel's size. Returns the bytes written.
 pub fn extract_bzimage(input: impl Read, out: &mut impl Write) -> Result<u64, String> {
+    extract_bzimage_at_most(input, out, MAX_VMLINUX_BYTES)
+}
+
+fn extract_bzimage_at_most(
+    input: impl Read,
+    out: &mut impl Write,
+    max_bytes: u64,
+) -> Result<u64, String> {
     let mut input = BufReader::new(input);
     skip_to_lz4_magic(&mut input)?;
     let max_chunk = lz4_flex::block::get_maximum_output_size(LZ4_LEGACY_BLOCK);
@@ -80,6 +91,14 @@ pub fn extract_bzimage(input: impl Read, out: &mut impl Write) -> Result<u64, St
         };
         if written == 0 && kernel_kind(&decoded[..n]) != KernelKind::Elf64 {
             break;
+        }
+        if written + n as u64 > max_bytes {
+            // LZ4 expands up to ~250×: a small upload must not fill the
+            // state dir (real vmlinux files are tens of MiB).
+            return Err(format!(
+                "the kernel unpacks to more than {} MiB; that is not a vmlinux",
+                max_bytes >> 20
+            ));
         }
         out.write_all(&decoded[..n])
             .map_err(|e| format!("cannot write the vmlinux: {e}"))?;
@@ -234,6 +253,17 @@ mod tests {
         let out = vmlinux_from_bzimage(&fake_bzimage(&elf)).expect("extract");
 
         assert!(out == elf);
+    }
+
+    #[test]
+    fn a_bzimage_that_unpacks_past_the_limit_is_refused() {
+        let elf = fake_elf(LZ4_LEGACY_BLOCK * 3);
+        let limit = (LZ4_LEGACY_BLOCK * 2) as u64;
+
+        let err = extract_bzimage_at_most(&fake_bzimage(&elf)[..], &mut std::io::sink(), limit)
+            .expect_err("must fail");
+
+        assert!(err.contains("unpacks to more than 16 MiB"), "{err}");
     }
 
     #[test]

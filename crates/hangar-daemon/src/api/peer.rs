@@ -3,10 +3,6 @@
 //! Handlers that must tell root clients from socket users take
 //! `ConnectInfo<PeerCred>`.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use tokio::net::UnixListener;
-
 /// The credentials of the process that opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerCred {
@@ -41,12 +37,6 @@ impl PeerCred {
                 PeerCred::UNKNOWN
             }
         }
-    }
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        PeerCred::of(stream.io())
     }
 }
 

@@ -7,15 +7,26 @@
 //! crossing a mount.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use tracing::{info, warn};
 
 use super::ImageService;
 
+/// Prefix of the dir a pull builds its image in.
+pub(super) const PULL_PREFIX: &str = ".pull-";
+/// Prefix of the dir an upload or registration builds its image in.
+pub(super) const REGISTER_PREFIX: &str = ".register-";
 /// Prefixes of the work dirs pulls and registrations make in the images
-/// dir before moving a finished image into place.
-pub const WORK_DIR_PREFIXES: [&str; 2] = [".pull-", ".register-"];
+/// dir before moving a finished image into place: what the sweep removes.
+const WORK_DIR_PREFIXES: [&str; 2] = [PULL_PREFIX, REGISTER_PREFIX];
+
+/// A fresh work dir name under `images_dir` with one of the prefixes above.
+pub(super) fn work_dir(images_dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+    images_dir.join(format!(
+        "{prefix}{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    ))
+}
 
 impl ImageService {
     /// Removes the leftovers of interrupted pulls and registrations; returns
@@ -23,8 +34,14 @@ impl ImageService {
     /// or registration of this daemon is running.
     pub fn sweep_leftovers(&self) -> usize {
         let images_dir = self.infra.config.images_dir();
-        let stored: HashSet<PathBuf> = match self.infra.store.list_images() {
-            Ok(images) => images.into_iter().map(|i| PathBuf::from(i.dir)).collect(),
+        // By digest, the name of every image dir (`store_image`), not by the
+        // stored path: a state dir reached under another spelling (moved,
+        // or through a symlink) must not make every image look orphaned.
+        let stored: HashSet<String> = match self.infra.store.list_images() {
+            Ok(images) => images
+                .into_iter()
+                .map(|i| i.digest.trim_start_matches("sha256:").to_string())
+                .collect(),
             Err(e) => {
                 // Without the rows, no image dir can be told orphaned.
                 warn!(error = %e, "cannot list images; leftover image dirs are not swept");
@@ -39,7 +56,7 @@ impl ImageService {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
             let work_dir = WORK_DIR_PREFIXES.iter().any(|p| name.starts_with(p));
-            let orphan = !name.starts_with('.') && !stored.contains(&path);
+            let orphan = !name.starts_with('.') && !stored.contains(&name);
             if !work_dir && !orphan {
                 continue;
             }

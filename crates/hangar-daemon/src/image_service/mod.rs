@@ -5,7 +5,7 @@
 //! read-only once stored. The service owns the image-ops lock.
 //! Registration (uploads, and host paths for root) is in [`register`].
 
-pub mod leftovers;
+mod leftovers;
 mod register;
 mod upload;
 
@@ -147,11 +147,7 @@ impl ImageService {
         if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
-        let tmp = self
-            .infra
-            .config
-            .images_dir()
-            .join(format!(".pull-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let tmp = leftovers::work_dir(&self.infra.config.images_dir(), leftovers::PULL_PREFIX);
         let progress = |p: hangar_api::Progress| {
             if let Some(op) = op {
                 op.progress(p);

@@ -13,6 +13,7 @@ use hangar_image::{FileDigests, INITRD_FILE, ROOTFS_FILE, UPLOADED_KERNEL_FILE};
 use super::upload::{self, Part, StagingDir};
 use super::ImageService;
 use crate::api::peer::PeerCred;
+use crate::blocking::off_runtime;
 use crate::error::{DaemonError, Result};
 
 /// What a non-root client that names host paths is told.
@@ -65,8 +66,6 @@ impl ImageService {
             rootfs: sums.next().unwrap_or_default(),
         };
 
-        let _guard = self.lock.lock().await;
-        self.refuse_taken_name(&q.name)?;
         self.import_and_store(
             &q.name,
             staging,
@@ -105,7 +104,6 @@ impl ImageService {
                 }
             }
         }
-        let _guard = self.lock.lock().await;
         self.refuse_taken_name(&req.name)?;
         let staging = StagingDir::create(&self.infra.config.images_dir())?;
         let dir = staging.path().to_path_buf();
@@ -124,7 +122,9 @@ impl ImageService {
 
     /// The end both register forms share: `import` turns the staging dir's
     /// files into an image (on the blocking pool), then `store_image` moves
-    /// the dir into place and records it, or removes it.
+    /// the dir into place and records it, or removes it. The image lock is
+    /// taken only for the name check and the move-in: the staging dir is
+    /// private, so the slow import need not hold up pulls and removals.
     async fn import_and_store(
         &self,
         name: &str,
@@ -134,16 +134,15 @@ impl ImageService {
             + Send
             + 'static,
     ) -> Result<ImageInfo> {
-        let manifest = tokio::task::spawn_blocking(import)
-            .await
-            .map_err(|source| DaemonError::Task {
-                what: "image import",
-                source,
-            })?
-            .map_err(|e| DaemonError::ImageRejected {
-                context: context.into(),
-                source: Box::new(e),
-            })?;
+        let manifest =
+            off_runtime("image import", import)
+                .await?
+                .map_err(|e| DaemonError::ImageRejected {
+                    context: context.into(),
+                    source: Box::new(e),
+                })?;
+        let _guard = self.lock.lock().await;
+        self.refuse_taken_name(name)?;
         // From here `store_image` owns the directory: it moves it into
         // place or removes it.
         let dir = staging.path().to_path_buf();

@@ -7,7 +7,7 @@
 //! long, stalls for the idle timeout or carries a wrong digest is an error;
 //! the caller's [`StagingDir`] then removes everything written.
 
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::blocking::off_runtime;
 use crate::error::{DaemonError, Result};
 
 /// Bytes handed to the blocking pool at once.
@@ -168,15 +169,11 @@ struct SparseWriter {
 impl SparseWriter {
     async fn create(path: &Path) -> Result<SparseWriter> {
         let p = path.to_path_buf();
-        let file = blocking("create upload file", move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&p)
+        let file = off_runtime("create upload file", move || {
+            hangar_host::private::create_new_private_file(&p)
                 .map_err(|e| DaemonError::io(format!("cannot create {}", p.display()), e))
         })
-        .await?;
+        .await??;
         Ok(SparseWriter {
             path: path.to_path_buf(),
             state: Some((file, Sha256::new())),
@@ -205,13 +202,12 @@ impl SparseWriter {
         };
         let buf = std::mem::take(&mut self.buf);
         let (offset, path) = (self.offset, self.path.clone());
-        let (file, hasher, mut buf) = blocking("write upload", move || {
+        let (file, hasher, mut buf) = off_runtime("write upload", move || {
             hasher.update(&buf);
-            write_skipping_zeros(&file, &buf, offset)
-                .map_err(|e| DaemonError::io(format!("cannot write {}", path.display()), e))?;
-            Ok((file, hasher, buf))
+            write_skipping_zeros(&file, &buf, offset).map_err(|e| write_error(&path, e))?;
+            Ok::<_, DaemonError>((file, hasher, buf))
         })
-        .await?;
+        .await??;
         self.offset += buf.len() as u64;
         buf.clear();
         self.buf = buf;
@@ -229,13 +225,27 @@ impl SparseWriter {
             ));
         };
         let path = self.path.clone();
-        blocking("finish upload file", move || {
+        off_runtime("finish upload file", move || {
             file.set_len(len)
                 .map_err(|e| DaemonError::io(format!("cannot size {}", path.display()), e))
         })
-        .await?;
+        .await??;
         Ok(hasher.finalize().into())
     }
+}
+
+/// A failed write of an upload, saying what to do when the disk is full.
+fn write_error(path: &Path, e: std::io::Error) -> DaemonError {
+    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+    let context = if full {
+        format!(
+            "cannot write {}: the state dir's filesystem is full; free space there (or move state_dir to a larger one) and register again",
+            path.display()
+        )
+    } else {
+        format!("cannot write {}", path.display())
+    };
+    DaemonError::io(context, e)
 }
 
 /// Writes `buf` at `offset`, leaving aligned all-zero blocks unwritten.
@@ -251,15 +261,6 @@ fn write_skipping_zeros(file: &std::fs::File, buf: &[u8], offset: u64) -> std::i
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|source| DaemonError::Task { what, source })?
-}
-
 /// A private directory under `images/` that an upload or registration
 /// builds an image in. Dropping it (an error, or the request's future being
 /// dropped when the client goes away) removes it and everything in it,
@@ -272,13 +273,8 @@ pub struct StagingDir {
 
 impl StagingDir {
     pub fn create(images_dir: &Path) -> Result<StagingDir> {
-        let path = images_dir.join(format!(
-            ".register-{}",
-            hex::encode(rand::random::<[u8; 6]>())
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
+        let path = super::leftovers::work_dir(images_dir, super::leftovers::REGISTER_PREFIX);
+        hangar_host::private::create_private_dir(&path)
             .map_err(|e| DaemonError::io(format!("cannot create {}", path.display()), e))?;
         Ok(StagingDir { path, keep: false })
     }

@@ -82,6 +82,19 @@ impl SnapshotService {
                 .map_err(DaemonError::Invalid)?
                 .max(image.rootfs_bytes),
         };
+        // The prewarm boot competes for the CPU like any other boot. It
+        // waits before it makes anything, so a queued prewarm holds no
+        // TAP, dir or disk.
+        let _slot = self
+            .infra
+            .boot_gate
+            .acquire(cancel, |ahead| {
+                if let Some(op) = op {
+                    op.phase(&crate::vm_service::boot::queued_phase(ahead));
+                }
+            })
+            .await
+            .map_err(|_| SnapshotError::Cancelled)?;
         let work = WorkDir(self.infra.config.snapshots_dir().join(format!(
             "{PREWARM_PREFIX}{}",
             hex::encode(rand::random::<[u8; 6]>())
@@ -156,17 +169,6 @@ impl SnapshotService {
         else {
             return Ok(None);
         };
-        // The prewarm boot competes for the CPU like any other boot.
-        let _slot = self
-            .infra
-            .boot_gate
-            .acquire(cancel, |ahead| {
-                if let Some(op) = op {
-                    op.phase(&crate::vm_service::boot::queued_phase(ahead));
-                }
-            })
-            .await
-            .map_err(|_| SnapshotError::Cancelled)?;
         if let Some(op) = op {
             op.phase("boot-snapshot");
         }

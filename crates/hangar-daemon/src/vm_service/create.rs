@@ -228,7 +228,7 @@ impl VmService {
             }
             Err(mut e) => {
                 warn!(vm = %rec.name, error = %crate::error::error_chain(&e), "create failed; cleaning up");
-                self.keep_failed_console_log(&rec, &mut e);
+                self.keep_failed_console_log(&rec, &mut e).await;
                 self.remove_vm_files_and_row(&rec).await;
                 Err(e)
             }
@@ -283,7 +283,7 @@ impl VmService {
     /// says why the boot failed, moves to `state_dir/logs/` (both parts,
     /// in order) and the error points there. Only the newest
     /// `[vmm] failed_console_logs_kept` such logs are kept.
-    fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut DaemonError) {
+    async fn keep_failed_console_log(&self, rec: &VmRecord, e: &mut DaemonError) {
         let log = self.vm_dir(&rec.id).serial_log();
         if !log.exists() {
             return;
@@ -298,23 +298,33 @@ impl VmService {
         ));
         // logs/ is private; the copy is made 0600 (root's, whatever uid the
         // VMM wrote the console as).
-        let copied = hangar_host::private::create_private_dir(&logs).and_then(|()| {
-            let view = self.console_logs.view(&log)?;
+        // Up to twice the cap (more if the daemon was away): on the
+        // blocking pool, like the pruning.
+        let (console_logs, keep) = (
+            self.console_logs.clone(),
+            config.vmm.failed_console_logs_kept,
+        );
+        let kept2 = kept.clone();
+        let copied = crate::blocking::off_runtime("keeping a console log", move || {
+            hangar_host::private::create_private_dir(&logs)?;
+            let view = console_logs.view(&log)?;
             let start = view.start();
             let mut reader = view.into_reader(start, u64::MAX)?;
-            let mut out = hangar_host::private::create_private_file(&kept)?;
-            std::io::copy(&mut reader, &mut out)
-        });
+            let mut out = hangar_host::private::create_private_file(&kept2)?;
+            std::io::copy(&mut reader, &mut out)?;
+            console_logs.start_over(&log);
+            crate::console_log::prune::prune_failed_logs(&logs, keep);
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
         match copied {
-            Ok(_) => {
-                self.console_logs.start_over(&log);
+            Ok(Ok(())) => {
                 if let DaemonError::BootTimeout { serial_log, .. } = e {
                     *serial_log = kept;
                 }
-                crate::console_log::prune::prune_failed_logs(
-                    &logs,
-                    config.vmm.failed_console_logs_kept,
-                );
+            }
+            Ok(Err(err)) => {
+                warn!(vm = %rec.name, error = %err, "cannot keep the console log of a failed create")
             }
             Err(err) => {
                 warn!(vm = %rec.name, error = %err, "cannot keep the console log of a failed create")

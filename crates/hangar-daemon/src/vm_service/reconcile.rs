@@ -7,6 +7,7 @@ use tracing::{info, warn};
 
 use super::boot::handle_of;
 use super::VmService;
+use crate::blocking::off_runtime;
 
 impl VmService {
     pub async fn reconcile(&self) {
@@ -29,7 +30,9 @@ impl VmService {
                 self.remove_vm_files_and_row(&rec).await;
                 continue;
             }
-            if !self.vm_dir(&rec.id).disk().exists() {
+            // Only a clear "not there" counts: a disk that cannot be looked
+            // at (EACCES, EIO) must not get its VM removed.
+            if matches!(self.vm_dir(&rec.id).disk().try_exists(), Ok(false)) {
                 // Only a removal deletes a VM's disk, and it deletes the
                 // row last: a daemon killed in between leaves a row with
                 // nothing to boot. Finish that removal.
@@ -42,6 +45,19 @@ impl VmService {
                     rec.state,
                     VmState::Running | VmState::Starting | VmState::Stopping
                 ) {
+                    // A start or restart killed before it recorded a VMM may
+                    // have left the disk active (dm: a device and its loop
+                    // devices); deactivating an inactive disk does nothing.
+                    let (disks, disk) = (self.infra.disks.clone(), self.vm_dir(&rec.id).disk());
+                    match off_runtime("disk deactivation", move || disks.deactivate(&disk)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            warn!(vm = %rec.name, error = %e, "cannot deactivate the disk of a VM whose boot was interrupted")
+                        }
+                        Err(e) => {
+                            warn!(vm = %rec.name, error = %e, "cannot deactivate the disk of a VM whose boot was interrupted")
+                        }
+                    }
                     let _ = self
                         .infra
                         .store

@@ -124,6 +124,14 @@ impl VmService {
         let tap = self.attach_tap(rec, undo).await?;
         crate::crash_point!("boot.after_tap");
 
+        let run_as = crate::confine::vm_run_as(&self.infra.config, rec.ip);
+        if self.infra.config.vmm.confine && run_as.is_none() {
+            // Never fall back to a VMM running as root.
+            return Err(DaemonError::invalid(format!(
+                "VM {:?} has address {}, outside [network] subnet {}: no VMM uid can be derived for it, and confined VMMs never run as root; remove it (`hangar vm rm {}`) or put the subnet back",
+                rec.name, rec.ip, self.infra.config.network.subnet, rec.name
+            )));
+        }
         let mut spec = vm_spec(
             &self.infra,
             MachineSpec {
@@ -137,7 +145,7 @@ impl VmService {
                 vm_dir: dir,
                 tap: tap.clone(),
                 mac: rec.mac.clone(),
-                run_as: crate::confine::vm_run_as(&self.infra.config, rec.ip),
+                run_as,
             },
         );
         if let Some(ids) = spec.run_as {

@@ -98,9 +98,12 @@ impl BootUndo {
         if self.disk_active {
             let disks = infra.disks.clone();
             let disk = self.disk.clone();
-            let r = tokio::task::spawn_blocking(move || disks.deactivate(&disk)).await;
-            if let Ok(Err(e)) = r {
-                warn!(vm = %self.vm_id, error = %e, "cannot deactivate VM disk");
+            match crate::blocking::off_runtime("disk deactivation", move || disks.deactivate(&disk))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(vm = %self.vm_id, error = %e, "cannot deactivate VM disk"),
+                Err(e) => warn!(vm = %self.vm_id, error = %e, "cannot deactivate VM disk"),
             }
         }
         if self.runtime_recorded {

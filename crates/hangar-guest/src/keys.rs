@@ -1,9 +1,9 @@
 //! Key material: the daemon's own key pair (kept on disk) and per-VM host
 //! keys (generated fresh, handed to the guest at boot, then pinned).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ impl DaemonKey {
             let pem = key
                 .to_openssh(LineEnding::LF)
                 .map_err(|source| GuestError::KeyGenerate { source })?;
-            if publish_new(&key_path, pem.as_bytes(), 0o600)? {
+            if publish_new(&key_path, pem.as_bytes())? {
                 tracing::info!(path = %key_path.display(), "generated the daemon SSH key");
                 key
             } else {
@@ -93,7 +93,7 @@ impl DaemonKey {
         match fs::read_to_string(pub_path) {
             Ok(existing) if existing == line => Ok(()),
             // Private like every file of Hangar's, though it is public.
-            Ok(_) | Err(_) => write_atomic(pub_path, line.as_bytes(), 0o600),
+            Ok(_) | Err(_) => write_atomic(pub_path, line.as_bytes()),
         }
     }
 }
@@ -196,24 +196,20 @@ fn create_dir_private(dir: &Path) -> Result<(), GuestError> {
     })
 }
 
-/// Creates `tmp` (which must not exist) with `mode` from the start, writes
+/// Creates `tmp` (which must not exist) 0600 from the start, writes
 /// `bytes` and syncs them: the first half of both ways to publish a file.
-fn write_new_synced(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(tmp)?;
+fn write_new_synced(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = hangar_host::private::create_new_private_file(tmp)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
 
-/// Writes `bytes` to a temporary file beside `path` with `mode` from the
+/// Writes `bytes` to a temporary file beside `path`, 0600 from the
 /// start (never briefly world-readable), syncs it and renames it into
 /// place, so readers see either the old file or the whole new one.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), GuestError> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GuestError> {
     let tmp = temp_path(path);
-    let result = write_new_synced(&tmp, bytes, mode).and_then(|()| fs::rename(&tmp, path));
+    let result = write_new_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     result.map_err(|source| {
         let _ = fs::remove_file(&tmp);
         GuestError::KeyFile {
@@ -227,9 +223,9 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), GuestError> 
 /// Like [`write_atomic`] but never replaces an existing file: the complete
 /// temporary file is hard-linked into place, which fails if `path` exists.
 /// Returns `false` when someone else's file was already there.
-fn publish_new(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, GuestError> {
+fn publish_new(path: &Path, bytes: &[u8]) -> Result<bool, GuestError> {
     let tmp = temp_path(path);
-    let written = write_new_synced(&tmp, bytes, mode);
+    let written = write_new_synced(&tmp, bytes);
     let linked = written.and_then(|()| match fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -330,7 +326,7 @@ mod tests {
         let path = dir.path().join("f");
         fs::write(&path, "first").expect("write");
 
-        let published = publish_new(&path, b"second", 0o600).expect("publish");
+        let published = publish_new(&path, b"second").expect("publish");
 
         assert!(!published);
         assert_eq!(fs::read_to_string(&path).expect("read"), "first");

@@ -191,13 +191,21 @@ fn process_uses_dir(proc_dir: &Path, dir: &Path) -> bool {
 }
 
 /// Whether one argument of a NUL-separated command line is `dir` or a path
-/// inside it (whole path components: `/x/a` does not name `/x/ab`).
-fn cmdline_names_dir(cmdline: &[u8], dir: &Path) -> bool {
+/// (or `key=path`/`key:path` option) inside it. Whole arguments, so
+/// `vms/abc` never matches a process of `vms/abc2`.
+pub fn cmdline_names_dir(cmdline: &[u8], dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(dir))
+    let dir = dir.as_os_str().as_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| {
+        // An option value such as `path=/x/vms/abc/disk.ext4`.
+        (0..arg.len())
+            .filter(|&i| i == 0 || matches!(arg[i - 1], b'=' | b':' | b','))
+            .any(|i| {
+                let rest = &arg[i..];
+                rest.starts_with(dir)
+                    && matches!(rest.get(dir.len()), None | Some(b'/') | Some(b','))
+            })
+    })
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as
@@ -224,6 +232,25 @@ fn unescape_mountinfo(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cmdline_names_dir_matches_whole_arguments_only() {
+        let dir = Path::new("/x/vms/abc");
+        assert!(cmdline_names_dir(
+            b"qemu\0-kernel\0/x/vms/abc/vmlinux\0",
+            dir
+        ));
+        assert!(cmdline_names_dir(
+            b"qemu\0-drive\0id=root,file=/x/vms/abc/disk.ext4\0",
+            dir
+        ));
+        assert!(cmdline_names_dir(b"fc\0--api-sock\0/x/vms/abc\0", dir));
+        assert!(!cmdline_names_dir(
+            b"qemu\0-kernel\0/x/vms/abc2/vmlinux\0",
+            dir
+        ));
+        assert!(!cmdline_names_dir(b"sleep\0ninety\0", dir));
+    }
+
     use super::*;
 
     #[test]

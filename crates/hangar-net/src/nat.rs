@@ -7,7 +7,6 @@
 
 use ipnet::Ipv4Net;
 
-use crate::cmd;
 use crate::NetError;
 
 /// The complete `nft -f` script. It creates the table (so the delete cannot
@@ -33,8 +32,9 @@ pub fn ruleset(subnet: Ipv4Net, bridge: &str) -> String {
 
 /// Applies [`ruleset`] and turns on IPv4 forwarding. Root namespace only.
 pub(crate) async fn apply(subnet: Ipv4Net, bridge: &str) -> Result<(), NetError> {
-    let argv = vec!["nft".to_string(), "-f".to_string(), "-".to_string()];
-    cmd::run(&argv, Some(&ruleset(subnet, bridge))).await?;
+    crate::nft::Nft::new(None)
+        .apply(&ruleset(subnet, bridge))
+        .await?;
     tokio::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
         .await
         .map_err(|source| NetError::Io {

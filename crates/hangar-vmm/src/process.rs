@@ -61,9 +61,6 @@ pub(crate) fn open_netns(name: &str) -> Result<OwnedFd, VmmError> {
         })
 }
 
-/// Makes `cmd` start in its own session (signals to the daemon's process
-/// group never reach it), with stdin from /dev/null, optionally inside the
-/// network namespace `netns`. The fd must stay open until spawn returns.
 /// Makes whatever the VMM itself creates (its QMP or API socket, QEMU's
 /// pid file) private to its owner, whatever umask the daemon was started
 /// with. Not for the jailer: it builds a chroot that its unprivileged
@@ -79,6 +76,9 @@ pub(crate) fn private_umask(cmd: &mut Command) {
     }
 }
 
+/// Makes `cmd` start in its own session (signals to the daemon's process
+/// group never reach it), with stdin from /dev/null, optionally inside the
+/// network namespace `netns`. The fd must stay open until spawn returns.
 pub(crate) fn detach(cmd: &mut Command, netns: Option<&OwnedFd>) {
     cmd.stdin(Stdio::null());
     cmd.kill_on_drop(false);
@@ -343,29 +343,11 @@ pub fn kill_stray_vmm(dir: &Path) -> bool {
         return false;
     };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !cmdline_names_dir(&cmdline, dir) {
+    if !hangar_host::sweep::cmdline_names_dir(&cmdline, dir) {
         return false;
     }
     tracing::warn!(dir = %dir.display(), pid, "killing a VMM the store never recorded");
     kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-}
-
-/// Whether one argument of a NUL-separated command line is `dir` or a path
-/// (or `key=path`/`key:path` option) inside it. Whole arguments, so
-/// `vms/abc` never matches a process of `vms/abc2`.
-fn cmdline_names_dir(cmdline: &[u8], dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let dir = dir.as_os_str().as_bytes();
-    cmdline.split(|b| *b == 0).any(|arg| {
-        // An option value such as `path=/x/vms/abc/disk.ext4`.
-        (0..arg.len())
-            .filter(|&i| i == 0 || matches!(arg[i - 1], b'=' | b':' | b','))
-            .any(|i| {
-                let rest = &arg[i..];
-                rest.starts_with(dir)
-                    && matches!(rest.get(dir.len()), None | Some(b'/') | Some(b','))
-            })
-    })
 }
 
 /// Removes a file, ignoring "not found".
@@ -620,24 +602,5 @@ mod tests {
             .unwrap();
         assert_eq!(sid.as_raw(), pid as i32);
         assert!(!is_same_process_alive(pid, start_time));
-    }
-
-    #[test]
-    fn cmdline_names_dir_matches_whole_arguments_only() {
-        let dir = Path::new("/x/vms/abc");
-        assert!(cmdline_names_dir(
-            b"qemu\0-kernel\0/x/vms/abc/vmlinux\0",
-            dir
-        ));
-        assert!(cmdline_names_dir(
-            b"qemu\0-drive\0id=root,file=/x/vms/abc/disk.ext4\0",
-            dir
-        ));
-        assert!(cmdline_names_dir(b"fc\0--api-sock\0/x/vms/abc\0", dir));
-        assert!(!cmdline_names_dir(
-            b"qemu\0-kernel\0/x/vms/abc2/vmlinux\0",
-            dir
-        ));
-        assert!(!cmdline_names_dir(b"sleep\0ninety\0", dir));
     }
 }

@@ -91,14 +91,18 @@ impl FirecrackerDriver {
         // A crash can leave this VM's (empty) cgroup behind; the jailer
         // would reuse it as it is.
         jailer::remove_cgroups(&jailer::cgroup_dirs(cfg, &jail));
-        jailer::build_jail(&jail, &files, cfg.ids_for(spec))?;
-        if let Err(source) = std::os::unix::fs::symlink(jail.api_socket(), sock) {
+        // The link first: it is how a daemon killed from here on finds the
+        // jail again (`stray::kill_stray_jailed`), the hard-linked disk in
+        // it included.
+        std::os::unix::fs::symlink(jail.api_socket(), sock).map_err(|source| VmmError::Io {
+            action: "create the API socket symlink",
+            path: sock.to_path_buf(),
+            source,
+        })?;
+        if let Err(e) = jailer::build_jail(&jail, &files, cfg.ids_for(spec)) {
             self.remove_jail(&jail);
-            return Err(VmmError::Io {
-                action: "create the API socket symlink",
-                path: sock.to_path_buf(),
-                source,
-            });
+            process::remove_if_exists(sock);
+            return Err(e);
         }
         let mut cmd = Command::new(&cfg.binary);
         cmd.args(jailer::jailer_args(cfg, &exec_file, spec, netns));

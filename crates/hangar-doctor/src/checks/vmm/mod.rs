@@ -104,11 +104,7 @@ pub fn check_qemu(p: &HostProbe, config: &Config) -> Check {
     const WHAT: &str = "the QEMU binary ([vmm] qemu) is present (the driver that works everywhere)";
     let q = &p.qemu;
     let Some(path) = &q.path else {
-        let fc_used = match config.vmm.driver {
-            DriverChoice::Firecracker => true,
-            DriverChoice::Qemu => false,
-            DriverChoice::Auto => p.firecracker.path.is_some() && kvm_boots_guests(p),
-        };
+        let fc_used = firecracker_used(p, config);
         return Check::new(
             "qemu",
             WHAT,

@@ -54,7 +54,18 @@ fi
 
 log=$(mktemp)
 listing=$(mktemp)
-trap 'rm -f "$log" "$listing"' EXIT
+# The attack tests make the group `hangar-testers` for their socket user
+# (crates/hangar/tests/common/roles.rs); one this run made goes at the end.
+test_group=hangar-testers
+group_was_there=false
+getent group "$test_group" >/dev/null && group_was_there=true
+cleanup() {
+  rm -f "$log" "$listing"
+  if [ "$group_was_there" = false ] && [ "$(id -u)" -eq 0 ] && getent group "$test_group" >/dev/null; then
+    groupdel "$test_group" || echo "test.sh: cannot remove the test group $test_group" >&2
+  fi
+}
+trap cleanup EXIT
 
 set +e
 cargo test --workspace "${FEATURES[@]}" --no-fail-fast -- "${libtest_args[@]}" 2>&1 | tee "$log"

@@ -10,13 +10,15 @@ use hangar_host::sweep::{mounts_under, sweep_dir};
 /// Whatever a failed run leaves: the process and the mounts.
 struct Leftovers {
     dir: std::path::PathBuf,
-    child: std::process::Child,
+    child: Option<std::process::Child>,
 }
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for m in mounts_under(&self.dir) {
             let _ = Command::new("umount").arg("-R").arg("-l").arg(&m).status();
         }
@@ -45,6 +47,12 @@ fn a_crashed_build_dir_with_proc_sys_and_stacked_mounts_is_unmounted_and_removed
     for sub in ["proc", "sys", "dev/pts", "var/cache"] {
         std::fs::create_dir_all(tree.join(sub)).unwrap();
     }
+    // Armed before the first mount, so a failure half way unmounts the
+    // ones already made (the temp dir could not be removed through them).
+    let mut guard = Leftovers {
+        dir: dir.clone(),
+        child: None,
+    };
     mount(&["-t", "proc", "proc"], &tree.join("proc"));
     mount(&["-t", "sysfs", "sysfs"], &tree.join("sys"));
     // A tmpfs with a file, and a second tmpfs stacked on the same point.
@@ -66,10 +74,7 @@ fn a_crashed_build_dir_with_proc_sys_and_stacked_mounts_is_unmounted_and_removed
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut guard = Leftovers {
-        dir: dir.clone(),
-        child,
-    };
+    guard.child = Some(child);
     // Four mount points, one of them with two mounts stacked.
     assert_eq!(mounts_under(&dir).len(), 4);
 
@@ -77,7 +82,7 @@ fn a_crashed_build_dir_with_proc_sys_and_stacked_mounts_is_unmounted_and_removed
 
     assert_eq!(swept.unmounted, 5, "{swept:?}");
     assert_eq!(swept.killed, 1, "{swept:?}");
-    let status = guard.child.wait().unwrap();
+    let status = guard.child.as_mut().unwrap().wait().unwrap();
     assert!(!status.success(), "the process in the tree was not killed");
     assert!(mounts_under(&dir).is_empty());
     assert!(!dir.exists(), "the build dir is still there");

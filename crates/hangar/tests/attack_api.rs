@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::roles::{test_socket_gid, Role, NOBODY};
+use common::roles::{test_socket_gid, Role};
 use common::{hangar_bin, Options, TestDaemon};
 
 /// The soft open-files limit services and shells get by default: the test
@@ -63,11 +63,7 @@ impl ConnectionHog {
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
             unsafe {
-                let groups = [gid];
-                if libc::setgroups(1, groups.as_ptr()) != 0
-                    || libc::setgid(NOBODY) != 0
-                    || libc::setuid(NOBODY) != 0
-                {
+                if common::roles::become_nobody(&[gid]).is_err() {
                     libc::_exit(1);
                 }
                 let mut lim = libc::rlimit {

@@ -26,15 +26,6 @@ fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-/// The VM dir of `vm` (its serial logs live there).
-fn vm_dir(d: &TestDaemon, vm: &str) -> PathBuf {
-    let id = d.json(&["vm", "show", vm])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    d.state_dir().join("vms").join(id)
-}
-
 /// The console stream's end offset, asked of the API directly (the offset
 /// header of a 1-byte tail, plus that byte): every byte the guest has
 /// written to its console this boot, rotated or not.
@@ -159,7 +150,7 @@ fn guest_flooding_its_console_cannot_fill_the_host_disk() {
         },
     );
     d.ok(&["vm", "create", "flood"]);
-    let dir = vm_dir(&d, "flood");
+    let dir = d.vm_dir("flood");
     let log = dir.join("serial.log");
     let older = dir.join("serial.log.1");
 

@@ -8,7 +8,7 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,14 +19,6 @@ fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
     let mut args = vec!["exec", vm, "--"];
     args.extend_from_slice(cmd);
     d.hangar(&args)
-}
-
-fn vm_dir(d: &TestDaemon, name: &str) -> PathBuf {
-    let id = d.json(&["vm", "show", name])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    d.state_dir().join("vms").join(id)
 }
 
 /// The ids confined VMMs run as (`[vmm] uid_base`, `uid_count` defaults).
@@ -42,26 +34,27 @@ fn hangar_uid(uid: u32) -> bool {
 /// path (`hangar-daemon/src/confine.rs`): `state_dir`, `vms/` and
 /// `snapshots/` 0711 (nothing can be listed through them), and a VM or
 /// prewarm dir 0710 to that VM's own gid.
-fn vmm_search_grant(path: &Path, meta: &std::fs::Metadata, mode: u32) -> bool {
-    let Some(state) = STATE.get() else {
-        return false;
-    };
+fn vmm_search_grant(state: &Path, path: &Path, meta: &std::fs::Metadata, mode: u32) -> bool {
     let parents = [state.join("vms"), state.join("snapshots")];
     meta.is_dir()
-        && (mode == 0o711 && (path == state.as_path() || parents.iter().any(|p| p == path))
+        && (mode == 0o711 && (path == state || parents.iter().any(|p| p == path))
             || mode == 0o710
                 && meta.uid() == 0
                 && VMM_IDS.contains(&meta.gid())
                 && parents.iter().any(|p| path.parent() == Some(p.as_path())))
 }
 
-static STATE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
 /// Everything under `root` (itself included) that grants a non-root user
 /// outside `socket_gid` more than the rules allow: dirs 0700 and files
 /// 0600 (owner bits only), except the runtime dir (0750) and the socket
 /// (0660), which may open to the socket group. Symlinks are not followed.
-fn offenders(root: &Path, socket_gid: u32, runtime_dir: &Path, out: &mut Vec<String>) {
+fn offenders(
+    root: &Path,
+    state: &Path,
+    socket_gid: u32,
+    runtime_dir: &Path,
+    out: &mut Vec<String>,
+) {
     let Ok(meta) = std::fs::symlink_metadata(root) else {
         return;
     };
@@ -73,7 +66,7 @@ fn offenders(root: &Path, socket_gid: u32, runtime_dir: &Path, out: &mut Vec<Str
     let group_ok = meta.gid() == socket_gid
         && (root == runtime_dir && mode == 0o750
             || ft.is_socket() && root.parent() == Some(runtime_dir) && mode == 0o660);
-    let bad_bits = mode & 0o7077 != 0 && !group_ok && !vmm_search_grant(root, &meta, mode);
+    let bad_bits = mode & 0o7077 != 0 && !group_ok && !vmm_search_grant(state, root, &meta, mode);
     let bad_owner = !hangar_uid(meta.uid());
     if bad_bits || bad_owner {
         out.push(format!(
@@ -85,7 +78,7 @@ fn offenders(root: &Path, socket_gid: u32, runtime_dir: &Path, out: &mut Vec<Str
     }
     if meta.is_dir() {
         for e in std::fs::read_dir(root).unwrap().flatten() {
-            offenders(&e.path(), socket_gid, runtime_dir, out);
+            offenders(&e.path(), state, socket_gid, runtime_dir, out);
         }
     }
 }
@@ -146,20 +139,19 @@ fn nothing_under_state_or_runtime_dir_is_readable_by_others_after_a_vm_lifecycle
 
 /// Offenders in the state dir, the runtime dir and the image cache.
 fn walk_all(d: &TestDaemon) -> Vec<String> {
-    let runtime_dir = d.dir.path().join("run");
+    let (state, runtime_dir) = (d.state_dir(), d.dir.path().join("run"));
     let gid = test_socket_gid();
     let mut bad = Vec::new();
-    let _ = STATE.set(d.state_dir());
-    offenders(&d.state_dir(), gid, &runtime_dir, &mut bad);
-    offenders(&runtime_dir, gid, &runtime_dir, &mut bad);
+    offenders(&state, &state, gid, &runtime_dir, &mut bad);
+    offenders(&runtime_dir, &state, gid, &runtime_dir, &mut bad);
     // The shared cache of built images (entries being built by another
     // daemon right now, `.build-*`, are closed by their own 0700 dir).
     for e in std::fs::read_dir(IMAGE_CACHE).unwrap().flatten() {
         if !e.file_name().to_string_lossy().starts_with('.') {
-            offenders(&e.path(), gid, &runtime_dir, &mut bad);
+            offenders(&e.path(), &state, gid, &runtime_dir, &mut bad);
         }
     }
-    offenders(Path::new(IMAGE_CACHE), gid, &runtime_dir, &mut bad);
+    offenders(Path::new(IMAGE_CACHE), &state, gid, &runtime_dir, &mut bad);
     bad
 }
 
@@ -191,7 +183,7 @@ fn stranger_cannot_read_config_drive_disk_console_or_daemon_key() {
     let _serial = common::serial();
     let d = TestDaemon::with_socket_group("perm-atk", Options::default());
     d.ok(&["vm", "create", "victim"]);
-    let dir = vm_dir(&d, "victim");
+    let dir = d.vm_dir("victim");
     let targets = [
         ("config drive", dir.join("config.img"), "tar -tf"),
         ("disk", dir.join("disk.ext4"), "head -c 4096"),

@@ -8,7 +8,6 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::TestDaemon;
@@ -33,16 +32,8 @@ fn field(status: &[(String, String)], name: &str) -> String {
 
 /// The pid of the VMM of `vm` (from its runtime pid file).
 fn vmm_pid(d: &TestDaemon, vm: &str) -> i32 {
-    let pid = std::fs::read_to_string(vm_dir(d, vm).join("vmm.pid")).unwrap();
+    let pid = std::fs::read_to_string(d.vm_dir(vm).join("vmm.pid")).unwrap();
     pid.trim().parse().unwrap()
-}
-
-fn vm_dir(d: &TestDaemon, vm: &str) -> PathBuf {
-    let id = d.json(&["vm", "show", vm])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    d.state_dir().join("vms").join(id)
 }
 
 /// The real, effective, saved and filesystem uids of `pid`'s process.
@@ -114,7 +105,7 @@ fn vm_uid_cannot_read_or_write_another_vms_disk() {
     d.ok(&["vm", "create", "b"]);
     let uid_a = assert_confined(&d, "a");
     assert_ne!(assert_confined(&d, "b"), uid_a, "each VM has its own uid");
-    let b_dir = vm_dir(&d, "b");
+    let b_dir = d.vm_dir("b");
     let b_files = ["disk.ext4", "config.img", "serial.log"].map(|f| b_dir.join(f));
     let before: Vec<_> = b_files
         .iter()
@@ -138,7 +129,7 @@ fn vm_uid_cannot_read_or_write_another_vms_disk() {
         assert!(!write.status.success(), "VM a's uid opened {p} for writing");
     }
     // Its own disk is its own (the VMM could reopen it), B's is not.
-    let own = vm_dir(&d, "a").join("disk.ext4");
+    let own = d.vm_dir("a").join("disk.ext4");
     assert_eq!(
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&own).unwrap()),
         uid_a

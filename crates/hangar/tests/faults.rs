@@ -220,13 +220,8 @@ fn kill_9_at_each_step_of_image_pull_leaves_nothing_and_true_states() {
     for point in points {
         crash_at(&mut d, point, &["image", "pull", "debian-12"]);
         assert_true_state(&d, point);
-        let partial: Vec<_> = d
-            .snapshot_files()
-            .into_iter()
-            .filter(|p| !p.to_string_lossy().ends_with(".state"))
-            .collect();
         assert_eq!(
-            partial,
+            d.partial_snapshot_files(),
             Vec::<PathBuf>::new(),
             "after {point}: partial snapshots"
         );

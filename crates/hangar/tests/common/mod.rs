@@ -473,6 +473,24 @@ memory_mib = 512
             .collect()
     }
 
+    /// The dir of VM `name` (state/vms/<id>).
+    pub fn vm_dir(&self, name: &str) -> PathBuf {
+        let id = self.json(&["vm", "show", name])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.state_dir().join("vms").join(id)
+    }
+
+    /// Boot snapshot files that are not whole (`*.state`): a save that did
+    /// not finish.
+    pub fn partial_snapshot_files(&self) -> Vec<PathBuf> {
+        self.snapshot_files()
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".state"))
+            .collect()
+    }
+
     /// Entries of state/vms (one dir per VM).
     pub fn vm_dirs(&self) -> Vec<String> {
         std::fs::read_dir(self.state_dir().join("vms"))
@@ -536,13 +554,8 @@ memory_mib = 512
             Vec::<String>::new(),
             "image dirs left that are not a stored image"
         );
-        let partial: Vec<_> = self
-            .snapshot_files()
-            .into_iter()
-            .filter(|p| !p.to_string_lossy().ends_with(".state"))
-            .collect();
         assert_eq!(
-            partial,
+            self.partial_snapshot_files(),
             Vec::<PathBuf>::new(),
             "partial snapshot files left"
         );

@@ -6,7 +6,9 @@
 //!
 //! A daemon that serves socket users is started with
 //! [`TestDaemon::with_socket_group`]; the test's temp dir is opened just
-//! enough (`0711`, config `0644`) for `nobody` to find the socket.
+//! enough (`0711`, config `0644`) for `nobody` to find the socket. The
+//! group is made on first use; `scripts/test.sh` removes it at the end of
+//! a run that made it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -42,18 +44,16 @@ pub fn test_socket_gid() -> u32 {
 }
 
 fn group_gid(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next() == Some(name))
-            .then(|| f.nth(1).and_then(|g| g.parse().ok()))
-            .flatten()
-    })
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 impl TestDaemon {
-    /// A daemon whose socket is open to [`TEST_SOCKET_GROUP`], in a temp
-    /// dir `nobody` can traverse (but not list).
+    /// A daemon whose socket is open to [`TEST_SOCKET_GROUP`], with a
+    /// config `nobody` can read (the temp dir is already search-only for
+    /// others: [`TestDaemon::with`]).
     pub fn with_socket_group(tag: &str, mut opts: Options) -> TestDaemon {
         test_socket_gid();
         opts.extra_config
@@ -61,7 +61,6 @@ impl TestDaemon {
         let start = opts.start;
         opts.start = false;
         let mut d = TestDaemon::with(tag, opts);
-        set_mode(d.dir.path(), 0o711);
         set_mode(&d.config, 0o644);
         if start {
             d.spawn();
@@ -115,21 +114,32 @@ impl TestDaemon {
             .stdin(Stdio::null());
         // All three here, in this order: std's `uid()` would run before a
         // `pre_exec` closure, and after it setgroups is not allowed.
-        // SAFETY: setgroups/setgid/setuid are async-signal-safe; they run
-        // in the child between fork and exec.
+        // SAFETY: `become_nobody` makes only async-signal-safe syscalls; it
+        // runs in the child between fork and exec.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(NOBODY) != 0
-                    || libc::setuid(NOBODY) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || become_nobody(&groups));
         }
         cmd
     }
+}
+
+/// Drops a freshly forked child (still root) to uid/gid `nobody` with
+/// exactly `groups` as its supplementary groups.
+///
+/// # Safety
+/// Only in a child between fork and exec (or a child that never execs):
+/// it changes the calling process's credentials for good.
+pub unsafe fn become_nobody(groups: &[libc::gid_t]) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on a slice that outlives them.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setgid(NOBODY) != 0
+            || libc::setuid(NOBODY) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -253,7 +253,13 @@ fn daemon_start_repairs_files_an_older_version_left_readable() {
     d.spawn();
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
     assert_eq!(mode(&drive), 0o600);
-    for dir in [&state, &state.join("vms"), &old_vm, &state.join("keys")] {
+    // VMMs are confined by default: the path to the VM dirs stays
+    // search-only for others (0711, nothing listable), everything else is
+    // private.
+    for dir in [&state, &state.join("vms")] {
+        assert_eq!(mode(dir), 0o711, "{}", dir.display());
+    }
+    for dir in [&old_vm, &state.join("keys")] {
         assert_eq!(mode(dir), 0o700, "{}", dir.display());
     }
     assert_eq!(mode(&outside), 0o644, "the symlink was followed");

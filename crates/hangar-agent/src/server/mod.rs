@@ -1,0 +1,260 @@
+//! The SSH server: russh on the listening socket, public-key auth against
+//! the config drive's keys, one task per session channel
+//! ([`session`]), `direct-tcpip` and agent forwarding ([`forward`]).
+
+mod auth;
+mod forward;
+mod launch;
+mod pty;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use russh::keys::PrivateKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+
+use crate::args::ServeOptions;
+use crate::passwd::{self, User};
+
+/// Subsystem that asks PID 1 to power the guest off (docs/api.md, "Guest
+/// agent protocol"): works on images with no shell and no `poweroff`.
+pub const POWEROFF_SUBSYSTEM: &str = "hangar-poweroff";
+
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let host_key = load_host_key(&opts.host_key)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    tracing::info!(listen = %opts.listen, "ssh server listening");
+    let config = Arc::new(server_config(host_key));
+    let shared = Arc::new(Shared {
+        authorized_keys: opts.authorized_keys.clone(),
+        root: PathBuf::from("/"),
+        allow_poweroff: opts.allow_poweroff,
+    });
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(opts.listen);
+        let handler = Connection {
+            shared: Arc::clone(&shared),
+            peer,
+            local,
+            user: None,
+        };
+        let config = Arc::clone(&config);
+        tokio::spawn(async move {
+            match russh::server::run_stream(config, stream, handler).await {
+                Ok(session) => {
+                    if let Err(e) = session.await {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+fn load_host_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    russh::keys::load_secret_key(path, None).with_context(|| {
+        format!(
+            "cannot load the host key {} (the config drive puts it there)",
+            path.display()
+        )
+    })
+}
+
+fn server_config(host_key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        server_id: russh::SshId::Standard(
+            concat!("SSH-2.0-hangar-agent_", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Failed attempts cost a second; OpenSSH's first "none" probe does
+        // not (it is how every client learns the methods).
+        auth_rejection_time: Duration::from_secs(1),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        max_auth_attempts: 6,
+        ..Default::default()
+    }
+}
+
+struct Shared {
+    authorized_keys: PathBuf,
+    /// Where `/etc/passwd` is read from (`/` in a guest).
+    root: PathBuf,
+    allow_poweroff: bool,
+}
+
+/// One client connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Set once authenticated.
+    user: Option<User>,
+}
+
+impl Connection {
+    fn key_is_authorized(&self, key: &russh::keys::PublicKey) -> bool {
+        auth::is_authorized(&auth::load_authorized_keys(&self.shared.authorized_keys), key)
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.key_is_authorized(offer.public_key) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.key_is_authorized(key.public_key) {
+            return Ok(Auth::reject());
+        }
+        match passwd::lookup(&self.shared.root, user) {
+            Some(u) => {
+                tracing::info!(peer = %self.peer, user, "accepted publickey");
+                self.user = Some(u);
+                Ok(Auth::Accept)
+            }
+            None => {
+                tracing::info!(peer = %self.peer, user, "no such user in the image's /etc/passwd");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(user) = self.user.clone() else {
+            return Ok(()); // dropping `reply` refuses the channel
+        };
+        let ctx = Arc::new(session::SessionContext {
+            user,
+            handle: session.handle(),
+            allow_poweroff: self.shared.allow_poweroff,
+            peer: self.peer,
+            local: self.local,
+        });
+        tokio::spawn(session::run(channel, ctx));
+        reply.accept().await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.user.is_some() {
+            forward::direct_tcpip(channel, host_to_connect.to_string(), port_to_connect, reply);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let known = name == "sftp" || (name == POWEROFF_SUBSYSTEM && self.shared.allow_poweroff);
+        if known {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -p hangar
+./scripts/build-agent.sh   # the guest agent; the daemon finds it from target/release/hangar
 bin=$PWD/target/release/hangar
 
 work=/tmp/hangar-demo

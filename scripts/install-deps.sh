@@ -17,6 +17,7 @@ packages=(
   tmux                 # the interactive `hangar ssh` test drives a terminal
   groff-base man-db    # the man-page tests render every `hangar man` page
   ca-certificates curl python3 gcc pkg-config
+  musl-tools           # the static guest agent (ring's C code builds with musl-gcc)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -38,3 +39,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 cargo --version
+# The guest agent is a static musl binary (scripts/build-agent.sh). Where
+# rustup cannot download the target (no access to static.rust-lang.org),
+# install the rust-std-x86_64-unknown-linux-musl component from a mirror
+# or an offline rustup dist, or set RUSTUP_DIST_SERVER to a reachable one.
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  rustup target add x86_64-unknown-linux-musl
+fi

@@ -36,6 +36,8 @@ met_bench_() { [ "${HANGAR_TEST_BENCH:-}" = 1 ]; }
 # the FAILPOINTS environment variable, which no other test sets.
 FEATURES=(--features hangar/failpoints)
 
+# The guest agent every e2e guest boots with (static musl build).
+./scripts/build-agent.sh
 cargo build --workspace --all-targets "${FEATURES[@]}"
 
 libtest_args=()

@@ -48,6 +48,42 @@ pub struct Config {
     pub storage: StorageConfig,
     pub api: ApiConfig,
     pub images: ImagesConfig,
+    pub guest: GuestConfig,
+}
+
+/// What Hangar brings into every guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestConfig {
+    /// Hangar's guest agent (`hangar-agent`, a static binary): PID 1 helper
+    /// and SSH server of every guest booted with Hangar's initramfs, so
+    /// images need no init, shell or sshd. `auto`: found beside the
+    /// `hangar` binary (or in cargo's musl build dir next to it), then in
+    /// /usr/local/lib/hangar and /usr/lib/hangar; if none is found, guests
+    /// start the image's own sshd and `hangar doctor` says so. A path: that
+    /// file (the daemon refuses to start without it). `off`: the image's
+    /// own init and sshd.
+    pub agent: String,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        Self {
+            agent: "auto".into(),
+        }
+    }
+}
+
+impl GuestConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self.agent.as_str() {
+            "auto" | "off" => Ok(()),
+            p if p.starts_with('/') => Ok(()),
+            other => Err(format!(
+                "[guest] agent = {other:?}: use \"auto\", \"off\" or an absolute path"
+            )),
+        }
+    }
 }
 
 /// Limits of the API socket, so that no client can exhaust the daemon.
@@ -255,6 +291,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             api: ApiConfig::default(),
             images: ImagesConfig::default(),
+            guest: GuestConfig::default(),
         }
     }
 }
@@ -410,6 +447,7 @@ impl Config {
         }
         self.validate_uid_range()?;
         self.images.validate()?;
+        self.guest.validate()?;
         for (key, p) in [
             ("state_dir", &self.state_dir),
             ("runtime_dir", &self.runtime_dir),

@@ -196,6 +196,7 @@ impl Daemon {
         let (disks, disk_reason) =
             hangar_disk::backend_by_name(&config.storage.backend, &config.vms_dir())
                 .context("cannot choose a disk backend")?;
+        let agent = crate::guest_agent::load(&config.guest.agent)?;
         let key = Arc::new(
             DaemonKey::load_or_generate(&config.keys_dir())
                 .context("cannot load or create the daemon SSH key")?,
@@ -227,6 +228,7 @@ impl Daemon {
             key,
             shutdown: CancellationToken::new(),
             boot_gate,
+            agent,
         };
         let snapshots = Arc::new(SnapshotService::new(infra.clone()));
         let images = Arc::new(ImageService::new(infra.clone(), snapshots.clone()));

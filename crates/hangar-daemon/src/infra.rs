@@ -30,4 +30,7 @@ pub struct Infra {
     pub shutdown: CancellationToken,
     /// At most `[vmm] max_concurrent_boots` boots at once; the rest queue.
     pub boot_gate: Arc<BootGate>,
+    /// Hangar's guest agent, brought into guests at boot
+    /// ([`crate::guest_agent`]); none: guests run their image's sshd.
+    pub agent: Option<Arc<hangar_image::GuestAgent>>,
 }

@@ -10,6 +10,7 @@ pub mod console_log;
 pub mod daemon;
 pub mod error;
 pub mod failpoint;
+pub mod guest_agent;
 pub mod image_service;
 pub mod infra;
 pub mod machine;

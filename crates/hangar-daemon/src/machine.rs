@@ -18,6 +18,8 @@ pub struct MachineSpec<'a> {
     pub memory_mib: u32,
     pub image_dir: &'a Path,
     pub manifest: &'a ImageManifest,
+    /// The initrd to boot ([`crate::guest_agent::boot_initrd_for`]).
+    pub initrd: Option<PathBuf>,
     /// The root disk as the VMM opens it (file or block device).
     pub root_disk: PathBuf,
     /// Holds the config drive, the serial log and the VMM's files.
@@ -40,7 +42,7 @@ pub fn vm_spec(infra: &Infra, m: MachineSpec<'_>) -> VmSpec {
         cpus: m.cpus,
         memory_mib: m.memory_mib,
         kernel: m.image_dir.join(&m.manifest.kernel),
-        initrd: m.manifest.initrd.as_ref().map(|i| m.image_dir.join(i)),
+        initrd: m.initrd,
         cmdline: kernel_cmdline(&CmdlineOptions {
             tsc_khz,
             extra: guest_kernel_args(infra, tsc_khz),

@@ -27,9 +27,10 @@ pub struct ExecSpec {
     pub term: String,
     pub cols: u16,
     pub rows: u16,
-    /// Extra environment, exported by the remote shell before the command
-    /// runs (sshd's AcceptEnv usually drops `env` requests, so they are not
-    /// used).
+    /// Extra environment. Sent as SSH `env` requests, which Hangar's guest
+    /// agent honours (and images without a shell need); a server that
+    /// refuses them (OpenSSH without a matching AcceptEnv) gets them
+    /// exported by its shell before the command instead.
     pub env: Vec<(String, String)>,
 }
 
@@ -102,7 +103,7 @@ impl GuestClient {
         input: mpsc::Receiver<Input>,
         output: mpsc::Sender<Output>,
     ) -> Result<i32, GuestError> {
-        let remote = remote_command(&req)?;
+        check_env_names(&req.env)?;
         let channel =
             self.handle
                 .channel_open_session()
@@ -117,6 +118,12 @@ impl GuestClient {
         // so the remote command does not linger.
         let mut guard = CloseOnDrop(Some(Arc::clone(&write)));
 
+        let env_accepted = send_env(&mut read, &write, &req.env).await?;
+        let remote = if env_accepted {
+            plain_command(&req)
+        } else {
+            remote_command(&req)?
+        };
         let mut pending: VecDeque<&'static str> = VecDeque::new();
         if req.tty {
             let term = if req.term.is_empty() {
@@ -198,13 +205,62 @@ impl GuestClient {
     }
 }
 
-/// The string handed to the guest's shell, or `None` for a login shell.
-fn remote_command(req: &ExecSpec) -> Result<Option<String>, GuestError> {
-    let body = match req.command.len() {
+/// Sends each variable as an `env` request and waits for the answers;
+/// true when the server took them all (nothing to send is "all").
+async fn send_env(
+    read: &mut russh::ChannelReadHalf,
+    write: &WriteHalf,
+    env: &[(String, String)],
+) -> Result<bool, GuestError> {
+    for (name, value) in env {
+        write
+            .set_env(true, name.as_str(), value.as_str())
+            .await
+            .map_err(|source| GuestError::Channel {
+                action: "send an environment variable",
+                source,
+            })?;
+    }
+    let mut all = true;
+    let mut answered = 0;
+    while answered < env.len() {
+        match read.wait().await {
+            Some(ChannelMsg::Success) => answered += 1,
+            Some(ChannelMsg::Failure) => {
+                answered += 1;
+                all = false;
+            }
+            Some(ChannelMsg::Close) | None => {
+                return Err(GuestError::RequestRefused {
+                    request: "environment (the channel closed)",
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(all)
+}
+
+fn check_env_names(env: &[(String, String)]) -> Result<(), GuestError> {
+    match env.iter().find(|(name, _)| !is_shell_identifier(name)) {
+        Some((name, _)) => Err(GuestError::InvalidEnvName { name: name.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// The command without exports (the environment went as `env` requests).
+fn plain_command(req: &ExecSpec) -> Option<String> {
+    match req.command.len() {
         0 => None,
         1 => Some(req.command[0].clone()),
         _ => Some(shell_quote(&req.command)),
-    };
+    }
+}
+
+/// The string handed to the guest's shell, with the environment exported
+/// first, or `None` for a login shell.
+fn remote_command(req: &ExecSpec) -> Result<Option<String>, GuestError> {
+    let body = plain_command(req);
     if req.env.is_empty() {
         return Ok(body);
     }

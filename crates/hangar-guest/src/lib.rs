@@ -11,6 +11,7 @@ mod client;
 mod error;
 mod exec;
 mod keys;
+mod power;
 mod ready;
 mod signal;
 
@@ -18,4 +19,5 @@ pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
 pub use error::GuestError;
 pub use exec::{CommandOutput, ExecSpec, Input, Output};
 pub use keys::{generate_host_key, DaemonKey, HostKey};
+pub use power::POWEROFF_SUBSYSTEM;
 pub use ready::wait_ready;

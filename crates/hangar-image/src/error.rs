@@ -40,6 +40,8 @@ pub enum ImageError {
     },
     #[error("Invalid guest identity: {0}")]
     BadIdentity(String),
+    #[error("Guest agent {path} is not usable: {reason}")]
+    BadAgent { path: PathBuf, reason: String },
     #[error("The built tree at {path} lacks {what}; the recipe must install it")]
     MissingInTree { path: PathBuf, what: String },
 }

@@ -19,6 +19,7 @@
 //! to PID 1 (and `poweroff` in the guest) stop all processes, remount `/`
 //! read-only and power off, so the VMM process exits.
 
+mod agent;
 mod assets;
 mod bootstrap;
 mod cache;
@@ -36,6 +37,7 @@ mod process;
 mod recipe;
 mod rootfs;
 
+pub use agent::{GuestAgent, AGENT_INITRD_PREFIX};
 pub use bootstrap::{build_bootstrap_image, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 pub use cache::{build_or_reuse_cached, copy_image, sweep_crashed_builds, DEFAULT_CACHE_DIR};
 pub use catalog::{catalog, CatalogItem};

@@ -45,7 +45,11 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     let out = exec(&d, "dev", &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev");
     let console = d.ok(&["vm", "logs", "dev"]);
-    assert!(console.contains("sshd started"), "{console}");
+    // The guest agent is PID 1 and the SSH server (issue 9).
+    assert!(
+        console.contains("hangar-agent: ready, ssh server started"),
+        "{console}"
+    );
     let tail = d.ok(&["vm", "logs", "dev", "--tail-bytes", "10"]);
     assert!(tail.len() <= 10, "{tail}");
     // `vm logs -f` prints what the console writes after it started. It

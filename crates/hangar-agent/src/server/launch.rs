@@ -67,7 +67,11 @@ const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Builds the command, ready to spawn.
 pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
-    let path_var = if l.user.uid == 0 { ROOT_PATH } else { USER_PATH };
+    let path_var = if l.user.uid == 0 {
+        ROOT_PATH
+    } else {
+        USER_PATH
+    };
     let shell_name = l
         .user
         .shell
@@ -89,7 +93,8 @@ pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
             c
         }
         (What::Exec(line), None) => {
-            let argv = shell_words::split(line).map_err(|e| LaunchError::Unparsable(e.to_string()))?;
+            let argv =
+                shell_words::split(line).map_err(|e| LaunchError::Unparsable(e.to_string()))?;
             let (program, args) = argv.split_first().ok_or(LaunchError::Empty)?;
             let mut c = Command::new(resolve(program, path_var)?);
             c.args(args);
@@ -107,7 +112,10 @@ pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
         .env("LOGNAME", &l.user.name)
         .env("PATH", path_var)
         .env("SSH_CONNECTION", l.connection)
-        .env("SHELL", l.user.shell.as_deref().unwrap_or(Path::new("/bin/sh")));
+        .env(
+            "SHELL",
+            l.user.shell.as_deref().unwrap_or(Path::new("/bin/sh")),
+        );
     if let Some(term) = l.term {
         cmd.env("TERM", term);
     }
@@ -167,7 +175,10 @@ impl Ids {
         if me != 0 && me != user.uid {
             return Err(LaunchError::Io(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("the agent runs as uid {me} and cannot start a session as {}", user.name),
+                format!(
+                    "the agent runs as uid {me} and cannot start a session as {}",
+                    user.name
+                ),
             )));
         }
         let mut groups = vec![user.gid];

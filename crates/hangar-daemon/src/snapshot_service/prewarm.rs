@@ -95,6 +95,12 @@ impl SnapshotService {
             })
             .await
             .map_err(|_| SnapshotError::Cancelled)?;
+        let initrd = crate::guest_agent::boot_initrd_for(
+            self.infra.agent.clone(),
+            image_dir.clone(),
+            manifest.clone(),
+        )
+        .await?;
         let work = WorkDir(self.infra.config.snapshots_dir().join(format!(
             "{PREWARM_PREFIX}{}",
             hex::encode(rand::random::<[u8; 6]>())
@@ -126,6 +132,7 @@ impl SnapshotService {
                 memory_mib: self.infra.config.defaults.memory_mib,
                 image_dir: &image_dir,
                 manifest: &manifest,
+                initrd,
                 root_disk: disk,
                 vm_dir: &dir,
                 tap: tap.clone(),

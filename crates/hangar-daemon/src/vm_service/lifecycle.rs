@@ -123,17 +123,14 @@ impl VmService {
         Ok(self.infra.store.get_vm(&rec.id)?)
     }
 
-    /// Best effort: the guest's own `poweroff` syncs and unmounts cleanly.
+    /// Best effort: the guest agent (or the image's `poweroff`) syncs and
+    /// unmounts cleanly.
     async fn ask_guest_to_power_off(&self, rec: &VmRecord) {
         let attempt = async {
             let client = self.guest_client(rec).await.ok()?;
             self.guests.forget(&rec.id);
             // The connection dies with the guest; the result is not needed.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.run("nohup poweroff >/dev/null 2>&1 &"),
-            )
-            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.request_power_off()).await;
             Some(())
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), attempt).await;

@@ -132,6 +132,12 @@ impl VmService {
                 rec.name, rec.ip, self.infra.config.network.subnet, rec.name
             )));
         }
+        let initrd = crate::guest_agent::boot_initrd_for(
+            self.infra.agent.clone(),
+            image_dir.clone(),
+            manifest.clone(),
+        )
+        .await?;
         let mut spec = vm_spec(
             &self.infra,
             MachineSpec {
@@ -141,6 +147,7 @@ impl VmService {
                 memory_mib: rec.memory_mib,
                 image_dir: &image_dir,
                 manifest: &manifest,
+                initrd,
                 root_disk,
                 vm_dir: dir,
                 tap: tap.clone(),

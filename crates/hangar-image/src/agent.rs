@@ -1,0 +1,214 @@
+//! Hangar's guest agent in a guest's boot. The daemon appends a small cpio
+//! archive (the agent binary and the current `/init`) to the image's own
+//! initramfs. Linux unpacks concatenated newc archives in order, later
+//! files replacing earlier ones, so an image keeps its busybox and kernel
+//! modules, boots today's `/init`, and gets the agent without being
+//! rebuilt; a new agent reaches every image at its next boot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::cpio::CpioWriter;
+use crate::{assets, ImageError};
+
+/// Boot initrds are cached in the image dir as `<prefix><digest16>.img`.
+pub const AGENT_INITRD_PREFIX: &str = "initrd+agent-";
+
+/// A loaded, checked agent binary.
+pub struct GuestAgent {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// sha256 over the agent and the `/init` it boots with.
+    digest: String,
+}
+
+impl std::fmt::Debug for GuestAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestAgent")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.len())
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl GuestAgent {
+    /// Reads the agent and checks it can run in any guest: a static
+    /// x86-64 ELF executable (no program interpreter).
+    pub fn load(path: &Path) -> Result<GuestAgent, ImageError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| ImageError::io("read the guest agent", path, e))?;
+        check_static_elf(&bytes).map_err(|reason| ImageError::BadAgent {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let mut h = Sha256::new();
+        h.update(&bytes);
+        h.update(assets::INITRAMFS_INIT.as_bytes());
+        Ok(GuestAgent {
+            path: path.to_path_buf(),
+            bytes,
+            digest: hex::encode(h.finalize()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The first 16 hex digits of the digest: names the boot initrds.
+    pub fn short_digest(&self) -> &str {
+        &self.digest[..16]
+    }
+
+    fn cpio(&self) -> Vec<u8> {
+        let mut w = CpioWriter::new();
+        w.dir("bin", 0o755);
+        w.file("bin/hangar-agent", 0o755, &self.bytes);
+        w.file("init", 0o755, assets::INITRAMFS_INIT.as_bytes());
+        w.finish()
+    }
+
+    /// The initrd to boot an image with: its `initrd` (in `image_dir`)
+    /// followed by the agent archive. Made once per image and agent
+    /// (concurrent boots may both write it: each writes its own temporary
+    /// file and the rename is atomic); older ones in the dir are removed.
+    pub fn boot_initrd(&self, image_dir: &Path, initrd: &str) -> Result<PathBuf, ImageError> {
+        let name = format!("{AGENT_INITRD_PREFIX}{}.img", self.short_digest());
+        let target = image_dir.join(&name);
+        if target.is_file() {
+            return Ok(target);
+        }
+        let source = image_dir.join(initrd);
+        let mut body =
+            std::fs::read(&source).map_err(|e| ImageError::io("read initrd", &source, e))?;
+        // newc archives start 4-byte aligned; the kernel skips zero padding.
+        body.resize(body.len().next_multiple_of(4), 0);
+        body.extend_from_slice(&self.cpio());
+        let tmp = image_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let written = hangar_host::private::create_private_file(&tmp)
+            .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &target));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ImageError::io("write the boot initrd", &target, e));
+        }
+        remove_older(image_dir, &name);
+        Ok(target)
+    }
+}
+
+/// Removes boot initrds of other agent versions from an image dir.
+fn remove_older(image_dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(image_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(AGENT_INITRD_PREFIX) && name != keep {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Checks for an x86-64 ELF executable without PT_INTERP.
+fn check_static_elf(b: &[u8]) -> Result<(), String> {
+    const PT_INTERP: u32 = 3;
+    if b.len() < 64 || &b[..4] != b"\x7fELF" {
+        return Err("not an ELF executable".into());
+    }
+    if b[4] != 2 || u16::from_le_bytes([b[18], b[19]]) != 62 {
+        return Err("not an x86-64 executable".into());
+    }
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    };
+    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+        return Err("truncated ELF header".into());
+    };
+    for i in 0..usize::from(phnum) {
+        let at = usize::try_from(phoff)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i.saturating_mul(usize::from(phentsize)));
+        let Some(p_type) = b.get(at..at + 4) else {
+            return Err("truncated program headers".into());
+        };
+        if u32::from_le_bytes([p_type[0], p_type[1], p_type[2], p_type[3]]) == PT_INTERP {
+            return Err("dynamically linked (guests may have no libc): build it with `scripts/build-agent.sh` (target x86_64-unknown-linux-musl)".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_dynamic_or_foreign_binary_is_refused_with_the_fix() {
+        let t = tempfile::tempdir().unwrap();
+        // This test binary itself is dynamically linked (glibc target).
+        let me = std::env::current_exe().unwrap();
+        let err = GuestAgent::load(&me).unwrap_err().to_string();
+        assert!(
+            err.contains("dynamically linked") && err.contains("musl"),
+            "{err}"
+        );
+        let text = t.path().join("agent.sh");
+        std::fs::write(&text, "#!/bin/sh\n").unwrap();
+        let err = GuestAgent::load(&text).unwrap_err().to_string();
+        assert!(err.contains("not an ELF"), "{err}");
+    }
+
+    #[test]
+    fn the_boot_initrd_is_the_image_initrd_then_the_agent_and_replaces_older_ones() {
+        let t = tempfile::tempdir().unwrap();
+        // A minimal static ELF: header only, no program headers.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[18] = 62;
+        let agent_path = t.path().join("hangar-agent");
+        std::fs::write(&agent_path, &elf).unwrap();
+        let agent = GuestAgent::load(&agent_path).unwrap();
+        std::fs::write(t.path().join("initrd.img"), b"IMAGE-INITRD!").unwrap();
+        std::fs::write(
+            t.path()
+                .join(format!("{AGENT_INITRD_PREFIX}0000000000000000.img")),
+            b"old",
+        )
+        .unwrap();
+
+        let path = agent.boot_initrd(t.path(), "initrd.img").unwrap();
+
+        let body = std::fs::read(&path).unwrap();
+        assert!(body.starts_with(b"IMAGE-INITRD!\0\0\0"));
+        let tail = String::from_utf8_lossy(&body[16..]);
+        assert!(
+            tail.starts_with("070701")
+                && tail.contains("bin/hangar-agent")
+                && tail.contains("init")
+        );
+        let names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(AGENT_INITRD_PREFIX))
+            .collect();
+        assert_eq!(
+            names,
+            vec![path.file_name().unwrap().to_string_lossy().into_owned()]
+        );
+        // Cached: a second call returns the same file.
+        assert_eq!(agent.boot_initrd(t.path(), "initrd.img").unwrap(), path);
+    }
+}

@@ -76,6 +76,8 @@ pub enum GuestError {
         last_error: String,
     },
 
+    #[error("The guest at {addr} did not answer within {limit:?} on a live connection: its SSH server (Hangar's guest agent) is stuck or gone; `hangar vm restart` restarts the machine")]
+    Unresponsive { addr: SocketAddr, limit: Duration },
     #[error("Environment variable name {name:?} is not a valid shell identifier")]
     InvalidEnvName { name: String },
 

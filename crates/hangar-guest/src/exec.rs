@@ -89,7 +89,27 @@ const SSH_EXTENDED_DATA_STDERR: u32 = 1;
 
 type WriteHalf = ChannelWriteHalf<Msg>;
 
+/// Longest a guest may take to open a channel on a live connection. A
+/// healthy guest answers in milliseconds even under TCG; longer means its
+/// SSH server is stopped or wedged, and the caller should hear that
+/// instead of waiting for TCP keepalives.
+const CHANNEL_OPEN_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl GuestClient {
+    /// Opens a session channel, within [`CHANNEL_OPEN_LIMIT`].
+    pub(crate) async fn open_session(&self) -> Result<russh::Channel<Msg>, GuestError> {
+        tokio::time::timeout(CHANNEL_OPEN_LIMIT, self.handle.channel_open_session())
+            .await
+            .map_err(|_| GuestError::Unresponsive {
+                addr: self.addr,
+                limit: CHANNEL_OPEN_LIMIT,
+            })?
+            .map_err(|source| GuestError::Channel {
+                action: "open a session",
+                source,
+            })
+    }
+
     /// Runs a command (argv joined with proper shell quoting, or a raw shell
     /// string) and streams I/O. Returns the exit status (128+signal number
     /// when killed by a signal).
@@ -104,14 +124,7 @@ impl GuestClient {
         output: mpsc::Sender<Output>,
     ) -> Result<i32, GuestError> {
         check_env_names(&req.env)?;
-        let channel =
-            self.handle
-                .channel_open_session()
-                .await
-                .map_err(|source| GuestError::Channel {
-                    action: "open a session",
-                    source,
-                })?;
+        let channel = self.open_session().await?;
         let (mut read, write) = channel.split();
         let write = Arc::new(write);
         // Closes the channel if this future is dropped or fails half way,

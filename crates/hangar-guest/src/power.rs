@@ -14,14 +14,7 @@ impl GuestClient {
     /// guest agent takes the `hangar-poweroff` subsystem; a server that
     /// refuses it (an image's own sshd) gets `poweroff` run by its shell.
     pub async fn request_power_off(&self) -> Result<(), GuestError> {
-        let channel =
-            self.handle
-                .channel_open_session()
-                .await
-                .map_err(|source| GuestError::Channel {
-                    action: "open a session",
-                    source,
-                })?;
+        let channel = self.open_session().await?;
         let (mut read, write) = channel.split();
         write
             .request_subsystem(true, POWEROFF_SUBSYSTEM)

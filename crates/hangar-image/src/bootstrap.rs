@@ -116,7 +116,7 @@ pub async fn build_bootstrap_image(
     )
     .await?;
 
-    let mut manifest = ImageManifest::new(
+    let manifest = ImageManifest::new(
         &recipe.source(),
         KERNEL_FILE,
         Some(INITRD_FILE),
@@ -124,9 +124,8 @@ pub async fn build_bootstrap_image(
         recipe.rootfs_size_bytes,
         Some(recipe.cache_key()),
     );
-    // Our own initramfs-init waits at the snapshot point.
-    manifest.boot_snapshots = true;
-    manifest.digest = manifest.compute_digest();
+    // Our own initramfs: it waits at the snapshot point and runs the agent.
+    let manifest = manifest.with_hangar_initramfs(true);
     manifest.save(out_dir)?;
 
     report(progress, "cleanup", "removing build tree");

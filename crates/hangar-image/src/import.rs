@@ -99,6 +99,7 @@ fn save_manifest(
         .map_err(|e| ImageError::io("stat", &rootfs, e))?
         .len();
     let has_initrd = files.initrd.is_some();
+    let hangars = has_initrd && is_hangar_initramfs(&out_dir.join(INITRD_FILE))?;
     let m = ImageManifest::new(
         source,
         KERNEL_FILE,
@@ -107,9 +108,38 @@ fn save_manifest(
         bytes,
         None,
     )
-    .with_files(files);
+    .with_files(files)
+    .with_hangar_initramfs(hangars);
     m.save(out_dir)?;
     Ok(m)
+}
+
+/// The first line of Hangar's `/init`: an uncompressed initrd that holds
+/// it is Hangar's initramfs (e.g. the default image's `initrd.img` given
+/// with the user's own rootfs).
+const HANGAR_INIT_MARKER: &[u8] = b"# Hangar initramfs /init (busybox).";
+
+/// Looks for Hangar's `/init` in an initrd, a buffer at a time.
+fn is_hangar_initramfs(path: &Path) -> Result<bool, ImageError> {
+    let err = |e| ImageError::io("read", path, e);
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let keep = HANGAR_INIT_MARKER.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0;
+    loop {
+        let n = f.read(&mut buf[filled..]).map_err(err)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        filled += n;
+        if buf[..filled].windows(keep).any(|w| w == HANGAR_INIT_MARKER) {
+            return Ok(true);
+        }
+        // Keep the tail, so a marker across two reads is found.
+        let tail = filled.saturating_sub(keep);
+        buf.copy_within(tail..filled, 0);
+        filled -= tail;
+    }
 }
 
 /// Lowercase hex sha256 of a file, read a buffer at a time.
@@ -130,6 +160,18 @@ pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hangars_initramfs_is_recognised_even_across_read_buffers() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("initrd.img");
+        let mut body = vec![b'x'; (1 << 20) - 10];
+        body.extend_from_slice(crate::assets::INITRAMFS_INIT.as_bytes());
+        std::fs::write(&p, &body).expect("write");
+        assert!(is_hangar_initramfs(&p).expect("scan"));
+        std::fs::write(&p, b"070701 some other initramfs /init").expect("write");
+        assert!(!is_hangar_initramfs(&p).expect("scan"));
+    }
+
     use super::*;
 
     fn ext4(path: &Path) {

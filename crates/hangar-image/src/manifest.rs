@@ -34,10 +34,13 @@ pub struct ImageManifest {
     /// Recipe cache key for bootstrapped images.
     #[serde(default)]
     pub recipe_key: Option<String>,
-    /// The image's init waits at its snapshot point when given a snapshot
-    /// drive (see `identity::SNAPSHOT_MARKER`), so the daemon may save and
-    /// restore its boots. Images made elsewhere are booted cold. Left out
-    /// of the JSON when false, so older manifests keep their digest.
+    /// The image boots Hangar's own initramfs (built by Hangar, or
+    /// registered with it): its init waits at its snapshot point when given
+    /// a snapshot drive (see `identity::SNAPSHOT_MARKER`), so the daemon
+    /// may save and restore its boots, and the daemon brings the guest
+    /// agent into it. Images with other initrds are booted cold, as they
+    /// are. Left out of the JSON when false, so older manifests keep their
+    /// digest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub boot_snapshots: bool,
     /// The sha256 of each file as the user gave it (registered images).
@@ -86,6 +89,14 @@ impl ImageManifest {
     /// recomputed over them).
     pub fn with_files(mut self, files: FileDigests) -> Self {
         self.files = Some(files);
+        self.digest = self.compute_digest();
+        self
+    }
+
+    /// Marks an image whose initrd is Hangar's own initramfs: it waits at
+    /// the snapshot point and runs Hangar's guest agent.
+    pub fn with_hangar_initramfs(mut self, yes: bool) -> Self {
+        self.boot_snapshots = yes;
         self.digest = self.compute_digest();
         self
     }

@@ -1,0 +1,236 @@
+//! End-to-end tests of Hangar's guest agent (issue 9) on real guests
+//! (qemu driver, TCG, network inside a namespace per test): images with no
+//! sshd, no bash, no coreutils, even no shell, boot and are reachable; a
+//! stuck agent is reported clearly and the VM restarts.
+//! Run one at a time: each boots real VMs on 2 cores.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::TestDaemon;
+
+fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["exec", vm, "--"];
+    args.extend_from_slice(cmd);
+    d.hangar(&args)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The default image's kernel and initrd (Hangar's initramfs), pulled by
+/// the daemon: an image registered with them boots Hangar's initramfs,
+/// which brings in the agent.
+fn default_kernel_and_initrd(d: &TestDaemon) -> (PathBuf, PathBuf) {
+    d.ok(&["image", "pull", "debian-12"]);
+    let images = d.json(&["image", "ls"]);
+    let digest = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "debian-12")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let dir = d.state_dir().join("images").join(digest);
+    (dir.join("vmlinux"), dir.join("initrd.img"))
+}
+
+/// An ext4 rootfs (label `root`) made from `tree` with `mkfs.ext4 -d`.
+fn ext4_from(tree: &Path, out: &Path) {
+    let status = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "root", "-d"])
+        .arg(tree)
+        .arg(out)
+        .arg("64M")
+        .status()
+        .expect("mkfs.ext4 (apt-get install e2fsprogs)");
+    assert!(status.success(), "mkfs.ext4 failed");
+}
+
+fn write(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+}
+
+/// Debian's static busybox, which the image tests copy into their trees.
+fn static_busybox() -> PathBuf {
+    let p = PathBuf::from("/bin/busybox");
+    let out = std::process::Command::new("file")
+        .arg("-L")
+        .arg(&p)
+        .output()
+        .expect("file(1)");
+    let desc = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        desc.contains("statically linked") || desc.contains("static-pie"),
+        "/bin/busybox must be static (apt-get install busybox-static): {desc}"
+    );
+    p
+}
+
+fn register(d: &TestDaemon, name: &str, tree: &Path) {
+    let (kernel, initrd) = default_kernel_and_initrd(d);
+    let rootfs = d.dir.path().join(format!("{name}.ext4"));
+    ext4_from(tree, &rootfs);
+    let s = |p: &Path| p.display().to_string();
+    d.ok(&[
+        "image",
+        "register",
+        name,
+        "--kernel",
+        &s(&kernel),
+        "--initrd",
+        &s(&initrd),
+        "--rootfs",
+        &s(&rootfs),
+    ]);
+}
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("agent-bb");
+    // busybox and its applet links, a passwd file, nothing else: no sshd,
+    // no bash, no coreutils, no init.
+    let tree = d.dir.path().join("bb-tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy(static_busybox(), tree.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "id", "ls", "echo", "hostname", "uname", "env"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    write(&tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+    std::fs::create_dir_all(tree.join("root")).unwrap();
+    register(&d, "busybox", &tree);
+
+    d.ok(&["vm", "create", "bb", "--image", "busybox"]);
+    let out = exec(&d, "bb", &["id", "-u"]);
+    assert_eq!(stdout(&out).trim(), "0", "{out:?}");
+    let out = exec(&d, "bb", &["sh", "-c", "echo out; echo err >&2; exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = exec(&d, "bb", &["hostname"]);
+    assert_eq!(stdout(&out).trim(), "bb");
+    // No sshd anywhere: the agent is what answers.
+    assert!(!tree.join("usr/sbin/sshd").exists());
+    let console = d.ok(&["vm", "logs", "bb"]);
+    assert!(console.contains("hangar-agent: ready"), "{console}");
+    // The environment reaches commands of an image without bash.
+    let out = d.hangar(&["exec", "bb", "--env", "GREETING=hi there", "--", "env"]);
+    assert!(stdout(&out).contains("GREETING=hi there"), "{out:?}");
+
+    // Stop powers the guest off through the agent, start boots it again.
+    d.ok(&["vm", "stop", "bb"]);
+    d.ok(&["vm", "start", "bb"]);
+    assert!(exec(&d, "bb", &["true"]).status.success());
+    d.ok(&["vm", "rm", "--force", "bb"]);
+    d.ok(&["image", "rm", "busybox"]);
+}
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn an_image_without_a_shell_boots_and_runs_programs_directly() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("agent-noshell");
+    // Distroless-like: one static program, a passwd whose shell is absent.
+    let tree = d.dir.path().join("ds-tree");
+    std::fs::create_dir_all(tree.join("app")).unwrap();
+    std::fs::copy(static_busybox(), tree.join("app/tool")).unwrap();
+    write(&tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+    register(&d, "distroless", &tree);
+
+    d.ok(&["vm", "create", "ds", "--image", "distroless"]);
+    let out = exec(&d, "ds", &["/app/tool", "echo", "a b", "c"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "a b c\n");
+    // What needs a shell fails clearly, with a shell's status.
+    let out = exec(&d, "ds", &["sh", "-c", "true"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sh: command not found"),
+        "{out:?}"
+    );
+    d.ok(&["vm", "rm", "--force", "ds"]);
+    d.ok(&["image", "rm", "distroless"]);
+}
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("agent-kill");
+    d.ok(&["vm", "create", "k"]);
+    let server_pid = || {
+        let out = exec(
+            &d,
+            "k",
+            &[
+                "sh",
+                "-c",
+                "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^/run/hangar-agent serve' && echo ${p#/proc/}; done",
+            ],
+        );
+        stdout(&out).trim().to_string()
+    };
+    let first = server_pid();
+    assert!(!first.is_empty(), "no agent server process found");
+
+    // Killed: PID 1 starts a new server; the daemon reconnects.
+    let _ = exec(
+        &d,
+        "k",
+        &[
+            "sh",
+            "-c",
+            &format!("(sleep 0.5; kill -9 {first}) >/dev/null 2>&1 &"),
+        ],
+    );
+    common::wait_until(
+        "a new agent server answers",
+        Duration::from_secs(60),
+        || {
+            let p = server_pid();
+            !p.is_empty() && p != first
+        },
+    );
+
+    // Stopped (wedged): the next exec says so within its limit.
+    let pid = server_pid();
+    let _ = exec(
+        &d,
+        "k",
+        &[
+            "sh",
+            "-c",
+            &format!("(sleep 0.5; kill -STOP {pid}) >/dev/null 2>&1 &"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let out = exec(&d, "k", &["true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not answer") && err.contains("hangar vm restart"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // The VM is not wedged: restart brings it back.
+    d.ok(&["vm", "restart", "k"]);
+    assert!(exec(&d, "k", &["true"]).status.success());
+    d.ok(&["vm", "rm", "--force", "k"]);
+    d.assert_nothing_left(1);
+}

@@ -7,73 +7,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use hangar_image::{GuestAgent, ImageManifest};
+use hangar_image::{AgentLookup, GuestAgent, ImageManifest};
 use tracing::{info, warn};
 
 use crate::error::{DaemonError, Result};
 
-/// The file name of the agent wherever it is installed.
-pub const AGENT_BINARY: &str = "hangar-agent";
-
-/// Where `auto` looks, in order: cargo's musl build in the checkout the
-/// running `hangar` was built in (`target/<profile>/hangar` finds
-/// `target/x86_64-unknown-linux-musl/agent/hangar-agent`; the plain
-/// `target/<profile>/hangar-agent` beside it is the host build, which is
-/// not static), beside the running `hangar`, then the system install dirs.
-pub fn candidates(exe: Option<&Path>) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(dir) = exe.and_then(Path::parent) {
-        if let Some(target) = dir.parent() {
-            out.push(
-                target
-                    .join("x86_64-unknown-linux-musl/agent")
-                    .join(AGENT_BINARY),
-            );
-        }
-        out.push(dir.join(AGENT_BINARY));
-    }
-    out.push(PathBuf::from("/usr/local/lib/hangar").join(AGENT_BINARY));
-    out.push(PathBuf::from("/usr/lib/hangar").join(AGENT_BINARY));
-    out
-}
-
-/// Resolves `[guest] agent`: `off` → none; a path → that agent or an error;
-/// `auto` → the first candidate that is a usable agent (others are logged
-/// with the reason), else none with a warning (`hangar doctor` says it).
+/// Resolves `[guest] agent` ([`hangar_image::find_agent`]): a named agent
+/// that is not usable stops the daemon; `auto` finding none logs a warning
+/// (`hangar doctor` says it too) and guests start their image's sshd.
 pub fn load(setting: &str) -> anyhow::Result<Option<Arc<GuestAgent>>> {
-    let agent = match setting {
-        "off" => {
+    let exe = std::env::current_exe().ok();
+    let found = hangar_image::find_agent(setting, exe.as_deref())
+        .with_context(|| format!("[guest] agent = {setting:?}"))?;
+    match found {
+        AgentLookup::Off => {
             info!("guest agent off ([guest] agent = \"off\"): guests start their image's sshd");
-            return Ok(None);
+            Ok(None)
         }
-        "auto" => {
-            let exe = std::env::current_exe().ok();
-            let found = candidates(exe.as_deref())
-                .into_iter()
-                .filter(|p| p.is_file())
-                .find_map(|p| match GuestAgent::load(&p) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        info!(path = %p.display(), reason = %e, "not a usable guest agent; looking further");
-                        None
-                    }
-                });
-            match found {
-                Some(a) => a,
-                None => {
-                    warn!(
-                        looked_in = ?candidates(exe.as_deref()),
-                        "no guest agent found: guests start their image's own sshd; build it with scripts/build-agent.sh"
-                    );
-                    return Ok(None);
-                }
-            }
+        AgentLookup::Missing {
+            looked_in,
+            unusable,
+        } => {
+            warn!(?looked_in, ?unusable, "no guest agent found: guests start their image's own sshd; build it with scripts/build-agent.sh");
+            Ok(None)
         }
-        path => GuestAgent::load(Path::new(path))
-            .with_context(|| format!("[guest] agent = {setting:?}"))?,
-    };
-    info!(path = %agent.path().display(), bytes = agent.size(), version = agent.short_digest(), "guest agent");
-    Ok(Some(Arc::new(agent)))
+        AgentLookup::Found(agent) => {
+            info!(path = %agent.path().display(), bytes = agent.size(), version = agent.short_digest(), "guest agent");
+            Ok(Some(Arc::new(agent)))
+        }
+    }
 }
 
 /// The initrd a VM of this image boots with (made on the blocking pool:
@@ -111,20 +73,6 @@ fn boot_initrd(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auto_looks_in_the_cargo_musl_dir_then_beside_the_binary_then_system_dirs() {
-        let c = candidates(Some(Path::new("/src/hangar/target/debug/hangar")));
-        assert_eq!(
-            c,
-            vec![
-                PathBuf::from("/src/hangar/target/x86_64-unknown-linux-musl/agent/hangar-agent"),
-                PathBuf::from("/src/hangar/target/debug/hangar-agent"),
-                PathBuf::from("/usr/local/lib/hangar/hangar-agent"),
-                PathBuf::from("/usr/lib/hangar/hangar-agent"),
-            ]
-        );
-    }
 
     #[test]
     fn a_named_agent_that_is_not_static_stops_the_daemon_with_the_fix() {

@@ -41,6 +41,26 @@ pub struct HostProbe {
     pub cgroups: CgroupFacts,
     /// Saved boot snapshots: (count, bytes).
     pub boot_snapshots: (usize, u64),
+    /// What `[guest] agent` resolves to for this `hangar` binary.
+    pub guest_agent: AgentFacts,
+}
+
+/// The guest agent as `hangar daemon` would find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentFacts {
+    Off,
+    Found {
+        path: PathBuf,
+        bytes: usize,
+    },
+    /// `auto` found none usable: where it looked, and why candidates that
+    /// exist are not usable.
+    Missing {
+        looked_in: Vec<PathBuf>,
+        unusable: Vec<String>,
+    },
+    /// A configured path that is not a usable agent.
+    Unusable(String),
 }
 
 /// A binary as configured, where it resolved on `PATH`, and what its

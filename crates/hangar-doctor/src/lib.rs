@@ -50,6 +50,7 @@ pub fn host_checks(p: &HostProbe, config: &Config) -> Vec<Check> {
     ];
     out.extend(checks::kernel_features().map(|f| kernel::check_feature(&p.kernel, f)));
     out.push(image::check_mkfs(p));
+    out.push(image::check_guest_agent(p));
     out.extend(
         checks::TOOLS
             .iter()

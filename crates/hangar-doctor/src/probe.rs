@@ -90,6 +90,7 @@ impl HostProbe {
             },
             cgroups: gather_cgroups(Path::new(hangar_vmm::DEFAULT_CGROUP_ROOT)),
             boot_snapshots: boot_snapshot_usage(&config.snapshots_dir()),
+            guest_agent: guest_agent(&config.guest.agent),
         }
     }
 }
@@ -274,5 +275,25 @@ mod tests {
 
         assert!(b.path.is_some());
         assert_eq!(b.version_output.as_deref(), Ok("v9.8.7\n"));
+    }
+}
+
+fn guest_agent(setting: &str) -> crate::facts::AgentFacts {
+    use crate::facts::AgentFacts;
+    let exe = std::env::current_exe().ok();
+    match hangar_image::find_agent(setting, exe.as_deref()) {
+        Ok(hangar_image::AgentLookup::Off) => AgentFacts::Off,
+        Ok(hangar_image::AgentLookup::Found(a)) => AgentFacts::Found {
+            path: a.path().to_path_buf(),
+            bytes: a.size(),
+        },
+        Ok(hangar_image::AgentLookup::Missing {
+            looked_in,
+            unusable,
+        }) => AgentFacts::Missing {
+            looked_in,
+            unusable,
+        },
+        Err(e) => AgentFacts::Unusable(e.to_string()),
     }
 }

@@ -16,6 +16,70 @@ use crate::{assets, ImageError};
 /// Boot initrds are cached in the image dir as `<prefix><digest16>.img`.
 pub const AGENT_INITRD_PREFIX: &str = "initrd+agent-";
 
+/// The agent's file name wherever it is installed.
+pub const AGENT_BINARY: &str = "hangar-agent";
+
+/// Where `[guest] agent = "auto"` looks, in order: cargo's musl build in
+/// the checkout the running `hangar` (`exe`) was built in
+/// (`target/<profile>/hangar` finds
+/// `target/x86_64-unknown-linux-musl/agent/hangar-agent`; the plain
+/// `target/<profile>/hangar-agent` beside it is the host build, which is
+/// not static), beside `exe`, then the system install dirs.
+pub fn agent_candidates(exe: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = exe.and_then(Path::parent) {
+        if let Some(target) = dir.parent() {
+            out.push(
+                target
+                    .join("x86_64-unknown-linux-musl/agent")
+                    .join(AGENT_BINARY),
+            );
+        }
+        out.push(dir.join(AGENT_BINARY));
+    }
+    out.push(PathBuf::from("/usr/local/lib/hangar").join(AGENT_BINARY));
+    out.push(PathBuf::from("/usr/lib/hangar").join(AGENT_BINARY));
+    out
+}
+
+/// What `[guest] agent` resolves to.
+#[derive(Debug)]
+pub enum AgentLookup {
+    /// `off`.
+    Off,
+    Found(GuestAgent),
+    /// `auto` found no usable agent: each candidate that exists, with why
+    /// it is not usable, and where it looked.
+    Missing {
+        looked_in: Vec<PathBuf>,
+        unusable: Vec<String>,
+    },
+}
+
+/// Resolves `[guest] agent` for a `hangar` binary at `exe`: `off`; a path
+/// (an error when it is not a usable agent); `auto`: the first usable
+/// candidate of [`agent_candidates`].
+pub fn find_agent(setting: &str, exe: Option<&Path>) -> Result<AgentLookup, ImageError> {
+    match setting {
+        "off" => Ok(AgentLookup::Off),
+        "auto" => {
+            let looked_in = agent_candidates(exe);
+            let mut unusable = Vec::new();
+            for p in looked_in.iter().filter(|p| p.is_file()) {
+                match GuestAgent::load(p) {
+                    Ok(a) => return Ok(AgentLookup::Found(a)),
+                    Err(e) => unusable.push(e.to_string()),
+                }
+            }
+            Ok(AgentLookup::Missing {
+                looked_in,
+                unusable,
+            })
+        }
+        path => GuestAgent::load(Path::new(path)).map(AgentLookup::Found),
+    }
+}
+
 /// A loaded, checked agent binary.
 pub struct GuestAgent {
     path: PathBuf,
@@ -153,6 +217,39 @@ fn check_static_elf(b: &[u8]) -> Result<(), String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn auto_looks_in_the_cargo_musl_dir_then_beside_the_binary_then_system_dirs() {
+        let c = agent_candidates(Some(Path::new("/src/hangar/target/debug/hangar")));
+        assert_eq!(
+            c,
+            vec![
+                PathBuf::from("/src/hangar/target/x86_64-unknown-linux-musl/agent/hangar-agent"),
+                PathBuf::from("/src/hangar/target/debug/hangar-agent"),
+                PathBuf::from("/usr/local/lib/hangar/hangar-agent"),
+                PathBuf::from("/usr/lib/hangar/hangar-agent"),
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_skips_a_host_build_and_reports_why_and_off_is_off() {
+        let t = tempfile::tempdir().unwrap();
+        let bin = t.path().join("target/debug");
+        std::fs::create_dir_all(&bin).unwrap();
+        // A dynamically linked "agent" beside the binary (a host build).
+        std::fs::copy(std::env::current_exe().unwrap(), bin.join(AGENT_BINARY)).unwrap();
+        match find_agent("auto", Some(&bin.join("hangar"))).unwrap() {
+            AgentLookup::Missing { unusable, .. } => {
+                assert!(unusable[0].contains("dynamically linked"), "{unusable:?}")
+            }
+            // A system-wide install on this machine is found instead.
+            AgentLookup::Found(a) => assert!(a.path().starts_with("/usr")),
+            AgentLookup::Off => panic!("auto is not off"),
+        }
+        assert!(matches!(find_agent("off", None).unwrap(), AgentLookup::Off));
+        assert!(find_agent("/nonexistent/agent", None).is_err());
+    }
 
     #[test]
     fn a_dynamic_or_foreign_binary_is_refused_with_the_fix() {

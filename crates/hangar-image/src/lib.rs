@@ -37,7 +37,9 @@ mod process;
 mod recipe;
 mod rootfs;
 
-pub use agent::{GuestAgent, AGENT_INITRD_PREFIX};
+pub use agent::{
+    agent_candidates, find_agent, AgentLookup, GuestAgent, AGENT_BINARY, AGENT_INITRD_PREFIX,
+};
 pub use bootstrap::{build_bootstrap_image, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 pub use cache::{build_or_reuse_cached, copy_image, sweep_crashed_builds, DEFAULT_CACHE_DIR};
 pub use catalog::{catalog, CatalogItem};

@@ -75,6 +75,10 @@ pub fn healthy_host() -> HostProbe {
             controllers: ["cpu", "io", "memory", "pids"].map(String::from).into(),
         },
         boot_snapshots: (1, 70 << 20),
+        guest_agent: crate::facts::AgentFacts::Found {
+            path: "/usr/local/lib/hangar/hangar-agent".into(),
+            bytes: 2 << 20,
+        },
     }
 }
 

@@ -132,6 +132,27 @@ mod tests {
     use crate::checks::tools::check_tool;
 
     #[test]
+    fn a_missing_agent_warns_with_where_it_looked_and_how_to_build_it() {
+        let mut p = healthy_host();
+        assert_eq!(check_guest_agent(&p).level, Level::Ok);
+        p.guest_agent = crate::facts::AgentFacts::Missing {
+            looked_in: vec!["/usr/local/lib/hangar/hangar-agent".into()],
+            unusable: vec!["Guest agent /x is not usable: dynamically linked".into()],
+        };
+        let c = check_guest_agent(&p);
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.result.contains("/usr/local/lib/hangar/hangar-agent")
+                && c.result.contains("dynamically"),
+            "{}",
+            c.result
+        );
+        assert!(c.fix.as_deref().unwrap_or("").contains("build-agent.sh"));
+        p.guest_agent = crate::facts::AgentFacts::Unusable("bad".into());
+        assert_eq!(check_guest_agent(&p).level, Level::Fail);
+    }
+
+    #[test]
     fn mkfs_with_d_in_usage_is_ok_with_its_version() {
         let c = check_mkfs(&healthy_host());
 
@@ -253,5 +274,46 @@ mod tests {
             check_default_image("mine", Some(true), &["debian-12"]).level,
             Level::Ok
         );
+    }
+}
+
+/// Hangar's guest agent: found, static, or why guests fall back to their
+/// image's sshd.
+pub fn check_guest_agent(p: &HostProbe) -> Check {
+    use crate::facts::AgentFacts;
+    const WHAT: &str = "Hangar's guest agent ([guest] agent): PID 1 and SSH server of every guest, so images need no init, shell or sshd";
+    let build =
+        "scripts/build-agent.sh in the checkout (or copy hangar-agent to /usr/local/lib/hangar/)";
+    match &p.guest_agent {
+        AgentFacts::Found { path, bytes } => Check::new(
+            "guest-agent",
+            WHAT,
+            Level::Ok,
+            format!("{} ({} KiB, static)", path.display(), bytes >> 10),
+        ),
+        AgentFacts::Off => Check::new(
+            "guest-agent",
+            WHAT,
+            Level::Warn,
+            "off: guests start their image's own init and sshd; images without sshd are unreachable",
+        )
+        .fix("set [guest] agent = \"auto\""),
+        AgentFacts::Missing { looked_in, unusable } => {
+            let mut detail = format!(
+                "not found (looked in {}): guests start their image's own sshd; images without one are unreachable",
+                looked_in
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for u in unusable {
+                detail.push_str(&format!("; {u}"));
+            }
+            Check::new("guest-agent", WHAT, Level::Warn, detail).fix(build)
+        }
+        AgentFacts::Unusable(e) => {
+            Check::new("guest-agent", WHAT, Level::Fail, format!("{e}: the daemon will not start")).fix(build)
+        }
     }
 }

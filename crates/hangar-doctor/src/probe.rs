@@ -205,6 +205,26 @@ fn gather_kernel() -> KernelFacts {
     }
 }
 
+fn guest_agent(setting: &str) -> crate::facts::AgentFacts {
+    use crate::facts::AgentFacts;
+    let exe = std::env::current_exe().ok();
+    match hangar_image::find_agent(setting, exe.as_deref()) {
+        Ok(hangar_image::AgentLookup::Off) => AgentFacts::Off,
+        Ok(hangar_image::AgentLookup::Found(a)) => AgentFacts::Found {
+            path: a.path().to_path_buf(),
+            bytes: a.size(),
+        },
+        Ok(hangar_image::AgentLookup::Missing {
+            looked_in,
+            unusable,
+        }) => AgentFacts::Missing {
+            looked_in,
+            unusable,
+        },
+        Err(e) => AgentFacts::Unusable(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,25 +295,5 @@ mod tests {
 
         assert!(b.path.is_some());
         assert_eq!(b.version_output.as_deref(), Ok("v9.8.7\n"));
-    }
-}
-
-fn guest_agent(setting: &str) -> crate::facts::AgentFacts {
-    use crate::facts::AgentFacts;
-    let exe = std::env::current_exe().ok();
-    match hangar_image::find_agent(setting, exe.as_deref()) {
-        Ok(hangar_image::AgentLookup::Off) => AgentFacts::Off,
-        Ok(hangar_image::AgentLookup::Found(a)) => AgentFacts::Found {
-            path: a.path().to_path_buf(),
-            bytes: a.size(),
-        },
-        Ok(hangar_image::AgentLookup::Missing {
-            looked_in,
-            unusable,
-        }) => AgentFacts::Missing {
-            looked_in,
-            unusable,
-        },
-        Err(e) => AgentFacts::Unusable(e.to_string()),
     }
 }

@@ -123,6 +123,47 @@ pub fn check_default_image(image: &str, local: Option<bool>, catalog: &[&str]) -
     }
 }
 
+/// Hangar's guest agent: found, static, or why guests fall back to their
+/// image's sshd.
+pub fn check_guest_agent(p: &HostProbe) -> Check {
+    use crate::facts::AgentFacts;
+    const WHAT: &str = "Hangar's guest agent ([guest] agent): PID 1 and SSH server of every guest, so images need no init, shell or sshd";
+    let build =
+        "scripts/build-agent.sh in the checkout (or copy hangar-agent to /usr/local/lib/hangar/)";
+    match &p.guest_agent {
+        AgentFacts::Found { path, bytes } => Check::new(
+            "guest-agent",
+            WHAT,
+            Level::Ok,
+            format!("{} ({} KiB, static)", path.display(), bytes >> 10),
+        ),
+        AgentFacts::Off => Check::new(
+            "guest-agent",
+            WHAT,
+            Level::Warn,
+            "off: guests start their image's own init and sshd; images without sshd are unreachable",
+        )
+        .fix("set [guest] agent = \"auto\""),
+        AgentFacts::Missing { looked_in, unusable } => {
+            let mut detail = format!(
+                "not found (looked in {}): guests start their image's own sshd; images without one are unreachable",
+                looked_in
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for u in unusable {
+                detail.push_str(&format!("; {u}"));
+            }
+            Check::new("guest-agent", WHAT, Level::Warn, detail).fix(build)
+        }
+        AgentFacts::Unusable(e) => {
+            Check::new("guest-agent", WHAT, Level::Fail, format!("{e}: the daemon will not start")).fix(build)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use hangar_config::Config;
@@ -274,46 +315,5 @@ mod tests {
             check_default_image("mine", Some(true), &["debian-12"]).level,
             Level::Ok
         );
-    }
-}
-
-/// Hangar's guest agent: found, static, or why guests fall back to their
-/// image's sshd.
-pub fn check_guest_agent(p: &HostProbe) -> Check {
-    use crate::facts::AgentFacts;
-    const WHAT: &str = "Hangar's guest agent ([guest] agent): PID 1 and SSH server of every guest, so images need no init, shell or sshd";
-    let build =
-        "scripts/build-agent.sh in the checkout (or copy hangar-agent to /usr/local/lib/hangar/)";
-    match &p.guest_agent {
-        AgentFacts::Found { path, bytes } => Check::new(
-            "guest-agent",
-            WHAT,
-            Level::Ok,
-            format!("{} ({} KiB, static)", path.display(), bytes >> 10),
-        ),
-        AgentFacts::Off => Check::new(
-            "guest-agent",
-            WHAT,
-            Level::Warn,
-            "off: guests start their image's own init and sshd; images without sshd are unreachable",
-        )
-        .fix("set [guest] agent = \"auto\""),
-        AgentFacts::Missing { looked_in, unusable } => {
-            let mut detail = format!(
-                "not found (looked in {}): guests start their image's own sshd; images without one are unreachable",
-                looked_in
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            for u in unusable {
-                detail.push_str(&format!("; {u}"));
-            }
-            Check::new("guest-agent", WHAT, Level::Warn, detail).fix(build)
-        }
-        AgentFacts::Unusable(e) => {
-            Check::new("guest-agent", WHAT, Level::Fail, format!("{e}: the daemon will not start")).fix(build)
-        }
     }
 }

@@ -140,15 +140,16 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
 fn an_image_without_a_shell_boots_and_runs_programs_directly() {
     let _serial = common::serial();
     let d = TestDaemon::start("agent-noshell");
-    // Distroless-like: one static program, a passwd whose shell is absent.
+    // Distroless-like: one static program (busybox, but no applet links
+    // and no /bin/sh), a passwd whose shell is absent.
     let tree = d.dir.path().join("ds-tree");
     std::fs::create_dir_all(tree.join("app")).unwrap();
-    std::fs::copy(static_busybox(), tree.join("app/tool")).unwrap();
+    std::fs::copy(static_busybox(), tree.join("app/busybox")).unwrap();
     write(&tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
     register(&d, "distroless", &tree);
 
     d.ok(&["vm", "create", "ds", "--image", "distroless"]);
-    let out = exec(&d, "ds", &["/app/tool", "echo", "a b", "c"]);
+    let out = exec(&d, "ds", &["/app/busybox", "echo", "a b", "c"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out), "a b c\n");
     // What needs a shell fails clearly, with a shell's status.

@@ -76,6 +76,10 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             initrd,
             rootfs,
         } => {
+            // A bad name is refused before any byte is sent: the daemon
+            // refuses it too, but while the body is still streaming the
+            // refusal can reach the CLI only as a broken connection.
+            hangar_api::name::validate_name("image", name).map_err(ApiError::invalid)?;
             // Opened here, as the user: the daemon never opens a path for
             // a client (docs/security.md#image-registration-the-daemon-never-opens-a-host-path-for-a-client).
             let open = |what: &str, p: &std::path::Path| {

@@ -6,6 +6,9 @@
 
 /// The `Upgrade` protocol token.
 pub const UPGRADE_PROTOCOL: &str = "hangar-exec";
+/// The `Upgrade` protocol of `POST /v1/vms/{name}/tcp/{port}`: after `101`
+/// the connection carries the bytes of one TCP connection to the guest.
+pub const TCP_UPGRADE_PROTOCOL: &str = "hangar-tcp";
 
 /// Largest payload accepted in one frame.
 pub const MAX_FRAME: usize = 1 << 20;

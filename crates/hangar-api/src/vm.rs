@@ -63,6 +63,11 @@ pub struct VmInfo {
     /// Guest address (no prefix length).
     pub ip: String,
     pub mac: String,
+    /// The guest's SSH host key (OpenSSH public key line), generated for
+    /// this VM: pin it in `known_hosts` to use OpenSSH through `hangar
+    /// proxy` without trust on first use.
+    #[serde(default)]
+    pub host_key: String,
     /// `qemu` or `firecracker`.
     pub driver: String,
     /// Populated while the VMM process runs.

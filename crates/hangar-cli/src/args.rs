@@ -41,6 +41,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Open an interactive shell in a VM.
     Ssh(SshArgs),
+    /// Connect standard input and output to a TCP port of a VM (an OpenSSH
+    /// ProxyCommand: `ssh -o ProxyCommand='hangar proxy %h' root@VM`).
+    Proxy(ProxyArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -148,6 +151,15 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// TCP port in the VM (22: its SSH server, Hangar's guest agent).
+    #[arg(short = 'p', long, default_value_t = 22)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -47,7 +47,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        upgrade: bool,
+        upgrade: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
         let content_type = body.is_some().then_some("application/json");
         let body = Full::new(Bytes::from(body.unwrap_or_default()));
@@ -62,7 +62,7 @@ impl Client {
         path: &str,
         content_type: Option<&str>,
         body: B,
-        upgrade: bool,
+        upgrade: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -82,10 +82,10 @@ impl Client {
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        if upgrade {
+        if let Some(protocol) = upgrade {
             req = req
                 .header("connection", "upgrade")
-                .header("upgrade", hangar_api::stream::UPGRADE_PROTOCOL);
+                .header("upgrade", protocol);
         }
         let req = req
             .body(body)
@@ -109,7 +109,7 @@ impl Client {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let resp = self
-            .send_body(Method::POST, path, Some(content_type), body, false)
+            .send_body(Method::POST, path, Some(content_type), body, None)
             .await?;
         let status = resp.status();
         let bytes = read_body(resp).await?;
@@ -138,7 +138,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ApiError> {
-        let resp = self.send(method, path, body, false).await?;
+        let resp = self.send(method, path, body, None).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = read_body(resp).await?;
@@ -196,7 +196,26 @@ impl Client {
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
         let body = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal(format!("cannot encode request: {e}")))?;
-        let mut resp = self.send(Method::POST, path, Some(body), true).await?;
+        self.upgrade_to(path, Some(body), hangar_api::stream::UPGRADE_PROTOCOL)
+            .await
+    }
+
+    /// Opens an upgraded TCP stream to a guest port.
+    pub async fn upgrade_tcp(
+        &self,
+        path: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
+        self.upgrade_to(path, None, hangar_api::stream::TCP_UPGRADE_PROTOCOL)
+            .await
+    }
+
+    async fn upgrade_to(
+        &self,
+        path: &str,
+        body: Option<Vec<u8>>,
+        protocol: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
+        let mut resp = self.send(Method::POST, path, body, Some(protocol)).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status();
             let bytes = resp
@@ -209,7 +228,7 @@ impl Client {
         }
         let upgraded = hyper::upgrade::on(&mut resp)
             .await
-            .map_err(|e| ApiError::internal(format!("exec stream upgrade failed: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("{protocol} stream upgrade failed: {e}")))?;
         Ok(TokioIo::new(upgraded))
     }
 }

@@ -235,3 +235,205 @@ fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() 
     d.ok(&["vm", "rm", "--force", "k"]);
     d.assert_nothing_left(1);
 }
+
+/// The user's own OpenSSH against the agent through `hangar proxy`: ssh,
+/// scp -r, sftp, a local port forward, and agent forwarding (git over ssh
+/// from the guest with a key that exists only in the host's ssh-agent).
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn openssh_reaches_the_agent_through_hangar_proxy() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("agent-openssh");
+    let home = d.dir.path().join("home");
+    let ssh_dir = home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let key = ssh_dir.join("id_ed25519");
+    run_ok(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key),
+    );
+    // `vm create` reads the user's ~/.ssh/*.pub (as the user) into the VM.
+    let out = std::process::Command::new(common::hangar_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["vm", "create", "dev"])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let vm = d.json(&["vm", "show", "dev"]);
+    let host_key = vm["host_key"].as_str().unwrap();
+    assert!(host_key.starts_with("ssh-ed25519 "), "{vm}");
+    let known_hosts = d.dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("dev {host_key}\n")).unwrap();
+    let config = d.dir.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host dev\n  User root\n  ProxyCommand {} --config {} proxy %h\n  IdentityFile {}\n  \
+             UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+            common::hangar_bin().display(),
+            d.config.display(),
+            key.display(),
+            known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let ssh = |args: &[&str]| {
+        let mut c = std::process::Command::new("ssh");
+        c.arg("-F")
+            .arg(&config)
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        c
+    };
+
+    // ssh: a command, its output and its status; the host key was pinned.
+    let out = ssh(&["dev", "echo hi; id -u; exit 3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(stdout(&out), "hi\n0\n");
+
+    // scp -r up and back.
+    let up = d.dir.path().join("up");
+    write(&up.join("a.txt"), "alpha\n");
+    write(&up.join("sub/b.txt"), "beta\n");
+    let scp = |from: &str, to: &str| {
+        run_ok(
+            std::process::Command::new("scp")
+                .arg("-F")
+                .arg(&config)
+                .args(["-r", "-q", from, to]),
+        );
+    };
+    scp(&up.display().to_string(), "dev:/root/up");
+    assert_eq!(
+        stdout(&exec(&d, "dev", &["cat", "/root/up/sub/b.txt"])),
+        "beta\n"
+    );
+    let down = d.dir.path().join("down");
+    scp("dev:/root/up", &down.display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(down.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(down.join("sub/b.txt")).unwrap(),
+        "beta\n"
+    );
+
+    // sftp in batch mode.
+    let batch = d.dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir /root/s\nput {} /root/s/x\nrename /root/s/x /root/s/y\nls /root/s\n",
+            up.join("a.txt").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("sftp")
+        .arg("-F")
+        .arg(&config)
+        .arg("-b")
+        .arg(&batch)
+        .arg("dev")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&exec(&d, "dev", &["cat", "/root/s/y"])), "alpha\n");
+
+    // ssh -L: a web server inside the guest, reached from the host.
+    let out = exec(
+        &d,
+        "dev",
+        &["sh", "-c", "mkdir -p /srv/www && echo served > /srv/www/index.html && busybox httpd -p 127.0.0.1:8080 -h /srv/www"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let local_port = free_port();
+    let mut forward = ssh(&[
+        "-N",
+        "-L",
+        &format!("127.0.0.1:{local_port}:127.0.0.1:8080"),
+        "dev",
+    ])
+    .spawn()
+    .unwrap();
+    let mut body = String::new();
+    let got = common::poll_until(Duration::from_secs(20), || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", local_port)) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+        body.clear();
+        let _ = s.read_to_string(&mut body);
+        body.contains("served")
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(got, "no answer through the forward: {body:?}");
+
+    // ssh -A: the key lives only in the host's agent; git in the guest
+    // uses it to reach a git server over ssh (the guest's own agent).
+    let agent_dir = d.dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let sock = agent_dir.join("sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until("ssh-agent listens", Duration::from_secs(10), || {
+        sock.exists()
+    });
+    run_ok(
+        std::process::Command::new("ssh-add")
+            .arg("-q")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &sock),
+    );
+    std::fs::remove_file(&key).unwrap(); // only the agent has it now
+    let out = exec(
+        &d,
+        "dev",
+        &["sh", "-c", "git init -q /srv/repo && git -C /srv/repo -c user.email=t@e -c user.name=t commit -q --allow-empty -m init"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ls_remote = "GIT_SSH_COMMAND='ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes' git ls-remote root@127.0.0.1:/srv/repo";
+    let with_agent = ssh(&["-A", "-o", "IdentitiesOnly=no", "dev", ls_remote])
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    let without = ssh(&["-o", "IdentitiesOnly=no", "dev", ls_remote])
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(with_agent.status.success(), "{with_agent:?}");
+    assert!(stdout(&with_agent).contains("HEAD"), "{with_agent:?}");
+    assert!(
+        !without.status.success(),
+        "git reached the server without the forwarded agent: {without:?}"
+    );
+
+    d.ok(&["vm", "rm", "--force", "dev"]);
+    d.assert_nothing_left(1);
+}
+
+fn run_ok(c: &mut std::process::Command) {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{c:?}: {out:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod image;
 pub mod man;
 pub mod op;
+pub mod proxy;
 pub mod vm;
 
 use hangar_api::ApiError;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Vm(c) => vm::run(&cli, &client, c).await,
         Command::Exec(a) => return exec::exec(&client, a).await,
         Command::Ssh(a) => return exec::ssh(&client, a).await,
+        Command::Proxy(a) => proxy::run(&client, a).await,
         Command::Image(c) => image::run(&cli, &client, c).await,
         Command::Op(c) => op::run(&cli, &client, c).await,
     };

@@ -8,6 +8,7 @@ mod exec;
 pub mod openapi;
 pub mod peer;
 pub mod serve;
+mod tcp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/stop", post(stop_vm))
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/exec", post(exec::exec))
+        .route("/v1/vms/{name}/tcp/{port}", post(tcp::connect_tcp))
         .route("/v1/vms/{name}/console", get(console_log))
         .route("/v1/images", get(list_images))
         .route("/v1/images/catalog", get(catalog))

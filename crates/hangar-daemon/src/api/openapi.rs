@@ -33,6 +33,7 @@ use utoipa::OpenApi;
         super::stop_vm,
         super::restart_vm,
         super::exec::exec,
+        super::tcp::connect_tcp,
         super::console_log,
         super::list_images,
         super::catalog,

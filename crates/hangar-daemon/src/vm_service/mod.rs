@@ -82,6 +82,7 @@ impl VmService {
             disk_bytes: rec.disk_bytes,
             ip: rec.ip.to_string(),
             mac: rec.mac.clone(),
+            host_key: rec.host_key_public.clone(),
             driver: rec.driver.clone(),
             pid: rec.runtime.as_ref().map(|r| r.pid),
             tap: rec.runtime.as_ref().map(|r| r.tap.clone()),

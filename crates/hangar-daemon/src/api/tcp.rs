@@ -1,0 +1,123 @@
+//! `POST /v1/vms/{name}/tcp/{port}` with `Upgrade: hangar-tcp`: after `101
+//! Switching Protocols` the connection carries one TCP connection to the
+//! guest's port, opened by the daemon where guests are reachable (inside
+//! the VM network namespace). `hangar proxy` is its client, so the user's
+//! own OpenSSH reaches a guest with `ProxyCommand`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hangar_api::stream::TCP_UPGRADE_PROTOCOL;
+use hangar_api::{ApiError, VmState};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::openapi::{Conflict, Invalid, NotFound, Unavailable};
+use super::HttpError;
+use crate::daemon::Daemon;
+
+/// How long the daemon waits for the guest to accept the connection.
+const CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Connect to a TCP port of a running VM
+#[utoipa::path(post, path = "/v1/vms/{name}/tcp/{port}", operation_id = "connect_tcp", tag = "vms",
+    description = "Upgrades the connection: the request carries `Connection: Upgrade` and \
+        `Upgrade: hangar-tcp` and no body. The daemon connects to the port from where guests \
+        are reachable; after `101 Switching Protocols` the connection carries that TCP \
+        connection's bytes both ways until either side closes. `hangar proxy VM` is the client \
+        (an OpenSSH `ProxyCommand`).",
+    params(
+        ("name" = String, Path, description = "VM name"),
+        ("port" = u16, Path, description = "TCP port in the guest (22: its SSH server)"),
+        ("Upgrade" = String, Header, description = "Must be `hangar-tcp`"),
+        ("Connection" = String, Header, description = "Must be `Upgrade`"),
+    ),
+    responses(
+        (status = 101, description = "Switched to the raw TCP byte stream",
+            content_type = "application/octet-stream",
+            headers(
+                ("Upgrade" = String, description = "`hangar-tcp`"),
+                ("Connection" = String, description = "`upgrade`"),
+            )),
+        (status = 400, response = Invalid),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = Unavailable),
+    ))]
+pub async fn connect_tcp(
+    State(d): State<Arc<Daemon>>,
+    Path((name, port)): Path<(String, String)>,
+    mut req: Request,
+) -> Result<Response, HttpError> {
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(HttpError(ApiError::invalid(format!(
+                "port {port:?} is not a TCP port (1-65535)"
+            ))))
+        }
+    };
+    let wants_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(TCP_UPGRADE_PROTOCOL));
+    if !wants_upgrade {
+        return Err(HttpError(ApiError::invalid(format!(
+            "this endpoint needs `Connection: Upgrade` and `Upgrade: {TCP_UPGRADE_PROTOCOL}` (use `hangar proxy`)"
+        ))));
+    }
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| HttpError(ApiError::invalid("this connection cannot be upgraded")))?;
+    let slot = req
+        .extensions_mut()
+        .remove::<Arc<super::conn_limit::ConnSlot>>();
+    let rec = d.vms.find_vm(&name)?;
+    if rec.state != VmState::Running || rec.runtime.is_none() {
+        return Err(HttpError(ApiError::conflict(format!(
+            "VM {name:?} is {}; start it first with `hangar vm start {name}`",
+            rec.state
+        ))));
+    }
+    // Connect before switching protocols, so a closed port is an HTTP error.
+    let addr = SocketAddr::new(rec.ip.into(), port);
+    let mut tcp = d
+        .infra
+        .net
+        .connect_tcp(addr, CONNECT_LIMIT)
+        .await
+        .map_err(|e| {
+            HttpError(ApiError::unavailable(format!(
+                "cannot connect to port {port} of VM {name:?} ({addr}): {e}"
+            )))
+        })?;
+    let _ = tcp.set_nodelay(true);
+    tokio::spawn(async move {
+        // The stream keeps its connection's slot: it counts against the
+        // user's connection cap like any open request.
+        let _slot = slot;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut tcp).await {
+                    debug!(vm = %name, port, error = %e, "tcp stream ended");
+                }
+            }
+            Err(e) => debug!(error = %e, "tcp upgrade failed"),
+        }
+    });
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    resp.headers_mut().insert(
+        header::UPGRADE,
+        HeaderValue::from_static(TCP_UPGRADE_PROTOCOL),
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    Ok(resp)
+}

@@ -16,4 +16,4 @@ pub use image::{
 };
 pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};
-pub use vm::{CreateVmRequest, ExecRequest, VmInfo, VmState};
+pub use vm::{CreateVmRequest, ExecRequest, GuestFileQuery, GuestFileWritten, VmInfo, VmState};

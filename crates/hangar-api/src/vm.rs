@@ -143,3 +143,22 @@ pub const CONSOLE_OFFSET_HEADER: &str = "x-hangar-console-offset";
 /// starts a new one). Followers send it back as `file`; when it changed,
 /// the answer starts at 0 of the new log.
 pub const CONSOLE_FILE_HEADER: &str = "x-hangar-console-file";
+
+/// `GET`/`PUT /v1/vms/{name}/files`: one file in the guest (`hangar cp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GuestFileQuery {
+    /// The file's path in the guest (relative paths start at root's home).
+    pub path: String,
+    /// `PUT` only: the new file's permission bits (default 0644).
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+/// What a `PUT /v1/vms/{name}/files` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GuestFileWritten {
+    pub path: String,
+    pub bytes: u64,
+}

@@ -44,6 +44,9 @@ pub enum Command {
     /// Connect standard input and output to a TCP port of a VM (an OpenSSH
     /// ProxyCommand: `ssh -o ProxyCommand='hangar proxy %h' root@VM`).
     Proxy(ProxyArgs),
+    /// Copy one file between this machine and a VM (`hangar cp ./f dev:/tmp/`,
+    /// `hangar cp dev:/etc/hosts .`); directories: `scp -r` through `hangar proxy`.
+    Cp(CpArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -151,6 +154,14 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a local file, or VM:PATH.
+    pub src: String,
+    /// Destination: a local file or dir, or VM:PATH (a trailing `/` means into that dir).
+    pub dst: String,
 }
 
 #[derive(Debug, Args)]

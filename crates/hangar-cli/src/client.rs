@@ -108,8 +108,25 @@ impl Client {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.send_stream(Method::POST, path, content_type, body)
+            .await
+    }
+
+    /// Sends a streamed body with `method` and decodes the JSON answer.
+    pub async fn send_stream<T, B>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: B,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let resp = self
-            .send_body(Method::POST, path, Some(content_type), body, None)
+            .send_body(method, path, Some(content_type), body, None)
             .await?;
         let status = resp.status();
         let bytes = read_body(resp).await?;
@@ -118,6 +135,21 @@ impl Client {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::internal(format!("cannot decode the daemon's answer: {e}")))
+    }
+
+    /// GETs a body to stream: the response when it is a success, the
+    /// decoded error otherwise.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+        let resp = self.send(Method::GET, path, None, None).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = read_body(resp).await?;
+            return Err(decode_error(status, &bytes));
+        }
+        Ok(resp)
     }
 
     /// Sends one request and returns the status and body bytes.

@@ -78,6 +78,11 @@ pub enum GuestError {
 
     #[error("The guest at {addr} did not answer within {limit:?} on a live connection: its SSH server (Hangar's guest agent) is stuck or gone; `hangar vm restart` restarts the machine")]
     Unresponsive { addr: SocketAddr, limit: Duration },
+    #[error("Cannot {action} in the guest over sftp: {message}")]
+    Sftp {
+        action: &'static str,
+        message: String,
+    },
     #[error("Environment variable name {name:?} is not a valid shell identifier")]
     InvalidEnvName { name: String },
 

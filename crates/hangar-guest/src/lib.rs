@@ -10,6 +10,7 @@
 mod client;
 mod error;
 mod exec;
+mod files;
 mod keys;
 mod power;
 mod ready;
@@ -18,6 +19,7 @@ mod signal;
 pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
 pub use error::GuestError;
 pub use exec::{CommandOutput, ExecSpec, Input, Output};
+pub use files::{GuestFileInfo, GuestFiles};
 pub use keys::{generate_host_key, DaemonKey, HostKey};
 pub use power::POWEROFF_SUBSYSTEM;
 pub use ready::wait_ready;

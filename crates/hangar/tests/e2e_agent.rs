@@ -127,6 +127,38 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
     let out = d.hangar(&["exec", "bb", "--env", "GREETING=hi there", "--", "env"]);
     assert!(stdout(&out).contains("GREETING=hi there"), "{out:?}");
 
+    // hangar cp, both ways, through the agent's sftp.
+    let local = d.dir.path().join("note.txt");
+    std::fs::write(&local, "from the host\n").unwrap();
+    d.ok(&["cp", &local.display().to_string(), "bb:/root/"]);
+    assert_eq!(
+        stdout(&exec(&d, "bb", &["cat", "/root/note.txt"])),
+        "from the host\n"
+    );
+    let down = d.dir.path().join("down");
+    std::fs::create_dir_all(&down).unwrap();
+    d.ok(&["cp", "bb:/etc/passwd", &down.display().to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(down.join("passwd")).unwrap(),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
+    let err = d.fails(&["cp", "bb:/no/such/file", &down.display().to_string()]);
+    assert!(err.contains("/no/such/file"), "{err}");
+    let err = d.fails(&["cp", "bb:/etc", &down.display().to_string()]);
+    assert!(
+        err.contains("is a directory") && err.contains("scp -r"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&down)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("passwd")],
+        "a failed copy left files"
+    );
+
     // Stop powers the guest off through the agent, start boots it again.
     d.ok(&["vm", "stop", "bb"]);
     d.ok(&["vm", "start", "bb"]);
@@ -152,6 +184,14 @@ fn an_image_without_a_shell_boots_and_runs_programs_directly() {
     let out = exec(&d, "ds", &["/app/busybox", "echo", "a b", "c"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out), "a b c\n");
+    // Files move through sftp without a shell or cat in the image.
+    let local = d.dir.path().join("blob.bin");
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &blob).unwrap();
+    d.ok(&["cp", &local.display().to_string(), "ds:/app/blob.bin"]);
+    let back = d.dir.path().join("back.bin");
+    d.ok(&["cp", "ds:/app/blob.bin", &back.display().to_string()]);
+    assert_eq!(std::fs::read(&back).unwrap(), blob);
     // What needs a shell fails clearly, with a shell's status.
     let out = exec(&d, "ds", &["sh", "-c", "true"]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod completions;
+pub mod cp;
 pub mod doctor;
 pub mod exec;
 pub mod image;
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Exec(a) => return exec::exec(&client, a).await,
         Command::Ssh(a) => return exec::ssh(&client, a).await,
         Command::Proxy(a) => proxy::run(&client, a).await,
+        Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&cli, &client, c).await,
         Command::Op(c) => op::run(&cli, &client, c).await,
     };

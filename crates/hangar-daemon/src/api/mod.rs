@@ -5,6 +5,7 @@
 pub mod conn_limit;
 mod error;
 mod exec;
+mod files;
 pub mod openapi;
 pub mod peer;
 pub mod serve;
@@ -65,6 +66,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/exec", post(exec::exec))
         .route("/v1/vms/{name}/tcp/{port}", post(tcp::connect_tcp))
+        .route(
+            "/v1/vms/{name}/files",
+            get(files::read_guest_file).put(files::write_guest_file),
+        )
         .route("/v1/vms/{name}/console", get(console_log))
         .route("/v1/images", get(list_images))
         .route("/v1/images/catalog", get(catalog))

@@ -34,6 +34,8 @@ use utoipa::OpenApi;
         super::restart_vm,
         super::exec::exec,
         super::tcp::connect_tcp,
+        super::files::read_guest_file,
+        super::files::write_guest_file,
         super::console_log,
         super::list_images,
         super::catalog,

@@ -1,0 +1,138 @@
+//! Files in a guest through its `sftp` subsystem (Hangar's guest agent
+//! serves it on every image, with or without a shell): `hangar cp`.
+
+use russh_sftp::client::fs::File;
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use crate::client::GuestClient;
+use crate::error::GuestError;
+
+/// What `stat` says of a guest path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestFileInfo {
+    pub is_dir: bool,
+    pub is_regular: bool,
+    pub len: u64,
+}
+
+fn sftp_err(action: &'static str) -> impl FnOnce(russh_sftp::client::error::Error) -> GuestError {
+    move |e| GuestError::Sftp {
+        action,
+        message: e.to_string(),
+    }
+}
+
+/// One sftp session on its own channel.
+pub struct GuestFiles {
+    sftp: SftpSession,
+}
+
+impl GuestClient {
+    /// Opens an sftp session (as the connection's user, root).
+    pub async fn files(&self) -> Result<GuestFiles, GuestError> {
+        let channel = self.open_session().await?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|source| GuestError::Channel {
+                action: "request the sftp subsystem",
+                source,
+            })?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(sftp_err("start sftp"))?;
+        Ok(GuestFiles { sftp })
+    }
+}
+
+impl GuestFiles {
+    /// Follows symlinks, like `cp` does for its source.
+    pub async fn stat(&self, path: &str) -> Result<GuestFileInfo, GuestError> {
+        let m = self.sftp.metadata(path).await.map_err(sftp_err("stat"))?;
+        Ok(GuestFileInfo {
+            is_dir: m.is_dir(),
+            is_regular: m.is_regular(),
+            len: m.size.unwrap_or(0),
+        })
+    }
+
+    pub async fn open_read(&self, path: &str) -> Result<File, GuestError> {
+        self.sftp.open(path).await.map_err(sftp_err("open"))
+    }
+
+    /// Writes `data` to `path` without ever leaving a half-written file
+    /// there: into a new file beside it, then renamed over it. On any
+    /// error the new file is removed and `path` is as it was.
+    pub async fn write_replacing(
+        &self,
+        path: &str,
+        mode: u32,
+        data: &mut (impl AsyncRead + Unpin),
+    ) -> Result<u64, GuestError> {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n),
+            None => (String::new(), path),
+        };
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(GuestError::Sftp {
+                action: "write",
+                message: format!("{path:?} does not name a file"),
+            });
+        }
+        // EXCLUDE below makes a clash an error, never a shared file.
+        let tmp = format!("{dir}.{name}.hangar-cp-{:08x}", unique_suffix());
+        let attrs = FileAttributes {
+            permissions: Some(mode & 0o7777),
+            ..Default::default()
+        };
+        let mut file = self
+            .sftp
+            .open_with_flags_and_attributes(
+                tmp.clone(),
+                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE | OpenFlags::TRUNCATE,
+                attrs,
+            )
+            .await
+            .map_err(sftp_err("create"))?;
+        let written = async {
+            let n = tokio::io::copy(data, &mut file).await?;
+            file.flush().await?;
+            file.shutdown().await?;
+            Ok::<u64, std::io::Error>(n)
+        }
+        .await;
+        let n = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.sftp.remove_file(tmp.clone()).await;
+                return Err(GuestError::Sftp {
+                    action: "write",
+                    message: e.to_string(),
+                });
+            }
+        };
+        // SFTP v3 rename does not replace: remove the old file first (the
+        // new one is complete by now).
+        if self.sftp.rename(tmp.clone(), path).await.is_err() {
+            let replaced = match self.sftp.remove_file(path).await {
+                Ok(()) => self.sftp.rename(tmp.clone(), path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = replaced {
+                let _ = self.sftp.remove_file(tmp).await;
+                return Err(sftp_err("rename into place")(e));
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn unique_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}

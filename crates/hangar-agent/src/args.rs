@@ -65,9 +65,7 @@ fn parse_serve(rest: &[String]) -> Result<ServeOptions, String> {
             opts.allow_poweroff = true;
             continue;
         }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => {
                 opts.listen = value
@@ -97,7 +95,10 @@ mod tests {
             panic!("not serve");
         };
         assert_eq!(o.listen.port(), 22);
-        assert_eq!(o.authorized_keys, PathBuf::from("/run/hangar/authorized_keys"));
+        assert_eq!(
+            o.authorized_keys,
+            PathBuf::from("/run/hangar/authorized_keys")
+        );
         assert!(!o.allow_poweroff);
     }
 

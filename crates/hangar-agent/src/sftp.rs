@@ -241,17 +241,26 @@ impl russh_sftp::server::Handler for Sftp {
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         let m = std::fs::symlink_metadata(&path).map_err(err)?;
-        Ok(Attrs { id, attrs: attrs(&m) })
+        Ok(Attrs {
+            id,
+            attrs: attrs(&m),
+        })
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         let m = std::fs::metadata(&path).map_err(err)?;
-        Ok(Attrs { id, attrs: attrs(&m) })
+        Ok(Attrs {
+            id,
+            attrs: attrs(&m),
+        })
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         let m = self.file(&handle)?.metadata().map_err(err)?;
-        Ok(Attrs { id, attrs: attrs(&m) })
+        Ok(Attrs {
+            id,
+            attrs: attrs(&m),
+        })
     }
 
     async fn setstat(
@@ -358,7 +367,11 @@ impl russh_sftp::server::Handler for Sftp {
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
         // Relative paths are relative to the user's home (the cwd).
-        let p = if path.is_empty() { ".".to_string() } else { path };
+        let p = if path.is_empty() {
+            ".".to_string()
+        } else {
+            path
+        };
         let resolved = std::fs::canonicalize(&p).unwrap_or_else(|_| normalize(&p));
         let name = resolved.to_string_lossy().into_owned();
         Ok(Name {

@@ -45,7 +45,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHKYs2CENvZT80Z895SoOCIlFAubxEVnp8PP9kp0qymA daemon";
+    const A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHKYs2CENvZT80Z895SoOCIlFAubxEVnp8PP9kp0qymA daemon";
     const B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIkMPBKb+fwP1RCDEOZl/FvVnhegfKFOKftWV9SXUfNr user@laptop";
 
     #[test]

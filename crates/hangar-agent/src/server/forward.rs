@@ -23,7 +23,8 @@ pub fn direct_tcpip(channel: Channel<Msg>, host: String, port: u32, reply: Chann
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return;
         };
-        let connected = tokio::time::timeout(CONNECT_LIMIT, TcpStream::connect((host.as_str(), port))).await;
+        let connected =
+            tokio::time::timeout(CONNECT_LIMIT, TcpStream::connect((host.as_str(), port))).await;
         let mut tcp = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -82,7 +83,9 @@ impl AgentSocket {
                             let mut stream = channel.into_stream();
                             let _ = tokio::io::copy_bidirectional(&mut conn, &mut stream).await;
                         }
-                        Err(e) => tracing::debug!(error = %e, "the client refused an agent channel"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the client refused an agent channel")
+                        }
                     }
                 });
             }
@@ -106,7 +109,10 @@ fn make_private_dir(user: &User) -> std::io::Result<PathBuf> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = base.join(format!("hangar-ssh-{}-{nanos:08x}{attempt}", std::process::id()));
+        let dir = base.join(format!(
+            "hangar-ssh-{}-{nanos:08x}{attempt}",
+            std::process::id()
+        ));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
                 chown(&dir, user)?;
@@ -116,7 +122,9 @@ fn make_private_dir(user: &User) -> std::io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
-    Err(std::io::Error::other("cannot make a unique agent socket dir"))
+    Err(std::io::Error::other(
+        "cannot make a unique agent socket dir",
+    ))
 }
 
 fn chown(path: &Path, user: &User) -> std::io::Result<()> {

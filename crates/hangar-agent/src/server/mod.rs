@@ -116,7 +116,10 @@ struct Connection {
 
 impl Connection {
     fn key_is_authorized(&self, key: &russh::keys::PublicKey) -> bool {
-        auth::is_authorized(&auth::load_authorized_keys(&self.shared.authorized_keys), key)
+        auth::is_authorized(
+            &auth::load_authorized_keys(&self.shared.authorized_keys),
+            key,
+        )
     }
 }
 

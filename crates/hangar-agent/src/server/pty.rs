@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -15,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Pty {
     pub master: PtyMaster,
     pub slave: OwnedFd,
+    /// The slave's path (/dev/pts/N), for `SSH_TTY`.
+    pub name: Option<PathBuf>,
 }
 
 /// The master side; clones share the fd (one reads, one writes).
@@ -23,6 +26,7 @@ pub struct PtyMaster(Arc<AsyncFd<OwnedFd>>);
 
 pub fn open(cols: u32, rows: u32) -> io::Result<Pty> {
     let pair = openpty(Some(&winsize(cols, rows)), None).map_err(io::Error::from)?;
+    let name = nix::unistd::ttyname(&pair.slave).ok();
     let flags = nix::fcntl::fcntl(&pair.master, nix::fcntl::FcntlArg::F_GETFL)?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&pair.master, nix::fcntl::FcntlArg::F_SETFL(flags))?;
@@ -32,6 +36,7 @@ pub fn open(cols: u32, rows: u32) -> io::Result<Pty> {
     Ok(Pty {
         master: PtyMaster(Arc::new(master)),
         slave: pair.slave,
+        name,
     })
 }
 
@@ -69,9 +74,9 @@ impl AsyncRead for PtyMaster {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| {
-                nix::unistd::read(fd.get_ref(), unfilled).map_err(io::Error::from)
-            }) {
+            match guard
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -94,7 +99,8 @@ impl AsyncWrite for PtyMaster {
     ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.0.poll_write_ready(cx))?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
                 Ok(r) => return Poll::Ready(r),
                 Err(_would_block) => continue,
             }

@@ -111,6 +111,7 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
         ctx.local.ip(),
         ctx.local.port()
     );
+    let client = format!("{} {} {}", ctx.peer.ip(), ctx.peer.port(), ctx.local.port());
     // sftp is a byte protocol: never through a terminal.
     let pty_req = if what == What::Sftp { None } else { pty_req };
     let opened = match &pty_req {
@@ -126,8 +127,10 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
         env: &env,
         term: pty_req.as_ref().map(|p| p.term.as_str()),
         tty: opened.as_ref().map(|p| &p.slave),
+        tty_name: opened.as_ref().and_then(|p| p.name.as_deref()),
         agent_socket: agent.as_ref().map(|a| a.path()),
         connection: &connection,
+        client: &client,
     };
     let spawned = launch::command(&launch).and_then(|mut c| c.spawn().map_err(Into::into));
     let mut child = match spawned {

@@ -71,6 +71,8 @@ conformance!(
     auth_refuses_an_unknown_key_and_an_unknown_user,
     non_root_user_runs_as_itself_and_cannot_write_root_files,
     client_disconnect_and_the_remote_command,
+    requests_beyond_the_basics,
+    a_connection_that_does_not_log_in_is_dropped_after_the_grace_time,
 );
 
 /// `cmd` with the remote command line appended.
@@ -1005,5 +1007,122 @@ fn client_disconnect_and_the_remote_command(kind: Server) {
             gone(Duration::from_secs(5)),
             "the command outlived its client"
         ),
+    }
+}
+
+// ------------------------------------------- requests beyond the basics
+
+/// Remote forwarding (`ssh -R`), X11 forwarding, an unknown subsystem and
+/// a PTY of unknown size (`ssh -tt` without a local terminal).
+fn requests_beyond_the_basics(kind: Server) {
+    let s = Running::start(kind);
+    let echo = echo_server();
+    let mut cmd = s.ssh("root");
+    cmd.arg("-o")
+        .arg("ExitOnForwardFailure=yes")
+        .arg("-R")
+        .arg(format!("127.0.0.1:0:127.0.0.1:{echo}"));
+    let out = run(remote(cmd, "echo ran"), b"");
+    match kind {
+        Server::OpenSsh => assert_eq!(ok_output(&s, &out), "ran\n"),
+        // Known difference: the agent serves no remote forwarding
+        // (tcpip-forward); it refuses the request, so the client says so.
+        Server::Agent => {
+            assert_eq!(out.status.code(), Some(255));
+            assert!(
+                text(&out.stderr).contains("remote port forwarding failed"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+
+    // X11 forwarding is refused (sshd: X11Forwarding no); the command runs.
+    let mut cmd = s.ssh("root");
+    cmd.arg("-X").env("DISPLAY", ":99");
+    let out = run(remote(cmd, "echo \"ran [${DISPLAY-}]\""), b"");
+    assert_eq!(ok_output(&s, &out), "ran []\n");
+    assert!(
+        text(&out.stderr).contains("X11 forwarding request failed"),
+        "{:?}",
+        text(&out.stderr)
+    );
+
+    let mut cmd = s.ssh("root");
+    cmd.arg("-s");
+    let out = run(remote(cmd, "no-such-subsystem"), b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("subsystem request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Without a local terminal `ssh -tt` asks for a 0x0 PTY.
+    let mut cmd = s.ssh("root");
+    cmd.arg("-tt");
+    let out = run(remote(cmd, "stty size"), b"");
+    let size = ok_output(&s, &out);
+    match kind {
+        Server::OpenSsh => assert_eq!(size, "0 0\r\n"),
+        // Known difference, on purpose: the agent gives a PTY asked for
+        // with zero rows or columns the classic 24x80, so full-screen
+        // programs have a usable size.
+        Server::Agent => assert_eq!(size, "24 80\r\n"),
+    }
+
+    // An empty command line runs the shell on stdin, like no command.
+    let out = run(remote(s.ssh("root"), ""), b"echo via-empty\n");
+    assert_eq!(ok_output(&s, &out), "via-empty\n");
+}
+
+// ------------------------------------------------- login grace time
+
+/// Stalled handshakes (nothing sent; only the banner, so the server waits
+/// in its key exchange) are dropped once the login grace time passes,
+/// while a logged-in session outlives it.
+fn a_connection_that_does_not_log_in_is_dropped_after_the_grace_time(kind: Server) {
+    let s = Running::start_with(
+        kind,
+        common::Options {
+            login_grace_secs: Some(2),
+        },
+    );
+    let started = Instant::now();
+    let stalls: Vec<&[u8]> = vec![b"", b"SSH-2.0-stalled\r\n"];
+    let waiters: Vec<_> = stalls
+        .into_iter()
+        .map(|sent| {
+            let mut c = TcpStream::connect(s.addr()).unwrap();
+            c.write_all(sent).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            std::thread::spawn(move || {
+                // Read (the server's banner and KEXINIT) until it closes.
+                let mut buf = [0u8; 4096];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => return Ok(Instant::now()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return Ok(Instant::now())
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    // A session that logged in stays past the grace time.
+    let out = run(remote(s.ssh("root"), "sleep 3; echo still"), b"");
+    assert_eq!(ok_output(&s, &out), "still\n");
+    for w in waiters {
+        let closed = w.join().unwrap().unwrap_or_else(|e| {
+            panic!("{kind:?} kept a stalled connection open: {e}\n{}", s.log())
+        });
+        let after = closed - started;
+        assert!(
+            after >= Duration::from_millis(1500) && after < Duration::from_secs(10),
+            "closed after {after:?}"
+        );
     }
 }

@@ -105,15 +105,27 @@ pub struct Running {
     known_hosts: PathBuf,
 }
 
+/// How a server is configured beyond the common setup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// LoginGraceTime / `--login-grace-time`, in seconds (default: each
+    /// server's own, 120 for both).
+    pub login_grace_secs: Option<u64>,
+}
+
 impl Running {
     pub fn start(kind: Server) -> Running {
+        Running::start_with(kind, Options::default())
+    }
+
+    pub fn start_with(kind: Server, opts: Options) -> Running {
         hangar_testsupport::require_root("a private sshd and user switching");
         let keys = Keys::new();
         let port = free_port();
         let log_path = keys.dir.path().join(format!("{kind:?}.log"));
         let log = fs::File::create(&log_path).unwrap();
         let mut cmd = match kind {
-            Server::OpenSsh => sshd_command(&keys, port),
+            Server::OpenSsh => sshd_command(&keys, port, opts),
             Server::Agent => {
                 let mut c = Command::new(AGENT);
                 c.arg("serve")
@@ -124,6 +136,9 @@ impl Running {
                     .arg("--authorized-keys")
                     .arg(&keys.authorized_keys_path)
                     .env("HANGAR_AGENT_LOG", "debug");
+                if let Some(secs) = opts.login_grace_secs {
+                    c.arg("--login-grace-time").arg(secs.to_string());
+                }
                 c
             }
         };
@@ -269,14 +284,14 @@ impl Drop for Running {
     }
 }
 
-fn sshd_command(keys: &Keys, port: u16) -> Command {
+fn sshd_command(keys: &Keys, port: u16, opts: Options) -> Command {
     assert!(
         Path::new(SSHD).exists(),
         "{SSHD} is missing: apt-get install -y openssh-server"
     );
     fs::create_dir_all("/run/sshd").unwrap();
     let config_path = keys.dir.path().join("sshd_config");
-    let config = format!(
+    let mut config = format!(
         "ListenAddress 127.0.0.1\n\
          HostKey {}\n\
          AuthorizedKeysFile {}\n\
@@ -293,6 +308,9 @@ fn sshd_command(keys: &Keys, port: u16) -> Command {
         keys.host_key_path.display(),
         keys.authorized_keys_path.display()
     );
+    if let Some(secs) = opts.login_grace_secs {
+        config.push_str(&format!("LoginGraceTime {secs}\n"));
+    }
     write_mode(&config_path, config.as_bytes(), 0o600);
     let mut c = Command::new(SSHD);
     c.arg("-D")

@@ -15,6 +15,7 @@ mod passwd;
 mod rng;
 mod server;
 mod sftp;
+mod sftp_ext;
 
 use std::process::ExitCode;
 

@@ -10,10 +10,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh_sftp::protocol::{
-    Attrs, Data, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode,
-    Version,
+    Attrs, Data, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
+
+use crate::sftp_ext::{self, CopyData, Request};
 
 /// Largest read served in one packet (OpenSSH's limit too).
 const MAX_READ: u32 = 256 * 1024;
@@ -68,6 +70,20 @@ impl Sftp {
         let h = self.next.to_string();
         self.handles.insert(h.clone(), open);
         Ok(h)
+    }
+
+    /// `copy-data`: bytes from one open file to another, server side.
+    fn copy_data(&mut self, c: &CopyData) -> Result<(), StatusReply> {
+        if c.read_handle == c.write_handle {
+            return Err(StatusCode::Failure.with_message("copy-data within one handle"));
+        }
+        let mut from = self.file(&c.read_handle)?.try_clone().map_err(err)?;
+        let to = self.file(&c.write_handle)?;
+        from.seek(SeekFrom::Start(c.read_offset)).map_err(err)?;
+        to.seek(SeekFrom::Start(c.write_offset)).map_err(err)?;
+        let limit = if c.length == 0 { u64::MAX } else { c.length };
+        std::io::copy(&mut (&mut from).take(limit), to).map_err(err)?;
+        Ok(())
     }
 
     fn file(&mut self, handle: &str) -> Result<&mut File, StatusReply> {
@@ -173,7 +189,11 @@ impl russh_sftp::server::Handler for Sftp {
         _version: u32,
         _extensions: HashMap<String, String>,
     ) -> Result<Version, Self::Error> {
-        Ok(Version::new())
+        let mut v = Version::new();
+        for (name, version) in sftp_ext::ADVERTISED {
+            v.extensions.insert(name.into(), version.into());
+        }
+        Ok(v)
     }
 
     async fn open(
@@ -413,6 +433,25 @@ impl russh_sftp::server::Handler for Sftp {
         // every client relies on): the first is the target.
         std::os::unix::fs::symlink(&linkpath, &targetpath).map_err(err)?;
         Ok(ok(id))
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        match sftp_ext::parse(&request, &data)? {
+            Request::PosixRename { from, to } => std::fs::rename(from, to).map_err(err)?,
+            Request::Hardlink { target, link } => std::fs::hard_link(target, link).map_err(err)?,
+            Request::Statvfs { path } => {
+                return sftp_ext::statvfs(id, Path::new(&path)).map_err(err)
+            }
+            Request::Fsync { handle } => self.file(&handle)?.sync_all().map_err(err)?,
+            Request::CopyData(c) => self.copy_data(&c)?,
+            Request::Unsupported => return Err(StatusCode::OpUnsupported.into()),
+        }
+        Ok(Packet::Status(ok(id)))
     }
 }
 

@@ -73,6 +73,8 @@ conformance!(
     client_disconnect_and_the_remote_command,
     requests_beyond_the_basics,
     a_connection_that_does_not_log_in_is_dropped_after_the_grace_time,
+    background_jobs_and_the_end_of_a_session,
+    rsa_and_ecdsa_keys_log_in_and_key_options_are_not_ignored,
 );
 
 /// `cmd` with the remote command line appended.
@@ -344,6 +346,15 @@ fn pty_gives_a_terminal_of_the_requested_size(kind: Server) {
     assert_eq!(lines[2], "err", "{got:?}");
     assert_eq!(text(&out.stderr), "");
 
+    // Output still in the terminal when the command exits is not lost.
+    let mut cmd = s.ssh("root");
+    cmd.arg("-tt");
+    let out = run(remote(cmd, "seq 1 300000"), b"");
+    let got = ok_output(&s, &out);
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 300_000);
+    assert_eq!(lines.last().map(|l| l.trim_end()), Some("300000"));
+
     block_on(async {
         let c = s.guest_client().await;
         let spec = |cmd: &str| ExecSpec {
@@ -480,6 +491,13 @@ fn sftp_batch_changes_the_disk(kind: Server) {
          mkdir {rd}/e\n\
          rmdir {rd}/e\n\
          -rm {rd}/d/no-such-file\n\
+         put {l}/tool.sh {rd}/d/replaced\n\
+         put {l}/a.bin {rd}/d/newer\n\
+         rename {rd}/d/newer {rd}/d/replaced\n\
+         ln {rd}/d/b.bin {rd}/d/hard\n\
+         put -f {l}/tool.sh {rd}/d/synced\n\
+         copy {rd}/d/b.bin {rd}/d/copied\n\
+         df {rd}/d\n\
          cd {rd}/d\n\
          pwd\n\
          ls\n"
@@ -520,6 +538,22 @@ fn sftp_batch_changes_the_disk(kind: Server) {
         "get differs"
     );
     assert!(fs::read(local.join("via-link.bin")).unwrap() == data);
+    // OpenSSH's extensions: rename replaces an existing target
+    // (posix-rename), ln makes a hard link, put -f syncs (fsync), copy
+    // copies on the server (copy-data), df reports the file system.
+    assert!(
+        fs::read(d.join("replaced")).unwrap() == data,
+        "rename over a file"
+    );
+    assert!(!d.join("newer").exists());
+    let (b, hard) = (
+        fs::metadata(d.join("b.bin")).unwrap(),
+        fs::metadata(d.join("hard")).unwrap(),
+    );
+    assert_eq!((hard.ino(), b.nlink()), (b.ino(), 2), "ln");
+    assert_eq!(fs::read(d.join("synced")).unwrap(), b"#!/bin/sh\n");
+    assert!(fs::read(d.join("copied")).unwrap() == data, "copy");
+    assert!(listing.contains("%Capacity"), "df: {listing}");
 
     // A failing command fails the batch, naming the reason.
     let fail = local.join("fail");
@@ -1124,5 +1158,124 @@ fn a_connection_that_does_not_log_in_is_dropped_after_the_grace_time(kind: Serve
             after >= Duration::from_millis(1500) && after < Duration::from_secs(10),
             "closed after {after:?}"
         );
+    }
+}
+
+// --------------------------------------------------- background jobs
+
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn kill_pid(pid: &str) {
+    if let Ok(p) = pid.parse::<i32>() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// `cmd &` patterns people use to start daemons over ssh.
+fn background_jobs_and_the_end_of_a_session(kind: Server) {
+    let s = Running::start(kind);
+    // A job with its output redirected does not hold the session open and
+    // keeps running after it.
+    let started = Instant::now();
+    let out = run(
+        remote(
+            s.ssh("root"),
+            "sleep 30 >/dev/null 2>&1 </dev/null & echo $!",
+        ),
+        b"",
+    );
+    let pid = ok_output(&s, &out).trim().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(&pid), "the detached job {pid} was killed");
+    kill_pid(&pid);
+
+    // A job that still holds stdout keeps the session until it closes it.
+    let started = Instant::now();
+    let out = run(remote(s.ssh("root"), "sleep 2 & echo started"), b"");
+    assert_eq!(ok_output(&s, &out), "started\n");
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+
+    // With a PTY the session ends with the command; a plain job is hung
+    // up with it, a job in its own session keeps running.
+    let started = Instant::now();
+    let mut cmd = s.ssh("root");
+    cmd.arg("-tt");
+    let out = run(remote(cmd, "sleep 30 & echo $!"), b"");
+    let hung_up = ok_output(&s, &out).trim().to_string();
+    let mut cmd = s.ssh("root");
+    cmd.arg("-tt");
+    // The pause lets the job leave the session before the hang-up.
+    let out = run(remote(cmd, "setsid sleep 30 & echo $!; sleep 0.5"), b"");
+    let detached = ok_output(&s, &out).trim().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while alive(&hung_up) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (hung_up_alive, detached_alive) = (alive(&hung_up), alive(&detached));
+    kill_pid(&hung_up);
+    kill_pid(&detached);
+    assert!(!hung_up_alive, "the PTY job {hung_up} outlived its session");
+    assert!(detached_alive, "the setsid job {detached} was killed");
+}
+
+// ----------------------------------------------------------- key types
+
+fn rsa_and_ecdsa_keys_log_in_and_key_options_are_not_ignored(kind: Server) {
+    let s = Running::start(kind);
+    let keygen = |t: &str| {
+        let k = s.keys.dir.path().join(format!("id_{t}"));
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", t, "-N", "", "-f"])
+            .arg(&k)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let public = text(&fs::read(k.with_extension("pub")).unwrap());
+        (k, public)
+    };
+    let append = |line: &str| {
+        let mut ak = fs::OpenOptions::new()
+            .append(true)
+            .open(&s.keys.authorized_keys_path)
+            .unwrap();
+        ak.write_all(line.as_bytes()).unwrap();
+    };
+    for t in ["rsa", "ecdsa"] {
+        let (k, public) = keygen(t);
+        append(&public);
+        let out = run(remote(s.ssh_with_key("root", &k), "echo in"), b"");
+        assert_eq!(ok_output(&s, &out), "in\n", "{t} key");
+    }
+
+    // A key with options (here a forced command) in authorized_keys.
+    let (k, public) = keygen("ed25519");
+    append(&format!("command=\"echo forced\" {public}"));
+    let out = run(remote(s.ssh_with_key("root", &k), "echo asked"), b"");
+    match kind {
+        Server::OpenSsh => assert_eq!(ok_output(&s, &out), "forced\n"),
+        // Known difference, on purpose: the agent does not implement
+        // authorized_keys options, and rather than grant such a key
+        // without its restriction it refuses it.
+        Server::Agent => {
+            assert_eq!(out.status.code(), Some(255));
+            assert!(text(&out.stderr).contains("Permission denied"));
+        }
     }
 }

@@ -8,10 +8,16 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use nix::pty::{openpty, Winsize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+/// Once the session's command has exited, how long the terminal may stay
+/// quiet before the session ends without waiting for EOF.
+const QUIET_AFTER_EXIT: Duration = Duration::from_millis(100);
 
 pub struct Pty {
     pub master: PtyMaster,
@@ -63,6 +69,46 @@ impl PtyMaster {
             tracing::debug!(error = %io::Error::last_os_error(), "TIOCSWINSZ");
         }
     }
+}
+
+/// Copies the terminal's output to `tx` until every process has closed the
+/// terminal or, once the session's command has exited (`exited` turns
+/// true), until the terminal has been quiet for [`QUIET_AFTER_EXIT`]. A job
+/// that left the session (`setsid`, a daemon) but kept the terminal as its
+/// stdio must not hold the session open: sshd ends it with the command too.
+pub async fn pump_output(
+    mut master: PtyMaster,
+    mut tx: impl AsyncWrite + Unpin,
+    mut exited: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut command_gone = *exited.borrow();
+    loop {
+        let read = if command_gone {
+            match tokio::time::timeout(QUIET_AFTER_EXIT, master.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_quiet) => break,
+            }
+        } else {
+            tokio::select! {
+                r = master.read(&mut buf) => r,
+                changed = exited.changed() => {
+                    // A dropped sender also means the wait is over.
+                    command_gone = changed.is_err() || *exited.borrow();
+                    continue;
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx.flush().await;
 }
 
 impl AsyncRead for PtyMaster {

@@ -149,14 +149,16 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
     // Output pumps; stdin is fed from the channel below.
     let mut stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = None;
     let mut pumps = Vec::new();
+    // Tells the PTY pump that the session's command has exited.
+    let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
     let master = match opened {
         Some(pair) => {
             drop(pair.slave); // the child has its copies
-            let mut out = pair.master.clone();
-            let mut tx = write.make_writer();
-            pumps.push(tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut out, &mut tx).await;
-            }));
+            pumps.push(tokio::spawn(pty::pump_output(
+                pair.master.clone(),
+                write.make_writer(),
+                exited_rx.clone(),
+            )));
             stdin = Some(Box::new(pair.master.clone()));
             Some(pair.master)
         }
@@ -182,6 +184,7 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
 
     let done = async {
         let status = child.wait().await;
+        let _ = exited_tx.send(true);
         for p in pumps {
             let _ = p.await;
         }

@@ -214,8 +214,11 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
                     }
                 }
                 Some(ChannelMsg::Signal { signal }) => {
+                    // To the session's process group, as sshd does: the
+                    // command runs in its own session, so its children
+                    // (not in a job of their own) get it too.
                     if let (Some(pid), Some(sig)) = (pid, to_nix_signal(&signal)) {
-                        let _ = nix::sys::signal::kill(pid, sig);
+                        let _ = nix::sys::signal::killpg(pid, sig);
                     }
                 }
                 None | Some(ChannelMsg::Close) => {

@@ -174,7 +174,21 @@ fn exec_separates_streams_and_reports_the_exit_status(kind: Server) {
             (r.stdout, r.stderr, r.code),
             (b"a\n".to_vec(), b"b\n".to_vec(), 3)
         );
-        c.close().await;
+        // Many sessions at once on one connection.
+        let c = std::sync::Arc::new(c);
+        let runs: Vec<_> = (0..8)
+            .map(|i| {
+                let c = std::sync::Arc::clone(&c);
+                tokio::spawn(async move { c.run(&format!("sleep 0.3; echo {i}; exit {i}")).await })
+            })
+            .collect();
+        for (i, r) in runs.into_iter().enumerate() {
+            let r = r.await.unwrap().unwrap();
+            assert_eq!(
+                (r.stdout, r.code),
+                (format!("{i}\n").into_bytes(), i as i32)
+            );
+        }
     });
 }
 
@@ -983,6 +997,54 @@ fn non_root_user_runs_as_itself_and_cannot_write_root_files(kind: Server) {
         fs::metadata(user.home.join("made")).unwrap().uid(),
         user.uid
     );
+
+    // sftp starts in the user's home.
+    fs::write(local.join("pwd"), "pwd\n").unwrap();
+    let mut cmd = s.file_client("sftp");
+    cmd.arg("-b")
+        .arg(local.join("pwd"))
+        .arg(format!("{}@127.0.0.1", user.name));
+    let out = run(cmd, b"");
+    assert!(
+        ok_output(&s, &out).contains(&format!("Remote working directory: {home}\n")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Agent forwarding works for the user (the socket is the user's).
+    let agent = start_ssh_agent();
+    let added = Command::new("ssh-add")
+        .arg(&s.keys.stranger_path)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let mut cmd = s.ssh(&user.name);
+    cmd.arg("-A").env("SSH_AUTH_SOCK", &agent.socket);
+    let out = run(remote(cmd, "ssh-add -l"), b"");
+    let fp = fingerprint(&s.keys.stranger_path);
+    assert!(ok_output(&s, &out).contains(&fp), "{}", text(&out.stdout));
+    drop(agent);
+
+    // A user whose login shell is nologin.
+    let locked = TempUser::create(&format!("{tag}n"), "/usr/sbin/nologin");
+    let out = run(remote(s.ssh(&locked.name), "id -u"), b"");
+    match kind {
+        // sshd runs the command through nologin, which refuses.
+        Server::OpenSsh => {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(
+                text(&out.stdout).contains("not available"),
+                "{}",
+                text(&out.stdout)
+            );
+        }
+        // Known difference, on purpose (passwd.rs): the agent treats
+        // nologin/false as "no usable shell" and falls back to /bin/sh, so
+        // `hangar exec --user www-data` works; only holders of the VM's
+        // authorized keys (who can log in as root anyway) get there.
+        Server::Agent => assert_eq!(ok_output(&s, &out), format!("{}\n", locked.uid)),
+    }
 }
 
 // -------------------------------------------------- client disconnects

@@ -16,6 +16,7 @@ mod rng;
 mod server;
 mod sftp;
 mod sftp_ext;
+mod sftp_names;
 
 use std::process::ExitCode;
 

@@ -16,6 +16,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 
 use crate::sftp_ext::{self, CopyData, Request};
+use crate::sftp_names::{self, Names};
 
 /// Largest read served in one packet (OpenSSH's limit too).
 const MAX_READ: u32 = 256 * 1024;
@@ -123,34 +124,6 @@ pub fn attrs(m: &std::fs::Metadata) -> FileAttributes {
         mtime: Some(m.mtime().clamp(0, u32::MAX as i64) as u32),
         ..Default::default()
     }
-}
-
-/// `ls -l` style line, which sftp clients print for `ls -l`.
-fn longname(name: &str, m: &std::fs::Metadata) -> String {
-    let kind = match m.mode() & libc::S_IFMT {
-        libc::S_IFDIR => 'd',
-        libc::S_IFLNK => 'l',
-        libc::S_IFCHR => 'c',
-        libc::S_IFBLK => 'b',
-        libc::S_IFIFO => 'p',
-        libc::S_IFSOCK => 's',
-        _ => '-',
-    };
-    let mut perms = String::with_capacity(9);
-    for shift in [6u32, 3, 0] {
-        let bits = (m.mode() >> shift) & 7;
-        perms.push(if bits & 4 != 0 { 'r' } else { '-' });
-        perms.push(if bits & 2 != 0 { 'w' } else { '-' });
-        perms.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    format!(
-        "{kind}{perms} {:>3} {:<8} {:<8} {:>8} {}",
-        m.nlink(),
-        m.uid(),
-        m.gid(),
-        m.size(),
-        name
-    )
 }
 
 fn apply_attrs(path: &Path, a: &FileAttributes) -> std::io::Result<()> {
@@ -315,6 +288,12 @@ impl russh_sftp::server::Handler for Sftp {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let names = Names::load(Path::new("/"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let longname =
+            |name: &str, m: &std::fs::Metadata| sftp_names::longname(name, m, &names, now);
         let mut entries = Vec::new();
         for name in [".", ".."] {
             if let Ok(m) = std::fs::symlink_metadata(Path::new(&path).join(name)) {
@@ -449,6 +428,10 @@ impl russh_sftp::server::Handler for Sftp {
             }
             Request::Fsync { handle } => self.file(&handle)?.sync_all().map_err(err)?,
             Request::CopyData(c) => self.copy_data(&c)?,
+            Request::UsersGroupsById { uids, gids } => {
+                let names = Names::load(Path::new("/"));
+                return Ok(sftp_names::users_groups_reply(id, &uids, &gids, &names));
+            }
             Request::Unsupported => return Err(StatusCode::OpUnsupported.into()),
         }
         Ok(Packet::Status(ok(id)))

@@ -1,7 +1,8 @@
 //! The OpenSSH sftp extensions clients rely on (OpenSSH's PROTOCOL file,
 //! section 4): `posix-rename` (a rename that replaces the target: what
 //! `sftp rename`, sshfs and most libraries use), `statvfs` (`df`),
-//! `hardlink` (`ln`), `fsync` (`put -f`) and `copy-data` (`sftp copy`).
+//! `hardlink` (`ln`), `fsync` (`put -f`), `copy-data` (`sftp copy`) and
+//! `users-groups-by-id` (names in `sftp ls -l`, see [`crate::sftp_names`]).
 //! Parsing and the path-only operations live here; the ones that use open
 //! handles are applied by the sftp server itself.
 
@@ -12,12 +13,13 @@ use russh_sftp::protocol::{ExtendedReply, Packet, StatusCode};
 use russh_sftp::server::StatusReply;
 
 /// Advertised in the version reply, with OpenSSH's extension versions.
-pub const ADVERTISED: [(&str, &str); 5] = [
+pub const ADVERTISED: [(&str, &str); 6] = [
     ("posix-rename@openssh.com", "1"),
     ("statvfs@openssh.com", "2"),
     ("hardlink@openssh.com", "1"),
     ("fsync@openssh.com", "1"),
     ("copy-data", "1"),
+    ("users-groups-by-id@openssh.com", "1"),
 ];
 
 /// One extended request, decoded.
@@ -28,6 +30,7 @@ pub enum Request {
     Hardlink { target: String, link: String },
     Fsync { handle: String },
     CopyData(CopyData),
+    UsersGroupsById { uids: Vec<u32>, gids: Vec<u32> },
     Unsupported,
 }
 
@@ -63,6 +66,10 @@ pub fn parse(request: &str, data: &[u8]) -> Result<Request, StatusReply> {
             write_handle: r.string()?,
             write_offset: r.u64()?,
         }),
+        "users-groups-by-id@openssh.com" => Request::UsersGroupsById {
+            uids: r.ids()?,
+            gids: r.ids()?,
+        },
         _ => Request::Unsupported,
     };
     Ok(req)
@@ -119,6 +126,17 @@ impl Reader<'_> {
         let hi = u64::from(self.u32()?);
         let lo = u64::from(self.u32()?);
         Ok(hi << 32 | lo)
+    }
+
+    /// A string holding packed uint32s.
+    fn ids(&mut self) -> Result<Vec<u32>, StatusReply> {
+        let n = self.u32()? as usize;
+        let mut inner = Reader(self.take(n)?);
+        let mut ids = Vec::with_capacity(n / 4);
+        while !inner.0.is_empty() {
+            ids.push(inner.u32()?);
+        }
+        Ok(ids)
     }
 
     fn string(&mut self) -> Result<String, StatusReply> {

@@ -570,6 +570,25 @@ fn sftp_batch_changes_the_disk(kind: Server) {
     assert_eq!(fs::read(d.join("synced")).unwrap(), b"#!/bin/sh\n");
     assert!(fs::read(d.join("copied")).unwrap() == data, "copy");
     assert!(listing.contains("%Capacity"), "df: {listing}");
+    // `ls -l` names owners and shows dates like sshd's sftp-server.
+    let ls_line = |file: &str| -> Vec<String> {
+        listing
+            .lines()
+            .find(|l| !l.starts_with("sftp>") && l.ends_with(&format!("/{file}")))
+            .unwrap_or_else(|| panic!("no ls -l line for {file}: {listing}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let b = ls_line("b.bin");
+    assert_eq!(
+        (b[0].as_str(), b[2].as_str(), b[3].as_str(), b[4].as_str()),
+        ("-rw-r-----", "root", "root", "1000000"),
+        "{b:?}"
+    );
+    let tool = ls_line("tool.sh");
+    assert_eq!(tool[0], "-rwxr-xr-x");
+    assert_eq!(&tool[5..8], &["Sep", "9", "2001"], "{tool:?}");
 
     // A failing command fails the batch, naming the reason.
     let fail = local.join("fail");

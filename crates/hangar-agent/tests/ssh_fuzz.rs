@@ -5,7 +5,8 @@
 //! key-exchange values, garbage after the server's key-exchange reply, and
 //! a crowd of connections that stall half way. After each batch the agent
 //! must still be alive, accept a real login and run a command, and its
-//! resident memory must stay under [`RSS_LIMIT_KIB`].
+//! resident memory must stay under [`RSS_LIMIT_KIB`]; at the end it must
+//! hold no more file descriptors than at the start.
 //!
 //! A fixed number of cases per batch keeps it bounded (well under 30 s).
 //! `HANGAR_SSH_FUZZ_SEED` replays a run (the seed is printed at the start).
@@ -259,6 +260,12 @@ fn send(s: &Running, parts: &[Vec<u8>]) -> bool {
     true
 }
 
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
 /// The agent is alive, small, and serves a real login and command.
 fn check_healthy(s: &mut Running, seed: u64, after: &str) {
     assert!(
@@ -303,6 +310,7 @@ fn ssh_fuzz_malformed_input_does_not_crash_or_bloat_the_agent() {
     let began = Instant::now();
     let mut s = Running::start(Server::Agent);
     check_healthy(&mut s, seed, "start");
+    let fds_at_start = open_fds(s.pid());
     let mut rng = Rng(seed);
     let (mut sent, mut unconnected) = (0usize, 0usize);
     for batch in 0..BATCHES {
@@ -327,6 +335,18 @@ fn ssh_fuzz_malformed_input_does_not_crash_or_bloat_the_agent() {
     check_healthy(&mut s, seed, "a crowd of stalled connections");
     drop(crowd);
 
+    // Every connection's fds are released once the clients are gone.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut fds = open_fds(s.pid());
+    while fds > fds_at_start + 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        fds = open_fds(s.pid());
+    }
+    assert!(
+        fds <= fds_at_start + 2,
+        "the agent holds {fds} fds, {fds_at_start} at the start (seed {seed})"
+    );
+
     eprintln!(
         "ssh fuzz: {sent} cases, {unconnected} could not connect, {:?}",
         began.elapsed()
@@ -336,6 +356,23 @@ fn ssh_fuzz_malformed_input_does_not_crash_or_bloat_the_agent() {
         "{unconnected} of {sent} connections failed (seed {seed})"
     );
     let log = s.log();
+    // What the agent made of the input, to see the cases reach deep.
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in log.lines() {
+        if let Some((_, e)) = line.split_once("error=") {
+            // Numbers (sizes, ports) collapsed to # so like reasons group.
+            let mut reason = String::new();
+            for c in e.chars().take(60) {
+                if !c.is_ascii_digit() {
+                    reason.push(c);
+                } else if !reason.ends_with('#') {
+                    reason.push('#');
+                }
+            }
+            *reasons.entry(reason).or_default() += 1;
+        }
+    }
+    eprintln!("ssh fuzz: the agent's reasons for ending connections: {reasons:#?}");
     assert!(
         !log.contains("panicked"),
         "the agent panicked (seed {seed}):\n{log}"

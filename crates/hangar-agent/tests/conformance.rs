@@ -159,6 +159,13 @@ fn exec_separates_streams_and_reports_the_exit_status(kind: Server) {
 
     let out = run(remote(s.ssh("root"), "exit 255"), b"");
     assert_eq!(out.status.code(), Some(255));
+    // A long command line (100 kB) arrives whole.
+    let long = "x".repeat(100_000);
+    let out = run(
+        remote(s.ssh("root"), &format!("printf %s {long} | wc -c")),
+        b"",
+    );
+    assert_eq!(ok_output(&s, &out).trim(), "100000");
     let out = run(remote(s.ssh("root"), "no-such-command-xyz"), b"");
     assert_eq!(out.status.code(), Some(127));
     assert!(
@@ -630,6 +637,9 @@ fn make_tree(root: &Path) {
     fs::write(root.join("sub/b.bin"), pseudo_random(300_000, 4)).unwrap();
     fs::write(root.join("sub/deeper/c.sh"), b"#!/bin/sh\necho c\n").unwrap();
     fs::write(root.join("sub/deeper/empty"), b"").unwrap();
+    // Names a shell would split or mangle (legacy scp quotes them).
+    fs::write(root.join("sub/with space & $dollar.txt"), b"odd name\n").unwrap();
+    fs::write(root.join("sub/ünïcødé-'quote'.txt"), b"unicode\n").unwrap();
     for (p, m) in [
         ("a.txt", 0o644),
         ("sub/b.bin", 0o600),
@@ -739,6 +749,26 @@ fn echo_server() -> u16 {
     port
 }
 
+/// A TCP server that reads until EOF and only then answers with the
+/// number of bytes it got (a half-closed connection must still carry the
+/// answer back).
+fn eof_responder() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                if conn.read_to_end(&mut got).is_ok() {
+                    let _ = conn.write_all(format!("got {}", got.len()).as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
 /// A client process killed by PID on drop.
 struct Background(std::process::Child);
 
@@ -792,6 +822,35 @@ fn local_forward_carries_bytes_both_ways(kind: Server) {
     let mut b2 = [0u8; 6];
     second.read_exact(&mut b2).unwrap();
     assert_eq!(&b2, b"second");
+    // A half-closed connection still carries the answer back.
+    let responder = eof_responder();
+    let local_port2 = common::free_port();
+    let mut cmd = s.ssh("root");
+    cmd.arg("-N")
+        .arg("-o")
+        .arg("ExitOnForwardFailure=yes")
+        .arg("-L")
+        .arg(format!("127.0.0.1:{local_port2}:127.0.0.1:{responder}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ssh2 = Background(cmd.spawn().unwrap());
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut half = loop {
+        match TcpStream::connect(("127.0.0.1", local_port2)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the second ssh -L never listened: {e}"),
+        }
+    };
+    half.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    half.write_all(&data[..10_000]).unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    half.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "got 10000");
+
     // Closing our side is seen at the far end, which closes back.
     conn.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();

@@ -77,6 +77,8 @@ conformance!(
     rsa_and_ecdsa_keys_log_in_and_key_options_are_not_ignored,
     transport_keepalive_rekey_compression_and_algorithms,
     signal_requests_reach_the_session,
+    stdin_the_command_does_not_read_is_dropped,
+    measure_login_and_throughput,
 );
 
 /// `cmd` with the remote command line appended.
@@ -1664,4 +1666,57 @@ fn signal_requests_reach_the_session(kind: Server) {
             }
         }
     });
+}
+
+// ------------------------------------------------- unread stdin, numbers
+
+/// A command that exits without reading (all of) its stdin ends the
+/// session at once; the rest of the input is dropped.
+fn stdin_the_command_does_not_read_is_dropped(kind: Server) {
+    let s = Running::start(kind);
+    let data = pseudo_random(5_000_000, 8);
+    for (command, expected) in [("true", ""), ("head -c 10 | wc -c", "10\n")] {
+        let started = Instant::now();
+        let out = run(remote(s.ssh("root"), command), &data);
+        assert_eq!(ok_output(&s, &out), expected, "{command}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{command}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Prints login latency and throughput (no limits: the numbers are for
+/// comparing the two servers; run with --nocapture).
+fn measure_login_and_throughput(kind: Server) {
+    let s = Running::start(kind);
+    let mut logins = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        ok_output(&s, &run(remote(s.ssh("root"), "true"), b""));
+        logins.push(started.elapsed());
+    }
+    logins.sort();
+    let data = pseudo_random(50_000_000, 9);
+    let file = work_dir(&s, "measure").join("data");
+    fs::write(&file, &data).unwrap();
+    let started = Instant::now();
+    let out = run(
+        remote(s.ssh("root"), &format!("cat {}", file.display())),
+        b"",
+    );
+    let down = started.elapsed();
+    assert!(out.stdout == data, "download differs");
+    let started = Instant::now();
+    let out = run(remote(s.ssh("root"), "cat > /dev/null"), &data);
+    let up = started.elapsed();
+    ok_output(&s, &out);
+    let mib_s = |d: Duration| 50.0 / 1.048_576 / d.as_secs_f64();
+    eprintln!(
+        "measure {kind:?}: ssh true median {:?}; 50 MB down {:.0} MiB/s, up {:.0} MiB/s",
+        logins[2],
+        mib_s(down),
+        mib_s(up)
+    );
 }

@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const USAGE: &str = "usage:
   hangar-agent init
-  hangar-agent serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH] [--allow-poweroff]
+  hangar-agent serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
+                     [--login-grace-time SECS] [--allow-poweroff]
   hangar-agent sftp-server";
 
 /// Where the config drive is unpacked by the initramfs.
@@ -20,6 +22,9 @@ pub struct ServeOptions {
     /// Honour the `hangar-poweroff` subsystem (signal PID 1). Only `init`
     /// passes it: a test server on a host must never power the host off.
     pub allow_poweroff: bool,
+    /// A connection not logged in by then is dropped (sshd's
+    /// LoginGraceTime, same default).
+    pub login_grace_time: Duration,
 }
 
 impl Default for ServeOptions {
@@ -29,6 +34,7 @@ impl Default for ServeOptions {
             host_key: PathBuf::from(CONFIG_DIR).join("ssh_host_ed25519_key"),
             authorized_keys: PathBuf::from(CONFIG_DIR).join("authorized_keys"),
             allow_poweroff: false,
+            login_grace_time: crate::server::DEFAULT_LOGIN_GRACE,
         }
     }
 }
@@ -74,6 +80,12 @@ fn parse_serve(rest: &[String]) -> Result<ServeOptions, String> {
             }
             "--host-key" => opts.host_key = PathBuf::from(value),
             "--authorized-keys" => opts.authorized_keys = PathBuf::from(value),
+            "--login-grace-time" => {
+                let secs: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("--login-grace-time {value:?}: give whole seconds, at least 1")
+                })?;
+                opts.login_grace_time = Duration::from_secs(secs);
+            }
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
@@ -100,6 +112,7 @@ mod tests {
             PathBuf::from("/run/hangar/authorized_keys")
         );
         assert!(!o.allow_poweroff);
+        assert_eq!(o.login_grace_time, Duration::from_secs(120));
     }
 
     #[test]
@@ -111,6 +124,8 @@ mod tests {
             "--host-key",
             "/k",
             "--allow-poweroff",
+            "--login-grace-time",
+            "7",
         ]))
         .unwrap() else {
             panic!("not serve");
@@ -118,6 +133,9 @@ mod tests {
         assert_eq!(o.listen, "127.0.0.1:2222".parse().unwrap());
         assert_eq!(o.host_key, PathBuf::from("/k"));
         assert!(o.allow_poweroff);
+        assert_eq!(o.login_grace_time, Duration::from_secs(7));
+        let err = parse(&strings(&["serve", "--login-grace-time", "0"])).unwrap_err();
+        assert!(err.contains("at least 1"), "{err}");
         let err = parse(&strings(&["serve", "--listen", "nope"])).unwrap_err();
         assert!(err.contains("IP:PORT"), "{err}");
         let err = parse(&strings(&["serve", "--bogus", "x"])).unwrap_err();

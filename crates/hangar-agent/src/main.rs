@@ -15,6 +15,8 @@ mod passwd;
 mod rng;
 mod server;
 mod sftp;
+mod sftp_ext;
+mod sftp_names;
 
 use std::process::ExitCode;
 

@@ -10,10 +10,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh_sftp::protocol::{
-    Attrs, Data, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode,
-    Version,
+    Attrs, Data, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
+
+use crate::sftp_ext::{self, CopyData, Request};
+use crate::sftp_names::{self, Names};
 
 /// Largest read served in one packet (OpenSSH's limit too).
 const MAX_READ: u32 = 256 * 1024;
@@ -70,6 +73,20 @@ impl Sftp {
         Ok(h)
     }
 
+    /// `copy-data`: bytes from one open file to another, server side.
+    fn copy_data(&mut self, c: &CopyData) -> Result<(), StatusReply> {
+        if c.read_handle == c.write_handle {
+            return Err(StatusCode::Failure.with_message("copy-data within one handle"));
+        }
+        let mut from = self.file(&c.read_handle)?.try_clone().map_err(err)?;
+        let to = self.file(&c.write_handle)?;
+        from.seek(SeekFrom::Start(c.read_offset)).map_err(err)?;
+        to.seek(SeekFrom::Start(c.write_offset)).map_err(err)?;
+        let limit = if c.length == 0 { u64::MAX } else { c.length };
+        std::io::copy(&mut (&mut from).take(limit), to).map_err(err)?;
+        Ok(())
+    }
+
     fn file(&mut self, handle: &str) -> Result<&mut File, StatusReply> {
         match self.handles.get_mut(handle) {
             Some(Open::File(f)) => Ok(f),
@@ -109,34 +126,6 @@ pub fn attrs(m: &std::fs::Metadata) -> FileAttributes {
     }
 }
 
-/// `ls -l` style line, which sftp clients print for `ls -l`.
-fn longname(name: &str, m: &std::fs::Metadata) -> String {
-    let kind = match m.mode() & libc::S_IFMT {
-        libc::S_IFDIR => 'd',
-        libc::S_IFLNK => 'l',
-        libc::S_IFCHR => 'c',
-        libc::S_IFBLK => 'b',
-        libc::S_IFIFO => 'p',
-        libc::S_IFSOCK => 's',
-        _ => '-',
-    };
-    let mut perms = String::with_capacity(9);
-    for shift in [6u32, 3, 0] {
-        let bits = (m.mode() >> shift) & 7;
-        perms.push(if bits & 4 != 0 { 'r' } else { '-' });
-        perms.push(if bits & 2 != 0 { 'w' } else { '-' });
-        perms.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    format!(
-        "{kind}{perms} {:>3} {:<8} {:<8} {:>8} {}",
-        m.nlink(),
-        m.uid(),
-        m.gid(),
-        m.size(),
-        name
-    )
-}
-
 fn apply_attrs(path: &Path, a: &FileAttributes) -> std::io::Result<()> {
     if let Some(size) = a.size {
         OpenOptions::new().write(true).open(path)?.set_len(size)?;
@@ -173,7 +162,11 @@ impl russh_sftp::server::Handler for Sftp {
         _version: u32,
         _extensions: HashMap<String, String>,
     ) -> Result<Version, Self::Error> {
-        Ok(Version::new())
+        let mut v = Version::new();
+        for (name, version) in sftp_ext::ADVERTISED {
+            v.extensions.insert(name.into(), version.into());
+        }
+        Ok(v)
     }
 
     async fn open(
@@ -295,6 +288,12 @@ impl russh_sftp::server::Handler for Sftp {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let names = Names::load(Path::new("/"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let longname =
+            |name: &str, m: &std::fs::Metadata| sftp_names::longname(name, m, &names, now);
         let mut entries = Vec::new();
         for name in [".", ".."] {
             if let Ok(m) = std::fs::symlink_metadata(Path::new(&path).join(name)) {
@@ -413,6 +412,29 @@ impl russh_sftp::server::Handler for Sftp {
         // every client relies on): the first is the target.
         std::os::unix::fs::symlink(&linkpath, &targetpath).map_err(err)?;
         Ok(ok(id))
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        match sftp_ext::parse(&request, &data)? {
+            Request::PosixRename { from, to } => std::fs::rename(from, to).map_err(err)?,
+            Request::Hardlink { target, link } => std::fs::hard_link(target, link).map_err(err)?,
+            Request::Statvfs { path } => {
+                return sftp_ext::statvfs(id, Path::new(&path)).map_err(err)
+            }
+            Request::Fsync { handle } => self.file(&handle)?.sync_all().map_err(err)?,
+            Request::CopyData(c) => self.copy_data(&c)?,
+            Request::UsersGroupsById { uids, gids } => {
+                let names = Names::load(Path::new("/"));
+                return Ok(sftp_names::users_groups_reply(id, &uids, &gids, &names));
+            }
+            Request::Unsupported => return Err(StatusCode::OpUnsupported.into()),
+        }
+        Ok(Packet::Status(ok(id)))
     }
 }
 

@@ -32,9 +32,15 @@ pub struct Launch<'a> {
     pub term: Option<&'a str>,
     /// The PTY slave, when there is one: stdio and controlling terminal.
     pub tty: Option<&'a OwnedFd>,
+    /// The PTY slave's path (`SSH_TTY`), when there is one.
+    pub tty_name: Option<&'a Path>,
     pub agent_socket: Option<&'a Path>,
     /// `SSH_CONNECTION`: "client_ip client_port server_ip server_port".
     pub connection: &'a str,
+    /// `SSH_CLIENT`: "client_ip client_port server_port". Besides scripts
+    /// that read it, bash uses it to tell it was started by an SSH server
+    /// and then reads ~/.bashrc for commands, as under OpenSSH.
+    pub client: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,12 +118,17 @@ pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
         .env("LOGNAME", &l.user.name)
         .env("PATH", path_var)
         .env("SSH_CONNECTION", l.connection)
+        .env("SSH_CLIENT", l.client)
+        .env("MAIL", Path::new("/var/mail").join(&l.user.name))
         .env(
             "SHELL",
             l.user.shell.as_deref().unwrap_or(Path::new("/bin/sh")),
         );
     if let Some(term) = l.term {
         cmd.env("TERM", term);
+    }
+    if let Some(name) = l.tty_name {
+        cmd.env("SSH_TTY", name);
     }
     if let Some(sock) = l.agent_socket {
         cmd.env("SSH_AUTH_SOCK", sock);
@@ -248,8 +259,10 @@ mod tests {
             env,
             term: None,
             tty: None,
+            tty_name: None,
             agent_socket: None,
             connection: "10.0.0.1 5000 10.0.0.2 22",
+            client: "10.0.0.1 5000 22",
         };
         let out = command(&l).unwrap().output().await.unwrap();
         (
@@ -265,12 +278,18 @@ mod tests {
         let env = vec![("GREETING".to_string(), "hi there".to_string())];
         let (out, _, code) = run(
             &u,
-            What::Exec("echo \"$GREETING\" $SSH_CONNECTION; env | grep -c CARGO; exit 3".into()),
+            What::Exec(
+                "echo \"$GREETING\" $SSH_CONNECTION \"[$SSH_CLIENT]\" $MAIL; env | grep -c CARGO; exit 3"
+                    .into(),
+            ),
             &env,
         )
         .await;
         assert_eq!(code, 3);
-        assert_eq!(out, "hi there 10.0.0.1 5000 10.0.0.2 22\n0\n");
+        assert_eq!(
+            out,
+            "hi there 10.0.0.1 5000 10.0.0.2 22 [10.0.0.1 5000 22] /var/mail/tester\n0\n"
+        );
     }
 
     #[tokio::test]
@@ -284,8 +303,10 @@ mod tests {
             env: &[],
             term: None,
             tty: None,
+            tty_name: None,
             agent_socket: None,
             connection: "",
+            client: "",
         };
         let err = command(&l).unwrap_err();
         assert_eq!(err.exit_status(), 127);

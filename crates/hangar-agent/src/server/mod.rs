@@ -4,12 +4,14 @@
 
 mod auth;
 mod forward;
+mod grace;
 mod launch;
 mod pty;
 mod session;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ use crate::passwd::{self, User};
 /// Subsystem that asks PID 1 to power the guest off (docs/api.md, "Guest
 /// agent protocol"): works on images with no shell and no `poweroff`.
 pub const POWEROFF_SUBSYSTEM: &str = "hangar-poweroff";
+
+pub use grace::DEFAULT_LOGIN_GRACE;
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let host_key = load_host_key(&opts.host_key)?;
@@ -49,12 +53,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(opts.listen);
+        let logged_in = Arc::new(AtomicBool::new(false));
         let handler = Connection {
             shared: Arc::clone(&shared),
             peer,
             local,
             user: None,
+            logged_in: Arc::clone(&logged_in),
         };
+        let stream = grace::GraceStream::new(stream, opts.login_grace_time, logged_in);
         let config = Arc::clone(&config);
         tokio::spawn(async move {
             match russh::server::run_stream(config, stream, handler).await {
@@ -112,6 +119,8 @@ struct Connection {
     local: SocketAddr,
     /// Set once authenticated.
     user: Option<User>,
+    /// Set once authenticated; ends the login grace time.
+    logged_in: Arc<AtomicBool>,
 }
 
 impl Connection {
@@ -150,6 +159,7 @@ impl russh::server::Handler for Connection {
             Some(u) => {
                 tracing::info!(peer = %self.peer, user, "accepted publickey");
                 self.user = Some(u);
+                self.logged_in.store(true, Ordering::Release);
                 Ok(Auth::Accept)
             }
             None => {
@@ -210,6 +220,22 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)
+    }
+
+    /// X11 forwarding is not offered: say so (as sshd does with
+    /// `X11Forwarding no`) instead of leaving the request unanswered, which
+    /// would shift every later reply the client is waiting for.
+    #[allow(clippy::too_many_arguments)]
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
     }
 
     async fn env_request(

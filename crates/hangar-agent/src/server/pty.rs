@@ -4,17 +4,26 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use nix::pty::{openpty, Winsize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+/// Once the session's command has exited, how long the terminal may stay
+/// quiet before the session ends without waiting for EOF.
+const QUIET_AFTER_EXIT: Duration = Duration::from_millis(100);
 
 pub struct Pty {
     pub master: PtyMaster,
     pub slave: OwnedFd,
+    /// The slave's path (/dev/pts/N), for `SSH_TTY`.
+    pub name: Option<PathBuf>,
 }
 
 /// The master side; clones share the fd (one reads, one writes).
@@ -23,6 +32,7 @@ pub struct PtyMaster(Arc<AsyncFd<OwnedFd>>);
 
 pub fn open(cols: u32, rows: u32) -> io::Result<Pty> {
     let pair = openpty(Some(&winsize(cols, rows)), None).map_err(io::Error::from)?;
+    let name = nix::unistd::ttyname(&pair.slave).ok();
     let flags = nix::fcntl::fcntl(&pair.master, nix::fcntl::FcntlArg::F_GETFL)?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&pair.master, nix::fcntl::FcntlArg::F_SETFL(flags))?;
@@ -32,6 +42,7 @@ pub fn open(cols: u32, rows: u32) -> io::Result<Pty> {
     Ok(Pty {
         master: PtyMaster(Arc::new(master)),
         slave: pair.slave,
+        name,
     })
 }
 
@@ -58,6 +69,46 @@ impl PtyMaster {
             tracing::debug!(error = %io::Error::last_os_error(), "TIOCSWINSZ");
         }
     }
+}
+
+/// Copies the terminal's output to `tx` until every process has closed the
+/// terminal or, once the session's command has exited (`exited` turns
+/// true), until the terminal has been quiet for [`QUIET_AFTER_EXIT`]. A job
+/// that left the session (`setsid`, a daemon) but kept the terminal as its
+/// stdio must not hold the session open: sshd ends it with the command too.
+pub async fn pump_output(
+    mut master: PtyMaster,
+    mut tx: impl AsyncWrite + Unpin,
+    mut exited: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut command_gone = *exited.borrow();
+    loop {
+        let read = if command_gone {
+            match tokio::time::timeout(QUIET_AFTER_EXIT, master.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_quiet) => break,
+            }
+        } else {
+            tokio::select! {
+                r = master.read(&mut buf) => r,
+                changed = exited.changed() => {
+                    // A dropped sender also means the wait is over.
+                    command_gone = changed.is_err() || *exited.borrow();
+                    continue;
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx.flush().await;
 }
 
 impl AsyncRead for PtyMaster {

@@ -111,6 +111,7 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
         ctx.local.ip(),
         ctx.local.port()
     );
+    let client = format!("{} {} {}", ctx.peer.ip(), ctx.peer.port(), ctx.local.port());
     // sftp is a byte protocol: never through a terminal.
     let pty_req = if what == What::Sftp { None } else { pty_req };
     let opened = match &pty_req {
@@ -126,8 +127,10 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
         env: &env,
         term: pty_req.as_ref().map(|p| p.term.as_str()),
         tty: opened.as_ref().map(|p| &p.slave),
+        tty_name: opened.as_ref().and_then(|p| p.name.as_deref()),
         agent_socket: agent.as_ref().map(|a| a.path()),
         connection: &connection,
+        client: &client,
     };
     let spawned = launch::command(&launch).and_then(|mut c| c.spawn().map_err(Into::into));
     let mut child = match spawned {
@@ -146,14 +149,16 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
     // Output pumps; stdin is fed from the channel below.
     let mut stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = None;
     let mut pumps = Vec::new();
+    // Tells the PTY pump that the session's command has exited.
+    let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
     let master = match opened {
         Some(pair) => {
             drop(pair.slave); // the child has its copies
-            let mut out = pair.master.clone();
-            let mut tx = write.make_writer();
-            pumps.push(tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut out, &mut tx).await;
-            }));
+            pumps.push(tokio::spawn(pty::pump_output(
+                pair.master.clone(),
+                write.make_writer(),
+                exited_rx.clone(),
+            )));
             stdin = Some(Box::new(pair.master.clone()));
             Some(pair.master)
         }
@@ -179,6 +184,7 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
 
     let done = async {
         let status = child.wait().await;
+        let _ = exited_tx.send(true);
         for p in pumps {
             let _ = p.await;
         }
@@ -208,8 +214,11 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
                     }
                 }
                 Some(ChannelMsg::Signal { signal }) => {
+                    // To the session's process group, as sshd does: the
+                    // command runs in its own session, so its children
+                    // (not in a job of their own) get it too.
                     if let (Some(pid), Some(sig)) = (pid, to_nix_signal(&signal)) {
-                        let _ = nix::sys::signal::kill(pid, sig);
+                        let _ = nix::sys::signal::killpg(pid, sig);
                     }
                 }
                 None | Some(ChannelMsg::Close) => {

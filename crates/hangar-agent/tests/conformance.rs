@@ -21,6 +21,8 @@
 //!   sntrup761x25519, umac and hmac-sha1 (russh's defaults).
 //! - authorized_keys lines with options are refused, not honoured.
 //! - a nologin/false login shell falls back to /bin/sh.
+//! - a home that does not exist: the agent starts in / without a word
+//!   (sshd prints "Could not chdir to home directory").
 //! - `signal` requests are delivered (Debian's sshd 9.2 refuses them here).
 //!
 //! Needs root (sshd, user switching): run with `--include-ignored` as root.

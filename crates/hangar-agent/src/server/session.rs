@@ -157,7 +157,7 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
             pumps.push(tokio::spawn(pty::pump_output(
                 pair.master.clone(),
                 write.make_writer(),
-                exited_rx.clone(),
+                exited_rx,
             )));
             stdin = Some(Box::new(pair.master.clone()));
             Some(pair.master)

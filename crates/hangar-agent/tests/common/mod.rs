@@ -386,18 +386,23 @@ pub struct TempUser {
 
 impl TempUser {
     pub fn create(tag: &str, shell: &str) -> TempUser {
+        TempUser::create_with_home(tag, shell, None)
+    }
+
+    /// `home`: a home dir that is not made (it need not exist).
+    pub fn create_with_home(tag: &str, shell: &str, home: Option<&Path>) -> TempUser {
         let name = format!("hangar-conf-{}-{tag}", std::process::id());
         let _lock = USERS.lock().unwrap_or_else(|e| e.into_inner());
         // '*' (not the default '!'): an account with a locked password is
         // refused by OpenSSH even for publickey logins.
         let ok = retry(|| {
-            Command::new("useradd")
-                .args(["--system", "--create-home", "--shell", shell])
-                .args(["--password", "*"])
-                .arg(&name)
-                .status()
-                .unwrap()
-                .success()
+            let mut c = Command::new("useradd");
+            c.args(["--system", "--shell", shell, "--password", "*"]);
+            match home {
+                Some(h) => c.arg("--no-create-home").arg("--home-dir").arg(h),
+                None => c.arg("--create-home"),
+            };
+            c.arg(&name).status().unwrap().success()
         });
         assert!(ok, "useradd {name} failed");
         let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
@@ -414,13 +419,14 @@ impl Drop for TempUser {
         let _lock = USERS.lock().unwrap_or_else(|e| e.into_inner());
         let name = self.name.clone();
         let removed = retry(|| {
-            Command::new("userdel")
+            // userdel fails on a home that never existed yet removes the
+            // user: what counts is that the user is gone.
+            let _ = Command::new("userdel")
                 .args(["--remove", "--force"])
                 .arg(&name)
                 .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
+                .status();
+            matches!(nix::unistd::User::from_name(&name), Ok(None))
         });
         if !removed {
             eprintln!("could not remove the test user {name}: remove it by hand");

@@ -213,6 +213,22 @@ pub(crate) fn non_root_user_runs_as_itself_and_cannot_write_root_files(kind: Ser
         // authorized keys (who can log in as root anyway) get there.
         Server::Agent => assert_eq!(ok_output(&s, &out), format!("{}\n", locked.uid)),
     }
+
+    // A user whose home does not exist starts in /.
+    let missing = PathBuf::from(format!("/nonexistent-hangar-conf-{}", std::process::id()));
+    let homeless = TempUser::create_with_home(&format!("{tag}h"), "/bin/sh", Some(&missing));
+    let out = run(remote(s.ssh(&homeless.name), "pwd; echo \"$HOME\""), b"");
+    assert_eq!(ok_output(&s, &out), format!("/\n{}\n", missing.display()));
+    match kind {
+        Server::OpenSsh => assert!(
+            text(&out.stderr).contains("Could not chdir to home directory"),
+            "{}",
+            text(&out.stderr)
+        ),
+        // Known difference, on purpose: the agent says nothing (the
+        // stderr of `hangar exec` is the command's alone).
+        Server::Agent => assert_eq!(text(&out.stderr), ""),
+    }
 }
 
 // ------------------------------------------------- login grace time

@@ -15,6 +15,11 @@ pub(crate) fn sftp_batch_changes_the_disk(kind: Server) {
     fs::write(local.join("tool.sh"), b"#!/bin/sh\n").unwrap();
     fs::set_permissions(local.join("tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     set_mtime(&local.join("tool.sh"), 1_000_000_000);
+    // More entries than one READDIR answer holds.
+    fs::create_dir(r.join("many")).unwrap();
+    for i in 0..300 {
+        fs::write(r.join("many").join(format!("f{i:03}")), b"").unwrap();
+    }
     let batch = format!(
         "mkdir {rd}/d\n\
          put {l}/a.bin {rd}/d/a.bin\n\
@@ -38,6 +43,7 @@ pub(crate) fn sftp_batch_changes_the_disk(kind: Server) {
          put -f {l}/tool.sh {rd}/d/synced\n\
          copy {rd}/d/b.bin {rd}/d/copied\n\
          df {rd}/d\n\
+         ls -1 {rd}/many\n\
          cd {rd}/d\n\
          pwd\n\
          ls\n"
@@ -56,6 +62,11 @@ pub(crate) fn sftp_batch_changes_the_disk(kind: Server) {
         listing.contains(&format!("Remote working directory: {rd}/d")),
         "{listing}"
     );
+    let many: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with(&format!("{rd}/many/f")))
+        .collect();
+    assert_eq!(many.len(), 300, "{listing}");
 
     let d = r.join("d");
     assert!(fs::read(d.join("b.bin")).unwrap() == data, "put differs");

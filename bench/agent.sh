@@ -8,17 +8,23 @@
 # agent/sshd are the figures):
 #  1. exec latency on a running VM: `hangar exec VM -- true`, with its
 #     breakdown: CLI start (`hangar --version`), API round trip
-#     (`hangar vm show VM` minus CLI start), the rest (channel open, guest
-#     fork/exec, exit status); OpenSSH with a warm ControlMaster to each
-#     guest (the master lives in the VM namespace; the timed mux client
-#     needs no network, so it runs without `ip netns exec`, whose own cost
-#     is timed on its own row); the guest's own cost of starting `bash -c
-#     true` (what both servers run for an exec: the user's shell), timed in
-#     the guest;
+#     (`hangar vm show VM` minus CLI start), the rest (channel open, exec
+#     request, guest process start, exit status); the guest's own cost of
+#     starting `bash -c true` (what both servers run for an exec: the user's
+#     shell with -c) and of a bare fork/exec, timed inside the guest;
+#     OpenSSH with a warm ControlMaster to each guest (the master lives in
+#     the VM namespace; the timed mux client needs no network, so it runs
+#     without `ip netns exec`, which is also timed on its own rows): `true`,
+#     a direct-tcpip channel to a closed guest port (one channel-open round
+#     trip, no process in the guest) and `ssh -O check` (the mux client
+#     alone). Every command once per round, in a new random order each round;
+#     hyperfine's (not interleaved) median of `hangar exec`;
 #  2. boot to ready: `vm create` → first `exec true` → `vm rm --force`,
-#     wall time and the daemon's logged boot_to_ssh_ms;
-#  3. the agent binary's size, and memory in each guest after the exec
-#     rounds (VmHWM, VmRSS, Pss of every process but the measuring one).
+#     wall time and the daemon's logged boot_to_ssh_ms (boot snapshots on,
+#     saved by each daemon's image pull);
+#  3. the agent binary's size; memory in each guest after the exec rounds
+#     (VmHWM, VmRSS from status, Rss and Pss from smaps_rollup, of every
+#     process but the measuring one); idle CPU of each VMM over 10 s.
 # Everything network-related lives in namespaces made and removed here;
 # only processes started here are stopped.
 # Usage: bench/agent.sh [EXEC_ROUNDS [BOOT_ROUNDS]]   (as root; defaults 20 and 3)
@@ -139,8 +145,20 @@ done
 # --- 1. exec latency: every command once per round, in a new random order
 # each round (a fixed order gives each command the same predecessor, whose
 # aftermath, e.g. a guest still reaping, it would always pay for).
+# *:ssh-chan: a warm ControlMaster opens a direct-tcpip channel to a closed
+# port of the guest: one channel-open round trip to the server and back,
+# no process started in the guest; *:ssh-check: `ssh -O check`, the mux
+# client's own cost (no server involved).
+# *:spawn-* time, inside the guest, what the guest itself spends per exec:
+# starting `bash -c true` (what both servers run for an exec: the user's
+# shell with -c), and a bare fork/exec of /bin/true (µs per start, mean of 5).
 cmds=(cli-start agent:show sshd:show agent:exec sshd:exec agent:ssh-mux sshd:ssh-mux
-  agent:netns-ssh-mux sshd:netns-ssh-mux netns-exec)
+  agent:netns-ssh-mux sshd:netns-ssh-mux netns-exec
+  agent:spawn-bash sshd:spawn-bash agent:spawn-true sshd:spawn-true agent:ssh-chan sshd:ssh-chan
+  agent:ssh-check sshd:ssh-check)
+guest_spawn() {
+  h "$1" exec "${vm[$1]}" -- sh -c "n=5; i=0; s=\$(date +%s%N); while [ \$i -lt \$n ]; do $2; i=\$((i+1)); done; e=\$(date +%s%N); echo \$(( (e - s) / n / 1000 ))"
+}
 run_cmd() {
   case $1 in
     cli-start) "$bin" --version ;;
@@ -149,12 +167,22 @@ run_cmd() {
     *:exec) h "${1%%:*}" exec "${vm[${1%%:*}]}" -- true ;;
     *:netns-ssh-mux) ssh_args "${1%%:*}"; ip netns exec "${ns[${1%%:*}]}" ssh "${sa[@]}" true ;;
     *:ssh-mux) ssh_args "${1%%:*}"; ssh "${sa[@]}" true ;;
+    *:ssh-check) ssh_args "${1%%:*}"; ssh "${sa[@]}" -O check 2>/dev/null ;;
+    *:ssh-chan) ssh_args "${1%%:*}"; { ssh "${sa[@]}" -W 127.0.0.1:1 </dev/null 2>&1 || true; } | grep -q 'forwarding request failed' ;;
+    *:spawn-bash) guest_spawn "${1%%:*}" "bash -c true" ;;
+    *:spawn-true) guest_spawn "${1%%:*}" /bin/true ;;
   esac
 }
 declare -A lat
-for c in "${cmds[@]}"; do for _ in 1 2 3; do run_cmd "$c" >/dev/null; done; done
+for c in "${cmds[@]}"; do
+  case $c in *:spawn-*) run_cmd "$c" >/dev/null; continue ;; esac
+  for _ in 1 2 3; do run_cmd "$c" >/dev/null; done
+done
 for r in $(seq "$exec_rounds"); do
   for c in $(shuf -e "${cmds[@]}"); do
+    case $c in
+      *:spawn-*) lat[$c]+="$(run_cmd "$c") "; continue ;;
+    esac
     a=${EPOCHREALTIME/./}
     run_cmd "$c" >/dev/null || { echo "$c failed" >&2; exit 1; }
     b=${EPOCHREALTIME/./}
@@ -168,20 +196,6 @@ hyperfine -N --warmup 3 --runs "$exec_rounds" --export-json "$work/hf.json" \
   -n agent "env HANGAR_CONFIG=$work/agent.toml $bin exec ${vm[agent]} -- true" \
   -n sshd "env HANGAR_CONFIG=$work/sshd.toml $bin exec ${vm[sshd]} -- true" >/dev/null 2>&1
 hf=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(" ".join("%s %.1f" % (x["command"], x["median"] * 1000) for x in r))' "$work/hf.json")
-
-# The guest's own cost of starting `bash -c true` (what both servers run
-# for an exec: the user's shell with -c) and of a bare fork/exec of
-# /bin/true, timed inside each guest; µs per start.
-guest_spawn() {
-  h "$1" exec "${vm[$1]}" -- sh -c "n=20; i=0; s=\$(date +%s%N); while [ \$i -lt \$n ]; do $2; i=\$((i+1)); done; e=\$(date +%s%N); echo \$(( (e - s) / n / 1000 ))"
-}
-declare -A spawn bare
-for r in 1 2 3; do
-  for s in $sides; do
-    spawn[$s]+="$(guest_spawn "$s" "bash -c true") "
-    bare[$s]+="$(guest_spawn "$s" /bin/true) "
-  done
-done
 
 # --- 3. memory in each guest after the exec rounds: every userspace
 # process but the measuring shell and its children.
@@ -221,6 +235,24 @@ print(f"  {side:5} all of these: VmHWM {mib(tot,'VmHWM')} VmRSS {mib(tot,'VmRSS'
 open(totals, "w").write(" ".join(str(tot[k]) for k in keys) + "\n")
 PY
 }
+# CPU the idle guests cost the host (both VMMs over the same 10 s window),
+# in % of one core: a server that polls instead of sleeping shows here.
+vmm_pids=""
+for s in $sides; do
+  vmm_pids+="$(h "$s" --json vm show "${vm[$s]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])') "
+done
+idle_cpu=$(python3 - $vmm_pids <<'PY'
+import os, sys, time
+def ticks(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+pids = sys.argv[1:]
+a = [ticks(p) for p in pids]; t0 = time.time(); time.sleep(10)
+b = [ticks(p) for p in pids]; dt = time.time() - t0
+hz = os.sysconf("SC_CLK_TCK")
+print(" ".join(f"{(y - x) / hz / dt * 100:.1f}" for x, y in zip(a, b)))
+PY
+)
 sshd_size=$(h sshd exec "${vm[sshd]}" -- stat -c %s /usr/sbin/sshd)
 for s in $sides; do h "$s" vm rm --force "${vm[$s]}" >/dev/null; done
 
@@ -258,17 +290,18 @@ for s in $sides; do
   declare "rest_$s=$(python3 -c "print(f'{$(lat_ms $s:exec) - $(lat_ms $s:show):.1f}')")"
 done
 row "  exec minus show (channel, guest, exit)" "$rest_agent" "$rest_sshd"
-row "  guest: start of bash -c true (in guest)" \
-  "$(echo "${spawn[agent]}" | median | awk '{printf "%.1f", $1/1000}')" \
-  "$(echo "${spawn[sshd]}" | median | awk '{printf "%.1f", $1/1000}')"
-row "  guest: fork/exec of /bin/true (in guest)" \
-  "$(echo "${bare[agent]}" | median | awk '{printf "%.1f", $1/1000}')" \
-  "$(echo "${bare[sshd]}" | median | awk '{printf "%.1f", $1/1000}')"
-for s in $sides; do
-  declare "chan_$s=$(python3 -c "print(f'{$(lat_ms $s:exec) - $(lat_ms $s:show) - $(echo "${spawn[$s]}" | median) / 1000:.1f}')")"
-done
-row "  remainder: channel, exec request, exit" "$chan_agent" "$chan_sshd"
+row "  guest: start of bash -c true (in guest)" "$(lat_ms agent:spawn-bash)" "$(lat_ms sshd:spawn-bash)"
+row "  (guest: fork/exec of /bin/true)" "$(lat_ms agent:spawn-true)" "$(lat_ms sshd:spawn-true)"
 row "ssh mux (warm ControlMaster) true" "$(lat_ms agent:ssh-mux)" "$(lat_ms sshd:ssh-mux)"
+row "  ssh mux: channel open (direct-tcpip refused)" "$(lat_ms agent:ssh-chan)" "$(lat_ms sshd:ssh-chan)"
+for s in $sides; do
+  declare "open_$s=$(python3 -c "print(f'{$(lat_ms $s:ssh-chan) - $(lat_ms $s:ssh-check):.1f}')")"
+done
+row "    of which the server (minus ssh -O check)" "$open_agent" "$open_sshd"
+for s in $sides; do
+  declare "req_$s=$(python3 -c "print(f'{$(lat_ms $s:ssh-mux) - $(lat_ms $s:ssh-chan):.1f}')")"
+done
+row "  ssh mux true minus channel open" "$req_agent" "$req_sshd"
 row "ip netns exec NS ssh mux true" "$(lat_ms agent:netns-ssh-mux)" "$(lat_ms sshd:netns-ssh-mux)"
 row "hyperfine hangar exec (not interleaved)" "$(echo "$hf" | awk '{print $2}')" "$(echo "$hf" | awk '{print $4}')"
 echo "  CLI start (hangar --version): $(lat_ms cli-start) ms; ip netns exec NS true: $(lat_ms netns-exec) ms"
@@ -285,6 +318,7 @@ read -r ah ar a_rss ap < "$work/memtot-agent"; read -r sh_ sr s_rss sp < "$work/
 row "guest userspace: sum of VmHWM (KiB)" "$ah" "$sh_"
 row "guest userspace: sum of Rss (KiB, smaps)" "$a_rss" "$s_rss"
 row "guest userspace: sum of Pss (KiB, smaps)" "$ap" "$sp"
+row "idle VMM CPU over 10 s (% of a core)" $idle_cpu
 row "server binary (bytes; sshd without libs)" "$(stat -c %s "$agent")" "$sshd_size"
 echo
 echo "memory per process (VmHWM/VmRSS: /proc/PID/status, lazily synced counters that can read 0 for an idle PID 1;"
@@ -292,7 +326,9 @@ echo "Rss/Pss: /proc/PID/smaps_rollup, counted from the page tables):"
 cat "$work/memrep-agent" "$work/memrep-sshd"
 echo
 for s in $sides; do
+  echo "per round ($s): vm show ${lat[$s:show]}(µs)"
   echo "per round ($s): exec ${lat[$s:exec]}(µs) | create+first-exec ${first_exec[$s]}| boot_to_ssh ${boot[$s]}| boot ${kinds[$s]}"
 done
-echo "guest bash -c true start (µs, 3 samples of 20): agent ${spawn[agent]}| sshd ${spawn[sshd]}"
-echo "guest /bin/true fork/exec (µs, 3 samples of 20): agent ${bare[agent]}| sshd ${bare[sshd]}"
+for s in $sides; do
+  echo "per round ($s): guest bash -c true start ${lat[$s:spawn-bash]}| /bin/true ${lat[$s:spawn-true]}(µs, mean of 5 each)"
+done

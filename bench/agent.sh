@@ -254,6 +254,8 @@ print(" ".join(f"{(y - x) / hz / dt * 100:.1f}" for x, y in zip(a, b)))
 PY
 )
 sshd_size=$(h sshd exec "${vm[sshd]}" -- stat -c %s /usr/sbin/sshd)
+# sshd and the shared libraries it loads (which other programs share).
+sshd_libs=$(h sshd exec "${vm[sshd]}" -- sh -c 'stat -L -c %s /usr/sbin/sshd $(ldd /usr/sbin/sshd | sed -n "s/.*=> \([^ ]*\) .*/\1/p")' | paste -sd+ | bc)
 for s in $sides; do h "$s" vm rm --force "${vm[$s]}" >/dev/null; done
 
 # --- 2. boot to ready, rounds interleaved, who goes first alternating.
@@ -319,7 +321,8 @@ row "guest userspace: sum of VmHWM (KiB)" "$ah" "$sh_"
 row "guest userspace: sum of Rss (KiB, smaps)" "$a_rss" "$s_rss"
 row "guest userspace: sum of Pss (KiB, smaps)" "$ap" "$sp"
 row "idle VMM CPU over 10 s (% of a core)" $idle_cpu
-row "server binary (bytes; sshd without libs)" "$(stat -c %s "$agent")" "$sshd_size"
+row "server binary (bytes; sshd alone)" "$(stat -c %s "$agent")" "$sshd_size"
+row "server binary (bytes; sshd with its libs)" "$(stat -c %s "$agent")" "$sshd_libs"
 echo
 echo "memory per process (VmHWM/VmRSS: /proc/PID/status, lazily synced counters that can read 0 for an idle PID 1;"
 echo "Rss/Pss: /proc/PID/smaps_rollup, counted from the page tables):"

@@ -9,6 +9,7 @@ rounds=$1; shift
 bin=$PWD/target/release/hangar
 [ -x "$bin" ] || cargo build --release -p hangar
 work=$(mktemp -d /tmp/hangar-bootargs.XXXXXX)
+chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
 ns=hgbootargs-$$
 pids=()
 cleanup() {

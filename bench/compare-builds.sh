@@ -16,6 +16,7 @@ new=${NEW:-$PWD/target/release/hangar}
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
 
 work=$(mktemp -d /tmp/hangar-cmp.XXXXXX)
+chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
 mnt=$work/btrfs
 declare -A daemons bins
 bins[old]=$old

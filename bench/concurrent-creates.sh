@@ -21,6 +21,7 @@ modes=${MODES:-nogate gate}
 [ -x "$bin" ] || { echo "no hangar binary at $bin (cargo build -p hangar, or set BIN)" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/hangar-conc.XXXXXX)
+chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
 mnt=$work/btrfs
 daemon_pid=
 ns=

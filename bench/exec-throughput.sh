@@ -8,6 +8,7 @@ mb=${1:-20}
 bin=$PWD/target/release/hangar
 [ -x "$bin" ] || cargo build --release -p hangar
 work=$(mktemp -d /tmp/hangar-tput.XXXXXX)
+chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
 ns=hgtput-$$
 daemon=""
 cleanup() {

@@ -295,6 +295,8 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
         ("DELETE", "/v1/images/nope"),
         ("GET", "/v1/operations/nope"),
         ("POST", "/v1/operations/nope/cancel"),
+        ("GET", "/v1/vms/nope/files?path=/etc/hosts"),
+        ("PUT", "/v1/vms/nope/files?path=/tmp/x"),
     ] {
         let err = expect(&mut c, &d, (method, target), "", None, 404).json();
         assert_eq!(err["kind"], "not_found", "{method} {target}: {err}");
@@ -309,6 +311,17 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
     );
     // Without the upgrade headers, exec is refused as invalid.
     expect(&mut c, &d, ("POST", "/v1/vms/nope/exec"), "", None, 400);
+    // The TCP stream: an unknown VM with the upgrade headers, and the
+    // headers missing.
+    expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/vms/nope/tcp/22"),
+        "Connection: Upgrade\r\nUpgrade: hangar-tcp\r\n",
+        None,
+        404,
+    );
+    expect(&mut c, &d, ("POST", "/v1/vms/nope/tcp/22"), "", None, 400);
 
     // Bad input to create: a bad name, a body that does not parse, an
     // unknown field, an unknown image.

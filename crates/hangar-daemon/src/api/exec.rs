@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hangar_api::stream::{Frame, UPGRADE_PROTOCOL};
-use hangar_api::{ApiError, ExecRequest, VmState};
+use hangar_api::{ApiError, ExecRequest};
 use hangar_guest::{ExecSpec, Input, Output};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,19 +78,7 @@ pub async fn exec(
         serde_json::from_slice(&body)
             .map_err(|e| HttpError(ApiError::invalid(format!("invalid exec request: {e}"))))?
     };
-    let rec = d.vms.find_vm(&name)?;
-    if rec.state != VmState::Running || rec.runtime.is_none() {
-        let next = match rec.state {
-            VmState::Creating | VmState::Starting | VmState::Stopping => {
-                "wait for its operation to finish (`hangar op ls`)".to_string()
-            }
-            _ => format!("start it first with `hangar vm start {name}`"),
-        };
-        return Err(HttpError(ApiError::conflict(format!(
-            "VM {name:?} is {}; {next}",
-            rec.state
-        ))));
-    }
+    let rec = super::running_vm(&d, &name)?;
     // Connect before switching protocols so an unreachable guest is a
     // plain HTTP error.
     let client = d.vms.guest_client(&rec).await?;

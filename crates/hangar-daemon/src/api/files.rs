@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
-use hangar_api::{ApiError, GuestFileQuery, GuestFileWritten, VmState};
+use hangar_api::{ApiError, GuestFileQuery, GuestFileWritten};
 use hangar_guest::GuestFiles;
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -25,13 +25,7 @@ use crate::daemon::Daemon;
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 async fn open_files(d: &Daemon, name: &str) -> Result<GuestFiles, HttpError> {
-    let rec = d.vms.find_vm(name)?;
-    if rec.state != VmState::Running || rec.runtime.is_none() {
-        return Err(HttpError(ApiError::conflict(format!(
-            "VM {name:?} is {}; start it first with `hangar vm start {name}`",
-            rec.state
-        ))));
-    }
+    let rec = super::running_vm(d, name)?;
     let client = d.vms.guest_client(&rec).await?;
     client
         .files()

@@ -86,6 +86,26 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
+/// The record of a VM that is running, or a `conflict` saying what to do
+/// (exec, TCP streams and file copies need a running guest).
+fn running_vm(d: &Daemon, name: &str) -> Result<hangar_store::VmRecord, HttpError> {
+    let rec = d.vms.find_vm(name)?;
+    use hangar_api::VmState;
+    if rec.state == VmState::Running && rec.runtime.is_some() {
+        return Ok(rec);
+    }
+    let next = match rec.state {
+        VmState::Creating | VmState::Starting | VmState::Stopping => {
+            "wait for its operation to finish (`hangar op ls`)".to_string()
+        }
+        _ => format!("start it first with `hangar vm start {name}`"),
+    };
+    Err(HttpError(ApiError::conflict(format!(
+        "VM {name:?} is {}; {next}",
+        rec.state
+    ))))
+}
+
 async fn not_found() -> HttpError {
     HttpError(ApiError::not_found(
         "no such API endpoint; the API lives under /v1 (see docs/api.md)",

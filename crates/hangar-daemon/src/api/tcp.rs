@@ -12,7 +12,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hangar_api::stream::TCP_UPGRADE_PROTOCOL;
-use hangar_api::{ApiError, VmState};
+use hangar_api::ApiError;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
@@ -78,13 +78,7 @@ pub async fn connect_tcp(
     let slot = req
         .extensions_mut()
         .remove::<Arc<super::conn_limit::ConnSlot>>();
-    let rec = d.vms.find_vm(&name)?;
-    if rec.state != VmState::Running || rec.runtime.is_none() {
-        return Err(HttpError(ApiError::conflict(format!(
-            "VM {name:?} is {}; start it first with `hangar vm start {name}`",
-            rec.state
-        ))));
-    }
+    let rec = super::running_vm(&d, &name)?;
     // Connect before switching protocols, so a closed port is an HTTP error.
     let addr = SocketAddr::new(rec.ip.into(), port);
     let mut tcp = d

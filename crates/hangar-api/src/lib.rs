@@ -16,4 +16,7 @@ pub use image::{
 };
 pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};
-pub use vm::{CreateVmRequest, ExecRequest, GuestFileQuery, GuestFileWritten, VmInfo, VmState};
+pub use vm::{
+    validate_user_name, CreateVmRequest, ExecRequest, GuestFileQuery, GuestFileWritten, VmInfo,
+    VmState,
+};

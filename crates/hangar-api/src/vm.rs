@@ -124,6 +124,27 @@ pub struct ExecRequest {
     /// Extra environment for the command.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Run as this user of the image (its `/etc/passwd`); absent: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Whether `name` can be a user name in a guest (POSIX portable names:
+/// letters, digits, `_`, `-`, `.`, not starting with `-`, at most 32).
+pub fn validate_user_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "user {name:?} is not a user name (letters, digits, _ - ., at most 32, not starting with -)"
+        ))
+    }
 }
 
 /// Query of `DELETE /v1/vms/{name}`.
@@ -161,4 +182,19 @@ pub struct GuestFileQuery {
 pub struct GuestFileWritten {
     pub path: String,
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_portable_names_and_nothing_a_shell_or_path_could_take() {
+        for ok in ["root", "app", "www-data", "j.doe", "_svc", "u1000"] {
+            assert!(validate_user_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "a/b", "a;b", "$(id)", &"x".repeat(33)] {
+            assert!(validate_user_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

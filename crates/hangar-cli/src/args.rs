@@ -151,6 +151,9 @@ pub struct ExecArgs {
     /// Environment for the command, NAME=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Run as this user of the image (from its /etc/passwd) instead of root.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -177,6 +180,9 @@ pub struct ProxyArgs {
 pub struct SshArgs {
     /// Name of the VM.
     pub name: String,
+    /// Log in as this user of the image (from its /etc/passwd) instead of root.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
     /// Run this instead of the login shell (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,

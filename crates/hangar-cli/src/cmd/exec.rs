@@ -38,6 +38,7 @@ pub async fn exec(client: &Client, a: &ExecArgs) -> u8 {
         cols: Some(cols),
         rows: Some(rows),
         env,
+        user: a.user.clone(),
     };
     stream(client, &a.name, req, !a.no_stdin, raw).await
 }
@@ -52,6 +53,7 @@ pub async fn ssh(client: &Client, a: &SshArgs) -> u8 {
         cols: Some(cols),
         rows: Some(rows),
         env: Vec::new(),
+        user: a.user.clone(),
     };
     stream(client, &a.name, req, true, tty).await
 }

@@ -79,9 +79,15 @@ pub async fn exec(
             .map_err(|e| HttpError(ApiError::invalid(format!("invalid exec request: {e}"))))?
     };
     let rec = super::running_vm(&d, &name)?;
-    // Connect before switching protocols so an unreachable guest is a
-    // plain HTTP error.
-    let client = d.vms.guest_client(&rec).await?;
+    // Connect before switching protocols so an unreachable guest (or an
+    // unknown user) is a plain HTTP error.
+    let client = match spec.user.as_deref() {
+        None | Some("root") => d.vms.guest_client(&rec).await?,
+        Some(user) => {
+            hangar_api::validate_user_name(user).map_err(|e| HttpError(ApiError::invalid(e)))?;
+            Arc::new(d.vms.connect_guest_as(&rec, user).await?)
+        }
+    };
     // The upgraded stream outlives the HTTP connection: it keeps the
     // connection's slot, so exec streams count against the user's cap.
     let slot = req_slot;

@@ -44,6 +44,35 @@ impl VmService {
         Ok(client)
     }
 
+    /// Opens a fresh SSH connection to a running VM's guest as `user` (the
+    /// guest agent runs its sessions as that user of the image). Not
+    /// cached: only root's connection is shared.
+    pub async fn connect_guest_as(&self, rec: &VmRecord, user: &str) -> Result<GuestClient> {
+        let target = GuestTarget {
+            user: user.to_string(),
+            ..Self::guest_target(rec)
+        };
+        GuestClient::connect(
+            &self.guest_connector(),
+            &target,
+            &self.infra.key,
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|source| match source {
+            // The daemon's key is accepted for root, so a refusal here is
+            // about the user.
+            hangar_guest::GuestError::AuthRejected { .. } => DaemonError::invalid(format!(
+                "VM {:?} has no user {user:?} that can log in (the guest agent looks users up in the image's /etc/passwd)",
+                rec.name
+            )),
+            source => DaemonError::GuestUnreachable {
+                context: format!("cannot reach VM {:?} over SSH as {user}", rec.name),
+                source: Box::new(source),
+            },
+        })
+    }
+
     /// Opens a fresh SSH connection to a running VM's guest.
     pub async fn connect_guest(&self, rec: &VmRecord) -> Result<GuestClient> {
         GuestClient::connect(

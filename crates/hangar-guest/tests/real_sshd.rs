@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use hangar_guest::{
 };
 use tokio::sync::mpsc;
 
-const SSHD: &str = "/usr/sbin/sshd";
+use hangar_testsupport::sshd;
 const READY_DEADLINE: Duration = Duration::from_secs(15);
 
 /// One private sshd; killed by PID on drop.
@@ -31,41 +31,16 @@ struct TestSshd {
 impl TestSshd {
     fn start(port: u16, host_key: &HostKey, authorized_key: &str) -> TestSshd {
         hangar_testsupport::require_root("a private sshd that logs in as root");
-        assert!(
-            Path::new(SSHD).exists(),
-            "{SSHD} is missing: apt-get install -y openssh-server"
-        );
-        fs::create_dir_all("/run/sshd").expect("create /run/sshd");
         let dir = tempfile::tempdir().expect("tempdir");
         let host_key_path = dir.path().join("ssh_host_ed25519_key");
         write_mode(&host_key_path, host_key.private_openssh.as_bytes(), 0o600);
         let auth_path = dir.path().join("authorized_keys");
         write_mode(&auth_path, format!("{authorized_key}\n").as_bytes(), 0o600);
         let config_path = dir.path().join("sshd_config");
-        let config = format!(
-            "ListenAddress 127.0.0.1\n\
-             HostKey {}\n\
-             AuthorizedKeysFile {}\n\
-             PidFile none\n\
-             UsePAM no\n\
-             PermitRootLogin prohibit-password\n\
-             StrictModes no\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             PrintMotd no\n\
-             PrintLastLog no\n",
-            host_key_path.display(),
-            auth_path.display()
-        );
+        let config = sshd::base_config(&host_key_path, &auth_path);
         write_mode(&config_path, config.as_bytes(), 0o600);
         let log = fs::File::create(dir.path().join("sshd.log")).expect("log file");
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&config_path)
-            .arg("-p")
-            .arg(port.to_string())
+        let child = sshd::command(&config_path, port)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -88,19 +63,8 @@ impl Drop for TestSshd {
     /// reap them and they would linger as zombies. Clients must therefore be
     /// dropped before the server (declare them after it).
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let children = format!("/proc/{0}/task/{0}/children", child.id());
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until
-                && !fs::read_to_string(&children)
-                    .unwrap_or_default()
-                    .trim()
-                    .is_empty()
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            sshd::stop_after_its_children(child);
         }
     }
 }

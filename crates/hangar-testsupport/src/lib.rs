@@ -7,6 +7,8 @@
 //! message naming the need and how to meet it, never return quietly.
 //! The whole convention is described at the top of `scripts/test.sh`.
 
+pub mod sshd;
+
 use std::path::PathBuf;
 
 /// Panics unless the test runs as root; `why` says what needs it

@@ -21,7 +21,6 @@ use hangar_guest::{
     direct_connector, generate_host_key, wait_ready, DaemonKey, GuestClient, GuestTarget, HostKey,
 };
 
-pub const SSHD: &str = "/usr/sbin/sshd";
 pub const AGENT: &str = env!("CARGO_BIN_EXE_hangar-agent");
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// Names the private sshd accepts in `env` requests (`AcceptEnv`), so the
@@ -267,59 +266,24 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let children = format!("/proc/{0}/task/{0}/children", child.id());
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until
-                && !fs::read_to_string(&children)
-                    .unwrap_or_default()
-                    .trim()
-                    .is_empty()
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            hangar_testsupport::sshd::stop_after_its_children(child);
         }
     }
 }
 
 fn sshd_command(keys: &Keys, port: u16, opts: Options) -> Command {
-    assert!(
-        Path::new(SSHD).exists(),
-        "{SSHD} is missing: apt-get install -y openssh-server"
-    );
-    fs::create_dir_all("/run/sshd").unwrap();
     let config_path = keys.dir.path().join("sshd_config");
-    let mut config = format!(
-        "ListenAddress 127.0.0.1\n\
-         HostKey {}\n\
-         AuthorizedKeysFile {}\n\
-         PidFile none\n\
-         UsePAM no\n\
-         PermitRootLogin prohibit-password\n\
-         StrictModes no\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         PrintMotd no\n\
-         PrintLastLog no\n\
-         AcceptEnv {ACCEPTED_ENV}\n\
-         Subsystem sftp /usr/lib/openssh/sftp-server\n",
-        keys.host_key_path.display(),
-        keys.authorized_keys_path.display()
-    );
+    let mut config =
+        hangar_testsupport::sshd::base_config(&keys.host_key_path, &keys.authorized_keys_path);
+    config.push_str(&format!(
+        "AcceptEnv {ACCEPTED_ENV}\nSubsystem sftp /usr/lib/openssh/sftp-server\n"
+    ));
     if let Some(secs) = opts.login_grace_secs {
         config.push_str(&format!("LoginGraceTime {secs}\n"));
     }
     write_mode(&config_path, config.as_bytes(), 0o600);
-    let mut c = Command::new(SSHD);
-    c.arg("-D")
-        .arg("-e")
-        .arg("-f")
-        .arg(&config_path)
-        .arg("-p")
-        .arg(port.to_string());
-    c
+    hangar_testsupport::sshd::command(&config_path, port)
 }
 
 /// Runs a client command with `stdin`, with a time limit.

@@ -43,6 +43,9 @@ cargo --version
 # rustup cannot download the target (no access to static.rust-lang.org),
 # install the rust-std-x86_64-unknown-linux-musl component from a mirror
 # or an offline rustup dist, or set RUSTUP_DIST_SERVER to a reachable one.
-if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+if ! command -v rustup >/dev/null 2>&1; then
+  echo "install-deps: the guest agent needs the x86_64-unknown-linux-musl target, which needs rustup (this cargo is not rustup's): install rustup (https://rustup.rs) or put a musl rust-std in place" >&2
+  exit 1
+elif ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   rustup target add x86_64-unknown-linux-musl
 fi

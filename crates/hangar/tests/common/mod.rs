@@ -77,9 +77,72 @@ pub struct Netns {
     pub name: String,
 }
 
+/// What a test run killed by SIGKILL (or a machine restart) left behind:
+/// its Drop guards never ran. Namespaces are named `hgt-TAG-PID-N` and temp
+/// dirs `hangar-test-TAG-PID-…`; those of a PID that no longer exists are
+/// removed, once per test process, before a test makes its own. A dir
+/// with a mount still under it is left alone (and named).
+fn sweep_leftovers_of_dead_runs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dead = |pid: &str| {
+            pid.parse::<u32>().is_ok_and(|p| {
+                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+            })
+        };
+        // hgt-TAG-PID-N: the PID is the second-to-last part.
+        let netns_pid = |name: &str| {
+            name.strip_prefix("hgt-")?
+                .rsplit('-')
+                .nth(1)
+                .map(str::to_string)
+        };
+        for e in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if netns_pid(&name).is_some_and(|p| dead(&p)) {
+                eprintln!("removing network namespace {name} left by a killed test run");
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for e in std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // hangar-test-TAG-PID-RANDOM: the PID is the second-to-last part.
+            let Some(pid) = name
+                .strip_prefix("hangar-test-")
+                .and_then(|r| r.rsplit('-').nth(1))
+            else {
+                continue;
+            };
+            if !dead(pid) {
+                continue;
+            }
+            let path = e.path();
+            if mounts.contains(&format!(" {}/", path.display())) {
+                eprintln!(
+                    "leaving {} of a killed test run: something is mounted under it",
+                    path.display()
+                );
+                continue;
+            }
+            eprintln!("removing {} left by a killed test run", path.display());
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    });
+}
+
 impl Netns {
     pub fn create(tag: &str) -> Netns {
         require_root();
+        sweep_leftovers_of_dead_runs();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("hgt-{tag}-{}-{n}", std::process::id());
         let st = Command::new("ip")
@@ -147,7 +210,7 @@ impl TestDaemon {
     pub fn with(tag: &str, opts: Options) -> TestDaemon {
         let netns = Netns::create(tag);
         let dir = tempfile::Builder::new()
-            .prefix(&format!("hangar-test-{tag}-"))
+            .prefix(&format!("hangar-test-{tag}-{}-", std::process::id()))
             .tempdir()
             .unwrap();
         // Search-only for others, like /var/lib: confined VMMs (their own

@@ -15,12 +15,6 @@ use std::time::Duration;
 use common::roles::{test_socket_gid, Role};
 use common::{Options, TestDaemon, IMAGE_CACHE};
 
-fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
-    let mut args = vec!["exec", vm, "--"];
-    args.extend_from_slice(cmd);
-    d.hangar(&args)
-}
-
 /// The ids confined VMMs run as (`[vmm] uid_base`, `uid_count` defaults).
 const VMM_IDS: std::ops::Range<u32> = 200_000..200_000 + 65_536;
 
@@ -94,14 +88,14 @@ fn nothing_under_state_or_runtime_dir_is_readable_by_others_after_a_vm_lifecycle
     let mut d = TestDaemon::with_socket_group("perm-walk", Options::default());
     d.ok(&["image", "pull", "debian-12"]);
     d.ok(&["vm", "create", "gone"]);
-    assert!(exec(&d, "gone", &["true"]).status.success());
+    assert!(d.exec("gone", &["true"]).status.success());
     d.ok(&["vm", "stop", "gone"]);
     d.ok(&["vm", "start", "gone"]);
-    assert!(exec(&d, "gone", &["true"]).status.success());
+    assert!(d.exec("gone", &["true"]).status.success());
     d.ok(&["vm", "stop", "gone"]);
     d.ok(&["vm", "rm", "gone"]);
     d.ok(&["vm", "create", "kept"]);
-    assert!(exec(&d, "kept", &["true"]).status.success());
+    assert!(d.exec("kept", &["true"]).status.success());
 
     // Walked before the restart too: the restarted daemon's repair must
     // not hide a file made loose at creation.
@@ -210,7 +204,7 @@ fn stranger_cannot_read_config_drive_disk_console_or_daemon_key() {
     let after: Vec<_> = targets.iter().map(|(_, p, _)| fingerprint(p)).collect();
     assert_eq!(before, after, "the attack changed a file");
     // The VM still works after the attempts.
-    assert!(exec(&d, "victim", &["true"]).status.success());
+    assert!(d.exec("victim", &["true"]).status.success());
 }
 
 /// Files and dirs an older version left readable (a 0644 config drive in

@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::TestDaemon;
 
-fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
-    let mut args = vec!["exec", vm, "--"];
-    args.extend_from_slice(cmd);
-    d.hangar(&args)
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -116,13 +110,13 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
     register(&d, "busybox", &tree);
 
     d.ok(&["vm", "create", "bb", "--image", "busybox"]);
-    let out = exec(&d, "bb", &["id", "-u"]);
+    let out = d.exec("bb", &["id", "-u"]);
     assert_eq!(stdout(&out).trim(), "0", "{out:?}");
-    let out = exec(&d, "bb", &["sh", "-c", "echo out; echo err >&2; exit 5"]);
+    let out = d.exec("bb", &["sh", "-c", "echo out; echo err >&2; exit 5"]);
     assert_eq!(out.status.code(), Some(5));
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
-    let out = exec(&d, "bb", &["hostname"]);
+    let out = d.exec("bb", &["hostname"]);
     assert_eq!(stdout(&out).trim(), "bb");
     // No sshd anywhere: the agent is what answers.
     assert!(!tree.join("usr/sbin/sshd").exists());
@@ -153,7 +147,7 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
     std::fs::write(&local, "from the host\n").unwrap();
     d.ok(&["cp", &local.display().to_string(), "bb:/root/"]);
     assert_eq!(
-        stdout(&exec(&d, "bb", &["cat", "/root/note.txt"])),
+        stdout(&d.exec("bb", &["cat", "/root/note.txt"])),
         "from the host\n"
     );
     let down = d.dir.path().join("down");
@@ -182,7 +176,7 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
     // Stop powers the guest off through the agent, start boots it again.
     d.ok(&["vm", "stop", "bb"]);
     d.ok(&["vm", "start", "bb"]);
-    assert!(exec(&d, "bb", &["true"]).status.success());
+    assert!(d.exec("bb", &["true"]).status.success());
     d.ok(&["vm", "rm", "--force", "bb"]);
     d.ok(&["image", "rm", "busybox"]);
 }
@@ -201,7 +195,7 @@ fn an_image_without_a_shell_boots_and_runs_programs_directly() {
     register(&d, "distroless", &tree);
 
     d.ok(&["vm", "create", "ds", "--image", "distroless"]);
-    let out = exec(&d, "ds", &["/app/busybox", "echo", "a b", "c"]);
+    let out = d.exec("ds", &["/app/busybox", "echo", "a b", "c"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out), "a b c\n");
     // Files move through sftp without a shell or cat in the image.
@@ -213,7 +207,7 @@ fn an_image_without_a_shell_boots_and_runs_programs_directly() {
     d.ok(&["cp", "ds:/app/blob.bin", &back.display().to_string()]);
     assert_eq!(std::fs::read(&back).unwrap(), blob);
     // What needs a shell fails clearly, with a shell's status.
-    let out = exec(&d, "ds", &["sh", "-c", "true"]);
+    let out = d.exec("ds", &["sh", "-c", "true"]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("sh: command not found"),
@@ -230,9 +224,7 @@ fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() 
     let d = TestDaemon::start("agent-kill");
     d.ok(&["vm", "create", "k"]);
     let server_pid = || {
-        let out = exec(
-            &d,
-            "k",
+        let out = d.exec("k",
             &[
                 "sh",
                 "-c",
@@ -245,8 +237,7 @@ fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() 
     assert!(!first.is_empty(), "no agent server process found");
 
     // Killed: PID 1 starts a new server; the daemon reconnects.
-    let _ = exec(
-        &d,
+    let _ = d.exec(
         "k",
         &[
             "sh",
@@ -265,8 +256,7 @@ fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() 
 
     // Stopped (wedged): the next exec says so within its limit.
     let pid = server_pid();
-    let _ = exec(
-        &d,
+    let _ = d.exec(
         "k",
         &[
             "sh",
@@ -276,7 +266,7 @@ fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() 
     );
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
-    let out = exec(&d, "k", &["true"]);
+    let out = d.exec("k", &["true"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -291,7 +281,7 @@ fn a_killed_agent_comes_back_and_a_stuck_one_is_reported_and_restart_heals_it() 
 
     // The VM is not wedged: restart brings it back.
     d.ok(&["vm", "restart", "k"]);
-    assert!(exec(&d, "k", &["true"]).status.success());
+    assert!(d.exec("k", &["true"]).status.success());
     d.ok(&["vm", "rm", "--force", "k"]);
     d.assert_nothing_left(1);
 }
@@ -369,7 +359,7 @@ fn openssh_reaches_the_agent_through_hangar_proxy() {
     };
     scp(&up.display().to_string(), "dev:/root/up");
     assert_eq!(
-        stdout(&exec(&d, "dev", &["cat", "/root/up/sub/b.txt"])),
+        stdout(&d.exec("dev", &["cat", "/root/up/sub/b.txt"])),
         "beta\n"
     );
     let down = d.dir.path().join("down");
@@ -402,12 +392,10 @@ fn openssh_reaches_the_agent_through_hangar_proxy() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(stdout(&exec(&d, "dev", &["cat", "/root/s/y"])), "alpha\n");
+    assert_eq!(stdout(&d.exec("dev", &["cat", "/root/s/y"])), "alpha\n");
 
     // ssh -L: a web server inside the guest, reached from the host.
-    let out = exec(
-        &d,
-        "dev",
+    let out = d.exec("dev",
         &["sh", "-c", "mkdir -p /srv/www && echo served > /srv/www/index.html && busybox httpd -p 127.0.0.1:8080 -h /srv/www"],
     );
     assert!(out.status.success(), "{out:?}");
@@ -457,9 +445,7 @@ fn openssh_reaches_the_agent_through_hangar_proxy() {
             .env("SSH_AUTH_SOCK", &sock),
     );
     std::fs::remove_file(&key).unwrap(); // only the agent has it now
-    let out = exec(
-        &d,
-        "dev",
+    let out = d.exec("dev",
         &["sh", "-c", "git init -q /srv/repo && git -C /srv/repo -c user.email=t@e -c user.name=t commit -q --allow-empty -m init"],
     );
     assert!(out.status.success(), "{out:?}");

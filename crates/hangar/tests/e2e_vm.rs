@@ -10,12 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{Options, TestDaemon, TmpfsMount, Tmux};
 
-fn exec(d: &TestDaemon, vm: &str, cmd: &[&str]) -> std::process::Output {
-    let mut args = vec!["exec", vm, "--"];
-    args.extend_from_slice(cmd);
-    d.hangar(&args)
-}
-
 #[test]
 #[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
 fn lifecycle_create_exec_stop_start_exec_rm() {
@@ -29,20 +23,16 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     assert_eq!(vm["state"], "running");
     assert_eq!(vm["driver"], "qemu");
 
-    let out = exec(&d, "dev", &["cat", "/etc/os-release"]);
+    let out = d.exec("dev", &["cat", "/etc/os-release"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("bookworm"));
 
-    let out = exec(
-        &d,
-        "dev",
-        &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"],
-    );
+    let out = d.exec("dev", &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
 
-    let out = exec(&d, "dev", &["hostname"]);
+    let out = d.exec("dev", &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev");
     let console = d.ok(&["vm", "logs", "dev"]);
     // The guest agent is PID 1 and the SSH server (issue 9).
@@ -84,13 +74,13 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     let mut followed = seen_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("`vm logs -f --tail-bytes 1` printed nothing within 20s");
-    assert!(exec(
-        &d,
-        "dev",
-        &["sh", "-c", "echo follow-marker-$((6*7)) > /dev/ttyS0"]
-    )
-    .status
-    .success());
+    assert!(d
+        .exec(
+            "dev",
+            &["sh", "-c", "echo follow-marker-$((6*7)) > /dev/ttyS0"]
+        )
+        .status
+        .success());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !followed.contains("follow-marker-42") {
         match seen_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -108,7 +98,8 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     );
 
     // Data written before a stop is there after the next start.
-    assert!(exec(&d, "dev", &["sh", "-c", "echo kept > /root/marker"])
+    assert!(d
+        .exec("dev", &["sh", "-c", "echo kept > /root/marker"])
         .status
         .success());
     d.ok(&["vm", "stop", "dev"]);
@@ -122,11 +113,11 @@ fn lifecycle_create_exec_stop_start_exec_rm() {
     assert!(err.contains("start it"), "{err}");
 
     d.ok(&["vm", "start", "dev"]);
-    let out = exec(&d, "dev", &["cat", "/root/marker"]);
+    let out = d.exec("dev", &["cat", "/root/marker"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
 
     d.ok(&["vm", "restart", "dev"]);
-    assert!(exec(&d, "dev", &["true"]).status.success());
+    assert!(d.exec("dev", &["true"]).status.success());
 
     // The image is in use: removal is refused.
     let err = d.fails(&["image", "rm", "debian-12"]);
@@ -199,7 +190,7 @@ fn daemon_restart_adopts_a_running_vm() {
     let vm = d.json(&["vm", "show", "keep"]);
     assert_eq!(vm["state"], "running");
     assert_eq!(vm["pid"], pid_before);
-    let out = exec(&d, "keep", &["echo", "still here"]);
+    let out = d.exec("keep", &["echo", "still here"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
 
     // A VM whose process died while the daemon was down is shown stopped.
@@ -316,8 +307,7 @@ fn disk_size_grows_the_guest_filesystem() {
     let vm = d.json(&["vm", "show", "big"]);
     assert_eq!(vm["disk_bytes"], 5u64 << 30);
     assert_eq!(vm["cpus"], 1);
-    let out = exec(
-        &d,
+    let out = d.exec(
         "big",
         &["sh", "-c", "df -k / | tail -1 | awk '{print $2}'; nproc"],
     );
@@ -357,8 +347,7 @@ fn poweroff_inside_the_guest_is_noticed_and_the_vm_starts_again() {
     let d = TestDaemon::start("selfstop");
     d.ok(&["vm", "create", "quitter"]);
     // The command may or may not see its connection end; only the effect counts.
-    let _ = exec(
-        &d,
+    let _ = d.exec(
         "quitter",
         &["sh", "-c", "sync; (sleep 0.2; poweroff) >/dev/null 2>&1 &"],
     );
@@ -374,7 +363,7 @@ fn poweroff_inside_the_guest_is_noticed_and_the_vm_starts_again() {
     }
     assert_eq!(d.vmm_pids(), Vec::<i32>::new());
     d.ok(&["vm", "start", "quitter"]);
-    assert!(exec(&d, "quitter", &["true"]).status.success());
+    assert!(d.exec("quitter", &["true"]).status.success());
     d.ok(&["vm", "rm", "--force", "quitter"]);
     d.assert_nothing_left(1);
 }
@@ -501,7 +490,7 @@ fn registered_image_boots_and_bad_registrations_change_nothing() {
 
     d.ok(&["vm", "create", "custom", "--image", "mine"]);
     assert_eq!(d.json(&["vm", "show", "custom"])["image"], "mine");
-    assert!(exec(&d, "custom", &["true"]).status.success());
+    assert!(d.exec("custom", &["true"]).status.success());
     d.ok(&["vm", "rm", "--force", "custom"]);
     d.ok(&["image", "rm", "mine"]);
     d.assert_nothing_left(1);
@@ -538,8 +527,7 @@ fn concurrent_creates_get_distinct_addresses_and_both_work() {
     assert_ne!(a["mac"], b["mac"]);
     assert_ne!(a["tap"], b["tap"]);
     for (vm, info) in [("alpha", &a), ("beta", &b)] {
-        let out = exec(
-            &d,
+        let out = d.exec(
             vm,
             &["sh", "-c", "hostname; ip -4 -o addr show scope global"],
         );
@@ -552,7 +540,7 @@ fn concurrent_creates_get_distinct_addresses_and_both_work() {
         "timeout 10 bash -c 'head -c 7 < /dev/tcp/{}/22'",
         b["ip"].as_str().unwrap()
     );
-    let out = exec(&d, "alpha", &["sh", "-c", &probe]);
+    let out = d.exec("alpha", &["sh", "-c", &probe]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SSH-2.0");
     assert!(
         out.status.success(),
@@ -620,11 +608,7 @@ fn a_killed_exec_client_ends_its_terminal_command_in_the_guest() {
         .spawn()
         .unwrap();
     let running = || {
-        let out = exec(
-            &d,
-            "ghostly",
-            &["sh", "-c", "pgrep -f '[s]leep 4242' || true"],
-        );
+        let out = d.exec("ghostly", &["sh", "-c", "pgrep -f '[s]leep 4242' || true"]);
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -771,8 +755,7 @@ fn root_namespace_mode_gives_guests_nat_to_the_outside() {
     assert!(table.contains("masquerade"), "{table}");
 
     d.ok(&["vm", "create", "out"]);
-    let out = exec(
-        &d,
+    let out = d.exec(
         "out",
         &[
             "curl",
@@ -805,7 +788,7 @@ fn root_namespace_mode_gives_guests_nat_to_the_outside() {
         })
         .collect();
     let guest_resolv =
-        String::from_utf8_lossy(&exec(&d, "out", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+        String::from_utf8_lossy(&d.exec("out", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
     for ns in &host_dns {
         assert!(
             guest_resolv.contains(ns),
@@ -822,8 +805,7 @@ fn root_namespace_mode_gives_guests_nat_to_the_outside() {
 /// What a guest says about itself: MAC, hostname, boot id, wall clock, and
 /// whether the RNG seed of its config drive is still lying around.
 fn guest_facts(d: &TestDaemon, vm: &str) -> Vec<String> {
-    let out = exec(
-        d,
+    let out = d.exec(
         vm,
         &[
             "sh",
@@ -914,17 +896,17 @@ fn boot_snapshots_are_saved_once_and_restored_vms_are_themselves() {
         "timeout 10 bash -c 'head -c 7 < /dev/tcp/{}/22'",
         d.json(&["vm", "show", "second"])["ip"].as_str().unwrap()
     );
-    let out = exec(&d, "first", &["sh", "-c", &probe]);
+    let out = d.exec("first", &["sh", "-c", &probe]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SSH-2.0", "{out:?}");
 
     // Later boots of a VM resume its shape's snapshot, and see their own disk.
-    exec(&d, "third", &["sh", "-c", "echo kept > /root/mark; sync"]);
+    d.exec("third", &["sh", "-c", "echo kept > /root/mark; sync"]);
     d.ok(&["vm", "stop", "third"]);
     d.ok(&["vm", "start", "third"]);
     assert!(d
         .ok(&["vm", "logs", "third"])
         .starts_with("hangar: resuming boot snapshot"));
-    let out = exec(&d, "third", &["sh", "-c", "cat /root/mark; nproc"]);
+    let out = d.exec("third", &["sh", "-c", "cat /root/mark; nproc"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n1\n");
 
     for vm in ["first", "second", "third"] {
@@ -979,7 +961,7 @@ fn a_snapshot_that_does_not_restore_is_dropped_and_the_kernel_boots() {
     std::fs::write(&files[0], b"not a QEMU migration stream").unwrap();
 
     d.ok(&["vm", "create", "second"]);
-    let out = exec(&d, "second", &["hostname"]);
+    let out = d.exec("second", &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "second\n");
     assert!(
         d.log().contains("boot snapshot does not restore"),
@@ -1053,7 +1035,7 @@ fn daemon_crash_while_a_boot_saves_its_snapshot_leaves_the_vm_stopped_and_starta
     assert_eq!(vm["state"], "stopped", "{vm}");
     assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "the waiting VMM is gone");
     d.ok(&["vm", "start", "vm1"]);
-    let out = exec(&d, "vm1", &["hostname"]);
+    let out = d.exec("vm1", &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "vm1\n");
     d.ok(&["vm", "rm", "--force", "vm1"]);
     d.assert_nothing_left(1);
@@ -1111,7 +1093,7 @@ fn a_vm_a_crashed_boot_left_paused_is_resumed_by_the_next_daemon() {
 
     d.spawn();
     assert_eq!(qmp(&qmp_socket, "query-status"), "running");
-    let out = exec(&d, "vm1", &["hostname"]);
+    let out = d.exec("vm1", &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "vm1\n", "{out:?}");
     d.ok(&["vm", "rm", "--force", "vm1"]);
     d.assert_nothing_left(1);

@@ -473,6 +473,13 @@ memory_mib = 512
             .unwrap()
     }
 
+    /// `hangar exec VM -- CMD…`, stdin empty.
+    pub fn exec(&self, vm: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", vm, "--"];
+        args.extend_from_slice(cmd);
+        self.hangar(&args)
+    }
+
     /// Runs and asserts success, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.hangar(args);

@@ -155,7 +155,11 @@ impl GuestAgent {
         // newc archives start 4-byte aligned; the kernel skips zero padding.
         body.resize(body.len().next_multiple_of(4), 0);
         body.extend_from_slice(&self.cpio());
-        let tmp = image_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        // Unique per call: two boots of one image may make it at once, and
+        // neither may touch the other's temporary file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = image_dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
         let written = hangar_host::private::create_private_file(&tmp)
             .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
             .and_then(|()| std::fs::rename(&tmp, &target));
@@ -168,7 +172,12 @@ impl GuestAgent {
     }
 }
 
-/// Removes boot initrds of other agent versions from an image dir.
+/// A temporary boot initrd older than this was left by a daemon that died
+/// while writing it (writing one takes well under a second).
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes boot initrds of other agent versions from an image dir, and
+/// temporary ones a crashed daemon left.
 fn remove_older(image_dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(image_dir) else {
         return;
@@ -176,7 +185,14 @@ fn remove_older(image_dir: &Path, keep: &str) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(AGENT_INITRD_PREFIX) && name != keep {
+        let old_version = name.starts_with(AGENT_INITRD_PREFIX) && name != keep;
+        let stale_tmp = name.starts_with(&format!(".{AGENT_INITRD_PREFIX}"))
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+        if old_version || stale_tmp {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -307,5 +323,36 @@ mod tests {
         );
         // Cached: a second call returns the same file.
         assert_eq!(agent.boot_initrd(t.path(), "initrd.img").unwrap(), path);
+    }
+
+    #[test]
+    fn concurrent_boots_of_one_image_both_get_the_boot_initrd() {
+        let t = tempfile::tempdir().unwrap();
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[18] = 62;
+        std::fs::write(t.path().join("hangar-agent"), &elf).unwrap();
+        let agent = GuestAgent::load(&t.path().join("hangar-agent")).unwrap();
+        std::fs::write(t.path().join("initrd.img"), vec![7u8; 4 << 20]).unwrap();
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| agent.boot_initrd(t.path(), "initrd.img")))
+                .collect();
+            for r in runs {
+                r.join().unwrap().unwrap();
+            }
+        });
+        let tmp_left = std::fs::read_dir(t.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(tmp_left, 0);
     }
 }

@@ -17,10 +17,12 @@ pub struct GuestFileInfo {
     pub len: u64,
 }
 
+/// The guest writes sftp's error texts: they reach API errors and the
+/// user's terminal only with control characters escaped.
 fn sftp_err(action: &'static str) -> impl FnOnce(russh_sftp::client::error::Error) -> GuestError {
     move |e| GuestError::Sftp {
         action,
-        message: e.to_string(),
+        message: hangar_host::sanitize::escape_controls(e.to_string().as_bytes()),
     }
 }
 
@@ -135,4 +137,23 @@ fn unique_suffix() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     nanos ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guests_sftp_error_text_cannot_drive_the_users_terminal() {
+        let status = russh_sftp::protocol::Status {
+            id: 1,
+            status_code: russh_sftp::protocol::StatusCode::Failure,
+            error_message: "no\x1b]0;pwned\x07\x1b[2J".into(),
+            language_tag: "en".into(),
+        };
+        let err = sftp_err("open")(status.into());
+        let text = err.to_string();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("pwned"), "{text:?}");
+    }
 }

@@ -122,8 +122,7 @@ pub async fn write_guest_file(
         ))));
     }
     let files = open_files(&d, &name).await?;
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let mut reader = IdleLimited::new(StreamReader::new(stream), IDLE_LIMIT);
+    let mut reader = StreamReader::new(Box::pin(idle_limited(body, IDLE_LIMIT)));
     let bytes = files
         .write_replacing(&q.path, mode, &mut reader)
         .await
@@ -134,43 +133,30 @@ pub async fn write_guest_file(
     }))
 }
 
-/// A reader that fails when no byte arrives for `limit`.
-struct IdleLimited<R> {
-    inner: R,
+/// The body's data, failing when no frame arrives for `limit` (as image
+/// uploads do, `image_service/upload.rs`).
+fn idle_limited(
+    body: Body,
     limit: Duration,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl<R> IdleLimited<R> {
-    fn new(inner: R, limit: Duration) -> Self {
-        IdleLimited {
-            inner,
-            limit,
-            sleep: Box::pin(tokio::time::sleep(limit)),
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    futures::stream::unfold(body, move |mut body| async move {
+        loop {
+            return match tokio::time::timeout(limit, body.frame()).await {
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the upload sent nothing for {} s", limit.as_secs()),
+                    )),
+                    body,
+                )),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), body)),
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Some((Ok(data), body)),
+                    Err(_) => continue, // trailers
+                },
+            };
         }
-    }
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleLimited<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
-            std::task::Poll::Ready(r) => {
-                let deadline = tokio::time::Instant::now() + this.limit;
-                this.sleep.as_mut().reset(deadline);
-                std::task::Poll::Ready(r)
-            }
-            std::task::Poll::Pending => match std::future::Future::poll(this.sleep.as_mut(), cx) {
-                std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the upload sent nothing for 60 s",
-                ))),
-                std::task::Poll::Pending => std::task::Poll::Pending,
-            },
-        }
-    }
+    })
 }

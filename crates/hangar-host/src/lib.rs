@@ -8,6 +8,7 @@
 //! a terminal ([`sanitize`]).
 
 pub mod bytes;
+pub mod elf;
 pub mod path;
 pub mod private;
 pub mod process;

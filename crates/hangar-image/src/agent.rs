@@ -104,7 +104,7 @@ impl GuestAgent {
     pub fn load(path: &Path) -> Result<GuestAgent, ImageError> {
         let bytes =
             std::fs::read(path).map_err(|e| ImageError::io("read the guest agent", path, e))?;
-        check_static_elf(&bytes).map_err(|reason| ImageError::BadAgent {
+        check_static_x86_64(path, &bytes).map_err(|reason| ImageError::BadAgent {
             path: path.to_path_buf(),
             reason,
         })?;
@@ -198,33 +198,19 @@ fn remove_older(image_dir: &Path, keep: &str) {
     }
 }
 
-/// Checks for an x86-64 ELF executable without PT_INTERP.
-fn check_static_elf(b: &[u8]) -> Result<(), String> {
-    const PT_INTERP: u32 = 3;
-    if b.len() < 64 || &b[..4] != b"\x7fELF" {
-        return Err("not an ELF executable".into());
-    }
-    if b[4] != 2 || u16::from_le_bytes([b[18], b[19]]) != 62 {
-        return Err("not an x86-64 executable".into());
-    }
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
-    };
-    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
-        return Err("truncated ELF header".into());
-    };
-    for i in 0..usize::from(phnum) {
-        let at = usize::try_from(phoff)
-            .unwrap_or(usize::MAX)
-            .saturating_add(i.saturating_mul(usize::from(phentsize)));
-        let Some(p_type) = b.get(at..at + 4) else {
-            return Err("truncated program headers".into());
-        };
-        if u32::from_le_bytes([p_type[0], p_type[1], p_type[2], p_type[3]]) == PT_INTERP {
-            return Err("dynamically linked (guests may have no libc): build it with `scripts/build-agent.sh` (target x86_64-unknown-linux-musl)".into());
+/// Checks for an x86-64 ELF executable without a program interpreter
+/// ([`hangar_host::elf::elf_interpreter`]).
+fn check_static_x86_64(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    match hangar_host::elf::elf_interpreter(path) {
+        Err(_) => return Err("not an ELF executable".into()),
+        Ok(Some(loader)) => {
+            return Err(format!("dynamically linked (it needs {loader}; guests may have no libc): build it with `scripts/build-agent.sh` (target x86_64-unknown-linux-musl)"))
         }
+        Ok(None) => {}
+    }
+    // e_machine 62: EM_X86_64.
+    if bytes.get(18..20) != Some(&[62, 0][..]) {
+        return Err("not an x86-64 executable".into());
     }
     Ok(())
 }
@@ -233,6 +219,17 @@ fn check_static_elf(b: &[u8]) -> Result<(), String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A 64-bit little-endian x86-64 ELF header with no program headers.
+    fn fake_static_elf() -> Vec<u8> {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // ELFCLASS64
+        elf[5] = 1; // ELFDATA2LSB
+        elf[18] = 62; // EM_X86_64
+        elf[54] = 56; // e_phentsize
+        elf
+    }
 
     #[test]
     fn auto_looks_in_the_cargo_musl_dir_then_beside_the_binary_then_system_dirs() {
@@ -287,10 +284,7 @@ mod tests {
     fn the_boot_initrd_is_the_image_initrd_then_the_agent_and_replaces_older_ones() {
         let t = tempfile::tempdir().unwrap();
         // A minimal static ELF: header only, no program headers.
-        let mut elf = vec![0u8; 64];
-        elf[..4].copy_from_slice(b"\x7fELF");
-        elf[4] = 2;
-        elf[18] = 62;
+        let elf = fake_static_elf();
         let agent_path = t.path().join("hangar-agent");
         std::fs::write(&agent_path, &elf).unwrap();
         let agent = GuestAgent::load(&agent_path).unwrap();
@@ -328,10 +322,7 @@ mod tests {
     #[test]
     fn concurrent_boots_of_one_image_both_get_the_boot_initrd() {
         let t = tempfile::tempdir().unwrap();
-        let mut elf = vec![0u8; 64];
-        elf[..4].copy_from_slice(b"\x7fELF");
-        elf[4] = 2;
-        elf[18] = 62;
+        let elf = fake_static_elf();
         std::fs::write(t.path().join("hangar-agent"), &elf).unwrap();
         let agent = GuestAgent::load(&t.path().join("hangar-agent")).unwrap();
         std::fs::write(t.path().join("initrd.img"), vec![7u8; 4 << 20]).unwrap();

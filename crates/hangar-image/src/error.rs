@@ -42,6 +42,14 @@ pub enum ImageError {
     BadIdentity(String),
     #[error("Guest agent {path} is not usable: {reason}")]
     BadAgent { path: PathBuf, reason: String },
+    /// A layer entry that would write outside the staging root, or that
+    /// cannot be applied; the import stops and its staging is removed.
+    #[error("Layer {layer}: entry {entry:?} is refused: {reason}")]
+    BadLayerEntry {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
     #[error("The built tree at {path} lacks {what}; the recipe must install it")]
     MissingInTree { path: PathBuf, what: String },
 }

@@ -27,6 +27,7 @@ pub mod catalog;
 mod cmdline;
 mod cpio;
 mod error;
+pub mod flatten;
 pub mod identity;
 mod import;
 mod initramfs;

@@ -18,6 +18,7 @@ packages=(
   groff-base man-db    # the man-page tests render every `hangar man` page
   ca-certificates curl python3 gcc pkg-config
   musl-tools           # the static guest agent (ring's C code builds with musl-gcc)
+  docker-registry skopeo umoci buildah  # OCI image tests: a local registry, image builds and copies
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,25 @@ pub struct ImageInfo {
     /// only; absent for images pulled from the catalog).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<ImageFiles>,
+    /// How the image runs, from its OCI image config (OCI images only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<ImageRun>,
+}
+
+/// An OCI image's run settings: `exec` uses its environment, user and
+/// working directory; `--run-entrypoint` its entrypoint and command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageRun {
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
 }
 
 /// The lowercase hex sha256 of each file an image was registered from, as
@@ -31,10 +50,64 @@ pub struct ImageFiles {
     pub rootfs_sha256: String,
 }
 
-/// `POST /v1/images/pull`: fetch or build a catalog image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/images/pull`: fetch or build a catalog image, or pull an
+/// image from an OCI registry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullImageRequest {
+    /// A catalog name (`debian-12`), or an OCI reference
+    /// (`REGISTRY/REPOSITORY[:TAG][@DIGEST]`, told apart by its `/`).
+    pub name: String,
+    /// Name to keep an OCI image under [default: the repository's last
+    /// component, e.g. `golden` for `127.0.0.1:5000/team/golden:v3`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_name: Option<String>,
+    /// Plain HTTP: allowed only for a registry on a loopback address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Registry credentials, read by the CLI from the invoking user's
+    /// `~/.docker/config.json` (the daemon never reads root's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<RegistryCredentials>,
+}
+
+/// Credentials for one registry. Never logged or stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentials {
+    /// With `password`: basic auth (also used to obtain a bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A registry token (docker's `identitytoken`/`registrytoken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Whether a pull name is an OCI reference rather than a catalog name:
+/// references have a registry (`host/…`), catalog names never contain `/`.
+pub fn is_oci_reference(name: &str) -> bool {
+    name.contains('/')
+}
+
+/// `POST /v1/images/import`: the name to keep the image under. The body
+/// is the archive (`application/x-tar`, optionally gzip or zstd): a
+/// docker-archive (`docker save`) or an OCI image layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImportImageQuery {
     pub name: String,
 }
 

@@ -15,6 +15,7 @@ pub enum OpKind {
     VmStop,
     VmRestart,
     ImagePull,
+    ImageImport,
 }
 
 impl OpKind {
@@ -25,6 +26,7 @@ impl OpKind {
             OpKind::VmStop => "vm_stop",
             OpKind::VmRestart => "vm_restart",
             OpKind::ImagePull => "image_pull",
+            OpKind::ImageImport => "image_import",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -34,6 +36,7 @@ impl OpKind {
             "vm_stop" => OpKind::VmStop,
             "vm_restart" => OpKind::VmRestart,
             "image_pull" => OpKind::ImagePull,
+            "image_import" => OpKind::ImageImport,
             _ => return None,
         })
     }

@@ -24,3 +24,7 @@ pub fn catalog() -> Vec<CatalogItem> {
 pub fn find(name: &str) -> Option<CatalogItem> {
     catalog().into_iter().find(|c| c.name == name)
 }
+
+/// The catalog image whose kernel and initramfs boot OCI images that bring
+/// no kernel of their own.
+pub const KERNEL_IMAGE: &str = "debian-12";

@@ -50,6 +50,15 @@ pub enum ImageError {
         entry: String,
         reason: String,
     },
+    /// An OCI/docker image (registry, archive) that cannot be used.
+    #[error("{what}: {reason}")]
+    BadOci { what: String, reason: String },
+    /// A registry refused or failed a request.
+    #[error("Registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+    /// The finished tree cannot run as the image config asks.
+    #[error("The image cannot run as its config says: {0}")]
+    Unrunnable(String),
     #[error("The built tree at {path} lacks {what}; the recipe must install it")]
     MissingInTree { path: PathBuf, what: String },
 }

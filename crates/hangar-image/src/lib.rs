@@ -27,6 +27,7 @@ pub mod catalog;
 mod cmdline;
 mod cpio;
 mod error;
+mod finalize;
 pub mod flatten;
 pub mod identity;
 mod import;
@@ -37,6 +38,7 @@ mod mirror;
 mod process;
 mod recipe;
 mod rootfs;
+pub mod sources;
 
 pub use agent::{
     agent_candidates, find_agent, AgentLookup, GuestAgent, AGENT_BINARY, AGENT_INITRD_PREFIX,
@@ -46,6 +48,7 @@ pub use cache::{build_or_reuse_cached, copy_image, sweep_crashed_builds, DEFAULT
 pub use catalog::{catalog, CatalogItem};
 pub use cmdline::{host_tsc_khz, kernel_cmdline, CmdlineOptions};
 pub use error::ImageError;
+pub use finalize::{finalize_oci, KernelSource};
 pub use identity::{write_config_drive, GuestIdentity};
 pub use import::{finish_upload, import_files, sha256_file, UPLOADED_KERNEL_FILE};
 pub use kernel::{extract_bzimage, vmlinux_from_bzimage, write_vmlinux};

@@ -47,6 +47,13 @@ pub struct ImageManifest {
     /// Left out of the JSON when absent, so older manifests keep their digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<FileDigests>,
+    /// How to run it, from its OCI image config (OCI images only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::sources::RunConfig>,
+    /// The digest of the image whose kernel and initramfs it boots (OCI
+    /// images without their own kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_from: Option<String>,
 }
 
 /// Lowercase hex sha256 of each file an image was registered from (the
@@ -80,6 +87,8 @@ impl ImageManifest {
             recipe_key,
             boot_snapshots: false,
             files: None,
+            run: None,
+            kernel_from: None,
         };
         m.digest = m.compute_digest();
         m
@@ -97,6 +106,15 @@ impl ImageManifest {
     /// the snapshot point and runs Hangar's guest agent.
     pub fn with_hangar_initramfs(mut self, yes: bool) -> Self {
         self.boot_snapshots = yes;
+        self.digest = self.compute_digest();
+        self
+    }
+
+    /// This manifest with the image config's run settings and the kernel
+    /// image it borrows its kernel from.
+    pub fn with_run(mut self, run: crate::sources::RunConfig, kernel_from: &str) -> Self {
+        self.run = Some(run);
+        self.kernel_from = Some(kernel_from.to_string());
         self.digest = self.compute_digest();
         self
     }

@@ -22,8 +22,8 @@ use axum::{Json, Router};
 use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
-    ApiError, CreateVmRequest, DaemonInfo, ImageInfo, Operation, PullImageRequest,
-    RegisterImageRequest, UploadImageQuery, VmInfo,
+    ApiError, CreateVmRequest, DaemonInfo, ImageInfo, ImportImageQuery, Operation,
+    PullImageRequest, RegisterImageRequest, UploadImageQuery, VmInfo,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -76,6 +76,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/register", post(register_image))
         .route("/v1/images/upload", post(upload_image))
+        .route("/v1/images/import", post(import_image))
         .route("/v1/images/{name}", get(show_image).delete(delete_image))
         .route("/v1/operations", get(list_ops))
         .route("/v1/operations/{id}", get(show_op))
@@ -433,7 +434,7 @@ async fn pull_image(
     State(d): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<PullImageRequest>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
-    Ok((StatusCode::ACCEPTED, Json(d.images.begin_pull(&req.name)?)))
+    Ok((StatusCode::ACCEPTED, Json(d.images.begin_pull(req)?)))
 }
 
 /// Register an image from files on the host (root only)
@@ -487,6 +488,36 @@ async fn upload_image(
     Ok((
         StatusCode::CREATED,
         Json(d.images.register_upload(q, body).await?),
+    ))
+}
+
+/// Import an image from an archive
+///
+/// The body is a `docker save` archive (docker-archive) or an OCI image
+/// layout as a tar (`buildah push IMG oci-archive:F`, `skopeo copy …
+/// oci-archive:F`), plain or gzip/zstd compressed. The archive is received
+/// with the request (a body that breaks off, stalls or is not an image is
+/// refused and leaves nothing); its layers are then applied and the image
+/// finalized as an operation.
+#[utoipa::path(post, path = "/v1/images/import", operation_id = "import_image", tag = "images",
+    params(ImportImageQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar",
+        description = "the image archive"),
+    responses(
+        (status = 202, description = "Received; the import runs as this operation", body = Operation),
+        (status = 400, response = Invalid),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 504, response = Timeout),
+    ))]
+async fn import_image(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<ImportImageQuery>,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(d.images.begin_import(q, body).await?),
     ))
 }
 

@@ -42,6 +42,7 @@ use utoipa::OpenApi;
         super::pull_image,
         super::register_image,
         super::upload_image,
+        super::import_image,
         super::show_image,
         super::delete_image,
         super::list_ops,

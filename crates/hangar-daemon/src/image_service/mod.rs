@@ -6,6 +6,7 @@
 //! Registration (uploads, and host paths for root) is in [`register`].
 
 mod leftovers;
+mod oci;
 mod register;
 mod upload;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hangar_api::image::CatalogEntry;
+use hangar_api::image::ImageRun;
 use hangar_api::{ImageFiles, ImageInfo, OpKind, Operation};
 use hangar_image::{catalog, ImageManifest};
 use hangar_ops::OpHandle;
@@ -48,8 +50,19 @@ impl ImageService {
         Ok(self.infra.store.get_image(name)?)
     }
 
-    /// Validates the name and begins pulling it as an operation.
-    pub fn begin_pull(self: &Arc<Self>, name: &str) -> Result<Operation> {
+    /// Begins a pull as an operation: an OCI reference from its registry,
+    /// or a catalog name (validated first).
+    pub fn begin_pull(self: &Arc<Self>, req: hangar_api::PullImageRequest) -> Result<Operation> {
+        if hangar_api::image::is_oci_reference(&req.name) {
+            return self.begin_oci_pull(req);
+        }
+        if req.as_name.is_some() || req.insecure || req.credentials.is_some() {
+            return Err(DaemonError::invalid(format!(
+                "{:?} is a catalog name: --name, --insecure and registry credentials are for OCI references (REGISTRY/REPOSITORY[:TAG])",
+                req.name
+            )));
+        }
+        let name = req.name.as_str();
         self.resolve_image(name)?;
         let this = self.clone();
         let target = name.to_string();
@@ -66,6 +79,7 @@ impl ImageService {
     }
 
     pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo> {
+        let manifest = serde_json::from_str::<ImageManifest>(&rec.manifest_json).ok();
         Ok(ImageInfo {
             name: rec.name.clone(),
             digest: rec.digest.clone(),
@@ -73,13 +87,23 @@ impl ImageService {
             rootfs_bytes: rec.rootfs_bytes,
             created_at: rec.created_at.clone(),
             used_by: self.infra.store.vms_using_image(&rec.digest)?,
-            files: serde_json::from_str::<ImageManifest>(&rec.manifest_json)
-                .ok()
-                .and_then(|m| m.files)
+            files: manifest
+                .as_ref()
+                .and_then(|m| m.files.clone())
                 .map(|f| ImageFiles {
                     kernel_sha256: f.kernel,
                     initrd_sha256: f.initrd,
                     rootfs_sha256: f.rootfs,
+                }),
+            run: manifest
+                .as_ref()
+                .and_then(|m| m.run.clone())
+                .map(|r| ImageRun {
+                    env: r.env,
+                    user: r.user,
+                    working_dir: r.working_dir,
+                    entrypoint: r.entrypoint,
+                    cmd: r.cmd,
                 }),
         })
     }

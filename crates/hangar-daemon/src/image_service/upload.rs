@@ -273,7 +273,13 @@ pub struct StagingDir {
 
 impl StagingDir {
     pub fn create(images_dir: &Path) -> Result<StagingDir> {
-        let path = super::leftovers::work_dir(images_dir, super::leftovers::REGISTER_PREFIX);
+        Self::create_with_prefix(images_dir, super::leftovers::REGISTER_PREFIX)
+    }
+
+    /// A staging dir with one of the work-dir prefixes the start-up sweep
+    /// knows (`leftovers`).
+    pub fn create_with_prefix(images_dir: &Path, prefix: &str) -> Result<StagingDir> {
+        let path = super::leftovers::work_dir(images_dir, prefix);
         hangar_host::private::create_private_dir(&path)
             .map_err(|e| DaemonError::io(format!("cannot create {}", path.display()), e))?;
         Ok(StagingDir { path, keep: false })

@@ -8,7 +8,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{fchmod, futimens, utimensat, Mode, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstatat, futimens, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, Gid, Uid};
 
@@ -125,6 +127,7 @@ fn set_xattr(fd: BorrowedFd, name: &[u8], value: &[u8]) -> Result<(), String> {
 
 /// Owner and mtime of a symlink (whose mode means nothing) by name.
 pub(crate) fn apply_symlink(dir: BorrowedFd, name: &[u8], meta: &Meta) -> Result<(), String> {
+    skip_xattrs(meta, "symlink");
     let (u, g) = owner(meta);
     fchownat(dir, name, u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| format!("chown {}:{}: {e}", meta.uid, meta.gid))?;
@@ -134,11 +137,20 @@ pub(crate) fn apply_symlink(dir: BorrowedFd, name: &[u8], meta: &Meta) -> Result
 /// Owner, mode and mtime of a device node or FIFO by name (they cannot be
 /// opened without side effects, and xattrs are not carried for them).
 pub(crate) fn apply_node(dir: BorrowedFd, name: &[u8], meta: &Meta) -> Result<(), String> {
+    skip_xattrs(meta, "device node or FIFO");
     let (u, g) = owner(meta);
     fchownat(dir, name, u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| format!("chown {}:{}: {e}", meta.uid, meta.gid))?;
     chmod_nofollow(dir, name, meta.mode).map_err(|e| format!("chmod {:o}: {e}", meta.mode))?;
     set_mtime_at(dir, name, &meta.mtime)
+}
+
+/// xattrs on symlinks and nodes would need l*xattr by name; images do not
+/// rely on them, so they are dropped (visibly, in debug logs).
+fn skip_xattrs(meta: &Meta, what: &str) {
+    if !meta.xattrs.is_empty() {
+        tracing::debug!(count = meta.xattrs.len(), "not applying xattrs to a {what}");
+    }
 }
 
 fn set_mtime_at(dir: BorrowedFd, name: &[u8], mtime: &TimeSpec) -> Result<(), String> {
@@ -160,5 +172,24 @@ fn chmod_nofollow(dir: BorrowedFd, name: &[u8], mode: u32) -> nix::Result<()> {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    Errno::result(rc).map(drop)
+    match Errno::result(rc) {
+        Err(Errno::ENOSYS) => chmod_checked(dir, name, mode),
+        other => other.map(drop),
+    }
+}
+
+/// Older kernels (Debian 12's 6.1): check that `name` is not a symlink,
+/// then chmod by name. The node was created by us a moment ago in a root
+/// only the daemon can reach, so nothing can swap it in between.
+pub(crate) fn chmod_checked(dir: BorrowedFd, name: &[u8], mode: u32) -> nix::Result<()> {
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+        return Err(Errno::ELOOP);
+    }
+    fchmodat(
+        dir,
+        name,
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    )
 }

@@ -44,8 +44,11 @@ const COPY_BUF: usize = 256 * 1024;
 /// What one layer did, for logs and progress.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LayerStats {
+    /// Entries read (whiteouts included, PAX global headers not).
     pub entries: u64,
+    /// Bytes of regular file content written.
     pub bytes: u64,
+    /// Whiteout and opaque-directory markers applied.
     pub whiteouts: u64,
 }
 

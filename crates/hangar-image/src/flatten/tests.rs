@@ -36,6 +36,12 @@ fn refused(r: Result<Vec<LayerStats>, ImageError>) -> (String, String, String) {
     }
 }
 
+#[test]
+fn flattener_can_move_to_a_blocking_thread() {
+    fn is_send<T: Send>() {}
+    is_send::<Flattener>();
+}
+
 // ---- names -------------------------------------------------------------
 
 #[test]
@@ -554,4 +560,22 @@ fn copy_sparse_handles_short_reads() {
     .expect("copy");
     assert_eq!(n, data.len() as u64);
     assert_eq!(fs::read(dir.path().join("o")).expect("read"), data);
+}
+
+#[test]
+fn chmod_fallback_for_old_kernels_refuses_symlinks() {
+    let dir = root();
+    nix::unistd::mkfifo(
+        &dir.path().join("p"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    std::os::unix::fs::symlink("p", dir.path().join("l")).expect("symlink");
+    let fd = fs::File::open(dir.path()).expect("open dir");
+    use std::os::fd::AsFd;
+    super::meta::chmod_checked(fd.as_fd(), b"p", 0o640).expect("chmod fifo");
+    assert_eq!(mode(&dir.path().join("p")), 0o640);
+    let err = super::meta::chmod_checked(fd.as_fd(), b"l", 0o777).expect_err("symlink");
+    assert_eq!(err, nix::errno::Errno::ELOOP);
+    assert_eq!(mode(&dir.path().join("p")), 0o640, "not followed");
 }

@@ -219,13 +219,17 @@ fn fifo_is_created_with_its_mode() {
 }
 
 #[test]
-#[ignore = "needs root: mknod of a character device"]
-fn char_device_has_its_numbers() {
+#[ignore = "needs root: mknod of character and block devices"]
+fn devices_have_their_numbers() {
     let r = root();
     let layer = LayerBuilder::new()
         .raw(EntryType::Char, b"dev/null", None, 0o666, b"", |h| {
             h.set_device_major(1).expect("major");
             h.set_device_minor(3).expect("minor");
+        })
+        .raw(EntryType::Block, b"dev/vdb", None, 0o660, b"", |h| {
+            h.set_device_major(254).expect("major");
+            h.set_device_minor(16).expect("minor");
         })
         .finish();
     apply_all(r.path(), &[layer]).expect("apply");
@@ -233,6 +237,13 @@ fn char_device_has_its_numbers() {
     assert!(md.file_type().is_char_device());
     assert_eq!(md.rdev(), libc::makedev(1, 3));
     assert_eq!(md.permissions().mode() & 0o7777, 0o666);
+    let md = fs::symlink_metadata(r.path().join("dev/vdb")).expect("lstat");
+    assert!(md.file_type().is_block_device());
+    assert_eq!(md.rdev(), libc::makedev(254, 16));
+    assert_eq!(
+        (md.permissions().mode() & 0o7777, md.mtime()),
+        (0o660, MTIME as i64)
+    );
 }
 
 fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {

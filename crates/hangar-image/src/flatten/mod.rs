@@ -100,11 +100,12 @@ impl Flattener {
                 return Err(ImageError::Cancelled);
             }
             let mut entry = entry.map_err(|e| {
-                bad_entry(
-                    label,
-                    &last,
-                    format!("cannot read the entry after this one: {e}"),
-                )
+                let which = if last.is_empty() {
+                    "first entry"
+                } else {
+                    "entry after this one"
+                };
+                bad_entry(label, &last, format!("cannot read the {which}: {e}"))
             })?;
             last = entry.path_bytes().into_owned();
             self.apply_entry(&mut entry, &last, &mut stats)

@@ -590,3 +590,17 @@ fn chmod_fallback_for_old_kernels_refuses_symlinks() {
     assert_eq!(err, nix::errno::Errno::ELOOP);
     assert_eq!(mode(&dir.path().join("p")), 0o640, "not followed");
 }
+
+#[test]
+fn a_truncated_or_corrupt_layer_is_an_error_naming_where_it_broke() {
+    let r = root();
+    let mut tar = LayerBuilder::new().file("a", b"a", 0o644).finish();
+    tar.truncate(512 + 512); // header and data of `a`, then garbage
+    tar.extend([b'x'; 512]);
+    let (_, entry, reason) = refused(apply_all(r.path(), &[tar]));
+    assert_eq!(entry, "a");
+    assert!(reason.contains("entry after this one"), "{reason}");
+    let (_, entry, reason) = refused(apply_all(root().path(), &[vec![b'x'; 512]]));
+    assert_eq!(entry, "");
+    assert!(reason.contains("first entry"), "{reason}");
+}

@@ -380,3 +380,34 @@ fn a_refused_entry_names_the_layer_and_stops_the_apply() {
     assert!(!s.root.join("third").exists());
     s.assert_outside_untouched();
 }
+
+#[test]
+fn dotdot_in_pax_path_and_linkpath_is_refused() {
+    let s = Sandbox::new();
+    let layer = LayerBuilder::new()
+        .pax(&[("path", b"../canary/pax")])
+        .file("innocent", b"pwned", 0o644)
+        .finish();
+    let reason = refused(apply_all(&s.root, &[layer]), "layer0", "../canary/pax");
+    assert!(reason.contains("climbs"), "{reason}");
+    let layer = LayerBuilder::new()
+        .pax(&[("linkpath", b"../canary/file")])
+        .hardlink("stolen", "innocent")
+        .finish();
+    let reason = refused(apply_all(&s.root, &[layer]), "layer0", "stolen");
+    assert!(reason.contains("link target"), "{reason}");
+    assert!(!s.root.join("innocent").exists() && !s.root.join("stolen").exists());
+    s.assert_outside_untouched();
+}
+
+#[test]
+fn entries_named_through_a_planted_file_are_refused() {
+    // A file where a directory is expected: not followed, not replaced.
+    let s = Sandbox::new();
+    let l1 = LayerBuilder::new().file("etc", b"a file", 0o644).finish();
+    let l2 = LayerBuilder::new().file("etc/passwd", b"x", 0o644).finish();
+    let reason = refused(apply_all(&s.root, &[l1, l2]), "layer1", "etc/passwd");
+    assert!(reason.contains("not a directory"), "{reason}");
+    assert_eq!(read(&s.root.join("etc")), b"a file");
+    s.assert_outside_untouched();
+}

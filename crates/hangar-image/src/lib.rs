@@ -19,6 +19,11 @@
 //! to PID 1 (and `poweroff` in the guest) stop all processes, remount `/`
 //! read-only and power off, so the VMM process exits.
 
+// Lets the flatten unit tests share tests/flatten_support with the
+// integration tests, which name this crate `hangar_image`.
+#[cfg(test)]
+extern crate self as hangar_image;
+
 mod agent;
 mod assets;
 mod bootstrap;

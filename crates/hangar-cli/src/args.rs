@@ -194,9 +194,31 @@ pub enum ImageCommand {
     Ls,
     /// Show the built-in catalog.
     Catalog,
-    /// Fetch or build a catalog image.
+    /// Fetch or build a catalog image, or pull one from an OCI registry.
+    ///
+    /// A name with a `/` is an OCI reference (REGISTRY/REPOSITORY[:TAG]
+    /// [@DIGEST]); credentials come from your ~/.docker/config.json.
     Pull {
-        /// Catalog name of the image (see `hangar image catalog`).
+        /// Catalog name (see `hangar image catalog`) or OCI reference.
+        name: String,
+        /// Keep an OCI image under this name [default: the repository's
+        /// last component].
+        #[arg(long = "name", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Plain HTTP, for a registry on a loopback address only.
+        #[arg(long)]
+        insecure: bool,
+        /// Print the operation id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Import an image archive: `docker save`/`podman save` output, an OCI
+    /// archive (`buildah push IMG oci-archive:F`), or an OCI layout dir.
+    Import {
+        /// The archive file, an OCI layout directory, or `-` for stdin.
+        source: PathBuf,
+        /// Name to keep the image under.
+        #[arg(long)]
         name: String,
         /// Print the operation id and return at once.
         #[arg(long)]

@@ -5,8 +5,10 @@
 pub mod args;
 pub mod client;
 pub mod cmd;
+pub mod import;
 pub mod local_file;
 pub mod output;
+pub mod registry_auth;
 pub mod socket;
 pub mod upload;
 pub mod wait;

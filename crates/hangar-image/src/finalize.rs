@@ -474,8 +474,7 @@ mod tests {
         // resolve inside the tree, where there is none.
         std::os::unix::fs::symlink(outside.path(), t.path().join("host")).expect("link");
         let root = open_root(t.path()).expect("root");
-        let prog = format!("/host/app");
-        assert!(check_runnable(&root, &rc(None, &[&prog])).is_err());
+        assert!(check_runnable(&root, &rc(None, &["/host/app"])).is_err());
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn read(p: &Path) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn absolute_path_is_taken_relative_to_the_root() {
     let s = Sandbox::new();
     let abs = format!("{}/file", s.canary_str());
@@ -49,6 +50,7 @@ fn absolute_path_is_taken_relative_to_the_root() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn dotdot_paths_are_refused() {
     for name in [
         "../canary/file",
@@ -67,6 +69,7 @@ fn dotdot_paths_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn dotdot_in_a_gnu_long_name_is_refused() {
     let s = Sandbox::new();
     let name = format!(
@@ -81,6 +84,7 @@ fn dotdot_in_a_gnu_long_name_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn dotdot_directory_and_symlink_entries_are_refused() {
     let s = Sandbox::new();
     let l = LayerBuilder::new().dir("../canary", 0o777).finish();
@@ -97,6 +101,7 @@ fn dotdot_directory_and_symlink_entries_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_planted_in_the_same_layer_resolves_inside_the_root() {
     let s = Sandbox::new();
     let layer = LayerBuilder::new()
@@ -110,6 +115,7 @@ fn symlink_planted_in_the_same_layer_resolves_inside_the_root() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_planted_in_an_earlier_layer_resolves_inside_the_root() {
     let s = Sandbox::new();
     let l1 = LayerBuilder::new().symlink("etc", "/").finish();
@@ -123,6 +129,7 @@ fn symlink_planted_in_an_earlier_layer_resolves_inside_the_root() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_to_an_absolute_outside_path_is_not_followed_out() {
     let s = Sandbox::new();
     let l1 = LayerBuilder::new()
@@ -139,6 +146,7 @@ fn symlink_to_an_absolute_outside_path_is_not_followed_out() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_to_an_absolute_outside_path_existing_inside_lands_inside() {
     let s = Sandbox::new();
     let canary = s.canary_str();
@@ -156,6 +164,7 @@ fn symlink_to_an_absolute_outside_path_existing_inside_lands_inside() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_chain_resolves_inside_the_root() {
     let s = Sandbox::new();
     let layer = LayerBuilder::new()
@@ -171,6 +180,7 @@ fn symlink_chain_resolves_inside_the_root() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_chain_ending_outside_is_refused() {
     let s = Sandbox::new();
     let outside = s.base.path().to_str().expect("utf-8").to_string();
@@ -184,6 +194,7 @@ fn symlink_chain_ending_outside_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn symlink_loop_is_refused() {
     let s = Sandbox::new();
     let layer = LayerBuilder::new()
@@ -196,6 +207,7 @@ fn symlink_loop_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn entries_over_a_planted_symlink_replace_the_link_not_its_target() {
     let s = Sandbox::new();
     let canary = s.canary_str();
@@ -229,6 +241,7 @@ fn entries_over_a_planted_symlink_replace_the_link_not_its_target() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn hard_link_to_dotdot_outside_is_refused() {
     let s = Sandbox::new();
     for target in ["../canary/file", "a/../../canary/file"] {
@@ -241,6 +254,7 @@ fn hard_link_to_dotdot_outside_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn hard_link_to_an_absolute_outside_path_is_refused() {
     let s = Sandbox::new();
     let target = format!("{}/file", s.canary_str());
@@ -251,6 +265,7 @@ fn hard_link_to_an_absolute_outside_path_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn hard_link_through_a_planted_symlink_is_refused() {
     let s = Sandbox::new();
     for evil in [
@@ -270,6 +285,7 @@ fn hard_link_through_a_planted_symlink_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn hard_link_through_a_symlink_to_the_root_links_an_inside_file() {
     let s = Sandbox::new();
     let layer = LayerBuilder::new()
@@ -289,6 +305,7 @@ fn hard_link_through_a_symlink_to_the_root_links_an_inside_file() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn hard_link_cannot_name_a_symlink_to_write_through_later() {
     // A hard link to a planted symlink links the symlink itself; a later
     // file over it replaces the link, it never writes to the canary.
@@ -304,6 +321,7 @@ fn hard_link_cannot_name_a_symlink_to_write_through_later() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn whiteouts_that_climb_out_are_refused() {
     let s = Sandbox::new();
     for name in ["../.wh.canary", "a/../../.wh.canary", ".wh...", "x/.wh.."] {
@@ -316,6 +334,7 @@ fn whiteouts_that_climb_out_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn whiteouts_through_planted_symlinks_stay_inside() {
     let s = Sandbox::new();
     let base = s.base.path().to_str().expect("utf-8").to_string();
@@ -335,6 +354,7 @@ fn whiteouts_through_planted_symlinks_stay_inside() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn opaque_marker_through_planted_symlinks_stays_inside() {
     let s = Sandbox::new();
     let l1 = LayerBuilder::new()
@@ -358,6 +378,7 @@ fn opaque_marker_through_planted_symlinks_stays_inside() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn a_refused_entry_names_the_layer_and_stops_the_apply() {
     let s = Sandbox::new();
     let l1 = LayerBuilder::new().file("first", b"1", 0o644).finish();
@@ -366,12 +387,15 @@ fn a_refused_entry_names_the_layer_and_stops_the_apply() {
         .file("../canary/file", b"pwned", 0o644)
         .file("third", b"3", 0o644)
         .finish();
-    let mut f = hangar_image::flatten::Flattener::new(&s.root).expect("new");
-    f.apply_layer(l1.as_slice(), "sha256:aaaa", &|| false)
-        .expect("l1");
-    let err = f
-        .apply_layer(l2.as_slice(), "sha256:bbbb", &|| false)
-        .expect_err("refused");
+    let err = flatten_support::apply_labeled(
+        &s.root,
+        &[
+            ("sha256:aaaa".to_string(), l1.as_slice()),
+            ("sha256:bbbb".to_string(), l2.as_slice()),
+        ],
+    )
+    .expect_err("refused");
+    assert!(s.root.join("first").exists());
     let msg = err.to_string();
     assert!(
         msg.contains("sha256:bbbb") && msg.contains("../canary/file"),
@@ -382,6 +406,7 @@ fn a_refused_entry_names_the_layer_and_stops_the_apply() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn dotdot_in_pax_path_and_linkpath_is_refused() {
     let s = Sandbox::new();
     let layer = LayerBuilder::new()
@@ -401,6 +426,7 @@ fn dotdot_in_pax_path_and_linkpath_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: hostile layers are applied chrooted in the test's own dir, so a regression cannot reach the host"]
 fn entries_named_through_a_planted_file_are_refused() {
     // A file where a directory is expected: not followed, not replaced.
     let s = Sandbox::new();

@@ -51,24 +51,37 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             );
             Ok(())
         }
-        ImageCommand::Pull { name, no_wait } => {
-            let op: Operation = client
-                .post("/v1/images/pull", &PullImageRequest { name: name.clone() })
-                .await?;
-            if *no_wait {
-                println!("{}", op.id);
-                return Ok(());
+        ImageCommand::Pull {
+            name,
+            as_name,
+            insecure,
+            no_wait,
+        } => {
+            let mut req = PullImageRequest {
+                name: name.clone(),
+                as_name: as_name.clone(),
+                insecure: *insecure,
+                credentials: None,
+            };
+            if hangar_api::image::is_oci_reference(name) {
+                // Read here, as the user; the daemon never reads a
+                // user's (or root's) docker config.
+                let registry = crate::registry_auth::registry_of(name);
+                req.credentials =
+                    crate::registry_auth::credentials_for(registry).map_err(ApiError::invalid)?;
             }
-            let done = wait_op(client, op).await?;
-            if cli.json {
-                output::json(&done.result);
-            } else if let Some(info) = done
-                .result
-                .and_then(|r| serde_json::from_value::<ImageInfo>(r).ok())
-            {
-                println!("{} {}", info.name, info.digest);
-            }
-            Ok(())
+            let op: Operation = client.post("/v1/images/pull", &req).await?;
+            finish_image_op(cli, client, op, *no_wait).await
+        }
+        ImageCommand::Import {
+            source,
+            name,
+            no_wait,
+        } => {
+            hangar_api::name::validate_name("image", name).map_err(ApiError::invalid)?;
+            let source = crate::import::ArchiveSource::open(source)?;
+            let op = crate::import::import_archive(client, name, source).await?;
+            finish_image_op(cli, client, op, *no_wait).await
         }
         ImageCommand::Register {
             name,
@@ -102,24 +115,7 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 output::json(&info);
                 return Ok(());
             }
-            let mut rows = vec![
-                ("name", info.name.clone()),
-                ("digest", info.digest.clone()),
-                ("source", info.source.clone()),
-                ("size", output::human_bytes(info.rootfs_bytes)),
-                ("created", info.created_at.clone()),
-                ("used by", info.used_by.join(",")),
-            ];
-            if let Some(f) = &info.files {
-                rows.push(("kernel sha256", f.kernel_sha256.clone()));
-                if let Some(i) = &f.initrd_sha256 {
-                    rows.push(("initrd sha256", i.clone()));
-                }
-                rows.push(("rootfs sha256", f.rootfs_sha256.clone()));
-            }
-            for (k, v) in rows {
-                println!("{k:<14} {v}");
-            }
+            show_image(&info);
             Ok(())
         }
         ImageCommand::Rm { name } => {
@@ -129,5 +125,67 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             }
             Ok(())
         }
+    }
+}
+
+/// Waits for an image operation (unless `no_wait`) and prints the image.
+async fn finish_image_op(
+    cli: &Cli,
+    client: &Client,
+    op: Operation,
+    no_wait: bool,
+) -> Result<(), ApiError> {
+    if no_wait {
+        println!("{}", op.id);
+        return Ok(());
+    }
+    let done = wait_op(client, op).await?;
+    if cli.json {
+        output::json(&done.result);
+    } else if let Some(info) = done
+        .result
+        .and_then(|r| serde_json::from_value::<ImageInfo>(r).ok())
+    {
+        println!("{} {}", info.name, info.digest);
+    }
+    Ok(())
+}
+
+fn show_image(info: &ImageInfo) {
+    let mut rows = vec![
+        ("name", info.name.clone()),
+        ("digest", info.digest.clone()),
+        ("source", info.source.clone()),
+        ("size", output::human_bytes(info.rootfs_bytes)),
+        ("created", info.created_at.clone()),
+        ("used by", info.used_by.join(",")),
+    ];
+    if let Some(f) = &info.files {
+        rows.push(("kernel sha256", f.kernel_sha256.clone()));
+        if let Some(i) = &f.initrd_sha256 {
+            rows.push(("initrd sha256", i.clone()));
+        }
+        rows.push(("rootfs sha256", f.rootfs_sha256.clone()));
+    }
+    if let Some(r) = &info.run {
+        let words = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+        if let Some(u) = &r.user {
+            rows.push(("user", u.clone()));
+        }
+        if let Some(w) = &r.working_dir {
+            rows.push(("working dir", w.clone()));
+        }
+        if !r.entrypoint.is_empty() {
+            rows.push(("entrypoint", words(&r.entrypoint)));
+        }
+        if !r.cmd.is_empty() {
+            rows.push(("cmd", words(&r.cmd)));
+        }
+        for e in &r.env {
+            rows.push(("env", e.clone()));
+        }
+    }
+    for (k, v) in rows {
+        println!("{k:<14} {v}");
     }
 }

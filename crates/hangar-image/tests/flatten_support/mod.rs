@@ -192,10 +192,116 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 
 /// Applies layers in order into `root` and finishes.
 pub fn apply_all(root: &Path, layers: &[Vec<u8>]) -> Result<Vec<LayerStats>, ImageError> {
+    let labeled: Vec<(String, &[u8])> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("layer{i}"), l.as_slice()))
+        .collect();
+    apply_labeled(root, &labeled)
+}
+
+/// Applies `(label, tar)` layers into `root` in a child process jailed
+/// (chroot) in `root`'s parent directory, which must belong to the test.
+///
+/// Why: these layers are built to escape. Should the flattener ever
+/// regress, an escape must land in the test's own directory (where the
+/// canary checks see it), never on the host: an opaque whiteout through
+/// `up -> ../../..` removes the children of whatever `up` reaches.
+pub fn apply_labeled(
+    root: &Path,
+    layers: &[(String, &[u8])],
+) -> Result<Vec<LayerStats>, ImageError> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    use std::io::{Read, Write};
+
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "hostile-layer tests run the flattener chrooted: run them as root"
+    );
+    let jail = root.parent().expect("root has a parent");
+    let name = root.file_name().expect("root has a name");
+    assert!(
+        jail.starts_with(std::env::temp_dir()) && jail != std::env::temp_dir(),
+        "the jail {} must be the test's own temp dir",
+        jail.display()
+    );
+    let (mut rx, tx) = nix::unistd::pipe()
+        .map(|(r, w)| (fs::File::from(r), fs::File::from(w)))
+        .expect("pipe");
+    // SAFETY: the child only chroots, runs the flattener (no locks held
+    // across fork: it takes none), writes to a pipe and `_exit`s.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            drop(rx);
+            let mut tx = tx;
+            let code = (|| {
+                nix::unistd::chroot(jail).ok()?;
+                std::env::set_current_dir("/").ok()?;
+                let inner = Path::new("/").join(name);
+                let answer = match run_layers(&inner, layers) {
+                    Ok(stats) => {
+                        serde_json::json!({"ok": stats.iter().map(|s| [s.entries, s.bytes, s.whiteouts]).collect::<Vec<_>>()})
+                    }
+                    Err(ImageError::BadLayerEntry {
+                        layer,
+                        entry,
+                        reason,
+                    }) => serde_json::json!({"bad": [layer, entry, reason]}),
+                    Err(ImageError::Cancelled) => serde_json::json!({"cancelled": true}),
+                    Err(e) => serde_json::json!({"other": format!("{e:?}")}),
+                };
+                tx.write_all(answer.to_string().as_bytes()).ok()?;
+                Some(())
+            })();
+            // SAFETY: ends the forked child without running the parent's
+            // atexit handlers or test harness.
+            unsafe { libc::_exit(if code.is_some() { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            drop(tx);
+            let mut out = String::new();
+            rx.read_to_string(&mut out).expect("read child answer");
+            let status = waitpid(child, None).expect("waitpid");
+            assert!(
+                matches!(status, WaitStatus::Exited(_, 0)),
+                "jailed flattener child: {status:?} ({out})"
+            );
+            let v: serde_json::Value = serde_json::from_str(&out).expect("child answer");
+            if let Some(ok) = v.get("ok").and_then(|o| o.as_array()) {
+                return Ok(ok
+                    .iter()
+                    .map(|s| LayerStats {
+                        entries: s[0].as_u64().unwrap_or(0),
+                        bytes: s[1].as_u64().unwrap_or(0),
+                        whiteouts: s[2].as_u64().unwrap_or(0),
+                    })
+                    .collect());
+            }
+            if let Some(bad) = v.get("bad") {
+                let f = |i: usize| bad[i].as_str().unwrap_or_default().to_string();
+                return Err(ImageError::BadLayerEntry {
+                    layer: f(0),
+                    entry: f(1),
+                    reason: f(2),
+                });
+            }
+            if v.get("cancelled").is_some() {
+                return Err(ImageError::Cancelled);
+            }
+            Err(ImageError::BadOci {
+                what: "jailed flattener".into(),
+                reason: v["other"].as_str().unwrap_or_default().to_string(),
+            })
+        }
+    }
+}
+
+fn run_layers(root: &Path, layers: &[(String, &[u8])]) -> Result<Vec<LayerStats>, ImageError> {
     let mut f = Flattener::new(root)?;
     let mut stats = Vec::new();
-    for (i, layer) in layers.iter().enumerate() {
-        stats.push(f.apply_layer(layer.as_slice(), &format!("layer{i}"), &|| false)?);
+    for (label, layer) in layers {
+        stats.push(f.apply_layer(*layer, label, &|| false)?);
     }
     f.finish()?;
     Ok(stats)

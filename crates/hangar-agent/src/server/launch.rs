@@ -22,6 +22,9 @@ pub enum What {
     Sftp,
 }
 
+/// The environment request that sets a command's working directory.
+pub const WORKDIR_VAR: &str = "HANGAR_WORKDIR";
+
 /// Everything about the session that shapes the process.
 pub struct Launch<'a> {
     pub user: &'a User,
@@ -133,13 +136,21 @@ pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
     if let Some(sock) = l.agent_socket {
         cmd.env("SSH_AUTH_SOCK", sock);
     }
+    // `HANGAR_WORKDIR` is not exported: it asks for the command's working
+    // directory (the image's WorkingDir; docs/api.md, "Guest agent
+    // protocol"). One that is not a directory falls back to the home.
+    let mut workdir = None;
     for (k, v) in l.env {
-        cmd.env(k, v);
+        if k == WORKDIR_VAR {
+            workdir = Some(PathBuf::from(v));
+        } else {
+            cmd.env(k, v);
+        }
     }
-    let cwd = if l.user.home.is_dir() {
-        l.user.home.clone()
-    } else {
-        PathBuf::from("/")
+    let cwd = match workdir {
+        Some(w) if w.is_absolute() && w.is_dir() => w,
+        _ if l.user.home.is_dir() => l.user.home.clone(),
+        _ => PathBuf::from("/"),
     };
     cmd.current_dir(cwd);
     match l.tty {
@@ -290,6 +301,25 @@ mod tests {
             out,
             "hi there 10.0.0.1 5000 10.0.0.2 22 [10.0.0.1 5000 22] /var/mail/tester\n0\n"
         );
+    }
+
+    #[tokio::test]
+    async fn hangar_workdir_sets_the_directory_and_is_not_exported() {
+        let u = user(Some("/bin/sh"));
+        let d = tempfile::tempdir().unwrap();
+        let wd = d.path().to_str().unwrap().to_string();
+        let env = vec![(WORKDIR_VAR.to_string(), wd.clone())];
+        let (out, _, _) = run(
+            &u,
+            What::Exec("pwd; echo \"[$HANGAR_WORKDIR]\"".into()),
+            &env,
+        )
+        .await;
+        assert_eq!(out, format!("{wd}\n[]\n"));
+        // Not a directory: the home, as without it.
+        let env = vec![(WORKDIR_VAR.to_string(), "/no/such/dir".to_string())];
+        let (out, _, _) = run(&u, What::Exec("pwd".into()), &env).await;
+        assert_eq!(out.trim_end(), std::env::temp_dir().to_str().unwrap());
     }
 
     #[tokio::test]

@@ -79,6 +79,10 @@ pub async fn exec(
             .map_err(|e| HttpError(ApiError::invalid(format!("invalid exec request: {e}"))))?
     };
     let rec = super::running_vm(&d, &name)?;
+    let spec = match d.images.run_config(&rec.image_digest) {
+        Some(run) => with_image_run(spec, &run),
+        None => spec,
+    };
     // Connect before switching protocols so an unreachable guest (or an
     // unknown user) is a plain HTTP error.
     let client = match spec.user.as_deref() {
@@ -108,6 +112,32 @@ pub async fn exec(
     resp.headers_mut()
         .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
     Ok(resp)
+}
+
+/// An OCI image's run settings as the defaults of an exec: its user
+/// (unless the request names one), its environment (the request's own
+/// variables win) and its working directory (`HANGAR_WORKDIR`, which the
+/// guest agent takes as the command's directory).
+fn with_image_run(mut spec: ExecRequest, run: &hangar_image::sources::RunConfig) -> ExecRequest {
+    if spec.user.is_none() {
+        spec.user = run
+            .user_name()
+            .filter(|u| *u != "root" && *u != "0")
+            .map(str::to_string);
+    }
+    let mut env: Vec<(String, String)> = run
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| !spec.env.iter().any(|(rk, _)| rk == k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(wd) = &run.working_dir {
+        env.push(("HANGAR_WORKDIR".to_string(), wd.clone()));
+    }
+    env.append(&mut spec.env);
+    spec.env = env;
+    spec
 }
 
 /// Pumps frames between the client and the guest command.
@@ -207,4 +237,40 @@ where
         reader.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_run_config_fills_user_env_and_workdir_but_the_request_wins() {
+        let run = hangar_image::sources::RunConfig {
+            env: vec!["PATH=/opt/bin:/bin".into(), "MODE=image".into()],
+            user: Some("app:app".into()),
+            working_dir: Some("/srv".into()),
+            ..Default::default()
+        };
+        let spec = ExecRequest {
+            env: vec![("MODE".into(), "request".into())],
+            ..Default::default()
+        };
+
+        let out = with_image_run(spec, &run);
+
+        assert_eq!(out.user.as_deref(), Some("app"));
+        assert_eq!(
+            out.env,
+            vec![
+                ("PATH".to_string(), "/opt/bin:/bin".to_string()),
+                ("HANGAR_WORKDIR".to_string(), "/srv".to_string()),
+                ("MODE".to_string(), "request".to_string()),
+            ]
+        );
+        let asked = ExecRequest {
+            user: Some("root".into()),
+            ..Default::default()
+        };
+        assert_eq!(with_image_run(asked, &run).user.as_deref(), Some("root"));
+    }
 }

@@ -78,6 +78,14 @@ impl ImageService {
         ))
     }
 
+    /// The run settings of an OCI image, by digest (none for other images).
+    pub fn run_config(&self, digest: &str) -> Option<hangar_image::sources::RunConfig> {
+        let rec = self.infra.store.get_image(digest).ok()?;
+        serde_json::from_str::<ImageManifest>(&rec.manifest_json)
+            .ok()?
+            .run
+    }
+
     pub fn image_info(&self, rec: &ImageRecord) -> Result<ImageInfo> {
         let manifest = serde_json::from_str::<ImageManifest>(&rec.manifest_json).ok();
         Ok(ImageInfo {

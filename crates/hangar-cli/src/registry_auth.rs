@@ -77,10 +77,13 @@ pub fn credentials_for(registry: &str) -> Result<Option<RegistryCredentials>, St
     lookup(&config, registry, &run_helper)
 }
 
+/// Runs a credential helper: `(helper name, registry)` → credentials.
+type Helper<'a> = &'a dyn Fn(&str, &str) -> Result<Option<RegistryCredentials>, String>;
+
 fn lookup(
     config: &DockerConfig,
     registry: &str,
-    helper: &dyn Fn(&str, &str) -> Result<Option<RegistryCredentials>, String>,
+    helper: Helper<'_>,
 ) -> Result<Option<RegistryCredentials>, String> {
     if let Some(name) = config.cred_helpers.get(registry) {
         return helper(name, registry);

@@ -7,6 +7,7 @@
 //! message naming the need and how to meet it, never return quietly.
 //! The whole convention is described at the top of `scripts/test.sh`.
 
+pub mod registry;
 pub mod sshd;
 
 use std::path::PathBuf;

@@ -434,6 +434,65 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
     assert_eq!(info["name"], "up", "{info}");
     expect(&mut c, &d, ("DELETE", "/v1/images/up"), "", None, 204);
 
+    // An archive import: something that is not an image is refused with
+    // the upload; a one-layer docker-archive becomes an import operation.
+    let tar_of = |members: &[(&str, &[u8])]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, body) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, name, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let import = |c: &mut Contract, target: &str, body: &[u8], status: u16| {
+        let reply = call_bytes(
+            &d,
+            "POST",
+            target,
+            "Content-Type: application/x-tar\r\n",
+            body,
+        );
+        assert_eq!(
+            reply.status,
+            status,
+            "{target}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        c.check("POST", target, &reply);
+        reply
+    };
+    let bad = import(
+        &mut c,
+        "/v1/images/import?name=notimage",
+        &tar_of(&[("hello.txt", b"hi")]),
+        400,
+    );
+    assert_eq!(bad.json()["kind"], "invalid");
+    let layer = tar_of(&[("hello", b"#!/bin/sh\necho hi\n")]);
+    let diff_id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&layer)));
+    let config = format!(
+        r#"{{"os":"linux","architecture":"amd64","config":{{"Cmd":["/hello"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let archive = tar_of(&[
+        ("l/layer.tar", &layer),
+        ("c.json", config.as_bytes()),
+        (
+            "manifest.json",
+            br#"[{"Config":"c.json","RepoTags":["x:1"],"Layers":["l/layer.tar"]}]"#,
+        ),
+    ]);
+    let op = import(&mut c, "/v1/images/import?name=imported", &archive, 202).json();
+    let done = wait_op(&mut c, &d, op["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["run"]["cmd"][0], "/hello", "{done}");
+    expect(&mut c, &d, ("DELETE", "/v1/images/imported"), "", None, 204);
+
     // A query string that does not parse: the documented plain-text 400.
     expect(
         &mut c,

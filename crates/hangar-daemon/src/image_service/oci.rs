@@ -45,6 +45,7 @@ impl ImageService {
             reference: req.name.clone(),
             credentials: req.credentials.as_ref().map(credentials).transpose()?,
             insecure: req.insecure,
+            max_bytes: self.infra.config.images.max_bytes().2,
         };
         hangar_image::sources::oci::parse_reference(&pull)
             .map_err(|e| rejected("cannot pull the image", e))?;
@@ -139,6 +140,7 @@ impl ImageService {
                         &spool,
                         image,
                         &t,
+                        max_bytes,
                         &|n| {
                             counter.fetch_add(n, Ordering::Relaxed);
                         },

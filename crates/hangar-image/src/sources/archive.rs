@@ -406,20 +406,23 @@ fn read_docker_archive(spool: &Spool) -> Result<ArchiveImage, ImageError> {
     })
 }
 
-/// Applies the spooled image's layers into `tree`.
+/// Applies the spooled image's layers into `tree`; together they may
+/// unpack to at most `max_bytes`.
 pub fn unpack(
     spool: &Spool,
     image: ArchiveImage,
     tree: &Path,
+    max_bytes: u64,
     on_bytes: &dyn Fn(u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Unpacked, ImageError> {
     let mut flattener = Flattener::new(tree)?;
+    let mut budget = max_bytes;
     let mut bytes = 0;
     for (member, desc) in &image.layers {
         let path = spool.file(member)?;
         let f = std::fs::File::open(path).map_err(|e| ImageError::io("read", path, e))?;
-        let (_, n) = layer::apply_blob(f, desc, &mut flattener, on_bytes, cancelled)?;
+        let (_, n) = layer::apply_blob(f, desc, &mut flattener, &mut budget, on_bytes, cancelled)?;
         bytes += n;
     }
     flattener.finish()?;
@@ -462,7 +465,7 @@ mod tests {
         })
         .and_then(|s| {
             let image = read_image(&s)?;
-            unpack(&s, image, &tree, &|_| {}, &|| false)
+            unpack(&s, image, &tree, 1 << 30, &|_| {}, &|| false)
         });
         (t, r)
     }

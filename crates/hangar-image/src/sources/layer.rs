@@ -26,11 +26,14 @@ pub struct LayerDesc {
     pub label: String,
 }
 
-/// Reads through, hashing and counting, and reporting each read's size.
+/// Reads through, hashing and counting, and reporting each read's size;
+/// reading past `limit` bytes is an error (a layer that decompresses
+/// without end must not fill the disk).
 struct HashingReader<'a, R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+    limit: u64,
     on_bytes: &'a dyn Fn(u64),
 }
 
@@ -39,6 +42,12 @@ impl<R: Read> Read for HashingReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other(format!(
+                "it unpacks to more than {} bytes, the [images] max_rootfs_size limit",
+                self.limit
+            )));
+        }
         (self.on_bytes)(n as u64);
         Ok(n)
     }
@@ -55,12 +64,15 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const READ_BUFFER: usize = 1 << 20;
 
 /// Verifies, decompresses and applies one layer read from `blob`.
-/// `on_bytes` gets the compressed bytes as they are read (progress).
-/// Returns what the layer did and the blob's size.
+/// `on_bytes` gets the compressed bytes as they are read (progress);
+/// `budget` is how many uncompressed bytes the image may still take, and
+/// is reduced by this layer's. Returns what the layer did and the blob's
+/// size.
 pub fn apply_blob(
     blob: impl Read,
     desc: &LayerDesc,
     flattener: &mut Flattener,
+    budget: &mut u64,
     on_bytes: &dyn Fn(u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(LayerStats, u64), ImageError> {
@@ -74,6 +86,7 @@ pub fn apply_blob(
             inner: blob,
             hasher: Sha256::new(),
             bytes: 0,
+            limit: u64::MAX,
             on_bytes,
         },
     );
@@ -91,12 +104,14 @@ pub fn apply_blob(
             inner: tar,
             hasher: Sha256::new(),
             bytes: 0,
+            limit: *budget,
             on_bytes: &|_| {},
         };
         stats = flattener.apply_layer(&mut plain, &desc.label, cancelled)?;
         // The tar's end-of-archive blocks and any padding are part of what
         // the diff_id covers.
         std::io::copy(&mut plain, &mut std::io::sink()).map_err(io_err)?;
+        *budget -= plain.bytes.min(*budget);
         if let Some(want) = &desc.diff_id {
             let got = plain.digest();
             if &got != want {
@@ -159,7 +174,9 @@ mod tests {
     ) -> (tempfile::TempDir, Result<(LayerStats, u64), ImageError>) {
         let t = tempfile::tempdir().expect("tempdir");
         let mut f = Flattener::new(t.path()).expect("flattener");
-        let r = apply_blob(blob, desc, &mut f, &|_| {}, &|| false);
+        let r = apply_blob(blob, desc, &mut f, &mut u64::MAX.clone(), &|_| {}, &|| {
+            false
+        });
         (t, r)
     }
 
@@ -185,6 +202,28 @@ mod tests {
                 b"hi\n"
             );
         }
+    }
+
+    #[test]
+    fn a_layer_past_the_budget_fails_and_the_budget_shrinks() {
+        let tar = layer_tar("big", &vec![0u8; 64 << 10]);
+        let zs = zstd::encode_all(&tar[..], 3).expect("zstd");
+        let desc = LayerDesc {
+            digest: None,
+            size: None,
+            diff_id: None,
+            label: "bomb".into(),
+        };
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut f = Flattener::new(t.path()).expect("flattener");
+        let mut budget = 16 << 10;
+        let err =
+            apply_blob(&zs[..], &desc, &mut f, &mut budget, &|_| {}, &|| false).expect_err("over");
+        assert!(err.to_string().contains("max_rootfs_size"), "{err}");
+
+        let mut budget = 1 << 20;
+        apply_blob(&zs[..], &desc, &mut f, &mut budget, &|_| {}, &|| false).expect("fits");
+        assert_eq!(budget, (1 << 20) - tar.len() as u64);
     }
 
     #[test]

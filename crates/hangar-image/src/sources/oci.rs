@@ -53,6 +53,8 @@ pub struct RegistryPull {
     pub credentials: Option<Credentials>,
     /// Plain HTTP; only for registries on a loopback address.
     pub insecure: bool,
+    /// The most uncompressed bytes the layers may unpack to, together.
+    pub max_bytes: u64,
 }
 
 /// Layer media types Hangar can apply: tar, gzip or zstd, OCI or docker.
@@ -157,6 +159,7 @@ pub async fn pull(
     let total: u64 = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
 
     let mut flattener = Flattener::new(tree)?;
+    let mut budget = req.max_bytes;
     let done = Arc::new(AtomicU64::new(0));
     for (i, (oci_desc, desc)) in manifest.layers.iter().zip(&layers).enumerate() {
         let detail = format!("layer {}/{} {}", i + 1, layers.len(), short(&desc.label));
@@ -182,15 +185,16 @@ pub async fn pull(
                 reader,
                 &desc2,
                 &mut flattener,
+                &mut budget,
                 &|n| {
                     counter.fetch_add(n, Ordering::Relaxed);
                 },
                 &|| token.is_cancelled(),
             );
-            (flattener, r)
+            (flattener, budget, r)
         });
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let (back, result) = loop {
+        let (back, left, result) = loop {
             tokio::select! {
                 joined = &mut task => break joined.map_err(|e| ImageError::BadOci {
                     what: what.clone(),
@@ -200,6 +204,7 @@ pub async fn pull(
             }
         };
         flattener = back;
+        budget = left;
         if cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
         }
@@ -300,6 +305,7 @@ mod tests {
             reference: "example.com/team/img:v1".into(),
             credentials: None,
             insecure: true,
+            max_bytes: 1 << 30,
         };
         let err = parse_reference(&req).expect_err("refused");
         assert!(err.to_string().contains("loopback"), "{err}");

@@ -444,3 +444,48 @@ fn hostile_corrupt_and_unrunnable_archives_are_refused_and_leave_nothing() {
     );
     assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 1);
 }
+
+#[test]
+#[ignore = "needs root: runs the daemon (network namespace)"]
+fn a_cancelled_import_leaves_no_files_and_no_image() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("oci-cancel");
+    d.ok(&["image", "pull", "debian-12"]);
+    // Many files: the unpack takes long enough to be cancelled midway.
+    let bodies: Vec<(String, Vec<u8>)> = (0..40_000)
+        .map(|i| (format!("data/{}/{i}", i % 100), vec![b'x'; 512]))
+        .collect();
+    let entries: Vec<Entry> = bodies
+        .iter()
+        .map(|(p, b)| Entry::File(p.as_str(), b.clone(), 0o644))
+        .collect();
+    let archive = docker_archive(&[busybox_layer(), layer(&entries)], "{}");
+    let file = write_file(&d, "many.tar", &archive);
+
+    let id = d.ok(&[
+        "image",
+        "import",
+        &common::path_str(&file),
+        "--name",
+        "many",
+        "--no-wait",
+    ]);
+    let id = id.trim();
+    d.ok(&["op", "cancel", id]);
+    common::wait_until(
+        "the import ends",
+        std::time::Duration::from_secs(120),
+        || d.json(&["op", "show", id])["state"] != "running",
+    );
+    let op = d.json(&["op", "show", id]);
+    assert_eq!(op["state"], "cancelled", "{op}");
+    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    let names: Vec<String> = d
+        .json(&["image", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["debian-12"]);
+}

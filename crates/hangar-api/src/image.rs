@@ -22,6 +22,35 @@ pub struct ImageInfo {
     /// How the image runs, from its OCI image config (OCI images only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<ImageRun>,
+    /// Where a promoted image came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ImageLineage>,
+}
+
+/// A promoted image's lineage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageLineage {
+    /// The parent image's digest (`sha256:…`).
+    pub image: String,
+    /// The parent image's name when it was promoted.
+    pub image_name: String,
+    /// The VM whose disk became the image.
+    pub vm: String,
+    /// RFC 3339.
+    pub promoted_at: String,
+}
+
+/// `POST /v1/images/promote`: a VM's disk becomes a new image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteImageRequest {
+    /// The VM whose disk to take.
+    pub vm: String,
+    /// The new image's name.
+    pub name: String,
+    /// Stop the VM first when it runs (otherwise a running VM is refused).
+    #[serde(default)]
+    pub stop: bool,
 }
 
 /// An OCI image's run settings: `exec` uses its environment, user and

@@ -11,8 +11,8 @@ pub mod vm;
 
 pub use error::{ApiError, ErrorKind};
 pub use image::{
-    ImageFiles, ImageInfo, ImportImageQuery, PullImageRequest, RegisterImageRequest,
-    UploadImageQuery, UPLOAD_DIGEST_LEN,
+    ImageFiles, ImageInfo, ImportImageQuery, PromoteImageRequest, PullImageRequest,
+    RegisterImageRequest, UploadImageQuery, UPLOAD_DIGEST_LEN,
 };
 pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};

@@ -16,6 +16,7 @@ pub enum OpKind {
     VmRestart,
     ImagePull,
     ImageImport,
+    ImagePromote,
 }
 
 impl OpKind {
@@ -27,6 +28,7 @@ impl OpKind {
             OpKind::VmRestart => "vm_restart",
             OpKind::ImagePull => "image_pull",
             OpKind::ImageImport => "image_import",
+            OpKind::ImagePromote => "image_promote",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -37,6 +39,7 @@ impl OpKind {
             "vm_restart" => OpKind::VmRestart,
             "image_pull" => OpKind::ImagePull,
             "image_import" => OpKind::ImageImport,
+            "image_promote" => OpKind::ImagePromote,
             _ => return None,
         })
     }

@@ -240,6 +240,22 @@ pub enum ImageCommand {
         #[arg(long, value_name = "FILE")]
         rootfs: PathBuf,
     },
+    /// Make a VM's current disk a new image (with its lineage).
+    ///
+    /// A running VM is refused unless --stop: a live disk is not a
+    /// consistent copy.
+    Promote {
+        /// The VM whose disk to take.
+        vm: String,
+        /// The new image's name.
+        name: String,
+        /// Stop the VM first if it runs.
+        #[arg(long)]
+        stop: bool,
+        /// Print the operation id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show one image, with the sha256 of the files it was registered from.
     Show {
         /// Image name or digest.

@@ -57,7 +57,7 @@ pub use finalize::{finalize_oci, KernelSource};
 pub use identity::{write_config_drive, GuestIdentity};
 pub use import::{finish_upload, import_files, sha256_file, UPLOADED_KERNEL_FILE};
 pub use kernel::{extract_bzimage, vmlinux_from_bzimage, write_vmlinux};
-pub use manifest::{FileDigests, ImageManifest, MANIFEST_FILE};
+pub use manifest::{FileDigests, ImageManifest, Lineage, MANIFEST_FILE};
 pub use mirror::{host_debian_mirror, DEFAULT_MIRROR};
 pub use process::ProgressFn;
 pub use recipe::Recipe;

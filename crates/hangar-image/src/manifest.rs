@@ -54,6 +54,22 @@ pub struct ImageManifest {
     /// images without their own kernel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_from: Option<String>,
+    /// Where a promoted image came from (`image promote VM NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Lineage>,
+}
+
+/// A promoted image's lineage: the image its VM was created from, the VM,
+/// and when its disk became this image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// `sha256:…` of the parent image's manifest.
+    pub image: String,
+    /// The parent image's name at promotion time.
+    pub image_name: String,
+    pub vm: String,
+    /// RFC 3339.
+    pub promoted_at: String,
 }
 
 /// Lowercase hex sha256 of each file an image was registered from (the
@@ -89,6 +105,7 @@ impl ImageManifest {
             files: None,
             run: None,
             kernel_from: None,
+            parent: None,
         };
         m.digest = m.compute_digest();
         m
@@ -117,6 +134,20 @@ impl ImageManifest {
         self.kernel_from = Some(kernel_from.to_string());
         self.digest = self.compute_digest();
         self
+    }
+
+    /// A new image made of a VM's disk: this manifest (the parent image's)
+    /// with the new source, rootfs size and lineage, and a fresh digest.
+    pub fn promoted(&self, source: &str, rootfs_bytes: u64, parent: Lineage) -> Self {
+        let mut m = self.clone();
+        m.source = source.to_string();
+        m.rootfs_bytes = rootfs_bytes;
+        m.created_at = hangar_host::time::now_utc();
+        m.recipe_key = None;
+        m.files = None;
+        m.parent = Some(parent);
+        m.digest = m.compute_digest();
+        m
     }
 
     /// `sha256:<hex>` of the JSON of this manifest with `digest` empty.

@@ -489,3 +489,51 @@ fn a_cancelled_import_leaves_no_files_and_no_image() {
         .collect();
     assert_eq!(names, vec!["debian-12"]);
 }
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn a_promoted_vm_disk_boots_as_an_image_with_its_lineage() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("oci-promote");
+    d.ok(&["image", "pull", "debian-12"]);
+    let archive = docker_archive(&[busybox_layer()], r#"{"Env":["PATH=/bin"]}"#);
+    let file = write_file(&d, "bb.tar", &archive);
+    d.ok(&["image", "import", &common::path_str(&file), "--name", "bb"]);
+    d.ok(&["vm", "create", "dev", "--image", "bb"]);
+    let out = d.exec("dev", &["sh", "-c", "echo kept > /root/note.txt && sync"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Running: refused, saying how; nothing made.
+    let err = d.fails(&["image", "promote", "dev", "dev-snap"]);
+    assert!(err.contains("--stop"), "{err}");
+    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    // --stop stops it first.
+    d.ok(&["image", "promote", "dev", "dev-snap", "--stop"]);
+    assert_eq!(d.json(&["vm", "show", "dev"])["state"], "stopped");
+    let info = d.json(&["image", "show", "dev-snap"]);
+    assert_eq!(info["source"], "promote:dev", "{info}");
+    assert_eq!(info["parent"]["image_name"], "bb", "{info}");
+    assert_eq!(info["parent"]["vm"], "dev", "{info}");
+    assert_eq!(
+        info["parent"]["image"],
+        d.json(&["image", "show", "bb"])["digest"],
+        "{info}"
+    );
+    assert_eq!(
+        info["run"]["env"][0], "PATH=/bin",
+        "the parent's run settings: {info}"
+    );
+    let ls = d.ok(&["image", "ls"]);
+    assert!(ls.contains("bb (dev)"), "{ls}");
+
+    d.ok(&["vm", "create", "dev2", "--image", "dev-snap"]);
+    let out = d.exec("dev2", &["cat", "/root/note.txt"]);
+    assert_eq!(stdout(&out), "kept\n", "{out:?}");
+    // A taken name is refused before anything is copied.
+    let err = d.fails(&["image", "promote", "dev", "dev-snap"]);
+    assert!(err.contains("already exists"), "{err}");
+    d.ok(&["vm", "rm", "-f", "dev2"]);
+    d.ok(&["vm", "rm", "-f", "dev"]);
+    d.ok(&["image", "rm", "dev-snap"]);
+    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+}

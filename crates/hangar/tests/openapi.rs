@@ -492,6 +492,23 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["run"]["cmd"][0], "/hello", "{done}");
     expect(&mut c, &d, ("DELETE", "/v1/images/imported"), "", None, 204);
+    // Promote: an unknown VM, and a bad image name.
+    expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/images/promote"),
+        "",
+        Some(r#"{"vm":"nope","name":"snap"}"#),
+        404,
+    );
+    expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/images/promote"),
+        "",
+        Some(r#"{"vm":"nope","name":"Bad Name"}"#),
+        400,
+    );
 
     // A query string that does not parse: the documented plain-text 400.
     expect(

@@ -20,7 +20,7 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 return Ok(());
             }
             output::table(
-                &["name", "digest", "source", "size", "used by"],
+                &["name", "digest", "source", "size", "parent", "used by"],
                 images
                     .iter()
                     .map(|i| {
@@ -29,6 +29,10 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                             i.digest.chars().take(19).collect(),
                             i.source.clone(),
                             output::human_bytes(i.rootfs_bytes),
+                            i.parent
+                                .as_ref()
+                                .map(|p| format!("{} ({})", p.image_name, p.vm))
+                                .unwrap_or_default(),
                             i.used_by.join(","),
                         ]
                     })
@@ -109,6 +113,20 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             }
             Ok(())
         }
+        ImageCommand::Promote {
+            vm,
+            name,
+            stop,
+            no_wait,
+        } => {
+            let req = hangar_api::PromoteImageRequest {
+                vm: vm.clone(),
+                name: name.clone(),
+                stop: *stop,
+            };
+            let op: Operation = client.post("/v1/images/promote", &req).await?;
+            finish_image_op(cli, client, op, *no_wait).await
+        }
         ImageCommand::Show { name } => {
             let info: ImageInfo = client.get(&format!("/v1/images/{}", seg(name))).await?;
             if cli.json {
@@ -166,6 +184,10 @@ fn show_image(info: &ImageInfo) {
             rows.push(("initrd sha256", i.clone()));
         }
         rows.push(("rootfs sha256", f.rootfs_sha256.clone()));
+    }
+    if let Some(p) = &info.parent {
+        rows.push(("parent", format!("{} {}", p.image_name, p.image)));
+        rows.push(("promoted from", format!("VM {} at {}", p.vm, p.promoted_at)));
     }
     if let Some(r) = &info.run {
         let words = |v: &[String]| serde_json::to_string(v).unwrap_or_default();

@@ -23,7 +23,7 @@ use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
     ApiError, CreateVmRequest, DaemonInfo, ImageInfo, ImportImageQuery, Operation,
-    PullImageRequest, RegisterImageRequest, UploadImageQuery, VmInfo,
+    PromoteImageRequest, PullImageRequest, RegisterImageRequest, UploadImageQuery, VmInfo,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -77,6 +77,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/images/register", post(register_image))
         .route("/v1/images/upload", post(upload_image))
         .route("/v1/images/import", post(import_image))
+        .route("/v1/images/promote", post(promote_image))
         .route("/v1/images/{name}", get(show_image).delete(delete_image))
         .route("/v1/operations", get(list_ops))
         .route("/v1/operations/{id}", get(show_op))
@@ -519,6 +520,27 @@ async fn import_image(
         StatusCode::ACCEPTED,
         Json(d.images.begin_import(q, body).await?),
     ))
+}
+
+/// Promote a VM's disk to an image
+///
+/// The VM's current disk becomes a new image with the parent's kernel,
+/// initrd and run settings, and its lineage (parent image, VM, time). A
+/// running VM is refused (409) unless `stop` is set, which stops it first.
+#[utoipa::path(post, path = "/v1/images/promote", operation_id = "promote_image", tag = "images",
+    request_body = PromoteImageRequest,
+    responses(
+        (status = 202, description = "The promotion began", body = Operation),
+        (status = 400, response = Invalid),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ))]
+async fn promote_image(
+    State(d): State<Arc<Daemon>>,
+    JsonBody(req): JsonBody<PromoteImageRequest>,
+) -> ApiResult<(StatusCode, Json<Operation>)> {
+    Ok((StatusCode::ACCEPTED, Json(d.vms.begin_promote(req)?)))
 }
 
 /// List operations

@@ -43,6 +43,7 @@ use utoipa::OpenApi;
         super::register_image,
         super::upload_image,
         super::import_image,
+        super::promote_image,
         super::show_image,
         super::delete_image,
         super::list_ops,

@@ -8,7 +8,7 @@
 mod leftovers;
 mod oci;
 mod register;
-mod upload;
+pub(crate) mod upload;
 
 use crate::blocking::{off_runtime, remove_tree};
 use std::path::{Path, PathBuf};
@@ -113,6 +113,14 @@ impl ImageService {
                     entrypoint: r.entrypoint,
                     cmd: r.cmd,
                 }),
+            parent: manifest.as_ref().and_then(|m| m.parent.clone()).map(|p| {
+                hangar_api::image::ImageLineage {
+                    image: p.image,
+                    image_name: p.image_name,
+                    vm: p.vm,
+                    promoted_at: p.promoted_at,
+                }
+            }),
         })
     }
 
@@ -271,6 +279,24 @@ impl ImageService {
             return Err(e.into());
         }
         Ok(rec)
+    }
+
+    /// Stores a finished image dir (a promotion's) under `name`, under the
+    /// image lock; `staging` is removed on failure.
+    pub(crate) async fn store_new(
+        &self,
+        name: &str,
+        staging: upload::StagingDir,
+        manifest: &ImageManifest,
+    ) -> Result<ImageInfo> {
+        let _guard = self.lock.lock().await;
+        self.refuse_taken_name(name)?;
+        let dir = staging.path().to_path_buf();
+        staging.keep();
+        let rec = self
+            .store_image(name, &manifest.source, &dir, manifest)
+            .await?;
+        self.image_info(&rec)
     }
 
     /// Removes an image unless a VM uses it (the store refuses, naming the

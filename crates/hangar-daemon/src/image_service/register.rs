@@ -153,7 +153,7 @@ impl ImageService {
         self.image_info(&rec)
     }
 
-    pub(super) fn refuse_taken_name(&self, name: &str) -> Result<()> {
+    pub(crate) fn refuse_taken_name(&self, name: &str) -> Result<()> {
         match self.infra.store.get_image(name) {
             Ok(existing) if existing.name == name => Err(DaemonError::conflict(format!(
                 "an image named {name:?} already exists; remove it first with `hangar image rm {name}`"

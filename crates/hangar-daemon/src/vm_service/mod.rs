@@ -11,6 +11,7 @@ pub mod dir;
 pub mod guest;
 pub mod lifecycle;
 pub mod locks;
+pub mod promote;
 pub mod reconcile;
 pub mod watch;
 

@@ -98,6 +98,27 @@ pub struct PullImageRequest {
     /// `~/.docker/config.json` (the daemon never reads root's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<RegistryCredentials>,
+    /// For a bundle URL: the sha256 (64 hex digits) the bundle file must
+    /// have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Whether a pull name is a bundle URL (`https://…`, or `http://` from a
+/// loopback address).
+pub fn is_bundle_url(name: &str) -> bool {
+    name.starts_with("https://") || name.starts_with("http://")
+}
+
+/// `POST /v1/images/bundle`: the name to keep a bundle the client streams
+/// under, and the sha256 it must have. The body is the bundle file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BundleQuery {
+    pub name: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Credentials for one registry. Never logged or stored.
@@ -127,7 +148,7 @@ impl std::fmt::Debug for RegistryCredentials {
 /// Whether a pull name is an OCI reference rather than a catalog name:
 /// references have a registry (`host/…`), catalog names never contain `/`.
 pub fn is_oci_reference(name: &str) -> bool {
-    name.contains('/')
+    name.contains('/') && !name.contains("://")
 }
 
 /// `POST /v1/images/import`: the name to keep the image under. The body

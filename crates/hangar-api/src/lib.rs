@@ -11,7 +11,7 @@ pub mod vm;
 
 pub use error::{ApiError, ErrorKind};
 pub use image::{
-    ImageFiles, ImageInfo, ImportImageQuery, PromoteImageRequest, PullImageRequest,
+    BundleQuery, ImageFiles, ImageInfo, ImportImageQuery, PromoteImageRequest, PullImageRequest,
     RegisterImageRequest, UploadImageQuery, UPLOAD_DIGEST_LEN,
 };
 pub use info::DaemonInfo;

@@ -194,12 +194,15 @@ pub enum ImageCommand {
     Ls,
     /// Show the built-in catalog.
     Catalog,
-    /// Fetch or build a catalog image, or pull one from an OCI registry.
+    /// Fetch or build a catalog image, pull one from an OCI registry, or
+    /// pull a Hangar bundle.
     ///
     /// A name with a `/` is an OCI reference (REGISTRY/REPOSITORY[:TAG]
     /// [@DIGEST]); credentials come from your ~/.docker/config.json.
+    /// `https://…` and `file://…` name a bundle (`image export` output).
     Pull {
-        /// Catalog name (see `hangar image catalog`) or OCI reference.
+        /// Catalog name (see `hangar image catalog`), OCI reference, or
+        /// bundle URL.
         name: String,
         /// Keep an OCI image under this name [default: the repository's
         /// last component].
@@ -208,9 +211,20 @@ pub enum ImageCommand {
         /// Plain HTTP, for a registry on a loopback address only.
         #[arg(long)]
         insecure: bool,
+        /// For a bundle URL (https://, file://): the bundle file's sha256.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
         /// Print the operation id and return at once.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Export an image as a portable bundle (zstd tar with each part's
+    /// sha256); prints the bundle's sha256 for `image pull URL --sha256`.
+    Export {
+        /// Image name or digest.
+        name: String,
+        /// The bundle file to write (e.g. NAME.hangar.tar.zst), or `-`.
+        file: PathBuf,
     },
     /// Import an image archive: `docker save`/`podman save` output, an OCI
     /// archive (`buildah push IMG oci-archive:F`), or an OCI layout dir.

@@ -75,6 +75,17 @@ pub async fn import_archive(
     source: ArchiveSource,
 ) -> Result<Operation, ApiError> {
     let path = format!("/v1/images/import?name={}", crate::cmd::seg(name));
+    send_archive(client, &path, "application/x-tar", name, source).await
+}
+
+/// Streams `source` as the body of `POST path` and decodes the answer.
+pub async fn send_archive<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    path: &str,
+    content_type: &str,
+    name: &str,
+    source: ArchiveSource,
+) -> Result<T, ApiError> {
     let bar = progress_bar(name, source.total());
     let (tx, rx) = mpsc::channel::<FrameResult>(QUEUE);
     let reader_bar = bar.clone();
@@ -83,7 +94,7 @@ pub async fn import_archive(
         let mut rx = rx;
         move |cx| rx.poll_recv(cx)
     }));
-    let answer = client.post_stream(&path, "application/x-tar", body).await;
+    let answer = client.post_stream(path, content_type, body).await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod client;
 pub mod cmd;
+pub mod download;
 pub mod import;
 pub mod local_file;
 pub mod output;

@@ -537,3 +537,172 @@ fn a_promoted_vm_disk_boots_as_an_image_with_its_lineage() {
     d.ok(&["image", "rm", "dev-snap"]);
     assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
 }
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &std::path::Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        common::wait_until(
+            "the HTTP server listens",
+            std::time::Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rootfs_sha(d: &TestDaemon, image: &str) -> String {
+    let digest = d.json(&["image", "show", image])["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let f = std::fs::read(
+        d.state_dir()
+            .join("images")
+            .join(digest)
+            .join("rootfs.ext4"),
+    )
+    .unwrap();
+    sha(&f)
+}
+
+#[test]
+#[ignore = "needs root: runs two daemons and boots a guest (network namespaces, TAPs, QEMU)"]
+fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
+    let _serial = common::serial();
+    let a = TestDaemon::start("bundle-a");
+    a.ok(&["image", "pull", "debian-12"]);
+    let app = layer(&[
+        Entry::Dir("srv", 0o755),
+        Entry::File("srv/marker", b"bundled\n".to_vec(), 0o644),
+    ]);
+    let archive = docker_archive(&[busybox_layer(), app], r#"{"Env":["PATH=/bin"]}"#);
+    let file = write_file(&a, "bb.tar", &archive);
+    a.ok(&["image", "import", &common::path_str(&file), "--name", "bb"]);
+
+    let served = a.dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let bundle = served.join("golden.hangar.tar.zst");
+    let out = a.hangar(&["image", "export", "bb", &common::path_str(&bundle)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let sum = hex::encode(Sha256::digest(std::fs::read(&bundle).unwrap()));
+    assert!(said.contains(&format!("sha256 {sum}")), "{said}");
+    // Corrupted copies beside it: one byte changed, and one cut short.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(served.join("corrupt.hangar.tar.zst"), &bytes).unwrap();
+    let whole = std::fs::read(&bundle).unwrap();
+    std::fs::write(
+        served.join("short.hangar.tar.zst"),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
+    let http = HttpServer::start(&served);
+    let url = |f: &str| format!("http://127.0.0.1:{}/{f}", http.port);
+
+    let b = TestDaemon::start("bundle-b");
+    // From a local file, read by the CLI (file://); then removed again.
+    b.ok(&[
+        "image",
+        "pull",
+        &format!("file://{}", bundle.display()),
+        "--sha256",
+        &sum,
+        "--name",
+        "local",
+    ]);
+    assert_eq!(rootfs_sha(&a, "bb"), rootfs_sha(&b, "local"), "same rootfs");
+    b.ok(&["image", "rm", "local"]);
+    let images_before = b.json(&["image", "ls"]);
+    // A wrong sha256, a corrupted bundle, a truncated one: refused, nothing kept.
+    let err = b.fails(&[
+        "image",
+        "pull",
+        &url("golden.hangar.tar.zst"),
+        "--sha256",
+        &"0".repeat(64),
+    ]);
+    assert!(err.contains("sha256"), "{err}");
+    let err = b.fails(&[
+        "image",
+        "pull",
+        &url("corrupt.hangar.tar.zst"),
+        "--sha256",
+        &sum,
+    ]);
+    assert!(!err.is_empty());
+    b.fails(&["image", "pull", &url("short.hangar.tar.zst")]);
+    assert_eq!(b.json(&["image", "ls"]), images_before);
+    assert!(b.image_leftovers().is_empty(), "{:?}", b.image_leftovers());
+
+    b.ok(&[
+        "image",
+        "pull",
+        &url("golden.hangar.tar.zst"),
+        "--sha256",
+        &sum,
+    ]);
+    assert_eq!(
+        rootfs_sha(&a, "bb"),
+        rootfs_sha(&b, "golden"),
+        "same rootfs"
+    );
+    assert_eq!(
+        a.json(&["image", "show", "bb"])["digest"],
+        b.json(&["image", "show", "golden"])["digest"]
+    );
+    // The same content under a second name is refused, naming the first.
+    let err = b.fails(&[
+        "image",
+        "pull",
+        &format!("file://{}", bundle.display()),
+        "--sha256",
+        &sum,
+        "--name",
+        "golden2",
+    ]);
+    assert!(err.contains("\"golden\""), "{err}");
+    assert!(b.image_leftovers().is_empty(), "{:?}", b.image_leftovers());
+
+    b.ok(&["vm", "create", "g", "--image", "golden"]);
+    let out = b.exec("g", &["cat", "/srv/marker"]);
+    assert_eq!(stdout(&out), "bundled\n", "{out:?}");
+    b.ok(&["vm", "rm", "-f", "g"]);
+}

@@ -492,6 +492,17 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["run"]["cmd"][0], "/hello", "{done}");
     expect(&mut c, &d, ("DELETE", "/v1/images/imported"), "", None, 204);
+    // Bundles: an unknown image cannot be exported; garbage is no bundle.
+    expect(&mut c, &d, ("GET", "/v1/images/nope/bundle"), "", None, 404);
+    let bad = call_bytes(
+        &d,
+        "POST",
+        "/v1/images/bundle?name=nobundle",
+        "Content-Type: application/zstd\r\n",
+        b"not a bundle",
+    );
+    assert_eq!(bad.status, 400, "{}", String::from_utf8_lossy(&bad.body));
+    c.check("POST", "/v1/images/bundle?name=nobundle", &bad);
     // Promote: an unknown VM, and a bad image name.
     expect(
         &mut c,

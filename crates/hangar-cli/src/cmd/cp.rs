@@ -4,16 +4,14 @@
 //! (`GET`/`PUT /v1/vms/{name}/files`), so images without a shell work too.
 //! Directories: `scp -r` through `hangar proxy`.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use hangar_api::{ApiError, GuestFileWritten};
-use http_body_util::{BodyStream, StreamBody};
+use http_body_util::StreamBody;
 use hyper::body::Frame;
 use hyper::Method;
-use tokio::io::AsyncWriteExt;
 
 use super::seg;
 use crate::args::CpArgs;
@@ -115,48 +113,7 @@ async fn download(client: &Client, name: &str, path: &str, dst: &Path) -> Result
         dst.to_path_buf()
     };
     let resp = client.get_stream(&files_path(name, path, None)).await?;
-    // Into a new file beside the target, renamed over it when complete:
-    // a failed copy leaves the target as it was.
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.hangar-cp-{}",
-        target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let io_err =
-        |e: std::io::Error| ApiError::invalid(format!("cannot write {}: {e}", target.display()));
-    // 0666 under the user's umask, as cp makes files.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o666)
-        .open(&tmp)
-        .map_err(io_err)?;
-    let copied = async {
-        let mut out = tokio::fs::File::from_std(file);
-        let mut body = BodyStream::new(resp.into_body());
-        while let Some(frame) = body.next().await {
-            let frame =
-                frame.map_err(|e| ApiError::internal(format!("the copy broke off: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                let data: Bytes = data;
-                out.write_all(&data).await.map_err(io_err)?;
-            }
-        }
-        out.flush().await.map_err(io_err)?;
-        std::fs::rename(&tmp, &target).map_err(io_err)
-    }
-    .await;
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    copied
+    crate::download::body_to_file(resp, &target).await.map(drop)
 }
 
 #[cfg(test)]

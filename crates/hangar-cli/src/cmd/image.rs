@@ -59,13 +59,48 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             name,
             as_name,
             insecure,
+            sha256,
             no_wait,
         } => {
+            if let Some(path) = name.strip_prefix("file://") {
+                // Read here, as the user, and streamed: the daemon never
+                // opens a host path for a client.
+                let image = match as_name {
+                    Some(n) => n.clone(),
+                    None => bundle_stem(path).ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "cannot tell an image name from {name:?}; give one with --name"
+                        ))
+                    })?,
+                };
+                hangar_api::name::validate_name("image", &image).map_err(ApiError::invalid)?;
+                let file = crate::local_file::open_regular("bundle", std::path::Path::new(path))
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                let mut target = format!("/v1/images/bundle?name={}", seg(&image));
+                if let Some(s) = sha256 {
+                    target.push_str(&format!("&sha256={}", seg(s)));
+                }
+                let info: ImageInfo = crate::import::send_archive(
+                    client,
+                    &target,
+                    "application/zstd",
+                    &image,
+                    crate::import::ArchiveSource::File(file),
+                )
+                .await?;
+                if cli.json {
+                    output::json(&info);
+                } else {
+                    println!("{} {}", info.name, info.digest);
+                }
+                return Ok(());
+            }
             let mut req = PullImageRequest {
                 name: name.clone(),
                 as_name: as_name.clone(),
                 insecure: *insecure,
                 credentials: None,
+                sha256: sha256.clone(),
             };
             if hangar_api::image::is_oci_reference(name) {
                 // Read here, as the user; the daemon never reads a
@@ -113,6 +148,19 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             }
             Ok(())
         }
+        ImageCommand::Export { name, file } => {
+            let resp = client
+                .get_stream(&format!("/v1/images/{}/bundle", seg(name)))
+                .await?;
+            let sum = crate::download::body_to_file(resp, file).await?;
+            if cli.json {
+                output::json(&serde_json::json!({"image": name, "file": file, "sha256": sum}));
+            } else {
+                eprintln!("exported {name} to {}", file.display());
+                eprintln!("sha256 {sum}");
+            }
+            Ok(())
+        }
         ImageCommand::Promote {
             vm,
             name,
@@ -144,6 +192,13 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             Ok(())
         }
     }
+}
+
+/// `/path/golden.hangar.tar.zst` → `golden`.
+fn bundle_stem(path: &str) -> Option<String> {
+    let file = path.rsplit('/').next()?;
+    let stem = file.split('.').next()?;
+    (!stem.is_empty()).then(|| stem.to_string())
 }
 
 /// Waits for an image operation (unless `no_wait`) and prints the image.

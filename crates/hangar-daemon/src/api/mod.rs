@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
-    ApiError, CreateVmRequest, DaemonInfo, ImageInfo, ImportImageQuery, Operation,
+    ApiError, BundleQuery, CreateVmRequest, DaemonInfo, ImageInfo, ImportImageQuery, Operation,
     PromoteImageRequest, PullImageRequest, RegisterImageRequest, UploadImageQuery, VmInfo,
 };
 use serde::Deserialize;
@@ -78,6 +78,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/images/upload", post(upload_image))
         .route("/v1/images/import", post(import_image))
         .route("/v1/images/promote", post(promote_image))
+        .route("/v1/images/bundle", post(receive_bundle))
+        .route("/v1/images/{name}/bundle", get(export_bundle))
         .route("/v1/images/{name}", get(show_image).delete(delete_image))
         .route("/v1/operations", get(list_ops))
         .route("/v1/operations/{id}", get(show_op))
@@ -541,6 +543,58 @@ async fn promote_image(
     JsonBody(req): JsonBody<PromoteImageRequest>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     Ok((StatusCode::ACCEPTED, Json(d.vms.begin_promote(req)?)))
+}
+
+/// Import a bundle the client streams
+///
+/// The body is a Hangar bundle (`image export` output) the client read;
+/// with `sha256` the whole body must have that sha256. It is verified and
+/// stored in one pass; a mismatch keeps nothing.
+#[utoipa::path(post, path = "/v1/images/bundle", operation_id = "receive_bundle", tag = "images",
+    params(BundleQuery),
+    request_body(content = Vec<u8>, content_type = "application/zstd",
+        description = "the bundle file"),
+    responses(
+        (status = 201, description = "Imported", body = ImageInfo),
+        (status = 400, response = Invalid),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 504, response = Timeout),
+    ))]
+async fn receive_bundle(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<BundleQuery>,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(d.images.receive_bundle(q, body).await?),
+    ))
+}
+
+/// Export an image as a bundle
+///
+/// Streams the image as a portable Hangar bundle (`application/zstd`: a
+/// zstd tar of `hangar-bundle.json` with each part's sha256, then the
+/// kernel, initrd and rootfs). A transfer that breaks off ends with an
+/// error, never as a short body that looks whole.
+#[utoipa::path(get, path = "/v1/images/{name}/bundle", operation_id = "export_bundle", tag = "images",
+    params(("name" = String, Path, description = "Image name or digest")),
+    responses(
+        (status = 200, description = "The bundle", content_type = "application/zstd", body = Vec<u8>),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ))]
+async fn export_bundle(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let body = d.images.export_bundle(&name)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/zstd")],
+        body,
+    )
+        .into_response())
 }
 
 /// List operations

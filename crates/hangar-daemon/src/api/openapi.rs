@@ -44,6 +44,8 @@ use utoipa::OpenApi;
         super::upload_image,
         super::import_image,
         super::promote_image,
+        super::receive_bundle,
+        super::export_bundle,
         super::show_image,
         super::delete_image,
         super::list_ops,

@@ -5,6 +5,7 @@
 //! read-only once stored. The service owns the image-ops lock.
 //! Registration (uploads, and host paths for root) is in [`register`].
 
+mod bundle;
 mod leftovers;
 mod oci;
 mod register;
@@ -53,10 +54,17 @@ impl ImageService {
     /// Begins a pull as an operation: an OCI reference from its registry,
     /// or a catalog name (validated first).
     pub fn begin_pull(self: &Arc<Self>, req: hangar_api::PullImageRequest) -> Result<Operation> {
+        if hangar_api::image::is_bundle_url(&req.name) {
+            return self.begin_bundle_pull(req);
+        }
         if hangar_api::image::is_oci_reference(&req.name) {
             return self.begin_oci_pull(req);
         }
-        if req.as_name.is_some() || req.insecure || req.credentials.is_some() {
+        if req.as_name.is_some()
+            || req.insecure
+            || req.credentials.is_some()
+            || req.sha256.is_some()
+        {
             return Err(DaemonError::invalid(format!(
                 "{:?} is a catalog name: --name, --insecure and registry credentials are for OCI references (REGISTRY/REPOSITORY[:TAG])",
                 req.name
@@ -233,6 +241,17 @@ impl ImageService {
         tmp: &Path,
         manifest: &ImageManifest,
     ) -> Result<ImageRecord> {
+        // One image, one name (for now): the same content under a second
+        // name would silently rename the first.
+        if let Ok(existing) = self.infra.store.get_image(&manifest.digest) {
+            if existing.name != name {
+                let _ = remove_tree(tmp.to_path_buf()).await;
+                return Err(DaemonError::conflict(format!(
+                    "this image is already here as {:?} (same digest {}); use that name, or remove it first",
+                    existing.name, manifest.digest
+                )));
+            }
+        }
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.infra.config.images_dir().join(hexdigest);
         let (from, to) = (tmp.to_path_buf(), final_dir.clone());

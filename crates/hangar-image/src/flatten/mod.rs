@@ -9,7 +9,7 @@
 //! symlinks earlier entries planted. Whiteouts ([`whiteout`]) and
 //! replacements remove with [`remove`], which never descends a symlink.
 
-mod copy;
+pub(crate) mod copy;
 mod create;
 mod entrypath;
 mod inroot;

@@ -6,6 +6,7 @@
 //! goes to [`crate::finalize`].
 
 pub mod archive;
+pub mod bundle;
 pub mod image_config;
 pub mod layer;
 pub mod oci;

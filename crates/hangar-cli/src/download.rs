@@ -1,0 +1,76 @@
+//! Writing a response body to a file the user names, as the user: into a
+//! new file beside the target (0666 under the umask, as cp makes files),
+//! renamed over it once complete, so a transfer that breaks off leaves the
+//! target as it was. `hangar cp` (guest → host) and `hangar image export`.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use hangar_api::ApiError;
+use http_body_util::BodyStream;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Writes `resp`'s body to `target` (or standard output for `-`) and
+/// returns the sha256 (hex) of what was written.
+pub async fn body_to_file(
+    resp: hyper::Response<hyper::body::Incoming>,
+    target: &Path,
+) -> Result<String, ApiError> {
+    let broke = |e: hyper::Error| ApiError::internal(format!("the transfer broke off: {e}"));
+    let mut body = BodyStream::new(resp.into_body());
+    let mut hasher = Sha256::new();
+    if target == Path::new("-") {
+        let mut out = tokio::io::stdout();
+        let io_err =
+            |e: std::io::Error| ApiError::invalid(format!("cannot write to standard output: {e}"));
+        while let Some(frame) = body.next().await {
+            if let Ok(data) = frame.map_err(broke)?.into_data() {
+                let data: Bytes = data;
+                hasher.update(&data);
+                out.write_all(&data).await.map_err(io_err)?;
+            }
+        }
+        out.flush().await.map_err(io_err)?;
+        return Ok(hex::encode(hasher.finalize()));
+    }
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.hangar-{}",
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let io_err =
+        |e: std::io::Error| ApiError::invalid(format!("cannot write {}: {e}", target.display()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(&tmp)
+        .map_err(io_err)?;
+    let copied = async {
+        let mut out = tokio::fs::File::from_std(file);
+        while let Some(frame) = body.next().await {
+            if let Ok(data) = frame.map_err(broke)?.into_data() {
+                let data: Bytes = data;
+                hasher.update(&data);
+                out.write_all(&data).await.map_err(io_err)?;
+            }
+        }
+        out.flush().await.map_err(io_err)?;
+        std::fs::rename(&tmp, target).map_err(io_err)
+    }
+    .await;
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied.map(|()| hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,473 @@
+//! Hangar's portable image bundle (`NAME.hangar.tar.zst`): a zstd-compressed
+//! tar whose first member, `hangar-bundle.json`, names the image, carries
+//! its manifest and the size and sha256 of each part, followed by the parts
+//! themselves (`vmlinux`, optional `initrd.img`, `rootfs.ext4`).
+//!
+//! [`write`] makes one from an image dir (each part hashed first, so the
+//! header can come first). [`read`] takes one in a single streaming pass —
+//! whole-bundle sha256, zstd decode, tar, each part hashed and written
+//! sparse into the staging dir — and checks every digest; a mismatch is an
+//! error, after which the caller removes the staging dir.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::bootstrap::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
+use crate::{ImageError, ImageManifest};
+
+/// The first member of every bundle.
+pub const HEADER: &str = "hangar-bundle.json";
+/// The format this code writes and reads.
+pub const FORMAT: &str = "hangar-bundle/1";
+/// How large a header may be.
+const MAX_HEADER: u64 = 1 << 20;
+
+/// The bundle's first member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleHeader {
+    pub format: String,
+    /// The image's name where it was exported.
+    pub name: String,
+    pub manifest: ImageManifest,
+    pub parts: Vec<Part>,
+}
+
+/// One file of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+fn bad(reason: impl Into<String>) -> ImageError {
+    ImageError::BadOci {
+        what: "the bundle".into(),
+        reason: reason.into(),
+    }
+}
+
+/// The part files of an image dir, in bundle order.
+fn part_files(m: &ImageManifest) -> Vec<(&'static str, String)> {
+    let mut v = vec![(KERNEL_FILE, m.kernel.clone())];
+    if let Some(i) = &m.initrd {
+        v.push((INITRD_FILE, i.clone()));
+    }
+    v.push((ROOTFS_FILE, m.rootfs.clone()));
+    v
+}
+
+/// Writes image `dir` (named `name`) as a bundle into `out`.
+pub fn write(
+    dir: &Path,
+    name: &str,
+    out: impl Write,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), ImageError> {
+    let manifest = ImageManifest::load(dir)?;
+    let mut parts = Vec::new();
+    for (file, stored) in part_files(&manifest) {
+        let p = dir.join(&stored);
+        let bytes = std::fs::metadata(&p)
+            .map_err(|e| ImageError::io("stat", &p, e))?
+            .len();
+        parts.push(Part {
+            file: file.to_string(),
+            bytes,
+            sha256: crate::import::sha256_file(&p)?,
+        });
+    }
+    // The manifest as the reader will store it: parts under their bundle names.
+    let mut stored = manifest.clone();
+    stored.kernel = KERNEL_FILE.to_string();
+    stored.initrd = manifest.initrd.as_ref().map(|_| INITRD_FILE.to_string());
+    stored.rootfs = ROOTFS_FILE.to_string();
+    let header = BundleHeader {
+        format: FORMAT.to_string(),
+        name: name.to_string(),
+        manifest: stored,
+        parts: parts.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&header)
+        .map_err(|e| bad(format!("cannot encode the header: {e}")))?;
+    let io = |e: std::io::Error| ImageError::io("write the bundle of", dir, e);
+    let zstd = zstd::stream::write::Encoder::new(out, 3).map_err(io)?;
+    let mut tar = tar::Builder::new(zstd);
+    let mut h = header_for(json.len() as u64);
+    tar.append_data(&mut h, HEADER, json.as_slice())
+        .map_err(io)?;
+    for ((_, stored), part) in part_files(&manifest).into_iter().zip(&parts) {
+        if cancelled() {
+            return Err(ImageError::Cancelled);
+        }
+        let p = dir.join(stored);
+        let f = std::fs::File::open(&p).map_err(|e| ImageError::io("read", &p, e))?;
+        let mut h = header_for(part.bytes);
+        tar.append_data(&mut h, &part.file, f.take(part.bytes))
+            .map_err(io)?;
+    }
+    let zstd = tar.into_inner().map_err(io)?;
+    zstd.finish().map_err(io)?.flush().map_err(io)
+}
+
+fn header_for(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o600);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    h
+}
+
+/// Hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a bundle from `input` into `out_dir` (existing, private, empty),
+/// checking it against `sha256` (of the whole bundle file, lowercase hex)
+/// when given, and writes the image manifest there. The parts may be at
+/// most `max_bytes` together. Returns the bundle's header and its sha256.
+pub fn read(
+    input: impl Read,
+    sha256: Option<&str>,
+    out_dir: &Path,
+    max_bytes: u64,
+    on_bytes: &dyn Fn(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(BundleHeader, String), ImageError> {
+    if let Some(want) = sha256 {
+        check_hex_sha256(want)?;
+    }
+    let mut outer = Hashing {
+        inner: input,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let io = |e: std::io::Error| bad(format!("cannot read it: {e}"));
+    let header = {
+        let zstd = zstd::stream::read::Decoder::new(&mut outer).map_err(io)?;
+        let mut archive = tar::Archive::new(zstd);
+        let mut entries = archive.entries().map_err(io)?;
+        let first = entries
+            .next()
+            .ok_or_else(|| bad("it is empty"))?
+            .map_err(io)?;
+        if first.path_bytes().as_ref() != HEADER.as_bytes() || first.size() > MAX_HEADER {
+            return Err(bad(format!(
+                "its first member is not {HEADER}; not a Hangar bundle"
+            )));
+        }
+        let mut json = Vec::new();
+        first.take(MAX_HEADER).read_to_end(&mut json).map_err(io)?;
+        let header: BundleHeader = serde_json::from_slice(&json)
+            .map_err(|e| bad(format!("{HEADER} is not valid: {e}")))?;
+        check_header(&header, max_bytes)?;
+        let mut buf = vec![0u8; 1 << 20];
+        for part in &header.parts {
+            if cancelled() {
+                return Err(ImageError::Cancelled);
+            }
+            let mut entry = entries
+                .next()
+                .ok_or_else(|| bad(format!("it ends before {}", part.file)))?
+                .map_err(io)?;
+            if entry.path_bytes().as_ref() != part.file.as_bytes() || entry.size() != part.bytes {
+                return Err(bad(format!(
+                    "member {:?} ({} bytes) is not the {} ({} bytes) its header announced",
+                    String::from_utf8_lossy(&entry.path_bytes()),
+                    entry.size(),
+                    part.file,
+                    part.bytes
+                )));
+            }
+            let path = out_dir.join(&part.file);
+            let mut f = hangar_host::private::create_new_private_file(&path)
+                .map_err(|e| ImageError::io("create", &path, e))?;
+            let mut hashing = Hashing {
+                inner: &mut entry,
+                hasher: Sha256::new(),
+                bytes: 0,
+            };
+            crate::flatten::copy::copy_sparse(&mut hashing, &mut f, &mut buf)
+                .map_err(|e| ImageError::io("write", &path, e))?;
+            on_bytes(hashing.bytes);
+            let got = hex::encode(hashing.hasher.finalize());
+            if got != part.sha256 {
+                return Err(bad(format!(
+                    "its {} has sha256 {got}, its header says {}; nothing was kept",
+                    part.file, part.sha256
+                )));
+            }
+        }
+        if entries.next().is_some() {
+            return Err(bad("it has members after its parts"));
+        }
+        header
+    };
+    std::io::copy(&mut outer, &mut std::io::sink()).map_err(io)?;
+    let got = hex::encode(outer.hasher.clone().finalize());
+    if let Some(want) = sha256 {
+        if got != want {
+            return Err(bad(format!(
+                "its sha256 is {got}, not the {want} given; it was not imported and nothing was kept"
+            )));
+        }
+    }
+    header.manifest.save(out_dir)?;
+    Ok((header, got))
+}
+
+fn check_hex_sha256(s: &str) -> Result<(), ImageError> {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "{s:?} is not a sha256 (64 lowercase hex digits)"
+        )))
+    }
+}
+
+/// The header must describe exactly the parts its manifest names, under
+/// their fixed names, with a manifest whose digest is its own.
+fn check_header(h: &BundleHeader, max_bytes: u64) -> Result<(), ImageError> {
+    if h.format != FORMAT {
+        return Err(bad(format!(
+            "its format is {:?}; this Hangar reads {FORMAT}",
+            h.format
+        )));
+    }
+    let m = &h.manifest;
+    let want: Vec<&str> = part_files(m).iter().map(|(f, _)| *f).collect();
+    let got: Vec<&str> = h.parts.iter().map(|p| p.file.as_str()).collect();
+    if want != got
+        || m.kernel != KERNEL_FILE
+        || m.rootfs != ROOTFS_FILE
+        || m.initrd.as_deref().is_some_and(|i| i != INITRD_FILE)
+    {
+        return Err(bad(format!("its parts {got:?} do not match its manifest")));
+    }
+    if m.digest != m.compute_digest() {
+        return Err(bad("its manifest's digest does not match the manifest"));
+    }
+    for p in &h.parts {
+        check_hex_sha256(&p.sha256)?;
+    }
+    let total: u64 = h.parts.iter().map(|p| p.bytes).sum();
+    if total > max_bytes {
+        return Err(bad(format!(
+            "its parts are {total} bytes, more than the [images] max_rootfs_size {max_bytes}"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a bundle may be downloaded from: `https://` anywhere, plain
+/// `http://` only from a loopback address (as `--insecure` registries).
+pub fn check_url(url: &str) -> Result<reqwest::Url, ImageError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if super::oci::is_loopback_registry(host) {
+                Ok(parsed)
+            } else {
+                Err(bad(format!("{url} is plain HTTP; bundles come over https:// (http:// only from a loopback address)")))
+            }
+        }
+        other => Err(bad(format!(
+            "{url}: {other}:// is not a bundle source (https://, or file:// read by the CLI)"
+        ))),
+    }
+}
+
+/// Downloads a bundle into `out_dir` in one streaming pass (download,
+/// sha256, decompress, verify each part, write).
+pub async fn download(
+    url: &str,
+    sha256: Option<&str>,
+    out_dir: &Path,
+    max_bytes: u64,
+    progress: crate::ProgressFn<'_>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(BundleHeader, String), ImageError> {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let parsed = check_url(url)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let net = |e: reqwest::Error| ImageError::Registry {
+        registry: parsed.host_str().unwrap_or("").to_string(),
+        reason: e.to_string(),
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(net)?;
+    let resp = tokio::select! {
+        r = client.get(parsed.clone()).send() => r.map_err(net)?,
+        _ = cancel.cancelled() => return Err(ImageError::Cancelled),
+    };
+    let resp = resp.error_for_status().map_err(net)?;
+    let total = resp.content_length();
+    let done = Arc::new(AtomicU64::new(0));
+    let counter = done.clone();
+    let stream = resp
+        .bytes_stream()
+        .map(move |r| {
+            if let Ok(b) = &r {
+                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            r.map_err(std::io::Error::other)
+        })
+        .take_until(Box::pin(cancel.clone().cancelled_owned()));
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let (dir, want, token) = (
+        out_dir.to_path_buf(),
+        sha256.map(str::to_string),
+        cancel.clone(),
+    );
+    let mut task = tokio::task::spawn_blocking(move || {
+        read(reader, want.as_deref(), &dir, max_bytes, &|_| {}, &|| {
+            token.is_cancelled()
+        })
+    });
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = &mut task => {
+                let r = r.map_err(|e| bad(format!("the bundle reader failed: {e}")))?;
+                if cancel.is_cancelled() {
+                    return Err(ImageError::Cancelled);
+                }
+                return r;
+            }
+            _ = tick.tick() => progress(hangar_api::Progress {
+                phase: "download".into(),
+                current: Some(done.load(Ordering::Relaxed)),
+                total,
+                unit: Some("bytes".into()),
+                detail: Some(url.to_string()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join(KERNEL_FILE), b"\x7fELF kernel").expect("kernel");
+        std::fs::write(d.path().join(INITRD_FILE), b"initrd").expect("initrd");
+        let f = std::fs::File::create(d.path().join(ROOTFS_FILE)).expect("rootfs");
+        f.set_len(64 << 20).expect("sparse");
+        std::os::unix::fs::FileExt::write_at(&f, b"superblock", 1024).expect("write");
+        ImageManifest::new(
+            "test",
+            KERNEL_FILE,
+            Some(INITRD_FILE),
+            ROOTFS_FILE,
+            64 << 20,
+            None,
+        )
+        .save(d.path())
+        .expect("manifest");
+        d
+    }
+
+    fn bundle_of(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        write(dir, "img", &mut out, &|| false).expect("write");
+        out
+    }
+
+    #[test]
+    fn a_bundle_round_trips_sparse_and_verified() {
+        let src = image_dir();
+        let bytes = bundle_of(src.path());
+        assert!(bytes.len() < 1 << 20, "zeros compress: {}", bytes.len());
+        let sum = hex::encode(Sha256::digest(&bytes));
+        let out = tempfile::tempdir().expect("out");
+
+        let (h, got) = read(
+            &bytes[..],
+            Some(&sum),
+            out.path(),
+            1 << 30,
+            &|_| {},
+            &|| false,
+        )
+        .expect("read");
+
+        assert_eq!(got, sum);
+        assert_eq!(h.name, "img");
+        for f in [KERNEL_FILE, INITRD_FILE, ROOTFS_FILE] {
+            assert_eq!(
+                std::fs::read(out.path().join(f)).expect("part"),
+                std::fs::read(src.path().join(f)).expect("src"),
+                "{f}"
+            );
+        }
+        let m = ImageManifest::load(out.path()).expect("manifest");
+        assert_eq!(m, ImageManifest::load(src.path()).expect("src manifest"));
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(out.path().join(ROOTFS_FILE))
+            .expect("meta")
+            .blocks();
+        assert!(blocks < 1024, "the rootfs is sparse: {blocks} blocks");
+    }
+
+    #[test]
+    fn a_wrong_sha256_or_a_corrupted_bundle_is_refused() {
+        let src = image_dir();
+        let bytes = bundle_of(src.path());
+        let out = tempfile::tempdir().expect("out");
+        let err = read(
+            &bytes[..],
+            Some(&"0".repeat(64)),
+            out.path(),
+            1 << 30,
+            &|_| {},
+            &|| false,
+        )
+        .expect_err("sha");
+        assert!(err.to_string().contains("not the"), "{err}");
+
+        let mut bad = bytes.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x55;
+        let out = tempfile::tempdir().expect("out");
+        assert!(read(&bad[..], None, out.path(), 1 << 30, &|_| {}, &|| false).is_err());
+
+        let out = tempfile::tempdir().expect("out");
+        let err =
+            read(&bytes[..], None, out.path(), 1 << 20, &|_| {}, &|| false).expect_err("limit");
+        assert!(err.to_string().contains("max_rootfs_size"), "{err}");
+    }
+}

@@ -201,6 +201,10 @@ pub struct RegisterImageRequest {
 pub struct CatalogEntry {
     pub name: String,
     pub description: String,
+    /// Where it comes from: `bootstrap:NAME`, `oci:REFERENCE` or
+    /// `bundle:URL`.
+    #[serde(default)]
+    pub source: String,
     /// Whether it is present locally.
     pub local: bool,
 }

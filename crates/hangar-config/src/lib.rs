@@ -231,6 +231,9 @@ pub struct ImagesConfig {
     /// An upload that sends no byte for this long is dropped, with
     /// everything it wrote.
     pub upload_idle_timeout_secs: u64,
+    /// Extra image catalogs (JSON; `file://PATH` or `https://URL`), merged
+    /// after the built-in one in this order, later entries overriding.
+    pub catalogs: Vec<String>,
 }
 
 impl Default for ImagesConfig {
@@ -240,6 +243,7 @@ impl Default for ImagesConfig {
             max_initrd_size: "1G".into(),
             max_rootfs_size: "64G".into(),
             upload_idle_timeout_secs: 60,
+            catalogs: Vec::new(),
         }
     }
 }
@@ -271,6 +275,15 @@ impl ImagesConfig {
         }
         if self.upload_idle_timeout_secs == 0 {
             return Err("[images] upload_idle_timeout_secs must be at least 1".into());
+        }
+        for c in &self.catalogs {
+            let ok =
+                c.starts_with("file:///") || c.starts_with("https://") || c.starts_with("http://");
+            if !ok {
+                return Err(format!(
+                    "[images] catalogs: {c:?} is not a file:///PATH or https:// URL"
+                ));
+            }
         }
         Ok(())
     }

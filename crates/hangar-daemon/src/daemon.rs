@@ -259,6 +259,9 @@ impl Daemon {
                 "removed boot snapshots a previous daemon left half-written"
             );
         }
+        // Configured catalogs: read once now (a slow or broken one is
+        // skipped with a warning), again on each `image catalog`.
+        daemon.images.reload_catalogs().await;
         let images = daemon.images.sweep_leftovers();
         if images > 0 {
             info!(

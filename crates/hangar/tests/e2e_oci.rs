@@ -637,7 +637,23 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
     let http = HttpServer::start(&served);
     let url = |f: &str| format!("http://127.0.0.1:{}/{f}", http.port);
 
-    let b = TestDaemon::start("bundle-b");
+    // A configured catalog names the bundle: `vm create --image team-golden`
+    // pulls it on first use.
+    let catalog = a.dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        serde_json::json!({"images": [{"name": "team-golden", "description": "the team's image",
+            "bundle": url("golden.hangar.tar.zst"), "sha256": sum}]})
+        .to_string(),
+    )
+    .unwrap();
+    let b = TestDaemon::with(
+        "bundle-b",
+        common::Options {
+            extra_config: format!("[images]\ncatalogs = [\"file://{}\"]\n", catalog.display()),
+            ..Default::default()
+        },
+    );
     // From a local file, read by the CLI (file://); then removed again.
     b.ok(&[
         "image",
@@ -701,8 +717,32 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
     assert!(err.contains("\"golden\""), "{err}");
     assert!(b.image_leftovers().is_empty(), "{:?}", b.image_leftovers());
 
-    b.ok(&["vm", "create", "g", "--image", "golden"]);
+    // Through the catalog instead: listed with its source, pulled by create.
+    b.ok(&["image", "rm", "golden"]);
+    let cat = b.json(&["image", "catalog"]);
+    let entry = cat
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "team-golden")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["local"], false, "{cat}");
+    assert_eq!(
+        entry["source"],
+        format!("bundle:{}", url("golden.hangar.tar.zst")),
+        "{cat}"
+    );
+    b.ok(&["vm", "create", "g", "--image", "team-golden"]);
     let out = b.exec("g", &["cat", "/srv/marker"]);
     assert_eq!(stdout(&out), "bundled\n", "{out:?}");
+    let cat = b.json(&["image", "catalog"]);
+    assert!(
+        cat.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "team-golden" && e["local"] == true),
+        "{cat}"
+    );
     b.ok(&["vm", "rm", "-f", "g"]);
 }

@@ -47,10 +47,17 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 return Ok(());
             }
             output::table(
-                &["name", "local", "description"],
+                &["name", "local", "source", "description"],
                 entries
                     .iter()
-                    .map(|e| vec![e.name.clone(), e.local.to_string(), e.description.clone()])
+                    .map(|e| {
+                        vec![
+                            e.name.clone(),
+                            e.local.to_string(),
+                            e.source.clone(),
+                            e.description.clone(),
+                        ]
+                    })
                     .collect(),
             );
             Ok(())

@@ -387,6 +387,7 @@ async fn list_images(State(d): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageIn
 #[utoipa::path(get, path = "/v1/images/catalog", operation_id = "catalog", tag = "images",
     responses((status = 200, description = "Images hangar can pull or build", body = Vec<CatalogEntry>)))]
 async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Vec<CatalogEntry>> {
+    d.images.reload_catalogs().await;
     Json(d.images.catalog_entries())
 }
 

@@ -14,7 +14,9 @@ use futures::StreamExt;
 use hangar_api::{BundleQuery, ImageInfo, OpKind, Operation, Progress, PullImageRequest};
 use hangar_image::sources::bundle;
 use hangar_image::ImageManifest;
+use hangar_ops::OpHandle;
 use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio_util::sync::CancellationToken;
 
 use super::leftovers::PULL_PREFIX;
 use super::upload::StagingDir;
@@ -34,38 +36,48 @@ impl ImageService {
             .map_err(|e| DaemonError::invalid(format!("{e}; choose one with --name")))?;
         self.refuse_taken_name(&name)?;
         let this = self.clone();
-        let max = self.infra.config.images.max_bytes().2;
         Ok(crate::op::begin(
             &self.infra.ops,
             OpKind::ImagePull,
             &name.clone(),
             move |op| async move {
-                let staging =
-                    StagingDir::create_with_prefix(&this.infra.config.images_dir(), PULL_PREFIX)?;
                 let cancel = op.cancel_token().clone();
-                let progress = |p: Progress| op.progress(p);
-                let (header, sum) = bundle::download(
-                    &url,
-                    req.sha256.as_deref(),
-                    staging.path(),
-                    max,
-                    &progress,
-                    &cancel,
-                )
-                .await
-                .map_err(|e| {
-                    if cancel.is_cancelled() {
-                        DaemonError::cancelled("the bundle download was cancelled")
-                    } else {
-                        rejected(&format!("cannot pull {url}"), e)
-                    }
-                })?;
-                tracing::info!(url, sha256 = %sum, bundle = %header.name, "bundle downloaded");
-                let manifest = header.manifest.clone();
-                let info = this.store_new(&name, staging, &manifest).await?;
+                let info = this
+                    .pull_bundle_now(&name, &url, req.sha256.as_deref(), Some(&op), &cancel)
+                    .await?;
                 Ok(serde_json::to_value(info).unwrap_or_default())
             },
         ))
+    }
+
+    /// Downloads the bundle at `url` and stores it as `name` (the work of an
+    /// `image pull URL` operation, and of a catalog entry's first use).
+    pub(super) async fn pull_bundle_now(
+        &self,
+        name: &str,
+        url: &str,
+        sha256: Option<&str>,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<ImageInfo> {
+        let max = self.infra.config.images.max_bytes().2;
+        let staging = StagingDir::create_with_prefix(&self.infra.config.images_dir(), PULL_PREFIX)?;
+        let progress = |p: Progress| {
+            if let Some(op) = op {
+                op.progress(p);
+            }
+        };
+        let (header, sum) = bundle::download(url, sha256, staging.path(), max, &progress, cancel)
+            .await
+            .map_err(|e| {
+                if cancel.is_cancelled() {
+                    DaemonError::cancelled("the bundle download was cancelled")
+                } else {
+                    rejected(&format!("cannot pull {url}"), e)
+                }
+            })?;
+        tracing::info!(url, sha256 = %sum, bundle = %header.name, "bundle downloaded");
+        self.store_new(name, staging, &header.manifest).await
     }
 
     /// Receives a bundle a client streams (a local file it read as the

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use hangar_api::image::CatalogEntry;
 use hangar_api::image::ImageRun;
 use hangar_api::{ImageFiles, ImageInfo, OpKind, Operation};
-use hangar_image::{catalog, ImageManifest};
+use hangar_image::ImageManifest;
 use hangar_ops::OpHandle;
 use hangar_store::ImageRecord;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,9 @@ pub struct ImageService {
     /// VM lock, never before one; held across a pull's build and its boot
     /// snapshot prewarm (so the image cannot be removed meanwhile).
     lock: tokio::sync::Mutex<()>,
+    /// The built-in catalog merged with `[images] catalogs`, as last read
+    /// (at start-up and on each `GET /v1/images/catalog`).
+    catalog: std::sync::RwLock<Vec<hangar_image::catalog::Entry>>,
 }
 
 impl ImageService {
@@ -43,6 +46,7 @@ impl ImageService {
             infra,
             snapshots,
             lock: tokio::sync::Mutex::new(()),
+            catalog: std::sync::RwLock::new(hangar_image::catalog::builtin()),
         }
     }
 
@@ -137,13 +141,50 @@ impl ImageService {
         recs.iter().map(|r| self.image_info(r)).collect()
     }
 
+    /// Reads the configured catalogs again and merges them after the
+    /// built-in one. A catalog that cannot be read is skipped with a
+    /// warning (the others, and the built-in, still count).
+    pub async fn reload_catalogs(&self) {
+        let mut lists = vec![hangar_image::catalog::builtin()];
+        for url in &self.infra.config.images.catalogs {
+            match hangar_image::catalog::load(url).await {
+                Ok(entries) => lists.push(entries),
+                Err(e) => {
+                    warn!(catalog = %url, error = %crate::error::error_chain(&e), "cannot read an image catalog; skipped")
+                }
+            }
+        }
+        let merged = hangar_image::catalog::merge(lists);
+        if let Ok(mut c) = self.catalog.write() {
+            *c = merged;
+        }
+    }
+
+    fn catalog_entry(&self, name: &str) -> Option<hangar_image::catalog::Entry> {
+        self.catalog
+            .read()
+            .ok()?
+            .iter()
+            .find(|e| e.name == name)
+            .cloned()
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        self.catalog
+            .read()
+            .map(|c| c.iter().map(|e| e.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn catalog_entries(&self) -> Vec<CatalogEntry> {
-        catalog()
+        let entries = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
+        entries
             .into_iter()
             .map(|c| CatalogEntry {
-                name: c.name.to_string(),
-                description: c.description.to_string(),
-                local: self.infra.store.get_image(c.name).is_ok(),
+                local: self.infra.store.get_image(&c.name).is_ok(),
+                source: c.source.describe(),
+                name: c.name,
+                description: c.description,
             })
             .collect()
     }
@@ -153,13 +194,12 @@ impl ImageService {
         match self.infra.store.get_image(name) {
             Ok(rec) => Ok(Some(rec)),
             Err(hangar_store::StoreError::NotFound { .. }) => {
-                if catalog().iter().any(|c| c.name == name) {
+                if self.catalog_entry(name).is_some() {
                     Ok(None)
                 } else {
-                    let known: Vec<&str> = catalog().iter().map(|c| c.name).collect();
                     Err(DaemonError::not_found(format!(
                         "no image named {name:?} locally or in the catalog ({}); see `hangar image ls` or register one with `hangar image register`",
-                        known.join(", ")
+                        self.catalog_names().join(", ")
                     )))
                 }
             }
@@ -179,12 +219,31 @@ impl ImageService {
         if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
-        let item = catalog()
-            .into_iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| {
-                DaemonError::not_found(format!("no image named {name:?} in the catalog"))
-            })?;
+        let entry = self.catalog_entry(name).ok_or_else(|| {
+            DaemonError::not_found(format!("no image named {name:?} in the catalog"))
+        })?;
+        let item = match &entry.source {
+            hangar_image::catalog::Source::Recipe(recipe) => hangar_image::catalog::find(recipe)
+                .ok_or_else(|| DaemonError::not_found(format!("no built-in recipe {recipe:?}")))?,
+            hangar_image::catalog::Source::Oci {
+                reference,
+                insecure,
+            } => {
+                let pull = hangar_image::sources::oci::RegistryPull {
+                    reference: reference.clone(),
+                    credentials: None,
+                    insecure: *insecure,
+                    max_bytes: self.infra.config.images.max_bytes().2,
+                };
+                self.pull_oci_now(name, &pull, op, cancel).await?;
+                return Ok(self.infra.store.get_image(name)?);
+            }
+            hangar_image::catalog::Source::Bundle { url, sha256 } => {
+                self.pull_bundle_now(name, url, Some(sha256), op, cancel)
+                    .await?;
+                return Ok(self.infra.store.get_image(name)?);
+            }
+        };
         if let Some(op) = op {
             op.phase("wait-image-lock");
         }

@@ -56,22 +56,33 @@ impl ImageService {
             OpKind::ImagePull,
             &name.clone(),
             move |op| async move {
-                let staging =
-                    StagingDir::create_with_prefix(&this.infra.config.images_dir(), PULL_PREFIX)?;
-                let tree = make_tree(&staging)?;
                 let cancel = op.cancel_token().clone();
-                let progress = |p: Progress| op.progress(p);
-                let unpacked = hangar_image::sources::oci::pull(&pull, &tree, &progress, &cancel)
-                    .await
-                    .map_err(|e| {
-                        source_error(&format!("cannot pull {}", pull.reference), e, &cancel)
-                    })?;
-                let info = this
-                    .finish_oci(&name, staging, unpacked, &op, &cancel)
-                    .await?;
+                let info = this.pull_oci_now(&name, &pull, Some(&op), &cancel).await?;
                 Ok(serde_json::to_value(info).unwrap_or_default())
             },
         ))
+    }
+
+    /// Pulls `pull` from its registry and stores it as `name` (the work of
+    /// an `image pull REF` operation, and of a catalog entry's first use).
+    pub(super) async fn pull_oci_now(
+        &self,
+        name: &str,
+        pull: &RegistryPull,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<ImageInfo> {
+        let staging = StagingDir::create_with_prefix(&self.infra.config.images_dir(), PULL_PREFIX)?;
+        let tree = make_tree(&staging)?;
+        let progress = |p: Progress| {
+            if let Some(op) = op {
+                op.progress(p);
+            }
+        };
+        let unpacked = hangar_image::sources::oci::pull(pull, &tree, &progress, cancel)
+            .await
+            .map_err(|e| source_error(&format!("cannot pull {}", pull.reference), e, cancel))?;
+        self.finish_oci(name, staging, unpacked, op, cancel).await
     }
 
     /// Receives an archive from `body` into a staging dir, then begins
@@ -163,7 +174,7 @@ impl ImageService {
             .map_err(|e| source_error("cannot import the archive", e, &cancel))?;
                 let _ = crate::blocking::remove_tree(staging.path().join(SPOOL)).await;
                 let info = this
-                    .finish_oci(&name, staging, unpacked, &op, &cancel)
+                    .finish_oci(&name, staging, unpacked, Some(&op), &cancel)
                     .await?;
                 Ok(serde_json::to_value(info).unwrap_or_default())
             },
@@ -177,16 +188,20 @@ impl ImageService {
         name: &str,
         staging: StagingDir,
         unpacked: Unpacked,
-        op: &OpHandle,
+        op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<ImageInfo> {
         let kernel_image = hangar_image::catalog::KERNEL_IMAGE;
-        let kernel_rec = self.pull_image(kernel_image, Some(op), cancel).await?;
+        let kernel_rec = Box::pin(self.pull_image(kernel_image, op, cancel)).await?;
         let kernel = KernelSource {
             dir: PathBuf::from(&kernel_rec.dir),
             digest: kernel_rec.digest.clone(),
         };
-        let progress = |p: Progress| op.progress(p);
+        let progress = |p: Progress| {
+            if let Some(op) = op {
+                op.progress(p);
+            }
+        };
         let manifest = hangar_image::finalize_oci(
             &staging.path().join(TREE),
             &unpacked.run,
@@ -198,7 +213,9 @@ impl ImageService {
         )
         .await
         .map_err(|e| source_error("cannot finalize the image", e, cancel))?;
-        op.phase("store");
+        if let Some(op) = op {
+            op.phase("store");
+        }
         let _guard = self.lock.lock().await;
         self.refuse_taken_name(name)?;
         let dir = staging.path().to_path_buf();

@@ -19,22 +19,10 @@ pub async fn body_to_file(
     resp: hyper::Response<hyper::body::Incoming>,
     target: &Path,
 ) -> Result<String, ApiError> {
-    let broke = |e: hyper::Error| ApiError::internal(format!("the transfer broke off: {e}"));
-    let mut body = BodyStream::new(resp.into_body());
-    let mut hasher = Sha256::new();
     if target == Path::new("-") {
-        let mut out = tokio::io::stdout();
         let io_err =
             |e: std::io::Error| ApiError::invalid(format!("cannot write to standard output: {e}"));
-        while let Some(frame) = body.next().await {
-            if let Ok(data) = frame.map_err(broke)?.into_data() {
-                let data: Bytes = data;
-                hasher.update(&data);
-                out.write_all(&data).await.map_err(io_err)?;
-            }
-        }
-        out.flush().await.map_err(io_err)?;
-        return Ok(hex::encode(hasher.finalize()));
+        return pump(resp, &mut tokio::io::stdout(), &io_err).await;
     }
     let dir = target
         .parent()
@@ -57,20 +45,34 @@ pub async fn body_to_file(
         .open(&tmp)
         .map_err(io_err)?;
     let copied = async {
-        let mut out = tokio::fs::File::from_std(file);
-        while let Some(frame) = body.next().await {
-            if let Ok(data) = frame.map_err(broke)?.into_data() {
-                let data: Bytes = data;
-                hasher.update(&data);
-                out.write_all(&data).await.map_err(io_err)?;
-            }
-        }
-        out.flush().await.map_err(io_err)?;
-        std::fs::rename(&tmp, target).map_err(io_err)
+        let sum = pump(resp, &mut tokio::fs::File::from_std(file), &io_err).await?;
+        std::fs::rename(&tmp, target).map_err(io_err)?;
+        Ok(sum)
     }
     .await;
     if copied.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    copied.map(|()| hex::encode(hasher.finalize()))
+    copied
+}
+
+/// Copies the body into `out`, hashing it; returns the sha256 (hex).
+async fn pump(
+    resp: hyper::Response<hyper::body::Incoming>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    io_err: &dyn Fn(std::io::Error) -> ApiError,
+) -> Result<String, ApiError> {
+    let mut body = BodyStream::new(resp.into_body());
+    let mut hasher = Sha256::new();
+    while let Some(frame) = body.next().await {
+        let frame =
+            frame.map_err(|e| ApiError::internal(format!("the transfer broke off: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            let data: Bytes = data;
+            hasher.update(&data);
+            out.write_all(&data).await.map_err(io_err)?;
+        }
+    }
+    out.flush().await.map_err(io_err)?;
+    Ok(hex::encode(hasher.finalize()))
 }

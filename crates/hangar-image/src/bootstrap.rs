@@ -148,7 +148,7 @@ pub async fn build_bootstrap_image(
     Ok(manifest)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
 ) -> Result<T, ImageError> {
     tokio::task::spawn_blocking(f)

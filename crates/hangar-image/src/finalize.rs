@@ -19,7 +19,7 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use tokio_util::sync::CancellationToken;
 
-use crate::bootstrap::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
+use crate::bootstrap::{blocking, INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 use crate::cache::copy_file;
 use crate::process::{report, run};
 use crate::sources::RunConfig;
@@ -38,8 +38,8 @@ pub struct KernelSource {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Finalizes `tree` into `out_dir` (which holds it) and returns the
-/// manifest, already saved. The tree is removed on success; on error the
-/// caller removes `out_dir`.
+/// manifest, already saved. On success the tree is moved beside `out_dir`
+/// and removed in the background; on error the caller removes `out_dir`.
 pub async fn finalize_oci(
     tree: &Path,
     run_config: &RunConfig,
@@ -106,11 +106,22 @@ pub async fn finalize_oci(
         copy_file(&kdir.join(INITRD_FILE), &odir.join(INITRD_FILE))
     })
     .await?;
-    let t = tree.to_path_buf();
-    blocking(move || {
-        crate::bootstrap::remove_path(&t).map_err(|e| ImageError::io("remove", &t, e))
-    })
-    .await?;
+    // The tree (often tens of thousands of files) is deleted off the
+    // pull's path: renamed beside the work dir, under the same prefix, so
+    // the start-up sweep finds it if the daemon dies first.
+    let trash = out_dir.with_file_name(format!(
+        "{}-tree",
+        out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    std::fs::rename(tree, &trash).map_err(|e| ImageError::io("move away", tree, e))?;
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = crate::bootstrap::remove_path(&trash) {
+            tracing::warn!(dir = %trash.display(), error = %e, "cannot remove a finished staging tree");
+        }
+    });
 
     let manifest = ImageManifest::new(
         source,
@@ -124,17 +135,6 @@ pub async fn finalize_oci(
     .with_run(run_config.clone(), &kernel.digest);
     manifest.save(out_dir)?;
     Ok(manifest)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
-) -> Result<T, ImageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ImageError::BadOci {
-            what: "finalize".into(),
-            reason: format!("a blocking task failed: {e}"),
-        })?
 }
 
 fn round_mib(n: u64) -> u64 {

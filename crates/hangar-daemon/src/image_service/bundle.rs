@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures::StreamExt;
 use hangar_api::{BundleQuery, ImageInfo, OpKind, Operation, Progress, PullImageRequest};
 use hangar_image::sources::bundle;
 use hangar_image::ImageManifest;
 use hangar_ops::OpHandle;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 
 use super::leftovers::PULL_PREFIX;
@@ -89,24 +87,7 @@ impl ImageService {
         let max = limits.max_bytes().2;
         let idle = Duration::from_secs(limits.upload_idle_timeout_secs);
         let staging = StagingDir::create(&self.infra.config.images_dir())?;
-        let frames = body
-            .into_data_stream()
-            .map(|r| r.map_err(std::io::Error::other));
-        let frames = futures::stream::unfold(frames, move |mut s| async move {
-            match tokio::time::timeout(idle, s.next()).await {
-                Ok(Some(item)) => Some((item, s)),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the upload sent nothing for {}s", idle.as_secs()),
-                    )),
-                    s,
-                )),
-            }
-        })
-        .take_until(Box::pin(self.infra.shutdown.clone().cancelled_owned()));
-        let reader = SyncIoBridge::new(StreamReader::new(Box::pin(frames)));
+        let reader = super::upload::body_reader(body, idle, &self.infra.shutdown);
         let (dir, sha, shutdown) = (
             staging.path().to_path_buf(),
             q.sha256.clone(),

@@ -14,13 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use futures::StreamExt;
 use hangar_api::{ImageInfo, ImportImageQuery, OpKind, Operation, Progress, PullImageRequest};
 use hangar_image::sources::oci::{Credentials, RegistryPull};
 use hangar_image::sources::{archive, Unpacked};
 use hangar_image::{ImageError, KernelSource};
 use hangar_ops::OpHandle;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 
 use super::leftovers::PULL_PREFIX;
@@ -102,26 +100,7 @@ impl ImageService {
         let staging = StagingDir::create(&self.infra.config.images_dir())?;
         let spool_dir = staging.path().join(SPOOL);
 
-        // Each frame of the body must come within the idle limit; the
-        // daemon's shutdown ends the stream.
-        let frames = body
-            .into_data_stream()
-            .map(|r| r.map_err(std::io::Error::other));
-        let frames = futures::stream::unfold(frames, move |mut s| async move {
-            match tokio::time::timeout(idle, s.next()).await {
-                Ok(Some(item)) => Some((item, s)),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the archive upload sent nothing for {}s", idle.as_secs()),
-                    )),
-                    s,
-                )),
-            }
-        })
-        .take_until(Box::pin(self.infra.shutdown.clone().cancelled_owned()));
-        let reader = SyncIoBridge::new(StreamReader::new(Box::pin(frames)));
+        let reader = super::upload::body_reader(body, idle, &self.infra.shutdown);
         let shutdown = self.infra.shutdown.clone();
         let spooled = tokio::task::spawn_blocking(move || {
             let spool = archive::spool(reader, &spool_dir, max_bytes, &|_| {}, &|| {

@@ -323,6 +323,35 @@ impl Drop for StagingDir {
     }
 }
 
+/// A request body as a blocking reader (for a blocking-pool parser): each
+/// frame must come within `idle`, and `shutdown` ends the stream, so a
+/// stalled or abandoned upload cannot hold a thread.
+pub fn body_reader(
+    body: Body,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> impl std::io::Read + Send + 'static {
+    use futures::StreamExt;
+    let frames = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let frames = futures::stream::unfold(frames, move |mut s| async move {
+        match tokio::time::timeout(idle, s.next()).await {
+            Ok(Some(item)) => Some((item, s)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the upload sent nothing for {}s", idle.as_secs()),
+                )),
+                s,
+            )),
+        }
+    })
+    .take_until(Box::pin(shutdown.clone().cancelled_owned()));
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(Box::pin(frames)))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

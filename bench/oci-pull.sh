@@ -23,6 +23,8 @@
 #     ~0.5 GiB one: VmHWM from /proc/PID/status after `echo 5 >
 #     /proc/PID/clear_refs`, and the maximum of VmRSS sampled every 50 ms.
 #     (The peer steps' max RSS, from /usr/bin/time, is shown for scale.)
+#  4. where hangar's time goes: one more pull with its operation's phases
+#     polled, against curl | gzip -dc and curl | tar -xz of the same blobs.
 # The daemon has its own state dir in the bench's temp dir and its own
 # network namespace (no VM is started); only processes started here are
 # stopped; the registry, the mount, the namespace and the temp dir are
@@ -39,7 +41,7 @@ bin=${HANGAR_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/hangar}
 [ -x "$bin" ] || { echo "no release build at $bin: cargo build --release -p hangar" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
 missing=""
-for t in docker-registry:docker-registry buildah:buildah skopeo:skopeo umoci:umoci /usr/bin/time:time; do
+for t in docker-registry:docker-registry jq:jq buildah:buildah skopeo:skopeo umoci:umoci /usr/bin/time:time; do
   command -v "${t%%:*}" >/dev/null || missing+=" ${t#*:}"
 done
 [ -z "$missing" ] || apt-get install -y -q $missing >/dev/null
@@ -247,6 +249,33 @@ for i in 1 2; do
   echo "memory: big:1 VmHWM $(kib_mib "$hangar_hwm") MiB, $hangar_t s" >&2
 done
 
+# --- where hangar's time goes: one more pull of img:1 with --no-wait, its
+# operation's phase polled every ~0.1 s (each poll is a CLI call, so the
+# phases are good to ~0.2 s); against it, the same layers through curl |
+# gzip -dc (decompression alone) and curl | tar -xz (GNU tar: no digest
+# check, no safety checks) into the same file system.
+t0=$(now)
+op=$(h image pull "$reg/bench/img:1" --insecure --name bench-phases --no-wait | grep -o 'op-[0-9a-f]*' | head -1)
+: > "$work/phases"
+last=""
+while :; do
+  st=$(h --json op show "$op" | jq -r '.state + " " + .progress.phase')
+  if [ "${st#* }" != "$last" ]; then echo "$(now) ${st#* }" >> "$work/phases"; last=${st#* }; fi
+  case ${st%% *} in running|queued|pending) sleep 0.1 ;; *) break ;; esac
+done
+t1=$(now)
+[ "${st%% *}" = succeeded ] || { echo "the phase pull ended $st" >&2; exit 1; }
+h image rm bench-phases >/dev/null
+phase_line=$(awk -v t0="$t0" -v t1="$t1" '{t[NR]=$1; p[NR]=$2} END {for (i = 1; i <= NR; i++) {e = (i < NR ? t[i+1] : t1); printf "%s %.1f, ", p[i], (e - t[i]) / 1e6}}' "$work/phases")
+blobs=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$reg/v2/bench/img/manifests/1" | jq -r '.layers[].digest')
+t2=$(now)
+for d in $blobs; do curl -sf "http://$reg/v2/bench/img/blobs/$d" | gzip -dc > /dev/null; done
+t3=$(now)
+mkdir -p "$work/tarx"
+for d in $blobs; do curl -sf "http://$reg/v2/bench/img/blobs/$d" | tar -xzp --numeric-owner -C "$work/tarx"; done
+t4=$(now)
+rm -rf "$work/tarx"
+
 # --- summary.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0 ? "%.2f" : "-"), a / b}'; }
 echo
@@ -270,4 +299,6 @@ for i in 1 2; do
   echo "  ~0.5 GiB img:1  VmHWM $(kib_mib "${MS[$i]}")  VmRSS max $(kib_mib "${RS[$i]}")  ${TS[$i]} s"
   echo "  ~1 GiB   big:1  VmHWM $(kib_mib "${MB[$i]}")  VmRSS max $(kib_mib "${RB[$i]}")  ${TB[$i]} s"
 done
+echo "hangar's phases, one more pull of img:1 (s): ${phase_line%, } (total $(secs "$t0" "$t1"))"
+echo "  the same blobs: curl | gzip -dc $(secs "$t2" "$t3") s; curl | tar -xzp (GNU tar) $(secs "$t3" "$t4") s"
 echo "  big/small VmHWM: $(ratio "$(echo "${MB[*]}" | max)" "$(echo "${MS[*]}" | max)") (max of each)"

@@ -53,22 +53,6 @@ fn write(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();
 }
 
-/// Debian's static busybox, which the image tests copy into their trees.
-fn static_busybox() -> PathBuf {
-    let p = PathBuf::from("/bin/busybox");
-    let out = std::process::Command::new("file")
-        .arg("-L")
-        .arg(&p)
-        .output()
-        .expect("file(1)");
-    let desc = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        desc.contains("statically linked") || desc.contains("static-pie"),
-        "/bin/busybox must be static (apt-get install busybox-static): {desc}"
-    );
-    p
-}
-
 fn register(d: &TestDaemon, name: &str, tree: &Path) {
     let (kernel, initrd) = default_kernel_and_initrd(d);
     let rootfs = d.dir.path().join(format!("{name}.ext4"));
@@ -96,7 +80,7 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
     // no bash, no coreutils, no init.
     let tree = d.dir.path().join("bb-tree");
     std::fs::create_dir_all(tree.join("bin")).unwrap();
-    std::fs::copy(static_busybox(), tree.join("bin/busybox")).unwrap();
+    std::fs::copy(common::static_busybox(), tree.join("bin/busybox")).unwrap();
     for applet in ["sh", "cat", "id", "ls", "echo", "hostname", "uname", "env"] {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
     }
@@ -190,7 +174,7 @@ fn an_image_without_a_shell_boots_and_runs_programs_directly() {
     // and no /bin/sh), a passwd whose shell is absent.
     let tree = d.dir.path().join("ds-tree");
     std::fs::create_dir_all(tree.join("app")).unwrap();
-    std::fs::copy(static_busybox(), tree.join("app/busybox")).unwrap();
+    std::fs::copy(common::static_busybox(), tree.join("app/busybox")).unwrap();
     write(&tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
     register(&d, "distroless", &tree);
 

@@ -165,18 +165,7 @@ fn plain_tar(members: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 /// Debian's static busybox, which the images here are made of.
 fn busybox() -> Vec<u8> {
-    let p = PathBuf::from("/bin/busybox");
-    let out = Command::new("file")
-        .arg("-L")
-        .arg(&p)
-        .output()
-        .expect("file(1)");
-    let desc = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        desc.contains("statically linked") || desc.contains("static-pie"),
-        "/bin/busybox must be static (apt-get install busybox-static): {desc}"
-    );
-    std::fs::read(p).unwrap()
+    std::fs::read(common::static_busybox()).unwrap()
 }
 
 /// A busybox userland: the binary, applet links, passwd with an `app` user.
@@ -212,23 +201,7 @@ fn write_file(d: &TestDaemon, name: &str, body: &[u8]) -> PathBuf {
 
 /// `hangar image import - --name NAME` with `body` on stdin.
 fn import_stdin(d: &TestDaemon, name: &str, body: &[u8]) -> std::process::Output {
-    let mut c = Command::new(common::hangar_bin())
-        .arg("--config")
-        .arg(&d.config)
-        .args(["image", "import", "-", "--name", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    let body = body.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(&body);
-    });
-    let out = c.wait_with_output().unwrap();
-    w.join().unwrap();
-    out
+    d.hangar_with_stdin(&["image", "import", "-", "--name", name], body)
 }
 
 #[test]

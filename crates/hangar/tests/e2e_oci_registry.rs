@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -257,22 +256,8 @@ fn a_dockerfile_built_with_buildah_boots_from_a_registry_an_oci_archive_and_a_do
         "tool",
         &format!("docker-archive:{}:tool:v1", docker.display()),
     ]);
-    let mut c = Command::new(common::hangar_bin())
-        .arg("--config")
-        .arg(&d.config)
-        .args(["image", "import", "-", "--name", "tool-docker"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
     let body = std::fs::read(&docker).unwrap();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(&body);
-    });
-    let out = c.wait_with_output().unwrap();
-    w.join().unwrap();
+    let out = d.hangar_with_stdin(&["image", "import", "-", "--name", "tool-docker"], &body);
     assert!(
         out.status.success(),
         "import -: {}",

@@ -473,6 +473,29 @@ memory_mib = 512
             .unwrap()
     }
 
+    /// `hangar ARGS…` with `body` on its standard input (written from a
+    /// thread, so a large body cannot dead-lock with the output pipes).
+    pub fn hangar_with_stdin(&self, args: &[&str], body: &[u8]) -> Output {
+        use std::io::Write;
+        let mut c = Command::new(hangar_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let body = body.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&body);
+        });
+        let out = c.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
     /// `hangar exec VM -- CMD…`, stdin empty.
     pub fn exec(&self, vm: &str, cmd: &[&str]) -> Output {
         let mut args = vec!["exec", vm, "--"];
@@ -828,4 +851,20 @@ impl Drop for Tmux {
             .args(["kill-session", "-t", &self.name])
             .status();
     }
+}
+
+/// Debian's static busybox, which image tests copy into their trees.
+pub fn static_busybox() -> PathBuf {
+    let p = PathBuf::from("/bin/busybox");
+    let out = Command::new("file")
+        .arg("-L")
+        .arg(&p)
+        .output()
+        .expect("file(1)");
+    let desc = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        desc.contains("statically linked") || desc.contains("static-pie"),
+        "/bin/busybox must be static (apt-get install busybox-static): {desc}"
+    );
+    p
 }

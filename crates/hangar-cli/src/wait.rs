@@ -30,8 +30,15 @@ pub async fn wait_op(client: &Client, mut op: Operation) -> Result<Operation, Ap
                 (Some(cur), Some(total)) if total > 0 => {
                     b.set_length(total);
                     b.set_position(cur);
+                    // Bytes (a pull's layers, a download): size, rate and
+                    // ETA, which indicatif derives from the positions seen.
+                    let template = if p.unit.as_deref() == Some("bytes") {
+                        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})"
+                    } else {
+                        "{spinner} {msg} [{bar:30}] {percent}%"
+                    };
                     b.set_style(
-                        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {percent}%")
+                        ProgressStyle::with_template(template)
                             .unwrap_or_else(|_| ProgressStyle::default_bar()),
                     );
                 }

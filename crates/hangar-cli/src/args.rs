@@ -199,7 +199,7 @@ pub enum ImageCommand {
     ///
     /// A name with a `/` is an OCI reference (REGISTRY/REPOSITORY[:TAG]
     /// [@DIGEST]); credentials come from your ~/.docker/config.json.
-    /// `https://…` and `file://…` name a bundle (`image export` output).
+    /// `https://...` and `file://...` name a bundle (`image export` output).
     Pull {
         /// Catalog name (see `hangar image catalog`), OCI reference, or
         /// bundle URL.

@@ -15,7 +15,7 @@ use crate::ImageError;
 
 #[path = "../../tests/flatten_support/mod.rs"]
 mod support;
-use support::{apply_all, LayerBuilder, MTIME};
+use support::{apply_unjailed as apply_all, LayerBuilder, MTIME};
 
 fn root() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use hangar_api::{BundleQuery, ImageInfo, OpKind, Operation, Progress, PullImageRequest};
+use hangar_api::{BundleQuery, ImageInfo, OpKind, Operation, PullImageRequest};
 use hangar_image::sources::bundle;
 use hangar_image::ImageManifest;
 use hangar_ops::OpHandle;
@@ -60,11 +60,7 @@ impl ImageService {
     ) -> Result<ImageInfo> {
         let max = self.infra.config.images.max_bytes().2;
         let staging = StagingDir::create_with_prefix(&self.infra.config.images_dir(), PULL_PREFIX)?;
-        let progress = |p: Progress| {
-            if let Some(op) = op {
-                op.progress(p);
-            }
-        };
+        let progress = super::report_to(op);
         let (header, sum) = bundle::download(url, sha256, staging.path(), max, &progress, cancel)
             .await
             .map_err(|e| {

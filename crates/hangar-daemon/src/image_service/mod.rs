@@ -255,11 +255,7 @@ impl ImageService {
             return Ok(rec);
         }
         let tmp = leftovers::work_dir(&self.infra.config.images_dir(), leftovers::PULL_PREFIX);
-        let progress = |p: hangar_api::Progress| {
-            if let Some(op) = op {
-                op.progress(p);
-            }
-        };
+        let progress = report_to(op);
         let recipe = (item.recipe)();
         let built = hangar_image::build_or_reuse_cached(
             &recipe,
@@ -388,6 +384,16 @@ impl ImageService {
             warn!(dir = %rec.dir, error = %e, "cannot remove image files");
         }
         Ok(())
+    }
+}
+
+/// Progress of work that may run inside an operation (a pull) or outside
+/// one (a catalog image fetched by `vm create`'s own operation, or none).
+fn report_to(op: Option<&OpHandle>) -> impl Fn(hangar_api::Progress) + Send + Sync + '_ {
+    move |p| {
+        if let Some(op) = op {
+            op.progress(p);
+        }
     }
 }
 

@@ -72,11 +72,7 @@ impl ImageService {
     ) -> Result<ImageInfo> {
         let staging = StagingDir::create_with_prefix(&self.infra.config.images_dir(), PULL_PREFIX)?;
         let tree = make_tree(&staging)?;
-        let progress = |p: Progress| {
-            if let Some(op) = op {
-                op.progress(p);
-            }
-        };
+        let progress = super::report_to(op);
         let unpacked = hangar_image::sources::oci::pull(pull, &tree, &progress, cancel)
             .await
             .map_err(|e| source_error(&format!("cannot pull {}", pull.reference), e, cancel))?;
@@ -176,11 +172,7 @@ impl ImageService {
             dir: PathBuf::from(&kernel_rec.dir),
             digest: kernel_rec.digest.clone(),
         };
-        let progress = |p: Progress| {
-            if let Some(op) = op {
-                op.progress(p);
-            }
-        };
+        let progress = super::report_to(op);
         let manifest = hangar_image::finalize_oci(
             &staging.path().join(TREE),
             &unpacked.run,

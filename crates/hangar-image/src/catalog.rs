@@ -165,15 +165,12 @@ pub async fn load(url: &str) -> Result<Vec<Entry>, ImageError> {
             .map_err(|e| ImageError::io("read the catalog", path, e))?
     } else {
         let parsed = crate::sources::bundle::check_url(url)?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let net = |e: reqwest::Error| ImageError::Registry {
             registry: parsed.host_str().unwrap_or("").to_string(),
             reason: e.to_string(),
         };
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .map_err(net)?;
+        let client =
+            crate::sources::http_client(std::time::Duration::from_secs(15)).map_err(net)?;
         let resp = client.get(parsed.clone()).send().await.map_err(net)?;
         let body = resp
             .error_for_status()

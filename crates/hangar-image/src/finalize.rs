@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use tokio_util::sync::CancellationToken;
 
@@ -151,12 +151,7 @@ fn open_root(tree: &Path) -> Result<OwnedFd, ImageError> {
 fn open_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> Result<Option<OwnedFd>, ImageError> {
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
-        ResolveFlag::RESOLVE_IN_ROOT
-            | ResolveFlag::RESOLVE_NO_MAGICLINKS
-            | ResolveFlag::RESOLVE_NO_XDEV,
-    );
-    match openat2(root.as_fd(), rel, how) {
+    match crate::flatten::inroot::open_in_root(root.as_fd(), rel.as_bytes(), flags) {
         Ok(fd) => Ok(Some(fd)),
         Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Ok(None),
         Err(e) => Err(ImageError::io(

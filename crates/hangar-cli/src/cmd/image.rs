@@ -269,7 +269,12 @@ fn show_image(info: &ImageInfo) {
             rows.push(("env", e.clone()));
         }
     }
+    // Run settings come from an image config a registry or archive wrote:
+    // control characters are shown escaped, never sent to the terminal.
     for (k, v) in rows {
-        println!("{k:<14} {v}");
+        println!(
+            "{k:<14} {}",
+            hangar_host::sanitize::escape_controls(v.as_bytes())
+        );
     }
 }

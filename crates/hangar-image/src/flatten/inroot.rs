@@ -24,6 +24,27 @@ fn resolve_flags() -> ResolveFlag {
     ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV
 }
 
+/// Opens `path` (relative; `.` for the root itself) under the directory
+/// `root` as if `root` were `/`: symlinks, `..` and absolute links resolve
+/// inside it, magic links and mount crossings are refused. The one place
+/// image paths are resolved (the flattener and `finalize` use it).
+pub(crate) fn open_in_root(
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    flags: OFlag,
+) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(resolve_flags());
+    let mut tries = 0;
+    loop {
+        match openat2(root, path, how) {
+            Err(Errno::EAGAIN) if tries < EAGAIN_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// The staging root, held open for the lifetime of the flattening.
 pub(crate) struct Root {
     fd: OwnedFd,
@@ -61,17 +82,7 @@ impl Root {
     /// `O_PATH` for a dirfd or `O_RDONLY` for listing / fchmod. With
     /// `O_NOFOLLOW` in `extra` a final symlink is refused (ELOOP).
     pub(crate) fn open_dir(&self, rel: &RelPath, extra: OFlag) -> nix::Result<OwnedFd> {
-        let how = OpenHow::new()
-            .flags(extra | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(resolve_flags());
-        let path = rel.to_bytes();
-        let mut tries = 0;
-        loop {
-            match openat2(self.fd.as_fd(), path.as_slice(), how) {
-                Err(Errno::EAGAIN) if tries < EAGAIN_RETRIES => tries += 1,
-                other => return other,
-            }
-        }
+        open_in_root(self.fd.as_fd(), &rel.to_bytes(), extra | OFlag::O_DIRECTORY)
     }
 
     /// The directory `dir` as an O_PATH fd, creating missing directories

@@ -12,7 +12,7 @@
 pub(crate) mod copy;
 mod create;
 mod entrypath;
-mod inroot;
+pub(crate) mod inroot;
 mod meta;
 mod remove;
 mod whiteout;

@@ -73,17 +73,10 @@ pub fn spool(
             bytes: 0,
         },
     );
-    let head = input.fill_buf().map_err(io)?.to_vec();
-    if head.is_empty() {
+    if input.fill_buf().map_err(io)?.is_empty() {
         return Err(bad("it is empty"));
     }
-    let tar: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(&mut input))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(&mut input).map_err(io)?)
-    } else {
-        Box::new(&mut input)
-    };
+    let tar = super::layer::decompressed(&mut input).map_err(io)?;
     let mut spool = Spool::default();
     let mut written = 0u64;
     let mut archive = tar::Archive::new(tar);

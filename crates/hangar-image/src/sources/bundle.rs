@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::layer::HashingReader;
 use crate::bootstrap::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 use crate::{ImageError, ImageManifest};
 
@@ -125,22 +125,6 @@ fn header_for(size: u64) -> tar::Header {
     h
 }
 
-/// Hashes what is read through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 /// Reads a bundle from `input` into `out_dir` (existing, private, empty),
 /// checking it against `sha256` (of the whole bundle file, lowercase hex)
 /// when given, and writes the image manifest there. The parts may be at
@@ -156,11 +140,7 @@ pub fn read(
     if let Some(want) = sha256 {
         check_hex_sha256(want)?;
     }
-    let mut outer = Hashing {
-        inner: input,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut outer = HashingReader::new(input, &|_| {});
     let io = |e: std::io::Error| bad(format!("cannot read it: {e}"));
     let header = {
         let zstd = zstd::stream::read::Decoder::new(&mut outer).map_err(io)?;
@@ -201,15 +181,11 @@ pub fn read(
             let path = out_dir.join(&part.file);
             let mut f = hangar_host::private::create_new_private_file(&path)
                 .map_err(|e| ImageError::io("create", &path, e))?;
-            let mut hashing = Hashing {
-                inner: &mut entry,
-                hasher: Sha256::new(),
-                bytes: 0,
-            };
+            let mut hashing = HashingReader::new(&mut entry, &|_| {});
             crate::flatten::copy::copy_sparse(&mut hashing, &mut f, &mut buf)
                 .map_err(|e| ImageError::io("write", &path, e))?;
-            on_bytes(hashing.bytes);
-            let got = hex::encode(hashing.hasher.finalize());
+            on_bytes(hashing.read_bytes());
+            let got = hashing.hex();
             if got != part.sha256 {
                 return Err(bad(format!(
                     "its {} has sha256 {got}, its header says {}; nothing was kept",
@@ -223,7 +199,7 @@ pub fn read(
         header
     };
     std::io::copy(&mut outer, &mut std::io::sink()).map_err(io)?;
-    let got = hex::encode(outer.hasher.clone().finalize());
+    let got = outer.hex();
     if let Some(want) = sha256 {
         if got != want {
             return Err(bad(format!(
@@ -318,16 +294,11 @@ pub async fn download(
     use std::sync::Arc;
 
     let parsed = check_url(url)?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let net = |e: reqwest::Error| ImageError::Registry {
         registry: parsed.host_str().unwrap_or("").to_string(),
         reason: e.to_string(),
     };
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .read_timeout(std::time::Duration::from_secs(120))
-        .build()
-        .map_err(net)?;
+    let client = super::http_client(std::time::Duration::from_secs(120)).map_err(net)?;
     let resp = tokio::select! {
         r = client.get(parsed.clone()).send() => r.map_err(net)?,
         _ = cancel.cancelled() => return Err(ImageError::Cancelled),
@@ -380,6 +351,7 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn image_dir() -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");

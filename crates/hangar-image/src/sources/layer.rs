@@ -29,7 +29,7 @@ pub struct LayerDesc {
 /// Reads through, hashing and counting, and reporting each read's size;
 /// reading past `limit` bytes is an error (a layer that decompresses
 /// without end must not fill the disk).
-struct HashingReader<'a, R> {
+pub(crate) struct HashingReader<'a, R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
@@ -53,14 +53,50 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
-impl<R> HashingReader<'_, R> {
+impl<'a, R> HashingReader<'a, R> {
+    /// Reads `inner` without a limit, telling `on_bytes` each read's size.
+    pub(crate) fn new(inner: R, on_bytes: &'a dyn Fn(u64)) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+            limit: u64::MAX,
+            on_bytes,
+        }
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn read_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Lowercase hex sha256 of what was read so far.
+    pub(crate) fn hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
     fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+        format!("sha256:{}", self.hex())
     }
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// `input` decompressed by what its first bytes say: gzip, zstd, or as it
+/// is (an uncompressed tar). Layers and whole archives both come this way.
+pub(crate) fn decompressed<'a, R: BufRead + 'a>(
+    input: &'a mut R,
+) -> std::io::Result<Box<dyn Read + 'a>> {
+    let head = input.fill_buf()?;
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::read::MultiGzDecoder::new(input))
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
+    } else {
+        Box::new(input)
+    })
+}
 const READ_BUFFER: usize = 1 << 20;
 
 /// Verifies, decompresses and applies one layer read from `blob`.
@@ -80,32 +116,13 @@ pub fn apply_blob(
         what: format!("layer {}", desc.label),
         reason: format!("cannot read it: {e}"),
     };
-    let mut compressed = BufReader::with_capacity(
-        READ_BUFFER,
-        HashingReader {
-            inner: blob,
-            hasher: Sha256::new(),
-            bytes: 0,
-            limit: u64::MAX,
-            on_bytes,
-        },
-    );
-    let head = compressed.fill_buf().map_err(io_err)?.to_vec();
+    let mut compressed = BufReader::with_capacity(READ_BUFFER, HashingReader::new(blob, on_bytes));
     let stats;
     {
-        let tar: Box<dyn Read + '_> = if head.starts_with(&GZIP_MAGIC) {
-            Box::new(flate2::read::MultiGzDecoder::new(&mut compressed))
-        } else if head.starts_with(&ZSTD_MAGIC) {
-            Box::new(zstd::stream::read::Decoder::with_buffer(&mut compressed).map_err(io_err)?)
-        } else {
-            Box::new(&mut compressed)
-        };
+        let tar = decompressed(&mut compressed).map_err(io_err)?;
         let mut plain = HashingReader {
-            inner: tar,
-            hasher: Sha256::new(),
-            bytes: 0,
             limit: *budget,
-            on_bytes: &|_| {},
+            ..HashingReader::new(tar, &|_| {})
         };
         stats = flattener.apply_layer(&mut plain, &desc.label, cancelled)?;
         // The tar's end-of-archive blocks and any padding are part of what

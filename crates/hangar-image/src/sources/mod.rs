@@ -34,6 +34,23 @@ pub fn check_digest(digest: &str, what: &str) -> Result<(), ImageError> {
     }
 }
 
+/// Makes TLS usable: reqwest (ours and oci-client's) needs a process-wide
+/// rustls crypto provider; ring, which the SSH code already links. A
+/// second install is refused harmlessly.
+pub(crate) fn tls_ready() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The HTTP client for bundle and catalog downloads: 30 s to connect, and
+/// `read_timeout` without a byte before a transfer counts as stalled.
+pub(crate) fn http_client(read_timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    tls_ready();
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(read_timeout)
+        .build()
+}
+
 /// What came out of a source: the tree is in the staging dir the caller
 /// gave; this says how to run it and where it came from.
 #[derive(Debug, Clone)]

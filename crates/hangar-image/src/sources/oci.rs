@@ -95,10 +95,7 @@ pub fn is_loopback_registry(registry: &str) -> bool {
 }
 
 fn client_for(reference: &Reference, insecure: bool) -> Client {
-    // reqwest's TLS needs a process-wide crypto provider: ring, which the
-    // SSH code already links (no second crypto library). Installing twice
-    // is refused harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    super::tls_ready();
     Client::new(ClientConfig {
         protocol: if insecure {
             ClientProtocol::HttpsExcept(vec![reference.registry().to_string()])

@@ -9,6 +9,7 @@ pub const USAGE: &str = "usage:
   hangar-agent init
   hangar-agent serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
                      [--login-grace-time SECS] [--allow-poweroff]
+                     [--sessions-dir DIR]
   hangar-agent sftp-server";
 
 /// Where the config drive is unpacked by the initramfs.
@@ -25,6 +26,8 @@ pub struct ServeOptions {
     /// A connection not logged in by then is dropped (sshd's
     /// LoginGraceTime, same default).
     pub login_grace_time: Duration,
+    /// Where long-lived sessions keep their records and logs.
+    pub sessions_dir: PathBuf,
 }
 
 impl Default for ServeOptions {
@@ -35,6 +38,7 @@ impl Default for ServeOptions {
             authorized_keys: PathBuf::from(CONFIG_DIR).join("authorized_keys"),
             allow_poweroff: false,
             login_grace_time: crate::server::DEFAULT_LOGIN_GRACE,
+            sessions_dir: PathBuf::from(crate::sessions::DEFAULT_DIR),
         }
     }
 }
@@ -80,6 +84,7 @@ fn parse_serve(rest: &[String]) -> Result<ServeOptions, String> {
             }
             "--host-key" => opts.host_key = PathBuf::from(value),
             "--authorized-keys" => opts.authorized_keys = PathBuf::from(value),
+            "--sessions-dir" => opts.sessions_dir = PathBuf::from(value),
             "--login-grace-time" => {
                 let secs: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                     format!("--login-grace-time {value:?}: give whole seconds, at least 1")
@@ -126,6 +131,8 @@ mod tests {
             "--allow-poweroff",
             "--login-grace-time",
             "7",
+            "--sessions-dir",
+            "/s",
         ]))
         .unwrap() else {
             panic!("not serve");
@@ -134,6 +141,7 @@ mod tests {
         assert_eq!(o.host_key, PathBuf::from("/k"));
         assert!(o.allow_poweroff);
         assert_eq!(o.login_grace_time, Duration::from_secs(7));
+        assert_eq!(o.sessions_dir, PathBuf::from("/s"));
         let err = parse(&strings(&["serve", "--login-grace-time", "0"])).unwrap_err();
         assert!(err.contains("at least 1"), "{err}");
         let err = parse(&strings(&["serve", "--listen", "nope"])).unwrap_err();

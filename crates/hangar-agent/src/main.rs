@@ -14,6 +14,7 @@ mod init;
 mod passwd;
 mod rng;
 mod server;
+mod sessions;
 mod sftp;
 mod sftp_ext;
 mod sftp_names;

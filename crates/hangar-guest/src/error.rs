@@ -101,6 +101,16 @@ pub enum GuestError {
 
     #[error("The receiver of the command's output went away; the command was closed")]
     OutputClosed,
+
+    /// The guest agent answered a session request with an error.
+    #[error("{0}")]
+    Session(#[from] hangar_session_proto::ReplyError),
+
+    #[error("The guest's SSH server does not offer sessions: they need Hangar's guest agent (the VM runs its image's own sshd; see `[guest] agent` in docs/architecture.md)")]
+    SessionsUnsupported,
+
+    #[error("The guest agent's session reply is malformed: {0}")]
+    SessionProtocol(String),
 }
 
 impl GuestError {

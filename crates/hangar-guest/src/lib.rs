@@ -14,12 +14,15 @@ mod files;
 mod keys;
 mod power;
 mod ready;
+mod sessions;
 mod signal;
 
 pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
 pub use error::GuestError;
 pub use exec::{CommandOutput, ExecSpec, Input, Output};
 pub use files::{GuestFileInfo, GuestFiles};
+pub use hangar_session_proto as session_proto;
 pub use keys::{generate_host_key, DaemonKey, HostKey};
 pub use power::POWEROFF_SUBSYSTEM;
 pub use ready::wait_ready;
+pub use sessions::{SessionEvent, SessionInput, SessionStream};

@@ -20,6 +20,9 @@ pub enum What {
     Exec(String),
     /// `subsystem sftp`: the agent's own sftp server as the user.
     Sftp,
+    /// A long-lived session's command (`hangar-session`): program and
+    /// arguments run directly, no shell, PATH looked up.
+    Argv(Vec<String>),
 }
 
 /// The environment request that sets a command's working directory.
@@ -109,6 +112,18 @@ pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
             c.args(args);
             c
         }
+        (What::Argv(argv), _) => {
+            let (program, args) = argv.split_first().ok_or(LaunchError::Empty)?;
+            let path = l
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PATH")
+                .map_or(path_var, |(_, v)| v.as_str());
+            let mut c = Command::new(resolve(program, path)?);
+            c.arg0(program).args(args);
+            c
+        }
         (What::Sftp, _) => {
             let mut c = Command::new(std::env::current_exe()?);
             c.arg("sftp-server");
@@ -120,13 +135,16 @@ pub fn command(l: &Launch<'_>) -> Result<Command, LaunchError> {
         .env("USER", &l.user.name)
         .env("LOGNAME", &l.user.name)
         .env("PATH", path_var)
-        .env("SSH_CONNECTION", l.connection)
-        .env("SSH_CLIENT", l.client)
         .env("MAIL", Path::new("/var/mail").join(&l.user.name))
         .env(
             "SHELL",
             l.user.shell.as_deref().unwrap_or(Path::new("/bin/sh")),
         );
+    // Empty for a session's command: no SSH connection started it.
+    if !l.connection.is_empty() {
+        cmd.env("SSH_CONNECTION", l.connection)
+            .env("SSH_CLIENT", l.client);
+    }
     if let Some(term) = l.term {
         cmd.env("TERM", term);
     }

@@ -5,8 +5,8 @@
 mod auth;
 mod forward;
 mod grace;
-mod launch;
-mod pty;
+pub(crate) mod launch;
+pub(crate) mod pty;
 mod session;
 
 use std::net::SocketAddr;
@@ -40,6 +40,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         authorized_keys: opts.authorized_keys.clone(),
         root: PathBuf::from("/"),
         allow_poweroff: opts.allow_poweroff,
+        sessions: Arc::new(crate::sessions::Registry::open(
+            &opts.sessions_dir,
+            Path::new("/"),
+        )),
     });
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -110,6 +114,8 @@ struct Shared {
     /// Where `/etc/passwd` is read from (`/` in a guest).
     root: PathBuf,
     allow_poweroff: bool,
+    /// Long-lived sessions, shared by every connection.
+    sessions: Arc<crate::sessions::Registry>,
 }
 
 /// One client connection.
@@ -182,6 +188,7 @@ impl russh::server::Handler for Connection {
             user,
             handle: session.handle(),
             allow_poweroff: self.shared.allow_poweroff,
+            sessions: Arc::clone(&self.shared.sessions),
             peer: self.peer,
             local: self.local,
         });
@@ -271,7 +278,12 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let known = name == "sftp" || (name == POWEROFF_SUBSYSTEM && self.shared.allow_poweroff);
+        // Sessions are the daemon's to manage: they may run as any user,
+        // so only root's connections get them.
+        let is_root = self.user.as_ref().is_some_and(|u| u.uid == 0);
+        let known = name == "sftp"
+            || (name == POWEROFF_SUBSYSTEM && self.shared.allow_poweroff)
+            || (name == hangar_session_proto::SUBSYSTEM && is_root);
         if known {
             session.channel_success(channel)
         } else {

@@ -24,6 +24,7 @@ pub struct SessionContext {
     pub user: User,
     pub handle: Handle,
     pub allow_poweroff: bool,
+    pub sessions: Arc<crate::sessions::Registry>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
 }
@@ -97,6 +98,10 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
                     );
                     return;
                 }
+                hangar_session_proto::SUBSYSTEM if ctx.user.uid == 0 => {
+                    crate::sessions::serve(read, write, Arc::clone(&ctx.sessions)).await;
+                    return;
+                }
                 // The handler already answered failure; the client decides.
                 _ => continue,
             },
@@ -138,7 +143,7 @@ pub async fn run(channel: Channel<Msg>, ctx: Arc<SessionContext>) {
         Err(e) => {
             let status = e.exit_status();
             let msg = match &what {
-                What::Exec(_) | What::Shell => format!("hangar-agent: {e}"),
+                What::Exec(_) | What::Shell | What::Argv(_) => format!("hangar-agent: {e}"),
                 What::Sftp => format!("hangar-agent: cannot start sftp: {e}"),
             };
             return fail(&write, &msg, status).await;

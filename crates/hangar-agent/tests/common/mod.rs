@@ -110,6 +110,9 @@ pub struct Options {
     /// LoginGraceTime / `--login-grace-time`, in seconds (default: each
     /// server's own, 120 for both).
     pub login_grace_secs: Option<u64>,
+    /// The agent's `--sessions-dir` (default: one in the test's temp dir),
+    /// to start a second agent on the first one's sessions.
+    pub sessions_dir: Option<&'static Path>,
 }
 
 impl Running {
@@ -134,6 +137,13 @@ impl Running {
                     .arg(&keys.host_key_path)
                     .arg("--authorized-keys")
                     .arg(&keys.authorized_keys_path)
+                    // Never the host's /var/lib/hangar: the test's own dir.
+                    .arg("--sessions-dir")
+                    .arg(
+                        opts.sessions_dir
+                            .map(Path::to_path_buf)
+                            .unwrap_or_else(|| keys.dir.path().join("sessions")),
+                    )
                     .env("HANGAR_AGENT_LOG", "debug");
                 if let Some(secs) = opts.login_grace_secs {
                     c.arg("--login-grace-time").arg(secs.to_string());

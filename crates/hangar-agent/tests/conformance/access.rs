@@ -241,6 +241,7 @@ pub(crate) fn a_connection_that_does_not_log_in_is_dropped_after_the_grace_time(
         kind,
         common::Options {
             login_grace_secs: Some(2),
+            ..Default::default()
         },
     );
     let started = Instant::now();

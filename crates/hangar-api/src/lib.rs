@@ -6,6 +6,7 @@ pub mod image;
 pub mod info;
 pub mod name;
 pub mod op;
+pub mod session;
 pub mod stream;
 pub mod vm;
 
@@ -16,6 +17,10 @@ pub use image::{
 };
 pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};
+pub use session::{
+    AttachQuery, SendSessionRequest, SessionInfo, SessionLogsQuery, SessionState,
+    StartSessionRequest, StopSessionRequest,
+};
 pub use vm::{
     validate_user_name, CreateVmRequest, ExecRequest, GuestFileQuery, GuestFileWritten, VmInfo,
     VmState,

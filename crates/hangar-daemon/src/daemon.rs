@@ -23,6 +23,7 @@ use crate::boot_gate::BootGate;
 use crate::image_service::ImageService;
 use crate::infra::Infra;
 use crate::pidfile::PidFile;
+use crate::session_service::SessionService;
 use crate::snapshot_service::SnapshotService;
 use crate::vm_service::VmService;
 
@@ -38,6 +39,8 @@ pub struct Daemon {
     pub snapshots: Arc<SnapshotService>,
     pub images: Arc<ImageService>,
     pub vms: Arc<VmService>,
+    /// Long-lived sessions in the guests.
+    pub sessions: Arc<SessionService>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -237,11 +240,17 @@ impl Daemon {
             images.clone(),
             snapshots.clone(),
         ));
+        let sessions = Arc::new(SessionService::new(
+            infra.clone(),
+            vms.clone(),
+            images.clone(),
+        ));
         let daemon = Arc::new(Daemon {
             infra,
             driver_reason,
             disk_reason,
             snapshots,
+            sessions,
             images,
             vms,
         });

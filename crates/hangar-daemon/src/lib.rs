@@ -17,6 +17,7 @@ pub mod machine;
 pub mod op;
 pub mod pidfile;
 mod private_dirs;
+pub mod session_service;
 pub mod snapshot_service;
 pub mod vm_service;
 

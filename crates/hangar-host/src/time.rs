@@ -18,6 +18,12 @@ pub fn format_utc(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// Unix seconds, formatted by [`format_utc`] (out-of-range values as the
+/// epoch: the clock that made them was wrong).
+pub fn format_unix(secs: i64) -> String {
+    format_utc(OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}
+
 /// The current time, formatted by [`format_utc`].
 pub fn now_utc() -> String {
     format_utc(OffsetDateTime::now_utc())

@@ -1,5 +1,6 @@
 //! hangar-store: the SQLite database that is the single source of truth
-//! across daemon restarts — VMs, their IP leases, images and operations.
+//! across daemon restarts — VMs, their IP leases, images, operations and
+//! the last known state of each VM's sessions.
 //!
 //! One [`Store`] wraps one connection behind a mutex: every call is a short
 //! statement or transaction, so serialising them costs little and keeps the
@@ -13,6 +14,7 @@ mod images;
 mod leases;
 mod ops;
 mod schema;
+mod sessions;
 mod store;
 mod vms;
 
@@ -20,5 +22,6 @@ pub use error::{Result, StoreError};
 pub use images::ImageRecord;
 pub use leases::{lowest_free_ip, mac_for_ip};
 pub use schema::migrations;
+pub use sessions::SessionRecord;
 pub use store::Store;
 pub use vms::{VmRecord, VmRuntime};

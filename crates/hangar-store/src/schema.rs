@@ -62,6 +62,19 @@ CREATE TABLE operations (
 CREATE INDEX operations_by_state ON operations(state, updated_at);
 "#,
     ),
+    // 2: long-lived sessions, as last seen from the guest agent (which
+    // holds the live state); they go with their VM.
+    M::up(
+        r#"
+CREATE TABLE sessions (
+    vm_id      TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    info_json  TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (vm_id, name)
+) STRICT;
+"#,
+    ),
 ];
 
 /// All migrations, oldest first.

@@ -323,6 +323,77 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
     );
     expect(&mut c, &d, ("POST", "/v1/vms/nope/tcp/22"), "", None, 400);
 
+    // Sessions: none yet; each endpoint with an unknown VM; bad input.
+    let all = expect(&mut c, &d, ("GET", "/v1/sessions"), "", None, 200).json();
+    assert_eq!(all, serde_json::json!([]));
+    for (method, target, body) in [
+        ("GET", "/v1/vms/nope/sessions", None),
+        (
+            "POST",
+            "/v1/vms/nope/sessions",
+            Some(r#"{"name":"s","command":["top"]}"#),
+        ),
+        ("GET", "/v1/vms/nope/sessions/s", None),
+        ("DELETE", "/v1/vms/nope/sessions/s", None),
+        (
+            "POST",
+            "/v1/vms/nope/sessions/s/send",
+            Some(r#"{"data":"ls\r"}"#),
+        ),
+        (
+            "POST",
+            "/v1/vms/nope/sessions/s/stop",
+            Some(r#"{"timeout_secs":1}"#),
+        ),
+        (
+            "GET",
+            "/v1/vms/nope/sessions/s/logs?tail=5&follow=true",
+            None,
+        ),
+    ] {
+        let err = expect(&mut c, &d, (method, target), "", body, 404).json();
+        assert_eq!(err["kind"], "not_found", "{method} {target}: {err}");
+    }
+    expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/vms/nope/sessions/s/attach?cols=80&rows=24"),
+        "Upgrade: hangar-attach\r\nConnection: Upgrade\r\n",
+        None,
+        404,
+    );
+    expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/vms/nope/sessions/s/attach"),
+        "",
+        None,
+        400,
+    );
+    for body in [
+        r#"{"name":"../etc","command":["top"]}"#,
+        r#"{"name":"s","command":[]}"#,
+        r#"{"name":"s","command":["top"],"env":[["1BAD","x"]]}"#,
+        r#"{"name":"s","command":["top"],"colour":"red"}"#,
+    ] {
+        expect(
+            &mut c,
+            &d,
+            ("POST", "/v1/vms/nope/sessions"),
+            "",
+            Some(body),
+            400,
+        );
+    }
+    expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/vms/nope/sessions/s/stop"),
+        "",
+        Some(r#"{"timeout_secs":9999}"#),
+        400,
+    );
+
     // Bad input to create: a bad name, a body that does not parse, an
     // unknown field, an unknown image.
     let bad_bodies = [

@@ -9,6 +9,7 @@ mod files;
 pub mod openapi;
 pub mod peer;
 pub mod serve;
+mod sessions;
 mod tcp;
 
 use std::sync::Arc;
@@ -71,6 +72,31 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             get(files::read_guest_file).put(files::write_guest_file),
         )
         .route("/v1/vms/{name}/console", get(console_log))
+        .route("/v1/sessions", get(sessions::list_all_sessions))
+        .route(
+            "/v1/vms/{name}/sessions",
+            get(sessions::list_sessions).post(sessions::start_session),
+        )
+        .route(
+            "/v1/vms/{name}/sessions/{session}",
+            get(sessions::show_session).delete(sessions::remove_session),
+        )
+        .route(
+            "/v1/vms/{name}/sessions/{session}/send",
+            post(sessions::send_session),
+        )
+        .route(
+            "/v1/vms/{name}/sessions/{session}/stop",
+            post(sessions::stop_session),
+        )
+        .route(
+            "/v1/vms/{name}/sessions/{session}/logs",
+            get(sessions::session_logs),
+        )
+        .route(
+            "/v1/vms/{name}/sessions/{session}/attach",
+            post(sessions::attach_session),
+        )
         .route("/v1/images", get(list_images))
         .route("/v1/images/catalog", get(catalog))
         .route("/v1/images/pull", post(pull_image))

@@ -388,3 +388,48 @@ fn concurrent_inserts_through_two_connections_get_distinct_ips() {
         100
     );
 }
+
+#[test]
+fn sessions_are_replaced_per_vm_and_go_with_their_vm() {
+    use crate::SessionRecord;
+    let store = Store::open_in_memory().unwrap();
+    store
+        .insert_vm_with_lease(&vm("dev"), subnet(), &[])
+        .unwrap();
+    store
+        .insert_vm_with_lease(&vm("other"), subnet(), &[])
+        .unwrap();
+    let rec = |vm: &str, name: &str, json: &str| SessionRecord {
+        vm_id: format!("id-{vm}"),
+        name: name.into(),
+        info_json: json.into(),
+        updated_at: "t".into(),
+    };
+    store.upsert_session(&rec("dev", "b", "1")).unwrap();
+    store.upsert_session(&rec("dev", "a", "1")).unwrap();
+    store.upsert_session(&rec("dev", "a", "2")).unwrap();
+    store.upsert_session(&rec("other", "a", "x")).unwrap();
+    let names = |vm: &str| {
+        store
+            .list_sessions(vm)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.info_json))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names("id-dev"),
+        vec![("a".into(), "2".into()), ("b".into(), "1".into())]
+    );
+
+    store
+        .replace_sessions("id-dev", &[rec("dev", "c", "3")])
+        .unwrap();
+    assert_eq!(names("id-dev"), vec![("c".into(), "3".into())]);
+    store.delete_session("id-dev", "c").unwrap();
+    assert!(names("id-dev").is_empty());
+
+    // Deleting the VM deletes its sessions.
+    store.delete_vm("id-other").unwrap();
+    assert!(names("id-other").is_empty());
+}

@@ -47,6 +47,10 @@ pub enum Command {
     /// Copy one file between this machine and a VM (`hangar cp ./f dev:/tmp/`,
     /// `hangar cp dev:/etc/hosts .`); directories: `scp -r` through `hangar proxy`.
     Cp(CpArgs),
+    /// Long-lived sessions: commands that keep running in a VM while you
+    /// attach, detach and come back.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -186,6 +190,107 @@ pub struct SshArgs {
     /// Run this instead of the login shell (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a command in a new session; returns once it runs.
+    Start(SessionStartArgs),
+    /// List sessions (of one VM, or of all VMs).
+    Ls {
+        /// Only this VM's sessions.
+        vm: Option<String>,
+    },
+    /// Attach your terminal to a session. Detach with the detach keys
+    /// (Ctrl-\ unless --detach-keys); the session goes on. When its
+    /// command exits, hangar exits with its exit code.
+    Attach {
+        /// Name of the VM.
+        vm: String,
+        /// Name of the session.
+        name: String,
+        /// Keys that detach, as a comma-separated sequence: ctrl-X or a
+        /// single character, e.g. "ctrl-p,ctrl-q".
+        #[arg(long, value_name = "KEYS", default_value = "ctrl-\\")]
+        detach_keys: String,
+    },
+    /// Type into a session without attaching.
+    Send(SessionSendArgs),
+    /// Print everything a session printed (its log in the VM).
+    Logs {
+        /// Name of the VM.
+        vm: String,
+        /// Name of the session.
+        name: String,
+        /// Keep printing new output until the command exits.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Print the session's bytes as they are, escape sequences
+        /// included. Without it, a terminal gets control characters shown
+        /// escaped; piped output is always raw.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Stop a session: SIGTERM to its command, SIGKILL after the timeout.
+    Stop {
+        /// Name of the VM.
+        vm: String,
+        /// Name of the session.
+        name: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Forget a session that has ended (its record and its log).
+    Rm {
+        /// Name of the VM.
+        vm: String,
+        /// Name of the session.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SessionStartArgs {
+    /// Name of the VM.
+    pub vm: String,
+    /// Name of the session (letters, digits, '.', '_', '-').
+    pub name: String,
+    /// Working directory in the VM [default: the image's WorkingDir, else
+    /// the user's home].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Environment for the command, NAME=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Run as this user of the image (from its /etc/passwd) [default: the
+    /// image's USER, else root].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// The command and its arguments (after `--`), run without a shell:
+    /// `-- sh -c '...'` for one.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionSendArgs {
+    /// Name of the VM.
+    pub vm: String,
+    /// Name of the session.
+    pub name: String,
+    /// Text to type, as is (no Enter added), or with --keys the keys to
+    /// press: Enter, Tab, Escape, Space, BSpace, Up, Down, Left, Right,
+    /// Home, End, C-x (Ctrl and a key); anything else is typed as text,
+    /// like tmux send-keys.
+    #[arg(required = true)]
+    pub input: Vec<String>,
+    /// Read INPUT as key names (see above).
+    #[arg(long)]
+    pub keys: bool,
 }
 
 #[derive(Debug, Subcommand)]

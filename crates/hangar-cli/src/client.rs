@@ -241,6 +241,15 @@ impl Client {
             .await
     }
 
+    /// Opens an attach stream to a session (hangar-exec frames).
+    pub async fn upgrade_attach(
+        &self,
+        path: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
+        self.upgrade_to(path, None, hangar_api::session::ATTACH_UPGRADE_PROTOCOL)
+            .await
+    }
+
     async fn upgrade_to(
         &self,
         path: &str,

@@ -59,10 +59,10 @@ pub async fn ssh(client: &Client, a: &SshArgs) -> u8 {
 }
 
 /// Puts the terminal in raw mode until dropped.
-struct RawMode(Option<Termios>);
+pub(crate) struct RawMode(Option<Termios>);
 
 impl RawMode {
-    fn enter() -> RawMode {
+    pub(crate) fn enter() -> RawMode {
         let stdin = std::io::stdin();
         let Ok(saved) = termios::tcgetattr(stdin.as_fd()) else {
             return RawMode(None);
@@ -84,7 +84,7 @@ impl Drop for RawMode {
     }
 }
 
-fn terminal_size() -> Option<(u16, u16)> {
+pub(crate) fn terminal_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,

@@ -8,6 +8,7 @@ pub mod image;
 pub mod man;
 pub mod op;
 pub mod proxy;
+pub mod session;
 pub mod vm;
 
 use hangar_api::ApiError;
@@ -34,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Ssh(a) => return exec::ssh(&client, a).await,
         Command::Proxy(a) => proxy::run(&client, a).await,
         Command::Cp(a) => cp::run(&client, a).await,
+        Command::Session(c) => return session::run(&cli, &client, c).await,
         Command::Image(c) => image::run(&cli, &client, c).await,
         Command::Op(c) => op::run(&cli, &client, c).await,
     };

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hangar_api::stream::{Frame, UPGRADE_PROTOCOL};
 use hangar_api::{ApiError, ExecRequest};
 use hangar_guest::{ExecSpec, Input, Output};
@@ -52,23 +51,7 @@ pub async fn exec(
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response, HttpError> {
-    let wants_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_PROTOCOL));
-    if !wants_upgrade {
-        return Err(HttpError(ApiError::invalid(format!(
-            "exec needs `Connection: Upgrade` and `Upgrade: {UPGRADE_PROTOCOL}` (use `hangar exec`)"
-        ))));
-    }
-    let on_upgrade = req
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| HttpError(ApiError::invalid("this connection cannot be upgraded")))?;
-    let req_slot = req
-        .extensions_mut()
-        .remove::<Arc<super::conn_limit::ConnSlot>>();
+    let pending = super::upgrade::take(&mut req, UPGRADE_PROTOCOL, "hangar exec")?;
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .map_err(|e| HttpError(ApiError::invalid(format!("cannot read request body: {e}"))))?;
@@ -94,10 +77,9 @@ pub async fn exec(
     };
     // The upgraded stream outlives the HTTP connection: it keeps the
     // connection's slot, so exec streams count against the user's cap.
-    let slot = req_slot;
     tokio::spawn(async move {
-        let _slot = slot;
-        match on_upgrade.await {
+        let _slot = pending.slot;
+        match pending.on_upgrade.await {
             Ok(upgraded) => {
                 if let Err(e) = bridge(TokioIo::new(upgraded), client, spec).await {
                     debug!(error = %e, "exec stream ended with an error");
@@ -106,12 +88,7 @@ pub async fn exec(
             Err(e) => warn!(error = %e, "exec upgrade failed"),
         }
     });
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    resp.headers_mut()
-        .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
-    Ok(resp)
+    Ok(super::upgrade::switching(UPGRADE_PROTOCOL))
 }
 
 /// An OCI image's run settings as the defaults of an exec: its user
@@ -120,23 +97,14 @@ pub async fn exec(
 /// guest agent takes as the command's directory).
 fn with_image_run(mut spec: ExecRequest, run: &hangar_image::sources::RunConfig) -> ExecRequest {
     if spec.user.is_none() {
-        spec.user = run
-            .user_name()
-            .filter(|u| *u != "root" && *u != "0")
-            .map(str::to_string);
+        spec.user = run.default_user();
     }
-    let mut env: Vec<(String, String)> = run
-        .env
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| !spec.env.iter().any(|(rk, _)| rk == k))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut own = std::mem::take(&mut spec.env);
     if let Some(wd) = &run.working_dir {
-        env.push(("HANGAR_WORKDIR".to_string(), wd.clone()));
+        // Before the request's own variables, so a request's wins.
+        own.insert(0, ("HANGAR_WORKDIR".to_string(), wd.clone()));
     }
-    env.append(&mut spec.env);
-    spec.env = env;
+    spec.env = run.env_with(own);
     spec
 }
 

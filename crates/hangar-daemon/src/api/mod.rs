@@ -11,6 +11,7 @@ pub mod peer;
 pub mod serve;
 mod sessions;
 mod tcp;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;

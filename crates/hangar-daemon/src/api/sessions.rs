@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hangar_api::session::ATTACH_UPGRADE_PROTOCOL;
@@ -246,23 +246,7 @@ pub async fn attach_session(
     Query(q): Query<AttachQuery>,
     mut req: Request,
 ) -> Result<Response, HttpError> {
-    let wants_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(ATTACH_UPGRADE_PROTOCOL));
-    if !wants_upgrade {
-        return Err(HttpError(ApiError::invalid(format!(
-            "attach needs `Connection: Upgrade` and `Upgrade: {ATTACH_UPGRADE_PROTOCOL}` (use `hangar session attach`)"
-        ))));
-    }
-    let on_upgrade = req
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| HttpError(ApiError::invalid("this connection cannot be upgraded")))?;
-    let slot = req
-        .extensions_mut()
-        .remove::<Arc<super::conn_limit::ConnSlot>>();
+    let pending = super::upgrade::take(&mut req, ATTACH_UPGRADE_PROTOCOL, "hangar session attach")?;
     // Attach in the guest before switching protocols, so an unknown or
     // ended session is a plain HTTP error.
     let (_, stream) = d
@@ -278,8 +262,8 @@ pub async fn attach_session(
         .await?;
     tokio::spawn(async move {
         // Counts against the user's connection cap like any open request.
-        let _slot = slot;
-        match on_upgrade.await {
+        let _slot = pending.slot;
+        match pending.on_upgrade.await {
             Ok(upgraded) => {
                 if let Err(e) = bridge(TokioIo::new(upgraded), stream).await {
                     debug!(error = %e, "attach stream ended with an error");
@@ -288,14 +272,7 @@ pub async fn attach_session(
             Err(e) => warn!(error = %e, "attach upgrade failed"),
         }
     });
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    resp.headers_mut().insert(
-        header::UPGRADE,
-        HeaderValue::from_static(ATTACH_UPGRADE_PROTOCOL),
-    );
-    Ok(resp)
+    Ok(super::upgrade::switching(ATTACH_UPGRADE_PROTOCOL))
 }
 
 /// One attached client: frames from it become keystrokes and resizes in

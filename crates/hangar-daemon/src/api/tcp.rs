@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hangar_api::stream::TCP_UPGRADE_PROTOCOL;
 use hangar_api::ApiError;
 use hyper_util::rt::TokioIo;
@@ -61,23 +60,7 @@ pub async fn connect_tcp(
             ))))
         }
     };
-    let wants_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(TCP_UPGRADE_PROTOCOL));
-    if !wants_upgrade {
-        return Err(HttpError(ApiError::invalid(format!(
-            "this endpoint needs `Connection: Upgrade` and `Upgrade: {TCP_UPGRADE_PROTOCOL}` (use `hangar proxy`)"
-        ))));
-    }
-    let on_upgrade = req
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| HttpError(ApiError::invalid("this connection cannot be upgraded")))?;
-    let slot = req
-        .extensions_mut()
-        .remove::<Arc<super::conn_limit::ConnSlot>>();
+    let pending = super::upgrade::take(&mut req, TCP_UPGRADE_PROTOCOL, "hangar proxy")?;
     let rec = super::running_vm(&d, &name)?;
     // Connect before switching protocols, so a closed port is an HTTP error.
     let addr = SocketAddr::new(rec.ip.into(), port);
@@ -95,8 +78,8 @@ pub async fn connect_tcp(
     tokio::spawn(async move {
         // The stream keeps its connection's slot: it counts against the
         // user's connection cap like any open request.
-        let _slot = slot;
-        match on_upgrade.await {
+        let _slot = pending.slot;
+        match pending.on_upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
                 if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut tcp).await {
@@ -106,12 +89,5 @@ pub async fn connect_tcp(
             Err(e) => debug!(error = %e, "tcp upgrade failed"),
         }
     });
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    resp.headers_mut().insert(
-        header::UPGRADE,
-        HeaderValue::from_static(TCP_UPGRADE_PROTOCOL),
-    );
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    Ok(resp)
+    Ok(super::upgrade::switching(TCP_UPGRADE_PROTOCOL))
 }

@@ -32,19 +32,8 @@ pub fn to_api(vm: &str, i: proto::SessionInfo) -> SessionInfo {
 /// its WorkingDir unless a directory is named), as for exec.
 pub fn start_request(req: StartSessionRequest, run: Option<RunConfig>) -> proto::StartRequest {
     let run = run.unwrap_or_default();
-    let user = req.user.or_else(|| {
-        run.user_name()
-            .filter(|u| *u != "root" && *u != "0")
-            .map(str::to_string)
-    });
-    let mut env: Vec<(String, String)> = run
-        .env
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| !req.env.iter().any(|(rk, _)| rk == k))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.extend(req.env);
+    let user = req.user.or_else(|| run.default_user());
+    let env = run.env_with(req.env);
     proto::StartRequest {
         name: req.name,
         argv: req.command,

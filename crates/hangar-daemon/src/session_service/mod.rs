@@ -103,7 +103,11 @@ impl SessionService {
             return Ok(self.stored(rec, "the VM is not running"));
         }
         let client = self.client(rec).await?;
-        let all: Vec<proto::SessionInfo> = call(rec, &client, &Request::List, CALL_LIMIT).await?;
+        let mut all: Vec<proto::SessionInfo> =
+            call(rec, &client, &Request::List, CALL_LIMIT).await?;
+        // The guest is untrusted: a name that could not have been started
+        // (control characters, paths) is not passed on to a terminal.
+        all.retain(|i| proto::name_problem(&i.name).is_none());
         let rows: Vec<SessionRecord> = all.iter().filter_map(|i| record(rec, i)).collect();
         if let Err(e) = self.infra.store.replace_sessions(&rec.id, &rows) {
             warn!(vm = %rec.name, error = %e, "cannot store the VM's sessions");
@@ -119,6 +123,7 @@ impl SessionService {
         let rows = self.infra.store.list_sessions(&rec.id).unwrap_or_default();
         rows.iter()
             .filter_map(|r| serde_json::from_str::<proto::SessionInfo>(&r.info_json).ok())
+            .filter(|i| proto::name_problem(&i.name).is_none())
             .map(|mut i| {
                 if i.state == proto::SessionState::Running {
                     i.state = proto::SessionState::Ended;

@@ -36,6 +36,28 @@ impl RunConfig {
         (!u.is_empty()).then_some(u)
     }
 
+    /// The user a command runs as unless one is named: the image's USER,
+    /// when it is not root.
+    pub fn default_user(&self) -> Option<String> {
+        self.user_name()
+            .filter(|u| *u != "root" && *u != "0")
+            .map(str::to_string)
+    }
+
+    /// The image's Env as pairs, without the names `overrides` sets,
+    /// followed by `overrides`: a command's own variables win.
+    pub fn env_with(&self, overrides: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| !overrides.iter().any(|(ok, _)| ok == k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(overrides);
+        env
+    }
+
     /// Entrypoint followed by cmd: what `--run-entrypoint` starts.
     pub fn command(&self) -> Vec<String> {
         self.entrypoint.iter().chain(&self.cmd).cloned().collect()

@@ -69,8 +69,8 @@ pub fn run() -> anyhow::Result<()> {
                     server = start_server(&signals);
                 }
             }
-            Signal::SIGUSR1 => shutdown(RebootMode::RB_AUTOBOOT),
-            _ => shutdown(RebootMode::RB_POWER_OFF),
+            Signal::SIGUSR1 => shutdown(RebootMode::RB_AUTOBOOT, server_pid(&server)),
+            _ => shutdown(RebootMode::RB_POWER_OFF, server_pid(&server)),
         }
     }
 }
@@ -130,10 +130,30 @@ fn run_rc_local() {
     }
 }
 
+/// How long the SSH server gets to record its sessions as ended by the
+/// shutdown before every process is stopped.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Stops every process, flushes, remounts `/` read-only and powers off
 /// (or reboots, which QEMU `-no-reboot` and Firecracker treat as exit).
-fn shutdown(mode: RebootMode) -> ! {
+/// The SSH server goes first, while the sessions' commands still run, so
+/// it records them as ended by the shutdown (not as killed by SIGTERM).
+fn shutdown(mode: RebootMode, server: Pid) -> ! {
     say("shutting down");
+    if server.as_raw() > 0 && kill(server, Signal::SIGTERM).is_ok() {
+        let deadline = Instant::now() + SERVER_STOP_GRACE;
+        while Instant::now() < deadline {
+            if matches!(
+                waitpid(server, Some(WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::Exited(..)
+                    | nix::sys::wait::WaitStatus::Signaled(..))
+                    | Err(_)
+            ) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline {

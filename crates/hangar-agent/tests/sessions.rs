@@ -349,3 +349,66 @@ fn a_restarted_agent_shows_the_old_sessions_as_ended_with_their_logs() {
     let mode = std::fs::metadata(sessions).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+#[test]
+#[ignore = "needs root: the agent switches users"]
+fn sigterm_records_running_sessions_as_ended_by_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions: &'static Path = Box::leak(dir.path().join("sessions").into_boxed_path());
+    let opts = Options {
+        sessions_dir: Some(sessions),
+        ..Default::default()
+    };
+    let mut first = Running::start_with(Server::Agent, opts);
+    block_on(async {
+        let c = first.guest_client().await;
+        call(&c, start_req("long", &["sleep", "1000"]))
+            .await
+            .unwrap();
+        call(&c, start_req("done", &["true"])).await.unwrap();
+    });
+    // What the guest's PID 1 does first when the VM shuts down.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while first.alive() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the agent ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(first);
+    let second = Running::start_with(Server::Agent, opts);
+    block_on(async {
+        let c = second.guest_client().await;
+        let long = call(
+            &c,
+            Request::Info {
+                name: "long".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(long.state, SessionState::Ended);
+        assert_eq!(
+            long.end_reason.as_deref(),
+            Some("the VM shut down while it ran")
+        );
+        let done = call(
+            &c,
+            Request::Info {
+                name: "done".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (done.state, done.exit_code),
+            (SessionState::Exited, Some(0))
+        );
+    });
+}

@@ -219,7 +219,7 @@ fn sessions_outlive_their_clients_and_the_daemon_and_end_with_the_vm() {
     let long = session(&list, "long");
     assert_eq!(long["state"], "ended", "{list}");
     assert!(
-        long["end_reason"].as_str().unwrap().contains("restarted"),
+        long["end_reason"].as_str().unwrap().contains("shut down"),
         "{list}"
     );
     assert_eq!(session(&list, "counter")["exit_code"], 3, "{list}");

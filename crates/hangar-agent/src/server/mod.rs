@@ -45,6 +45,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             Path::new("/"),
         )),
     });
+    // SIGTERM (the guest shutting down, or whoever runs `serve`): sessions
+    // that still run are recorded as ended by it before the server goes.
+    {
+        let sessions = Arc::clone(&shared.sessions);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
+        tokio::spawn(async move {
+            if term.recv().await.is_some() {
+                sessions.shutdown("the VM shut down while it ran");
+                tracing::info!("SIGTERM: sessions recorded; exiting");
+                std::process::exit(0);
+            }
+        });
+    }
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,

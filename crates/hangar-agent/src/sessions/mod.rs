@@ -144,6 +144,15 @@ impl Registry {
         Ok(info)
     }
 
+    /// Records every running session as ended for `reason` (the agent is
+    /// about to exit: its terminals close with it).
+    pub fn shutdown(&self, reason: &str) {
+        let all: Vec<Arc<Session>> = self.map().values().cloned().collect();
+        for s in all.iter().filter(|s| s.is_running()) {
+            s.end_without_status(reason);
+        }
+    }
+
     /// Forgets an ended session and deletes its record and log.
     pub fn remove(&self, name: &str) -> Result<SessionInfo, ReplyError> {
         let mut map = self.map();

@@ -295,6 +295,9 @@ impl Session {
     }
 
     fn finish(&self, status: std::io::Result<std::process::ExitStatus>) {
+        if !self.is_running() {
+            return; // already recorded as ended (shutdown)
+        }
         {
             let mut info = lock(&self.info);
             info.state = SessionState::Exited;
@@ -321,6 +324,19 @@ impl Session {
         lock(&self.output).log = None;
         self.persist();
         tracing::info!(session = %self.name(), "session ended");
+        self.done.send_replace(true);
+    }
+
+    /// Marks the session ended without an exit status (the agent exits
+    /// while it runs) and saves the record; later events change nothing.
+    pub fn end_without_status(&self, reason: &str) {
+        {
+            let mut info = lock(&self.info);
+            info.state = SessionState::Ended;
+            info.end_reason = Some(reason.to_string());
+            info.ended_at = Some(record::now());
+        }
+        self.persist();
         self.done.send_replace(true);
     }
 

@@ -103,6 +103,11 @@ pub struct CreateVmRequest {
     /// invoking user's `~/.ssh/*.pub`).
     #[serde(default)]
     pub authorized_keys: Vec<String>,
+    /// Start the image's Entrypoint + Cmd as the session `entrypoint` on
+    /// every boot (with the image's user, Env and WorkingDir), like a
+    /// container's main process. The image must have one.
+    #[serde(default)]
+    pub run_entrypoint: bool,
 }
 
 /// First message of an exec or shell stream (`POST /v1/vms/{name}/exec`).

@@ -128,6 +128,11 @@ pub struct CreateArgs {
     /// [default: [defaults] disk_size in the config, else the image's size].
     #[arg(long, value_name = "SIZE")]
     pub disk_size: Option<String>,
+    /// Start the image's Entrypoint and Cmd as the session "entrypoint"
+    /// at every boot (with its user, Env and WorkingDir): `hangar session
+    /// attach NAME entrypoint`, `hangar session logs NAME entrypoint`.
+    #[arg(long)]
+    pub run_entrypoint: bool,
     /// Print the operation id and return at once.
     #[arg(long)]
     pub no_wait: bool,

@@ -314,6 +314,37 @@ fn a_distroless_oci_archive_with_a_gzip_layer_boots_without_a_shell() {
         String::from_utf8_lossy(&out.stderr)
     );
     d.ok(&["vm", "rm", "-f", "dl"]);
+
+    // --run-entrypoint: the image's Entrypoint + Cmd runs as the session
+    // "entrypoint", at create and again after a restart.
+    d.ok(&[
+        "vm",
+        "create",
+        "ep",
+        "--image",
+        "distroless",
+        "--run-entrypoint",
+    ]);
+    let entrypoint_running = |d: &TestDaemon| {
+        let list = d.json(&["session", "ls", "ep"]);
+        let s = &list[0];
+        assert_eq!(s["name"], "entrypoint", "{list}");
+        assert_eq!(
+            s["command"],
+            serde_json::json!(["/app/busybox", "sleep", "1000"]),
+            "{list}"
+        );
+        assert_eq!(s["state"], "running", "{list}");
+    };
+    entrypoint_running(&d);
+    d.ok(&["vm", "restart", "ep"]);
+    entrypoint_running(&d);
+    d.ok(&["vm", "rm", "-f", "ep"]);
+    // An image without one: a clear error, and no VM is left.
+    let err = d.fails(&["vm", "create", "noep", "--run-entrypoint"]);
+    assert!(err.contains("has no Entrypoint or Cmd"), "{err}");
+    assert_eq!(d.json(&["vm", "ls"]), serde_json::json!([]));
+    d.assert_nothing_left(1);
 }
 
 #[test]

@@ -89,6 +89,7 @@ async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiErr
             })
             .transpose()?,
         authorized_keys: user_public_keys(),
+        run_entrypoint: a.run_entrypoint,
     };
     let op: Operation = client.post("/v1/vms", &req).await?;
     finish(cli, client, op, a.no_wait).await

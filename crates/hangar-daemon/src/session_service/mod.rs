@@ -24,7 +24,7 @@ use crate::image_service::ImageService;
 use crate::infra::Infra;
 use crate::vm_service::VmService;
 
-pub use convert::to_api;
+pub use convert::{start_request, to_api};
 
 /// How long a one-shot request may take in the guest.
 const CALL_LIMIT: Duration = Duration::from_secs(15);
@@ -293,7 +293,7 @@ fn no_session(vm: &str, name: &str) -> DaemonError {
 }
 
 /// The agent's answer keeps its meaning: not found, conflict, invalid.
-fn guest_error(rec: &VmRecord, e: GuestError) -> DaemonError {
+pub(crate) fn guest_error(rec: &VmRecord, e: GuestError) -> DaemonError {
     match e {
         GuestError::Session(r) => match r.kind {
             proto::ErrorKind::NotFound => DaemonError::not_found(format!(

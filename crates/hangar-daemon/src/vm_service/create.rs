@@ -47,6 +47,7 @@ struct CreatePlan {
     memory_mib: u32,
     disk_bytes: Option<u64>,
     authorized_keys: Vec<String>,
+    run_entrypoint: bool,
 }
 
 fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
@@ -94,6 +95,7 @@ fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
         memory_mib,
         disk_bytes,
         authorized_keys: req.authorized_keys,
+        run_entrypoint: req.run_entrypoint,
     })
 }
 
@@ -255,6 +257,10 @@ impl VmService {
                 plan.authorized_keys.join("\n") + "\n",
             )
             .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
+        }
+        if plan.run_entrypoint {
+            hangar_host::private::write_private(&vm_dir.run_entrypoint(), "")
+                .map_err(|e| DaemonError::io("cannot record --run-entrypoint", e))?;
         }
         crate::crash_point!("create.after_vm_dir");
         op.phase("disk");

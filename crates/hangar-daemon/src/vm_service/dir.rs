@@ -12,6 +12,8 @@ pub const SERIAL_LOG: &str = "serial.log";
 const CONFIG_DRIVE: &str = "config.img";
 /// The user's extra SSH keys, one per line.
 const USER_KEYS: &str = "authorized_keys";
+/// Present when the VM starts its image's entrypoint at every boot.
+const RUN_ENTRYPOINT: &str = "run-entrypoint";
 
 /// A VM's directory (it need not exist yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,10 @@ impl VmDir {
     pub fn user_keys(&self) -> PathBuf {
         self.0.join(USER_KEYS)
     }
+
+    pub fn run_entrypoint(&self) -> PathBuf {
+        self.0.join(RUN_ENTRYPOINT)
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +67,7 @@ mod tests {
             dir.serial_log(),
             dir.config_drive(),
             dir.user_keys(),
+            dir.run_entrypoint(),
         ] {
             assert_eq!(f.parent(), Some(Path::new("/state/vms/abc")), "{f:?}");
         }

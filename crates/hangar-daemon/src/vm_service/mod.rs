@@ -8,6 +8,7 @@ pub mod boot;
 pub mod create;
 pub mod delete;
 pub mod dir;
+pub mod entrypoint;
 pub mod guest;
 pub mod lifecycle;
 pub mod locks;

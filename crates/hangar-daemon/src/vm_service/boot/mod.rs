@@ -208,6 +208,7 @@ impl VmService {
             .wait_ready(rec, &spec.serial_log, deadline, boot_timeout, cancel)
             .await?;
         crate::crash_point!("boot.after_ssh_ready");
+        self.start_entrypoint(rec, &client).await?;
         info!(vm = %rec.name, boot = boot_kind, boot_to_ssh_ms = vmm_started.elapsed().as_millis() as u64, "guest ready");
         self.infra
             .store

@@ -44,8 +44,8 @@ pub enum Command {
     /// Connect standard input and output to a TCP port of a VM (an OpenSSH
     /// ProxyCommand: `ssh -o ProxyCommand='hangar proxy %h' root@VM`).
     Proxy(ProxyArgs),
-    /// Copy one file between this machine and a VM (`hangar cp ./f dev:/tmp/`,
-    /// `hangar cp dev:/etc/hosts .`); directories: `scp -r` through `hangar proxy`.
+    /// Copy files, or directories with -r, between this machine and a VM
+    /// (`hangar cp ./f dev:/tmp/`, `hangar cp -r dev:/etc .`).
     Cp(CpArgs),
     /// Long-lived sessions: commands that keep running in a VM while you
     /// attach, detach and come back.
@@ -165,7 +165,12 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
-    /// Source: a local file, or VM:PATH.
+    /// Copy directories: the whole tree with modes and symlinks (as links).
+    /// The copy is built beside the destination and renamed into place
+    /// when complete; an existing destination tree is never merged into.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Source: a local file or directory, or VM:PATH.
     pub src: String,
     /// Destination: a local file or dir, or VM:PATH (a trailing `/` means into that dir).
     pub dst: String,

@@ -115,7 +115,14 @@ mod tests {
     fn default_recipe_includes_ssh_tmux_git_and_kernel() {
         let r = Recipe::default_debian12();
 
-        for p in ["openssh-server", "tmux", "git", "tini", "busybox-static", "rsync"] {
+        for p in [
+            "openssh-server",
+            "tmux",
+            "git",
+            "tini",
+            "busybox-static",
+            "rsync",
+        ] {
             assert!(r.packages.iter().any(|x| x == p), "missing {p}");
         }
         assert_eq!(r.kernel_package, "linux-image-cloud-amd64");

@@ -344,7 +344,7 @@ fn port_forward_carries_concurrent_connections_and_names_a_taken_port() {
     d.ok(&["vm", "create", "dev"]);
     let out = d.exec(
         "dev",
-        &["sh", "-c", "mkdir -p /srv/www && echo served > /srv/www/index.html && busybox httpd -p 127.0.0.1:8080 -h /srv/www"],
+        &["sh", "-c", "mkdir -p /srv/www && echo served > /srv/www/index.html && busybox httpd -p 8080 -h /srv/www"],
     );
     assert!(out.status.success(), "{out:?}");
     // Unknown or stopped VMs fail before anything listens.
@@ -372,23 +372,26 @@ fn port_forward_carries_concurrent_connections_and_names_a_taken_port() {
 
     let clients: Vec<_> = (0..20)
         .map(|_| {
-            std::thread::spawn(move || {
-                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
-                    .unwrap();
+            std::thread::spawn(move || -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                s.set_read_timeout(Some(Duration::from_secs(60)))?;
+                s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")?;
                 let mut body = String::new();
-                s.read_to_string(&mut body).unwrap();
-                body
+                s.read_to_string(&mut body)?;
+                Ok(body)
             })
         })
         .collect();
-    for c in clients {
-        let body = c.join().unwrap();
-        assert!(
-            body.contains("200 OK") && body.ends_with("served\n"),
-            "{body}"
-        );
+    let bodies: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let served = |b: &std::io::Result<String>| {
+        b.as_ref()
+            .is_ok_and(|b| b.contains("200 OK") && b.ends_with("served\n"))
+    };
+    if !bodies.iter().all(served) {
+        fwd.kill().unwrap();
+        let mut err = String::new();
+        fwd.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        panic!("through the forward: {bodies:?}\nport-forward said: {err}");
     }
 
     // The same port again: taken, and said so with what to do.

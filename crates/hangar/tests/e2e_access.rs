@@ -3,6 +3,8 @@
 //! a tree; `hangar port-forward`. Real guests, run as root
 //! (`cargo test -p hangar --test e2e_access -- --include-ignored`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, Read, Write};

@@ -11,8 +11,8 @@ pub mod peer;
 pub mod serve;
 mod sessions;
 mod tcp;
-mod upgrade;
 mod tree;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;

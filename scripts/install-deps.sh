@@ -15,6 +15,7 @@ packages=(
   openssh-client openssh-server  # real sshd for the guest-SSH tests
   sqlite3              # tests inspect the store
   tmux                 # the interactive `hangar ssh` test drives a terminal
+  rsync                # e2e_access: `rsync -a -e ssh` to a VM through `hangar ssh-config`
   groff-base man-db    # the man-page tests render every `hangar man` page
   ca-certificates curl python3 gcc pkg-config
   musl-tools           # the static guest agent (ring's C code builds with musl-gcc)

@@ -8,6 +8,7 @@ pub mod name;
 pub mod op;
 pub mod session;
 pub mod stream;
+pub mod tree;
 pub mod vm;
 
 pub use error::{ApiError, ErrorKind};
@@ -22,6 +23,6 @@ pub use session::{
     StartSessionRequest, StopSessionRequest,
 };
 pub use vm::{
-    validate_user_name, CreateVmRequest, ExecRequest, GuestFileQuery, GuestFileWritten, VmInfo,
-    VmState,
+    validate_user_name, CreateVmRequest, ExecRequest, GuestFileQuery, GuestFileWritten,
+    GuestTreeQuery, GuestTreeWritten, VmInfo, VmState,
 };

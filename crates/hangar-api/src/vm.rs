@@ -189,6 +189,33 @@ pub struct GuestFileWritten {
     pub bytes: u64,
 }
 
+/// Query of `GET`/`PUT /v1/vms/{name}/tree` (`hangar cp -r`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GuestTreeQuery {
+    /// The tree's path in the guest (relative paths start at root's home).
+    /// `PUT`: when it is an existing directory the tree goes inside it,
+    /// as `name`; otherwise it is created (its parent must exist).
+    pub path: String,
+    /// `PUT` only: the name of the tree inside `path` when `path` is an
+    /// existing directory (one plain name, like scp's source name).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What a `PUT /v1/vms/{name}/tree` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GuestTreeWritten {
+    /// Where the tree is now.
+    pub path: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// File content bytes written.
+    pub bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,8 +44,13 @@ pub enum Command {
     /// Connect standard input and output to a TCP port of a VM (an OpenSSH
     /// ProxyCommand: `ssh -o ProxyCommand='hangar proxy %h' root@VM`).
     Proxy(ProxyArgs),
-    /// Copy one file between this machine and a VM (`hangar cp ./f dev:/tmp/`,
-    /// `hangar cp dev:/etc/hosts .`); directories: `scp -r` through `hangar proxy`.
+    /// Print OpenSSH Host entries (`ssh NAME.hangar`) for VMs; --install
+    /// writes them to ~/.ssh/hangar/ and includes them from ~/.ssh/config.
+    SshConfig(SshConfigArgs),
+    /// Forward local TCP ports (127.0.0.1 only) to ports of a VM until Ctrl-C.
+    PortForward(PortForwardArgs),
+    /// Copy files, or directories with -r, between this machine and a VM
+    /// (`hangar cp ./f dev:/tmp/`, `hangar cp -r dev:/etc .`).
     Cp(CpArgs),
     /// Long-lived sessions: commands that keep running in a VM while you
     /// attach, detach and come back.
@@ -170,7 +175,12 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
-    /// Source: a local file, or VM:PATH.
+    /// Copy directories: the whole tree with modes and symlinks (as links).
+    /// The copy is built beside the destination and renamed into place
+    /// when complete; an existing destination tree is never merged into.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Source: a local file or directory, or VM:PATH.
     pub src: String,
     /// Destination: a local file or dir, or VM:PATH (a trailing `/` means into that dir).
     pub dst: String,
@@ -178,11 +188,35 @@ pub struct CpArgs {
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
-    /// Name of the VM.
+    /// Name of the VM (a trailing `.hangar`, as in `ssh dev.hangar`, is
+    /// ignored).
     pub name: String,
     /// TCP port in the VM (22: its SSH server, Hangar's guest agent).
     #[arg(short = 'p', long, default_value_t = 22)]
     pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// VMs to write entries for [default: all VMs].
+    #[arg(conflicts_with = "install")]
+    pub vms: Vec<String>,
+    /// Write the entries of all VMs to ~/.ssh/hangar/config and their
+    /// pinned host keys to ~/.ssh/hangar/known_hosts (both regenerated on
+    /// each run), and add one `Include` line at the top of ~/.ssh/config
+    /// (once; your own entries are left as they are).
+    #[arg(long)]
+    pub install: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Ports to forward, [LOCAL:]REMOTE (e.g. 8080:80; LOCAL 0 picks a free
+    /// port; LOCAL defaults to REMOTE). Listens on 127.0.0.1 only.
+    #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+    pub forwards: Vec<String>,
 }
 
 #[derive(Debug, Args)]

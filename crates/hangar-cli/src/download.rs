@@ -15,10 +15,11 @@ use tokio::io::AsyncWriteExt;
 
 /// Writes `resp`'s body to `target` (or standard output for `-`) and
 /// returns the sha256 (hex) of what was written.
-pub async fn body_to_file(
-    resp: hyper::Response<hyper::body::Incoming>,
-    target: &Path,
-) -> Result<String, ApiError> {
+pub async fn body_to_file<B>(resp: hyper::Response<B>, target: &Path) -> Result<String, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     if target == Path::new("-") {
         let io_err =
             |e: std::io::Error| ApiError::invalid(format!("cannot write to standard output: {e}"));
@@ -57,12 +58,16 @@ pub async fn body_to_file(
 }
 
 /// Copies the body into `out`, hashing it; returns the sha256 (hex).
-async fn pump(
-    resp: hyper::Response<hyper::body::Incoming>,
+async fn pump<B>(
+    resp: hyper::Response<B>,
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
     io_err: &dyn Fn(std::io::Error) -> ApiError,
-) -> Result<String, ApiError> {
-    let mut body = BodyStream::new(resp.into_body());
+) -> Result<String, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(BodyStream::new(resp.into_body()));
     let mut hasher = Sha256::new();
     while let Some(frame) = body.next().await {
         let frame =

@@ -5,10 +5,12 @@
 pub mod args;
 pub mod client;
 pub mod cmd;
+pub mod cp_tree;
 pub mod download;
 pub mod import;
 pub mod local_file;
 pub mod output;
+pub mod progress;
 pub mod registry_auth;
 pub mod socket;
 pub mod upload;

@@ -50,6 +50,10 @@ impl GuestClient {
 }
 
 impl GuestFiles {
+    pub(crate) fn sftp(&self) -> &SftpSession {
+        &self.sftp
+    }
+
     /// Follows symlinks, like `cp` does for its source.
     pub async fn stat(&self, path: &str) -> Result<GuestFileInfo, GuestError> {
         let m = self.sftp.metadata(path).await.map_err(sftp_err("stat"))?;
@@ -131,7 +135,7 @@ impl GuestFiles {
     }
 }
 
-fn unique_suffix() -> u32 {
+pub(crate) fn unique_suffix() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -16,6 +16,7 @@ mod power;
 mod ready;
 mod sessions;
 mod signal;
+mod tree;
 
 pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
 pub use error::GuestError;
@@ -26,3 +27,4 @@ pub use keys::{generate_host_key, DaemonKey, HostKey};
 pub use power::POWEROFF_SUBSYSTEM;
 pub use ready::wait_ready;
 pub use sessions::{SessionEvent, SessionInput, SessionStream};
+pub use tree::{read_entry, TreeFail, TreeRoot, TreeWritten};

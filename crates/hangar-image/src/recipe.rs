@@ -25,7 +25,7 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// `debian-12`: bookworm minbase with sshd, tmux, git, the cloud kernel.
+    /// `debian-12`: bookworm minbase with sshd, tmux, git, rsync, the cloud kernel.
     pub fn default_debian12() -> Self {
         Recipe {
             name: "debian-12".to_string(),
@@ -43,6 +43,8 @@ impl Recipe {
                 "busybox-static",
                 "less",
                 "procps",
+                // `rsync -e ssh` to a VM (`hangar ssh-config`) runs rsync there.
+                "rsync",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -113,7 +115,14 @@ mod tests {
     fn default_recipe_includes_ssh_tmux_git_and_kernel() {
         let r = Recipe::default_debian12();
 
-        for p in ["openssh-server", "tmux", "git", "tini", "busybox-static"] {
+        for p in [
+            "openssh-server",
+            "tmux",
+            "git",
+            "tini",
+            "busybox-static",
+            "rsync",
+        ] {
             assert!(r.packages.iter().any(|x| x == p), "missing {p}");
         }
         assert_eq!(r.kernel_package, "linux-image-cloud-amd64");

@@ -297,6 +297,8 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
         ("POST", "/v1/operations/nope/cancel"),
         ("GET", "/v1/vms/nope/files?path=/etc/hosts"),
         ("PUT", "/v1/vms/nope/files?path=/tmp/x"),
+        ("GET", "/v1/vms/nope/tree?path=/etc"),
+        ("PUT", "/v1/vms/nope/tree?path=/tmp/&name=x"),
     ] {
         let err = expect(&mut c, &d, (method, target), "", None, 404).json();
         assert_eq!(err["kind"], "not_found", "{method} {target}: {err}");

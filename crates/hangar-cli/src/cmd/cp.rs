@@ -1,22 +1,27 @@
-//! `hangar cp SRC DST`: one file between this machine and a VM, one side
-//! written `VM:PATH` (like scp). The local side is opened here, as the
-//! user; the daemon moves the bytes through the guest's sftp subsystem
-//! (`GET`/`PUT /v1/vms/{name}/files`), so images without a shell work too.
-//! Directories: `scp -r` through `hangar proxy`.
+//! `hangar cp [-r] SRC DST`: files and trees between this machine and a VM,
+//! one side written `VM:PATH` (like scp). The local side is read and
+//! written here, as the user; the daemon moves the bytes through the
+//! guest's sftp subsystem (`GET`/`PUT /v1/vms/{name}/files` for one file,
+//! `/v1/vms/{name}/tree` for a tree), so images without a shell work too.
+//! Nothing half-written is ever left at the destination: files and trees
+//! are built beside it and renamed into place once complete.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use hangar_api::{ApiError, GuestFileWritten};
-use http_body_util::StreamBody;
+use hangar_api::tree::TREE_CONTENT_TYPE;
+use hangar_api::{ApiError, GuestFileWritten, GuestTreeWritten};
+use http_body_util::{BodyStream, StreamBody};
 use hyper::body::Frame;
 use hyper::Method;
 
 use super::seg;
 use crate::args::CpArgs;
 use crate::client::Client;
+use crate::cp_tree::{self, io_message, SendError};
 use crate::local_file::open_regular;
+use crate::progress::Progress;
 
 /// One side of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +58,41 @@ fn files_path(name: &str, path: &str, mode: Option<u32>) -> String {
     q
 }
 
+fn tree_path(name: &str, path: &str, tree_name: Option<&str>) -> String {
+    let mut q = format!("/v1/vms/{}/tree?path={}", seg(name), seg(path));
+    if let Some(n) = tree_name {
+        q.push_str(&format!("&name={}", seg(n)));
+    }
+    q
+}
+
+/// A local I/O error as an API error of the matching kind.
+fn local_error(path: &Path, e: &std::io::Error) -> ApiError {
+    let msg = io_message(path, e);
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::not_found(msg),
+        _ => ApiError::invalid(msg),
+    }
+}
+
 pub async fn run(client: &Client, a: &CpArgs) -> Result<(), ApiError> {
     match (side(&a.src), side(&a.dst)) {
-        (Side::Local(src), Side::Vm { name, path }) => upload(client, &src, &name, &path).await,
+        (Side::Local(src), Side::Vm { name, path }) => {
+            let meta = std::fs::metadata(&src).map_err(|e| local_error(&src, &e))?;
+            if meta.is_dir() {
+                if !a.recursive {
+                    return Err(ApiError::invalid(format!(
+                        "{} is a directory: copy it with `hangar cp -r`",
+                        src.display()
+                    )));
+                }
+                return upload_tree(client, &src, &name, &path).await;
+            }
+            upload(client, &src, &name, &path).await
+        }
+        (Side::Vm { name, path }, Side::Local(dst)) if a.recursive => {
+            download_tree(client, &name, &path, &dst).await
+        }
         (Side::Vm { name, path }, Side::Local(dst)) => download(client, &name, &path, &dst).await,
         (Side::Vm { .. }, Side::Vm { .. }) => Err(ApiError::invalid(
             "both sides are VMs: copy through this machine (or run scp inside one of them)",
@@ -83,18 +120,27 @@ async fn upload(client: &Client, src: &Path, name: &str, path: &str) -> Result<(
     } else {
         path.to_string()
     };
+    let progress = Progress::start(&format!("{} -> {name}:{target}", src.display()));
+    let counter = progress.clone();
     let file = tokio::fs::File::from_std(local.file);
     let body = StreamBody::new(
-        tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map(|r| r.map(Frame::data)),
+        tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map(move |r| {
+            if let Ok(b) = &r {
+                counter.add(b.len() as u64);
+            }
+            r.map(Frame::data)
+        }),
     );
-    let written: GuestFileWritten = client
-        .send_stream(
+    let written = client
+        .send_stream::<GuestFileWritten, _>(
             Method::PUT,
             &files_path(name, &target, Some(mode)),
             "application/octet-stream",
             body,
         )
-        .await?;
+        .await;
+    progress.finish(written.is_ok());
+    let written = written?;
     if written.bytes != local.len {
         return Err(ApiError::internal(format!(
             "{} changed while it was copied ({} bytes sent, {} at the start)",
@@ -106,17 +152,115 @@ async fn upload(client: &Client, src: &Path, name: &str, path: &str) -> Result<(
     Ok(())
 }
 
+/// Where a download lands: inside `dst` when it is a dir, else `dst`,
+/// whose directory must exist.
+fn local_target(dst: &Path, remote: &str) -> Result<PathBuf, ApiError> {
+    if dst.is_dir() {
+        let base = base_name(remote);
+        if base.is_empty() || base == "." || base == ".." {
+            return Err(ApiError::invalid(format!(
+                "cannot name the copy of {remote:?}: give a destination that does not exist yet"
+            )));
+        }
+        return Ok(dst.join(base));
+    }
+    let parent = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(ApiError::not_found(format!(
+            "directory {} does not exist",
+            parent.display()
+        )));
+    }
+    Ok(dst.to_path_buf())
+}
+
 async fn download(client: &Client, name: &str, path: &str, dst: &Path) -> Result<(), ApiError> {
-    let target = if dst.is_dir() {
-        dst.join(base_name(path))
-    } else {
-        dst.to_path_buf()
-    };
+    let target = local_target(dst, path)?;
     let resp = client.get_stream(&files_path(name, path, None)).await?;
-    crate::download::body_to_file(resp, &target).await.map(drop)
+    let progress = Progress::start(&format!("{name}:{path} -> {}", target.display()));
+    let counted = progress.clone();
+    let resp = resp.map(|body| {
+        use http_body_util::BodyExt;
+        body.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                counted.add(d.len() as u64);
+            }
+            f
+        })
+    });
+    let done = crate::download::body_to_file(resp, &target).await.map(drop);
+    progress.finish(done.is_ok());
+    done
+}
+
+async fn upload_tree(client: &Client, src: &Path, name: &str, path: &str) -> Result<(), ApiError> {
+    // The tree's name in the VM: the source's own (of its real path for
+    // `.` or `..`), as scp names it.
+    let real = std::fs::canonicalize(src).map_err(|e| local_error(src, &e))?;
+    let tree_name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into());
+    let progress = Progress::start(&format!("{} -> {name}:{path}", src.display()));
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let walk_src = src.to_path_buf();
+    let walk_progress = progress.clone();
+    let walker = tokio::task::spawn_blocking(move || {
+        cp_tree::send_local_tree(&walk_src, &tx, &walk_progress)
+    });
+    let body = StreamBody::new(
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+            .map(|r| r.map(Frame::data)),
+    );
+    let sent = client
+        .send_stream::<GuestTreeWritten, _>(
+            Method::PUT,
+            &tree_path(name, path, Some(&tree_name)),
+            TREE_CONTENT_TYPE,
+            body,
+        )
+        .await;
+    let walked = walker
+        .await
+        .map_err(|e| ApiError::internal(format!("the local walk failed: {e}")))?;
+    progress.finish(sent.is_ok() && walked.is_ok());
+    // A local failure is the better message: the daemon only saw it end.
+    if let Err(SendError::Local(m)) = walked {
+        return Err(ApiError::invalid(m));
+    }
+    sent.map(drop)
+}
+
+async fn download_tree(
+    client: &Client,
+    name: &str,
+    path: &str,
+    dst: &Path,
+) -> Result<(), ApiError> {
+    let target = local_target(dst, path)?;
+    let resp = client.get_stream(&tree_path(name, path, None)).await?;
+    let body = BodyStream::new(resp.into_body()).filter_map(|f| async move {
+        match f {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(std::io::Error::other(e))),
+        }
+    });
+    let mut reader = tokio_util::io::StreamReader::new(Box::pin(body));
+    let progress = Progress::start(&format!("{name}:{path} -> {}", target.display()));
+    let got = async {
+        let root = cp_tree::read_entry(&mut reader).await?;
+        cp_tree::receive(&root, &mut reader, &target, &progress).await
+    }
+    .await;
+    progress.finish(got.is_ok());
+    got.map(drop).map_err(ApiError::invalid)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -139,5 +283,31 @@ mod tests {
         assert_eq!(side("./a:b"), Side::Local(PathBuf::from("./a:b")));
         assert_eq!(side("/tmp/x"), Side::Local(PathBuf::from("/tmp/x")));
         assert_eq!(base_name("/var/log/"), "log");
+    }
+
+    #[test]
+    fn tree_requests_name_the_source_and_encode_unicode() {
+        assert_eq!(
+            tree_path("dev", "/tmp/ü x", Some("src")),
+            "/v1/vms/dev/tree?path=%2Ftmp%2F%C3%BC%20x&name=src"
+        );
+        assert_eq!(tree_path("dev", "d", None), "/v1/vms/dev/tree?path=d");
+    }
+
+    #[test]
+    fn a_download_goes_into_an_existing_dir_or_to_a_new_path_whose_dir_exists() {
+        let dir = tempfile::tempdir().unwrap();
+
+        assert_eq!(
+            local_target(dir.path(), "/var/log/").unwrap(),
+            dir.path().join("log")
+        );
+        assert_eq!(
+            local_target(&dir.path().join("new"), "/var/log").unwrap(),
+            dir.path().join("new")
+        );
+        let missing = local_target(&dir.path().join("no/new"), "/var/log").unwrap_err();
+        assert!(missing.message.contains("does not exist"), "{missing:?}");
+        assert!(local_target(dir.path(), "/").is_err());
     }
 }

@@ -7,8 +7,10 @@ pub mod exec;
 pub mod image;
 pub mod man;
 pub mod op;
+pub mod port_forward;
 pub mod proxy;
 pub mod session;
+pub mod ssh_config;
 pub mod vm;
 
 use hangar_api::ApiError;
@@ -34,6 +36,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Exec(a) => return exec::exec(&client, a).await,
         Command::Ssh(a) => return exec::ssh(&client, a).await,
         Command::Proxy(a) => proxy::run(&client, a).await,
+        Command::SshConfig(a) => ssh_config::run(&cli, &client, a).await,
+        Command::PortForward(a) => port_forward::run(&client, a).await,
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Session(c) => return session::run(&cli, &client, c).await,
         Command::Image(c) => image::run(&cli, &client, c).await,

@@ -11,8 +11,16 @@ use super::seg;
 use crate::args::ProxyArgs;
 use crate::client::Client;
 
+/// The VM of a host name: `dev.hangar` (an ssh-config alias) is `dev`.
+/// VM names are DNS labels, so the suffix is never part of one.
+fn vm_name(host: &str) -> &str {
+    host.strip_suffix(super::ssh_config::HOST_SUFFIX)
+        .unwrap_or(host)
+}
+
 pub async fn run(client: &Client, a: &ProxyArgs) -> Result<(), ApiError> {
-    let path = format!("/v1/vms/{}/tcp/{}", seg(&a.name), a.port);
+    let name = vm_name(&a.name);
+    let path = format!("/v1/vms/{}/tcp/{}", seg(name), a.port);
     let stream = client.upgrade_tcp(&path).await?;
     let (mut from_vm, mut to_vm) = tokio::io::split(stream);
     let mut stdin = tokio::io::stdin();
@@ -41,5 +49,16 @@ pub async fn run(client: &Client, a: &ProxyArgs) -> Result<(), ApiError> {
             Err(e) => Err(e),
         },
     }
-    .map_err(|e| ApiError::internal(format!("proxy stream to VM {:?} broke: {e}", a.name)))
+    .map_err(|e| ApiError::internal(format!("proxy stream to VM {name:?} broke: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ssh_config_alias_names_its_vm() {
+        assert_eq!(vm_name("dev.hangar"), "dev");
+        assert_eq!(vm_name("dev"), "dev");
+    }
 }

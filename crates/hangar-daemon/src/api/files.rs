@@ -22,9 +22,9 @@ use crate::daemon::Daemon;
 
 /// A body that sends nothing for this long is dropped (and so is the
 /// half-written file in the guest).
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
+pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
-async fn open_files(d: &Daemon, name: &str) -> Result<GuestFiles, HttpError> {
+pub(super) async fn open_files(d: &Daemon, name: &str) -> Result<GuestFiles, HttpError> {
     let rec = super::running_vm(d, name)?;
     let client = d.vms.guest_client(&rec).await?;
     client
@@ -33,7 +33,7 @@ async fn open_files(d: &Daemon, name: &str) -> Result<GuestFiles, HttpError> {
         .map_err(|e| HttpError(ApiError::unavailable(format!("VM {name:?}: {e}"))))
 }
 
-fn check_path(path: &str) -> Result<(), HttpError> {
+pub(super) fn check_path(path: &str) -> Result<(), HttpError> {
     if path.is_empty() || path.contains('\0') {
         return Err(HttpError(ApiError::invalid(
             "path must be a non-empty guest path",
@@ -66,7 +66,7 @@ pub async fn read_guest_file(
         .map_err(|e| HttpError(ApiError::not_found(format!("{}: {e}", q.path))))?;
     if info.is_dir {
         return Err(HttpError(ApiError::invalid(format!(
-            "{} is a directory in VM {name:?}: copy directories with `scp -r` through `hangar proxy`",
+            "{} is a directory in VM {name:?}: copy directories with `hangar cp -r`",
             q.path
         ))));
     }
@@ -135,7 +135,7 @@ pub async fn write_guest_file(
 
 /// The body's data, failing when no frame arrives for `limit` (as image
 /// uploads do, `image_service/upload.rs`).
-fn idle_limited(
+pub(super) fn idle_limited(
     body: Body,
     limit: Duration,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {

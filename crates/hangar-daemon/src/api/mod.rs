@@ -11,6 +11,7 @@ pub mod peer;
 pub mod serve;
 mod sessions;
 mod tcp;
+mod tree;
 mod upgrade;
 
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(
             "/v1/vms/{name}/files",
             get(files::read_guest_file).put(files::write_guest_file),
+        )
+        .route(
+            "/v1/vms/{name}/tree",
+            get(tree::read_guest_tree).put(tree::write_guest_tree),
         )
         .route("/v1/vms/{name}/console", get(console_log))
         .route("/v1/sessions", get(sessions::list_all_sessions))

@@ -36,6 +36,8 @@ use utoipa::OpenApi;
         super::tcp::connect_tcp,
         super::files::read_guest_file,
         super::files::write_guest_file,
+        super::tree::read_guest_tree,
+        super::tree::write_guest_tree,
         super::console_log,
         super::sessions::list_all_sessions,
         super::sessions::list_sessions,

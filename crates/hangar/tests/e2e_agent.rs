@@ -144,7 +144,7 @@ fn an_image_with_only_busybox_boots_and_runs_commands_through_the_agent() {
     assert!(err.contains("/no/such/file"), "{err}");
     let err = d.fails(&["cp", "bb:/etc", &down.display().to_string()]);
     assert!(
-        err.contains("is a directory") && err.contains("scp -r"),
+        err.contains("is a directory") && err.contains("hangar cp -r"),
         "{err}"
     );
     let left: Vec<_> = std::fs::read_dir(&down)

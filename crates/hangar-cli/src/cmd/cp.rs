@@ -79,6 +79,16 @@ pub async fn run(client: &Client, a: &CpArgs) -> Result<(), ApiError> {
     match (side(&a.src), side(&a.dst)) {
         (Side::Local(src), Side::Vm { name, path }) => {
             let meta = std::fs::metadata(&src).map_err(|e| local_error(&src, &e))?;
+            // Before streaming: a daemon that refuses an upload answers
+            // while the body is still being written, and the client may
+            // then see only the broken write, not the daemon's reason.
+            let vm: hangar_api::VmInfo = client.get(&format!("/v1/vms/{}", seg(&name))).await?;
+            if vm.state != hangar_api::VmState::Running {
+                return Err(ApiError::conflict(format!(
+                    "VM {name:?} is {}; start it first with `hangar vm start {name}`",
+                    vm.state
+                )));
+            }
             if meta.is_dir() {
                 if !a.recursive {
                     return Err(ApiError::invalid(format!(

@@ -11,10 +11,24 @@ pub const EXPORT_REF: &str = "refs/hangar/export";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportOutcome {
-    Created { branch: String, commit: String },
-    FastForward { branch: String, from: String, commit: String },
-    Forced { branch: String, from: String, commit: String },
-    Unchanged { branch: String, commit: String },
+    Created {
+        branch: String,
+        commit: String,
+    },
+    FastForward {
+        branch: String,
+        from: String,
+        commit: String,
+    },
+    Forced {
+        branch: String,
+        from: String,
+        commit: String,
+    },
+    Unchanged {
+        branch: String,
+        commit: String,
+    },
 }
 
 /// Settings for every git run on the user's repository with guest data:
@@ -53,7 +67,11 @@ pub fn fetch_bundle(
     let commit = match (lines.next(), lines.next()) {
         (Some(line), None) => match line.split_once(' ') {
             Some((oid, name)) if git::is_oid(oid) && name == EXPORT_REF => oid.to_string(),
-            _ => return Err(WorkspaceError::BadBundle("unexpected refs in it".to_string())),
+            _ => {
+                return Err(WorkspaceError::BadBundle(
+                    "unexpected refs in it".to_string(),
+                ))
+            }
         },
         _ => {
             return Err(WorkspaceError::BadBundle(

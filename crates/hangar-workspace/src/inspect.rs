@@ -72,8 +72,10 @@ pub fn inspect(path: &Path) -> Result<Source, WorkspaceError> {
     if !meta.is_dir() {
         return Err(WorkspaceError::NotADirectory(path.to_path_buf()));
     }
-    let dir = std::fs::canonicalize(path)
-        .map_err(WorkspaceError::io(format!("cannot resolve {}", path.display())))?;
+    let dir = std::fs::canonicalize(path).map_err(WorkspaceError::io(format!(
+        "cannot resolve {}",
+        path.display()
+    )))?;
     let args = ["rev-parse", "--is-bare-repository", "--show-toplevel"];
     let out = git::output(git::command(&dir, &args), &args)?;
     if !out.status.success() {

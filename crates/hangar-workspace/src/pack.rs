@@ -109,7 +109,14 @@ fn pack_git<W: Write>(
         None => {
             let b = bundle.to_string_lossy().into_owned();
             let args = [
-                "bundle", "create", "-q", &b, "HEAD", "--branches", "--tags", "--remotes",
+                "bundle",
+                "create",
+                "-q",
+                &b,
+                "HEAD",
+                "--branches",
+                "--tags",
+                "--remotes",
             ];
             git::run(&repo.top, &args)?;
         }
@@ -296,7 +303,10 @@ fn add_listed<W: Write>(
             continue;
         }
         tar.append_path_with_name(&full, Path::new(prefix).join(rel_path))
-            .map_err(WorkspaceError::io(format!("cannot pack {}", full.display())))?;
+            .map_err(WorkspaceError::io(format!(
+                "cannot pack {}",
+                full.display()
+            )))?;
         summary.files += 1;
     }
     Ok(())
@@ -334,7 +344,10 @@ fn add_file<W: Write>(
     )))?;
     let size = f
         .metadata()
-        .map_err(WorkspaceError::io(format!("cannot stat {}", path.display())))?
+        .map_err(WorkspaceError::io(format!(
+            "cannot stat {}",
+            path.display()
+        )))?
         .len();
     let mut h = header(size, 0o644);
     tar.append_data(&mut h, name, &mut f)

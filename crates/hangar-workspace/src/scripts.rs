@@ -168,7 +168,10 @@ mod tests {
         let st = parse_status(out).unwrap();
         assert_eq!(st.branch.as_deref(), Some("main"));
         assert_eq!(st.ahead, 2);
-        assert_eq!(st.uncommitted, vec!["R  new".to_string(), "?? x y".to_string()]);
+        assert_eq!(
+            st.uncommitted,
+            vec!["R  new".to_string(), "?? x y".to_string()]
+        );
     }
 
     #[test]

@@ -101,9 +101,17 @@ fn rich_repo(root: &Path) -> PathBuf {
     git(&repo, &["commit", "-qm", "add submodule"]);
     git(
         &repo,
-        &["remote", "add", "origin", "https://example.invalid/my repo.git"],
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://example.invalid/my repo.git",
+        ],
     );
-    git(&repo, &["remote", "add", "upstream", "git@example.invalid:u/r.git"]);
+    git(
+        &repo,
+        &["remote", "add", "upstream", "git@example.invalid:u/r.git"],
+    );
 
     // Ignored: never copied.
     write(&repo.join("debug.log"), b"ignored\n");
@@ -192,7 +200,11 @@ fn import_reproduces_branch_history_and_every_kind_of_change() {
     pack_to_file(&source, &PackOptions::default(), &pack);
     let out = import_locally(&pack, &dest, false);
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(status_v2(&dest), status_v2(&repo));
     assert_eq!(manifest(&dest), manifest(&repo));
     assert_eq!(
@@ -239,8 +251,14 @@ fn import_of_a_detached_head_is_detached_at_the_same_commit() {
     pack_to_file(&source, &PackOptions::default(), &pack);
     let out = import_locally(&pack, &dest, false);
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let Source::Git(info) = &source else { panic!("not git") };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Source::Git(info) = &source else {
+        panic!("not git")
+    };
     assert_eq!(info.branch, None);
     assert_eq!(
         git(&dest, &["rev-parse", "HEAD"]),
@@ -267,7 +285,11 @@ fn import_with_depth_makes_a_shallow_repo_with_the_same_state() {
     pack_to_file(&source, &PackOptions { depth: Some(2) }, &pack);
     let out = import_locally(&pack, &dest, false);
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]), "2\n");
     assert_eq!(
         git(&dest, &["rev-parse", "--is-shallow-repository"]),
@@ -292,7 +314,10 @@ fn import_refuses_an_existing_destination_and_leaves_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(std::fs::read(dest.join("keep.txt")).unwrap(), b"mine\n");
-    assert_eq!(std::fs::read_dir(tmp.path().join("dest")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("dest")).unwrap().count(),
+        1
+    );
 }
 
 #[test]
@@ -306,7 +331,11 @@ fn import_with_force_replaces_an_existing_destination() {
 
     let out = import_locally(&pack, &dest, true);
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!dest.join("keep.txt").exists());
     assert_eq!(manifest(&dest), manifest(&repo));
 }
@@ -348,8 +377,15 @@ fn a_plain_directory_is_copied_without_what_hangarignore_names() {
     pack_to_file(&source, &PackOptions::default(), &pack);
     let out = import_locally(&pack, &dest, false);
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(dest.join("src/main.rs")).unwrap(), b"fn main() {}\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dest.join("src/main.rs")).unwrap(),
+        b"fn main() {}\n"
+    );
     assert!(!dest.join("notes.tmp").exists());
     assert!(!dest.join("target").exists());
     assert!(dest.join(".hangarignore").exists());
@@ -366,19 +402,35 @@ fn a_plain_directory_is_copied_without_what_hangarignore_names() {
 fn inspect_rejects_bad_input_with_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    assert!(matches!(inspect(&missing), Err(WorkspaceError::NotFound(_))));
+    assert!(matches!(
+        inspect(&missing),
+        Err(WorkspaceError::NotFound(_))
+    ));
     let file = tmp.path().join("file");
     write(&file, b"x");
-    assert!(matches!(inspect(&file), Err(WorkspaceError::NotADirectory(_))));
+    assert!(matches!(
+        inspect(&file),
+        Err(WorkspaceError::NotADirectory(_))
+    ));
     let unborn = tmp.path().join("unborn");
     git(tmp.path(), &["init", "-q", unborn.to_str().unwrap()]);
-    assert!(matches!(inspect(&unborn), Err(WorkspaceError::UnbornHead(_))));
+    assert!(matches!(
+        inspect(&unborn),
+        Err(WorkspaceError::UnbornHead(_))
+    ));
     let repo = rich_repo(tmp.path());
     let shallow = tmp.path().join("shallow");
     let url = format!("file://{}", repo.display());
     git(
         tmp.path(),
-        &["clone", "-q", "--depth", "1", &url, shallow.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &url,
+            shallow.to_str().unwrap(),
+        ],
     );
     let err = inspect(&shallow).unwrap_err();
     assert!(matches!(err, WorkspaceError::Shallow(_)));
@@ -463,7 +515,10 @@ fn export_round_trip_fetches_one_branch_and_touches_nothing_else() {
     commit_in(&dest, "guest-3.txt", "three\n");
     assert_eq!(export_locally(&dest, false, &bundle), 0);
     let second = fetch_bundle(&repo, &bundle, "hangar/dev", false).unwrap();
-    assert!(matches!(second, ExportOutcome::FastForward { .. }), "{second:?}");
+    assert!(
+        matches!(second, ExportOutcome::FastForward { .. }),
+        "{second:?}"
+    );
 
     // History rewritten in the guest: refused, then forced.
     git(&dest, &["reset", "-q", "--hard", "HEAD~2"]);
@@ -517,7 +572,14 @@ fn fetch_refuses_a_bundle_with_other_refs() {
     let bundle = tmp.path().join("evil.bundle");
     git(
         &repo,
-        &["bundle", "create", "-q", bundle.to_str().unwrap(), "main", "feature"],
+        &[
+            "bundle",
+            "create",
+            "-q",
+            bundle.to_str().unwrap(),
+            "main",
+            "feature",
+        ],
     );
     let refs_before = git(&repo, &["for-each-ref"]);
 
@@ -560,7 +622,11 @@ fn status_script_reports_branch_ahead_and_uncommitted() {
 
     let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = hangar_workspace::parse_status(&out.stdout).unwrap();
     assert_eq!(st.branch.as_deref(), Some("main"));
     assert_eq!(st.ahead, 1);

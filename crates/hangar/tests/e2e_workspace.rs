@@ -405,10 +405,7 @@ fn workspace_import_commit_export_round_trip() {
     let err = d.fails(&["workspace", "import", "dev", repo_s, "--dest", "/tmp/nogit"]);
     guest_out(&d, None, &["mv", "/usr/bin/git.hidden", "/usr/bin/git"]);
     assert!(err.contains("no git"), "{err}");
-    assert_eq!(
-        guest_out(&d, None, &["ls", "-A", "/tmp"]).contains("nogit"),
-        false
-    );
+    assert!(!guest_out(&d, None, &["ls", "-A", "/tmp"]).contains("nogit"));
 
     // A stopped VM: a clear error.
     d.ok(&["vm", "stop", "dev"]);

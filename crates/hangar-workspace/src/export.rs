@@ -106,6 +106,8 @@ pub fn fetch_bundle(
     }
     let refspec = format!("{}{EXPORT_REF}:{full}", if force { "+" } else { "" });
     let args = safe_args(&[
+        // No --quiet: git 2.47 then fails this fetch from a bundle with
+        // no message (seen in the round-trip test); stderr is captured.
         "fetch",
         "--no-tags",
         "--no-write-fetch-head",

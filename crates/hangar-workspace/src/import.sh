@@ -73,6 +73,33 @@ elif [ "$kind" = git ]; then
   if [ -s "$pack/unstaged.patch" ]; then
     git apply --whitespace=nowarn "$pack/unstaged.patch" || fail "cannot apply the unstaged changes"
   fi
+  # Submodules: each from its own bundle, at the commit it was at on the
+  # host, its origin the URL .gitmodules gives.
+  if [ -d "$pack/submodules" ]; then
+    for sub in "$pack"/submodules/*; do
+      path=$(cat "$sub/path")
+      sub_head=$(cat "$sub/head")
+      rmdir -- "$work/$path" 2>/dev/null || true
+      git clone -q --no-checkout "$sub/repo.bundle" "$work/$path" || fail "cannot read the bundle of submodule $path"
+      git -C "$work/$path" checkout -q --detach "$sub_head" || fail "cannot check out submodule $path"
+      name=$(git config -f .gitmodules --get-regexp '^submodule\..*\.path$' | while read -r key p; do
+        if [ "$p" = "$path" ]; then
+          key=${key#submodule.}
+          printf '%s\n' "${key%.path}"
+        fi
+      done)
+      url=
+      if [ -n "$name" ]; then
+        url=$(git config -f .gitmodules --get "submodule.$name.url" || true)
+      fi
+      if [ -n "$url" ]; then
+        git -C "$work/$path" remote set-url origin "$url"
+        git submodule init -q -- "$path" || true
+      else
+        git -C "$work/$path" remote remove origin
+      fi
+    done
+  fi
   if [ -d "$pack/untracked" ]; then
     cp -a -- "$pack/untracked/." "$work/"
   fi

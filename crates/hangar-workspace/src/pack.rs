@@ -8,7 +8,9 @@
 //!   (`git bundle` of HEAD, the branches, tags and remote-tracking refs; or
 //!   of HEAD and the branch at `--depth N`), `staged.patch` (`git diff
 //!   --cached --binary`), `unstaged.patch` (`git diff --binary`) and
-//!   `untracked/…` (untracked files that are not ignored);
+//!   `untracked/…` (untracked files that are not ignored), and per
+//!   checked-out submodule `submodules/N/{path,head,repo.bundle}` (its
+//!   own history; checked out in the guest at the commit it is at here);
 //! - plain: `files/…` (the directory, less what `.hangarignore` names);
 //! - `end`, last: the script refuses a stream without it.
 //!
@@ -37,6 +39,8 @@ pub struct PackSummary {
     pub bundle_bytes: u64,
     pub untracked_files: u64,
     pub files: u64,
+    /// Submodules packed with their own history.
+    pub submodules: u64,
     /// Paths left out, with why (nested repositories, sockets, ...).
     pub skipped: Vec<String>,
 }
@@ -142,6 +146,38 @@ fn pack_git<W: Write>(
     )?;
     add_listed(tar, &repo.top, &list, "untracked", &mut summary)?;
     summary.untracked_files = summary.files;
+
+    for (i, path) in repo.submodules.iter().enumerate() {
+        let dir = repo.top.join(path);
+        if !dir.join(".git").exists() {
+            summary
+                .skipped
+                .push(format!("{path} (a submodule not checked out here)"));
+            continue;
+        }
+        phase("bundling submodules");
+        let head = git::text(&dir, &["rev-parse", "--verify", "HEAD^{commit}"])?;
+        let b = tmp.path().join(format!("sub{i}.bundle"));
+        let b_s = b.to_string_lossy().into_owned();
+        git::run(
+            &dir,
+            &[
+                "bundle",
+                "create",
+                "-q",
+                &b_s,
+                "HEAD",
+                "--branches",
+                "--tags",
+                "--remotes",
+            ],
+        )?;
+        add_bytes(tar, &format!("submodules/{i}/path"), path.as_bytes())?;
+        add_bytes(tar, &format!("submodules/{i}/head"), head.as_bytes())?;
+        summary.bundle_bytes += add_file(tar, &format!("submodules/{i}/repo.bundle"), &b)?;
+        std::fs::remove_file(&b).map_err(WorkspaceError::io("cannot remove a temp bundle"))?;
+        summary.submodules += 1;
+    }
     Ok(summary)
 }
 

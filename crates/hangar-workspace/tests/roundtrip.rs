@@ -223,10 +223,22 @@ fn import_reproduces_branch_history_and_every_kind_of_change() {
     );
     assert_eq!(git(&dest, &["config", "user.name"]), "Ünïcode Üser\n");
     assert_eq!(git(&dest, &["config", "user.email"]), "user@example.com\n");
-    // The submodule is recorded as the superproject's gitlink.
+    // The submodule: the same gitlink, and its own history checked out.
     assert_eq!(
         git(&dest, &["ls-files", "-s", "vendor/sub"]),
         git(&repo, &["ls-files", "-s", "vendor/sub"])
+    );
+    assert_eq!(
+        git(&dest.join("vendor/sub"), &["rev-parse", "HEAD"]),
+        git(&repo.join("vendor/sub"), &["rev-parse", "HEAD"])
+    );
+    assert_eq!(
+        std::fs::read(dest.join("vendor/sub/lib.txt")).unwrap(),
+        b"submodule content\n"
+    );
+    assert_eq!(
+        git(&dest.join("vendor/sub"), &["remote", "get-url", "origin"]),
+        git(&repo.join("vendor/sub"), &["remote", "get-url", "origin"])
     );
     assert!(!dest.join("debug.log").exists());
     assert!(!dest.join("build").exists());

@@ -152,10 +152,6 @@ pub async fn import_source(
             "note: {} is not a git repository: copying its files (less what .hangarignore names); `hangar workspace export` will not be available",
             p.dir.display()
         ),
-        Source::Git(r) if !r.submodules.is_empty() => eprintln!(
-            "note: submodules ({}) are recorded as the commits they point at, not copied: run `git submodule update --init` in the VM",
-            r.submodules.join(", ")
-        ),
         Source::Git(_) => {}
     }
 
@@ -216,7 +212,7 @@ pub async fn import_source(
             let summary =
                 write_pack(&source, &pack_opts, w, &mut phase).map_err(|e| ws_error(e).message)?;
             for s in &summary.skipped {
-                eprintln!("note: not copied: {s}");
+                eprintln!("note: not copied: {}", escape_controls(s.as_bytes()));
             }
             if let Some(b) = &bar {
                 b.set_message("importing in the VM");

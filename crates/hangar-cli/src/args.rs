@@ -56,6 +56,10 @@ pub enum Command {
     /// attach, detach and come back.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Workspaces: a git repository (with its uncommitted work) in a VM,
+    /// and the VM's commits back as a branch.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -139,8 +143,12 @@ pub struct CreateArgs {
     #[arg(long)]
     pub run_entrypoint: bool,
     /// Print the operation id and return at once.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "workspace")]
     pub no_wait: bool,
+    /// Once the VM runs, import this git repository (or directory) into
+    /// it, as `hangar workspace import NAME PATH` does.
+    #[arg(long, value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +338,87 @@ pub struct SessionSendArgs {
     /// Read INPUT as key names (see above).
     #[arg(long)]
     pub keys: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Copy a git repository into a VM: same branch and commit, full
+    /// history (or --depth), remotes, staged, unstaged and untracked
+    /// files (ignored files stay behind). A directory that is not a
+    /// repository is copied as files, less what `.hangarignore` names.
+    Import(WorkspaceImportArgs),
+    /// Fetch the commits made in the VM into this repository as branch
+    /// hangar/VM (or --branch); the working tree, index, HEAD and other
+    /// branches are never touched.
+    Export(WorkspaceExportArgs),
+    /// Show the VM's workspace: branch, commits since the import,
+    /// uncommitted files.
+    Status(WorkspaceStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceImportArgs {
+    /// Name of the VM.
+    pub vm: String,
+    /// The repository (any directory inside it) or directory to import.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Where in the VM [default: /workspace/<repository name>].
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<String>,
+    /// Only the last N commits of the current branch (a shallow clone in
+    /// the VM) [default: full history].
+    #[arg(long, value_name = "N")]
+    pub depth: Option<u32>,
+    /// Replace the destination if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Owner of the files in the VM [default: the image's USER, else root].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Forward git credentials (not supported yet: refused).
+    #[arg(long)]
+    pub with_credentials: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceExportArgs {
+    /// Name of the VM.
+    pub vm: String,
+    /// The repository on this machine to fetch into.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// The workspace in the VM [default: /workspace/<repository name>].
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<String>,
+    /// Branch to create or update [default: hangar/VM].
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// Overwrite the branch even when it is not a fast-forward.
+    #[arg(long)]
+    pub force: bool,
+    /// Also export the VM's uncommitted changes, as one extra commit (the
+    /// VM's branch and files are left as they are).
+    #[arg(long)]
+    pub include_uncommitted: bool,
+    /// Run git in the VM as this user [default: the image's USER, else root].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceStatusArgs {
+    /// Name of the VM.
+    pub vm: String,
+    /// The repository on this machine (names the default workspace).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// The workspace in the VM [default: /workspace/<repository name>].
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<String>,
+    /// Run git in the VM as this user [default: the image's USER, else root].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cmd;
 pub mod cp_tree;
 pub mod download;
+pub mod guest_run;
 pub mod import;
 pub mod local_file;
 pub mod output;

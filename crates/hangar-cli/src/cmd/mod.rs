@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod session;
 pub mod ssh_config;
 pub mod vm;
+pub mod workspace;
 
 use hangar_api::ApiError;
 
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::PortForward(a) => port_forward::run(&client, a).await,
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Session(c) => return session::run(&cli, &client, c).await,
+        Command::Workspace(c) => workspace::run(&cli, &client, c).await,
         Command::Image(c) => image::run(&cli, &client, c).await,
         Command::Op(c) => op::run(&cli, &client, c).await,
     };

@@ -75,6 +75,12 @@ fn parse_memory(s: &str) -> Result<u32, ApiError> {
 }
 
 async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiError> {
+    // Bad input is refused before a VM exists.
+    let workspace = a
+        .workspace
+        .as_deref()
+        .map(super::workspace::inspect_path)
+        .transpose()?;
     let req = CreateVmRequest {
         name: a.name.clone(),
         image: a.image.clone(),
@@ -92,7 +98,27 @@ async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiErr
         run_entrypoint: a.run_entrypoint,
     };
     let op: Operation = client.post("/v1/vms", &req).await?;
-    finish(cli, client, op, a.no_wait).await
+    finish(cli, client, op, a.no_wait).await?;
+    let Some(source) = workspace else {
+        return Ok(());
+    };
+    let opts = super::workspace::ImportOptions {
+        dest: None,
+        depth: None,
+        force: false,
+        user: None,
+    };
+    super::workspace::import_source(cli, client, &a.name, &source, &opts)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                e.kind,
+                format!(
+                    "VM {} was created and is running, but the workspace import failed: {}; retry with `hangar workspace import {} PATH`",
+                    a.name, e.message, a.name
+                ),
+            )
+        })
 }
 
 async fn lifecycle(

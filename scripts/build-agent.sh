@@ -15,4 +15,5 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-
   exit 1
 fi
 cargo build --profile agent -p hangar-agent --target x86_64-unknown-linux-musl
-echo "guest agent: $PWD/target/x86_64-unknown-linux-musl/agent/hangar-agent ($(stat -c %s target/x86_64-unknown-linux-musl/agent/hangar-agent) bytes)"
+out=${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-musl/agent/hangar-agent
+echo "guest agent: $out ($(stat -c %s "$out") bytes)"

@@ -58,6 +58,22 @@ pub enum Request {
     Remove { name: String },
 }
 
+impl Request {
+    /// The session a request is about (`list` is about none).
+    pub fn session_name(&self) -> Option<&str> {
+        match self {
+            Request::Start(r) => Some(&r.name),
+            Request::List => None,
+            Request::Info { name }
+            | Request::Attach { name, .. }
+            | Request::Send { name, .. }
+            | Request::Logs { name, .. }
+            | Request::Stop { name, .. }
+            | Request::Remove { name } => Some(name),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
@@ -226,6 +242,21 @@ mod tests {
         assert_eq!(line, r#"{"error":{"kind":"not_found","message":"no"}}"#);
         let ok: Reply<Vec<SessionInfo>> = serde_json::from_str(r#"{"ok":[]}"#).unwrap();
         assert_eq!(ok, Reply::Ok(vec![]));
+    }
+
+    #[test]
+    fn a_request_names_its_session() {
+        assert_eq!(Request::List.session_name(), None);
+        let stop = Request::Stop {
+            name: "a".into(),
+            timeout_secs: 1,
+        };
+        assert_eq!(stop.session_name(), Some("a"));
+        let start = Request::Start(StartRequest {
+            name: "b".into(),
+            ..Default::default()
+        });
+        assert_eq!(start.session_name(), Some("b"));
     }
 
     #[test]

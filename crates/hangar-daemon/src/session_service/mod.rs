@@ -67,11 +67,7 @@ impl SessionService {
         }
         let rec = self.running(vm)?;
         let start = convert::start_request(req, self.images.run_config(&rec.image_digest));
-        let client = self.client(&rec).await?;
-        let info: proto::SessionInfo =
-            call(&rec, &client, &Request::Start(start), CALL_LIMIT).await?;
-        self.remember(&rec, &info);
-        Ok(to_api(&rec.name, info))
+        self.one_shot(&rec, Request::Start(start), CALL_LIMIT).await
     }
 
     /// Every session of one VM, or of all VMs. A running VM's agent is
@@ -199,14 +195,9 @@ impl SessionService {
             self.infra.store.delete_session(&rec.id, name)?;
             return Ok(info);
         }
-        let client = self.client(&rec).await?;
-        let info: proto::SessionInfo = call(
-            &rec,
-            &client,
-            &Request::Remove { name: name.into() },
-            CALL_LIMIT,
-        )
-        .await?;
+        let info = self
+            .about_one(&rec, &Request::Remove { name: name.into() }, CALL_LIMIT)
+            .await?;
         self.infra.store.delete_session(&rec.id, name)?;
         Ok(to_api(&rec.name, info))
     }
@@ -219,15 +210,29 @@ impl SessionService {
             .await
             .map_err(|_| too_slow(&rec))?
             .map_err(|e| guest_error(&rec, e))?;
+        same_session(&rec, &req, &info)?;
         self.remember(&rec, &info);
         Ok((to_api(&rec.name, info), stream))
     }
 
+    /// A request about one session, remembered and answered.
     async fn one_shot(&self, rec: &VmRecord, req: Request, limit: Duration) -> Result<SessionInfo> {
-        let client = self.client(rec).await?;
-        let info: proto::SessionInfo = call(rec, &client, &req, limit).await?;
+        let info = self.about_one(rec, &req, limit).await?;
         self.remember(rec, &info);
         Ok(to_api(&rec.name, info))
+    }
+
+    /// The agent's answer to a request about one session.
+    async fn about_one(
+        &self,
+        rec: &VmRecord,
+        req: &Request,
+        limit: Duration,
+    ) -> Result<proto::SessionInfo> {
+        let client = self.client(rec).await?;
+        let info: proto::SessionInfo = call(rec, &client, req, limit).await?;
+        same_session(rec, req, &info)?;
+        Ok(info)
     }
 
     fn remember(&self, rec: &VmRecord, info: &proto::SessionInfo) {
@@ -279,6 +284,24 @@ async fn call<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|_| too_slow(rec))?
         .map_err(|e| guest_error(rec, e))
+}
+
+/// The guest is untrusted: an answer about another session than the one
+/// asked for is refused, so it can neither overwrite another session's row
+/// nor bring a name of its own (terminal escapes, paths) to a client.
+fn same_session(rec: &VmRecord, req: &Request, info: &proto::SessionInfo) -> Result<()> {
+    match req.session_name() {
+        Some(asked) if asked != info.name => Err(DaemonError::Guest {
+            context: format!(
+                "VM {:?}'s guest agent answered about another session than {asked:?}",
+                rec.name
+            ),
+            source: Box::new(GuestError::SessionProtocol(
+                "wrong session in the reply".into(),
+            )),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn too_slow(rec: &VmRecord) -> DaemonError {

@@ -208,6 +208,20 @@ fn sessions_are_shared_by_attached_clients_logged_and_stopped() {
             assert!(e.to_string().contains(needle), "{e}");
             assert_eq!(kind(e), ErrorKind::Invalid);
         }
+        // A failed start under an ended session's name keeps its log.
+        let e = call(&c, start_req("loop", &["no-such-program-xyz"]))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(e), ErrorKind::Invalid);
+        let (_, mut logs) = c
+            .session_stream(&Request::Logs {
+                name: "loop".into(),
+                tail_lines: None,
+                follow: false,
+            })
+            .await
+            .unwrap();
+        read_until(&mut logs, "got2:world").await;
         // Nothing was left of the failed starts.
         let listed = c
             .session_call::<Vec<SessionInfo>>(&Request::List)

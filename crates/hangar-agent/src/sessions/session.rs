@@ -109,18 +109,9 @@ impl Session {
         cols: u16,
         rows: u16,
     ) -> Result<Arc<Session>, ReplyError> {
-        let log = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(record::log_path(dir, &info.name))
-            .map_err(|e| {
-                ReplyError::new(
-                    ErrorKind::Internal,
-                    format!("cannot create the session's log in {}: {e}", dir.display()),
-                )
-            })?;
+        // The command first: a start that fails (no such program, user or
+        // shell) must not truncate the log of the ended session it would
+        // have replaced. What the command prints meanwhile waits in the PTY.
         let mut child = crate::server::launch::command(launch)
             .and_then(|mut c| c.spawn().map_err(Into::into))
             .map_err(|e| {
@@ -130,6 +121,28 @@ impl Session {
                 };
                 ReplyError::new(kind, format!("cannot start {:?}: {e}", info.argv.join(" ")))
             })?;
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(record::log_path(dir, &info.name));
+        let log = match log {
+            Ok(f) => f,
+            Err(e) => {
+                // No log, no session: the command goes (its whole group).
+                if let Some(pid) = child.id() {
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                return Err(ReplyError::new(
+                    ErrorKind::Internal,
+                    format!("cannot create the session's log in {}: {e}", dir.display()),
+                ));
+            }
+        };
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
         let (tx, _) = broadcast::channel(CLIENT_BACKLOG);
         let session = Arc::new(Session {

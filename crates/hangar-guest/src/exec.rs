@@ -297,7 +297,9 @@ fn remote_command(req: &ExecSpec) -> Result<Option<String>, GuestError> {
     }))
 }
 
-fn is_shell_identifier(name: &str) -> bool {
+/// A name the guest accepts for an environment variable (a shell
+/// identifier).
+pub fn is_shell_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())

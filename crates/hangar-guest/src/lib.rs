@@ -20,7 +20,7 @@ mod tree;
 
 pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
 pub use error::GuestError;
-pub use exec::{CommandOutput, ExecSpec, Input, Output};
+pub use exec::{is_shell_identifier, CommandOutput, ExecSpec, Input, Output};
 pub use files::{GuestFileInfo, GuestFiles};
 pub use hangar_session_proto as session_proto;
 pub use keys::{generate_host_key, DaemonKey, HostKey};

@@ -56,7 +56,7 @@ impl SessionService {
             ));
         }
         for (k, _) in &req.env {
-            if !is_env_name(k) {
+            if !hangar_guest::is_shell_identifier(k) {
                 return Err(DaemonError::invalid(format!(
                     "environment variable name {k:?} is not a valid name"
                 )));
@@ -336,10 +336,4 @@ pub(crate) fn guest_error(rec: &VmRecord, e: GuestError) -> DaemonError {
             source: Box::new(other),
         },
     }
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }

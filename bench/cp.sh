@@ -11,34 +11,8 @@ files=${3:-200}
 target=${CARGO_TARGET_DIR:-$PWD/target}
 bin=$target/release/hangar
 [ -x "$bin" ] || cargo build --release -p hangar
-work=$(mktemp -d /tmp/hangar-cpbench.XXXXXX)
-chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
-ns=hgcpb-$$
-daemon=""
-cleanup() {
-  set +e
-  "$bin" vm rm --force cpb >/dev/null 2>&1
-  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  ip netns del "$ns" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-cat > "$work/config.toml" <<CONF
-state_dir = "$work/state"
-runtime_dir = "$work/run"
-[network]
-netns = "$ns"
-subnet = "10.213.31.0/24"
-[vmm]
-driver = "qemu"
-[defaults]
-memory_mib = 1024
-CONF
-export HANGAR_CONFIG=$work/config.toml
-"$bin" daemon >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do "$bin" vm ls >/dev/null 2>&1 && break; sleep 0.05; done
+. bench/lib/daemon.sh
+bench_daemon cpb 1024
 "$bin" vm create cpb >/dev/null
 # OpenSSH through `hangar proxy`, the daemon's key, the VM's pinned host key.
 "$bin" --json vm show cpb | python3 -c 'import json,sys; print("cpb", json.load(sys.stdin)["host_key"])' > "$work/known_hosts"

@@ -7,34 +7,8 @@ cd "$(dirname "$0")/.."
 mb=${1:-20}
 bin=$PWD/target/release/hangar
 [ -x "$bin" ] || cargo build --release -p hangar
-work=$(mktemp -d /tmp/hangar-tput.XXXXXX)
-chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
-ns=hgtput-$$
-daemon=""
-cleanup() {
-  set +e
-  "$bin" vm rm --force tput >/dev/null 2>&1
-  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  ip netns del "$ns" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-cat > "$work/config.toml" <<CONF
-state_dir = "$work/state"
-runtime_dir = "$work/run"
-[network]
-netns = "$ns"
-subnet = "10.213.30.0/24"
-[vmm]
-driver = "qemu"
-[defaults]
-memory_mib = 512
-CONF
-export HANGAR_CONFIG=$work/config.toml
-"$bin" daemon >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do "$bin" vm ls >/dev/null 2>&1 && break; sleep 0.05; done
+. bench/lib/daemon.sh
+bench_daemon tput 512
 "$bin" vm create tput >/dev/null
 ip=$("$bin" --json vm show tput | python3 -c 'import json,sys; print(json.load(sys.stdin)["ip"])')
 head -c $((mb * 1000000)) /dev/urandom > "$work/data"

@@ -14,36 +14,10 @@ rounds=${1:-40}
 batches=${2:-3}
 bin=$PWD/target/release/hangar
 [ -x "$bin" ] || cargo build --release -p hangar
-work=$(mktemp -d /tmp/hangar-attach.XXXXXX)
-chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
-ns=hgattach-$$
-daemon=""
 master=""
-cleanup() {
-  set +e
-  [ -n "$master" ] && kill "$master" 2>/dev/null
-  "$bin" vm rm --force lat >/dev/null 2>&1
-  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  ip netns del "$ns" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-cat > "$work/config.toml" <<CONF
-state_dir = "$work/state"
-runtime_dir = "$work/run"
-[network]
-netns = "$ns"
-subnet = "10.213.31.0/24"
-[vmm]
-driver = "qemu"
-[defaults]
-memory_mib = 512
-CONF
-export HANGAR_CONFIG=$work/config.toml
-"$bin" daemon >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do "$bin" vm ls >/dev/null 2>&1 && break; sleep 0.05; done
+bench_on_exit() { [ -n "$master" ] && kill "$master" 2>/dev/null; }
+. bench/lib/daemon.sh
+bench_daemon attach 512
 "$bin" vm create lat >/dev/null
 ip=$("$bin" --json vm show lat | python3 -c 'import json,sys; print(json.load(sys.stdin)["ip"])')
 "$bin" session start lat echo -- cat >/dev/null

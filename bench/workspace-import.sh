@@ -15,35 +15,8 @@ commits=${2:-300}
 target=${CARGO_TARGET_DIR:-$PWD/target}
 bin=${HANGAR_BIN:-$target/release/hangar}
 [ -x "$bin" ] || cargo build --release -p hangar
-work=$(mktemp -d /tmp/hangar-wsbench.XXXXXX)
-chmod 711 "$work"   # confined VMMs (their own uids) reach the state dir by path
-ns=hgwsb-$$
-daemon=""
-cleanup() {
-  set +e
-  "$bin" vm rm --force wsb >/dev/null 2>&1
-  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  ip netns del "$ns" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-cat > "$work/config.toml" <<CONF
-state_dir = "$work/state"
-runtime_dir = "$work/run"
-image_cache_dir = "/var/cache/hangar/images"
-[network]
-netns = "$ns"
-subnet = "10.213.31.0/24"
-[vmm]
-driver = "qemu"
-[defaults]
-memory_mib = 1024
-CONF
-export HANGAR_CONFIG=$work/config.toml
-"$bin" daemon >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do "$bin" vm ls >/dev/null 2>&1 && break; sleep 0.05; done
+. bench/lib/daemon.sh
+bench_daemon wsb 1024 'image_cache_dir = "/var/cache/hangar/images"'
 
 secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); echo "scale=2; ($t1 - $t0) / 1000000000" | bc; }
 

@@ -18,16 +18,11 @@ use bytes::Bytes;
 use hangar_session_proto::{ErrorKind, ReplyError, SessionInfo, SessionState};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, watch};
 
 use super::record;
-use crate::server::pty::PtyMaster;
-
-/// Once the command has exited, how long the terminal may stay quiet
-/// before the session ends (a background job that kept the terminal must
-/// not hold it open forever; as for SSH sessions).
-const QUIET_AFTER_EXIT: Duration = Duration::from_millis(100);
+use crate::server::pty::{self, PtyMaster};
 
 /// Chunks of output a slow client may fall behind by before it is
 /// resynchronised with a fresh screen.
@@ -168,7 +163,8 @@ impl Session {
                 let _ = exited_tx.send(true);
                 status
             };
-            let (status, ()) = tokio::join!(wait, s.pump(master, exited_rx));
+            let pump = pty::pump_output(master, Emitter(Arc::clone(&s)), exited_rx);
+            let (status, ()) = tokio::join!(wait, pump);
             s.finish(status);
         });
         Ok(session)
@@ -268,31 +264,6 @@ impl Session {
         }
     }
 
-    async fn pump(&self, mut master: PtyMaster, mut exited: watch::Receiver<bool>) {
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut command_gone = false;
-        loop {
-            let read = if command_gone {
-                match tokio::time::timeout(QUIET_AFTER_EXIT, master.read(&mut buf)).await {
-                    Ok(r) => r,
-                    Err(_quiet) => break,
-                }
-            } else {
-                tokio::select! {
-                    r = master.read(&mut buf) => r,
-                    changed = exited.changed() => {
-                        command_gone = changed.is_err() || *exited.borrow();
-                        continue;
-                    }
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => self.emit(&buf[..n]),
-            }
-        }
-    }
-
     fn emit(&self, chunk: &[u8]) {
         let mut out = lock(&self.output);
         if let Some(log) = out.log.as_mut() {
@@ -358,6 +329,36 @@ impl Session {
         if let Err(e) = record::save(&self.dir, &info) {
             tracing::warn!(session = %info.name, error = %e, "cannot save the session's record");
         }
+    }
+}
+
+/// The session's output as an `AsyncWrite`, for the PTY pump that SSH
+/// sessions use too (same end-of-output rule): each chunk goes to the log,
+/// the screen and the clients at once.
+struct Emitter(Arc<Session>);
+
+impl tokio::io::AsyncWrite for Emitter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.emit(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 pub const USAGE: &str = "usage:
   hangar-agent init
   hangar-agent serve [--listen ADDR] [--host-key PATH] [--authorized-keys PATH]
-                     [--login-grace-time SECS] [--allow-poweroff]
+                     [--login-grace-time SECS] [--max-startups START:RATE:FULL]
+                     [--allow-poweroff]
                      [--sessions-dir DIR]
   hangar-agent sftp-server";
 
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     /// A connection not logged in by then is dropped (sshd's
     /// LoginGraceTime, same default).
     pub login_grace_time: Duration,
+    /// The cap on connections not logged in yet (sshd's MaxStartups).
+    pub max_startups: crate::server::MaxStartups,
     /// Where long-lived sessions keep their records and logs.
     pub sessions_dir: PathBuf,
 }
@@ -38,6 +41,7 @@ impl Default for ServeOptions {
             authorized_keys: PathBuf::from(CONFIG_DIR).join("authorized_keys"),
             allow_poweroff: false,
             login_grace_time: crate::server::DEFAULT_LOGIN_GRACE,
+            max_startups: crate::server::MaxStartups::default(),
             sessions_dir: PathBuf::from(crate::sessions::DEFAULT_DIR),
         }
     }
@@ -91,6 +95,9 @@ fn parse_serve(rest: &[String]) -> Result<ServeOptions, String> {
                 })?;
                 opts.login_grace_time = Duration::from_secs(secs);
             }
+            "--max-startups" => {
+                opts.max_startups = value.parse().map_err(|e| format!("--max-startups: {e}"))?;
+            }
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
@@ -118,6 +125,7 @@ mod tests {
         );
         assert!(!o.allow_poweroff);
         assert_eq!(o.login_grace_time, Duration::from_secs(120));
+        assert_eq!(o.max_startups, crate::server::MaxStartups::default());
     }
 
     #[test]

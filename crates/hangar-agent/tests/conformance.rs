@@ -40,7 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{block_on, run, text, Running, Server, TempUser};
-use hangar_guest::{ExecSpec, GuestClient, GuestError, Input, Output};
+use hangar_guest::{DaemonKey, ExecSpec, GuestClient, GuestError, Input, Output};
 use tokio::sync::mpsc;
 
 #[path = "conformance/access.rs"]
@@ -101,9 +101,11 @@ conformance!(
     forwarding::stdio_forward_carries_bytes_and_refuses_a_closed_port,
     forwarding::agent_forwarding_lists_the_forwarded_key,
     access::auth_refuses_an_unknown_key_and_an_unknown_user,
+    access::a_login_key_logs_in_as_its_user_only,
     access::rsa_and_ecdsa_keys_log_in_and_key_options_are_not_ignored,
     access::non_root_user_runs_as_itself_and_cannot_write_root_files,
     access::a_connection_that_does_not_log_in_is_dropped_after_the_grace_time,
+    access::connections_not_logged_in_are_capped,
     lifecycle::client_disconnect_and_the_remote_command,
     lifecycle::background_jobs_and_the_end_of_a_session,
     lifecycle::signal_requests_reach_the_session,

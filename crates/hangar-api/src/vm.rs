@@ -68,6 +68,12 @@ pub struct VmInfo {
     /// proxy` without trust on first use.
     #[serde(default)]
     pub host_key: String,
+    /// The guest user the user's own SSH keys log in as (`vm create
+    /// --ssh-user`, else the image's user); absent when they cannot log in
+    /// (an image whose user is a bare uid). The daemon's key, used by
+    /// `hangar exec`/`ssh`, may log in as anyone.
+    #[serde(default)]
+    pub ssh_user: Option<String>,
     /// `qemu` or `firecracker`.
     pub driver: String,
     /// Populated while the VMM process runs.
@@ -103,6 +109,10 @@ pub struct CreateVmRequest {
     /// invoking user's `~/.ssh/*.pub`).
     #[serde(default)]
     pub authorized_keys: Vec<String>,
+    /// The guest user those keys may log in as; the image's user when
+    /// absent. Root only when this says so or the image runs as root.
+    #[serde(default)]
+    pub ssh_user: Option<String>,
     /// Start the image's Entrypoint + Cmd as the session `entrypoint` on
     /// every boot (with the image's user, Env and WorkingDir), like a
     /// container's main process. The image must have one.

@@ -142,6 +142,12 @@ pub struct CreateArgs {
     /// attach NAME entrypoint`, `hangar session logs NAME entrypoint`.
     #[arg(long)]
     pub run_entrypoint: bool,
+    /// The guest user your SSH keys (~/.ssh/*.pub) log in as, with
+    /// `ssh NAME.hangar` (see `hangar ssh-config`) [default: the image's
+    /// user; root for the default image]. Your keys may log in as this
+    /// user only; `hangar ssh --user` and `exec --user` reach any user.
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
     /// Print the operation id and return at once.
     #[arg(long, conflicts_with = "workspace")]
     pub no_wait: bool,

@@ -10,8 +10,11 @@
 //! - `hostname`, `hosts`, `resolv.conf` (`/etc/*` in the image link here)
 //! - `network.env`: `HANGAR_IP`, `HANGAR_PREFIX`, `HANGAR_GATEWAY`,
 //!   `HANGAR_DNS`, `HANGAR_MAC` (a restored guest's NIC has the snapshot's)
-//! - `authorized_keys` (root's only keys), `ssh_host_ed25519_key` (0600)
-//!   and `.pub`: sshd's only host key.
+//! - `authorized_keys`: the daemon's key, which may log in as any user;
+//!   `authorized_keys.<login>` (when the VM has user keys): the user's
+//!   keys, which may log in as `<login>` only. The agent and the image's
+//!   sshd (`AuthorizedKeysFile … authorized_keys.%u`) read them alike.
+//! - `ssh_host_ed25519_key` (0600) and `.pub`: the only host key.
 //! - `random-seed` (0600): fresh host randomness the guest mixes into its
 //!   kernel RNG before sshd starts, so VMs restored from one snapshot draw
 //!   different numbers.
@@ -44,8 +47,11 @@ pub struct GuestIdentity {
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub dns: Vec<Ipv4Addr>,
-    /// OpenSSH public key lines allowed to log in as root.
+    /// OpenSSH public key lines allowed to log in as any user (the
+    /// daemon's).
     pub authorized_keys: Vec<String>,
+    /// The user's keys and the one login they may use.
+    pub login_keys: Option<LoginKeys>,
     /// OpenSSH private host key (ed25519, `-----BEGIN OPENSSH PRIVATE KEY-----`).
     pub host_key_private_openssh: String,
     pub host_key_public_openssh: String,
@@ -53,6 +59,37 @@ pub struct GuestIdentity {
     pub mac: String,
     /// Host randomness for the guest's RNG (see the module docs).
     pub random_seed: Vec<u8>,
+}
+
+/// Keys that may log in as one user only (`vm create --ssh-user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginKeys {
+    pub user: String,
+    pub keys: Vec<String>,
+}
+
+/// The config drive member with the keys of login `user`.
+pub fn login_keys_member(user: &str) -> String {
+    format!("authorized_keys.{user}")
+}
+
+fn check_key_lines(keys: &[String]) -> Result<(), ImageError> {
+    match keys
+        .iter()
+        .find(|k| k.trim().is_empty() || k.contains('\n') || k.contains('\r'))
+    {
+        Some(k) => Err(ImageError::BadIdentity(format!(
+            "authorized key {k:?} must be one non-empty line"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn key_file(keys: &[String]) -> Vec<u8> {
+    keys.iter()
+        .map(|k| format!("{}\n", k.trim()))
+        .collect::<String>()
+        .into_bytes()
 }
 
 impl GuestIdentity {
@@ -76,14 +113,11 @@ impl GuestIdentity {
                 self.prefix_len
             )));
         }
-        if let Some(k) = self
-            .authorized_keys
-            .iter()
-            .find(|k| k.trim().is_empty() || k.contains('\n') || k.contains('\r'))
-        {
-            return Err(ImageError::BadIdentity(format!(
-                "authorized key {k:?} must be one non-empty line"
-            )));
+        check_key_lines(&self.authorized_keys)?;
+        if let Some(login) = &self.login_keys {
+            // The name becomes part of a file name in the guest.
+            hangar_api::name::validate_login_name(&login.user).map_err(ImageError::BadIdentity)?;
+            check_key_lines(&login.keys)?;
         }
         if !self
             .host_key_private_openssh
@@ -139,16 +173,11 @@ impl GuestIdentity {
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{} {}\n",
             self.hostname, short
         );
-        let keys: String = self
-            .authorized_keys
-            .iter()
-            .map(|k| format!("{}\n", k.trim()))
-            .collect();
         let mut private = self.host_key_private_openssh.clone();
         if !private.ends_with('\n') {
             private.push('\n');
         }
-        Ok(vec![
+        let mut files = vec![
             (
                 CONFIG_MARKER.to_string(),
                 b"hangar config drive, format v1\n".to_vec(),
@@ -162,7 +191,11 @@ impl GuestIdentity {
             ("hosts".into(), hosts.into_bytes(), 0o644),
             ("resolv.conf".into(), resolv.into_bytes(), 0o644),
             ("network.env".into(), network.into_bytes(), 0o644),
-            ("authorized_keys".into(), keys.into_bytes(), 0o644),
+            (
+                "authorized_keys".into(),
+                key_file(&self.authorized_keys),
+                0o644,
+            ),
             ("ssh_host_ed25519_key".into(), private.into_bytes(), 0o600),
             (
                 "ssh_host_ed25519_key.pub".into(),
@@ -170,7 +203,11 @@ impl GuestIdentity {
                 0o644,
             ),
             ("random-seed".into(), self.random_seed.clone(), 0o600),
-        ])
+        ];
+        if let Some(login) = self.login_keys.as_ref().filter(|l| !l.keys.is_empty()) {
+            files.push((login_keys_member(&login.user), key_file(&login.keys), 0o644));
+        }
+        Ok(files)
     }
 }
 
@@ -269,6 +306,10 @@ mod tests {
             gateway: Ipv4Addr::new(10, 213, 0, 1),
             dns: vec![Ipv4Addr::new(10, 213, 0, 1)],
             authorized_keys: vec!["ssh-ed25519 AAAAC3Nza test@host".into()],
+            login_keys: Some(LoginKeys {
+                user: "dev".into(),
+                keys: vec!["ssh-ed25519 AAAAuser me@laptop".into()],
+            }),
             host_key_private_openssh:
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
                     .into(),
@@ -409,6 +450,11 @@ mod tests {
             get("authorized_keys").1,
             "ssh-ed25519 AAAAC3Nza test@host\n"
         );
+        assert_eq!(
+            get("authorized_keys.dev").1,
+            "ssh-ed25519 AAAAuser me@laptop\n",
+            "the user's keys, for their login only"
+        );
         assert_eq!(get("ssh_host_ed25519_key").2, 0o600);
         assert!(get("hosts").1.contains("127.0.1.1\tdev dev\n"));
     }
@@ -431,5 +477,18 @@ mod tests {
         let err = id.files().expect_err("must fail");
 
         assert!(matches!(err, ImageError::BadIdentity(_)));
+    }
+
+    #[test]
+    fn a_login_name_that_could_climb_out_of_the_drive_dir_is_rejected() {
+        for user in ["../root", "a/b", "", "Root"] {
+            let mut id = sample();
+            id.login_keys = Some(LoginKeys {
+                user: user.into(),
+                keys: vec!["ssh-ed25519 A".into()],
+            });
+            let err = id.files().expect_err(user);
+            assert!(err.to_string().contains("login name"), "{err}");
+        }
     }
 }

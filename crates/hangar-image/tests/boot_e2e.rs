@@ -164,6 +164,7 @@ fn default_image_boots_and_accepts_ssh_and_powers_off() {
             gateway: Ipv4Addr::new(10, 213, 0, 1),
             dns: vec![Ipv4Addr::new(10, 213, 0, 1)],
             authorized_keys: vec![user_pub],
+            login_keys: None,
             host_key_private_openssh: host_priv,
             host_key_public_openssh: host_pub,
             mac: "52:54:00:13:00:02".into(),

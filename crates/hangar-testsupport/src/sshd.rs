@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// The config every private sshd shares: listen on loopback, keys from the
-/// test's files, root by key only, no PAM, no banners. Append more lines
-/// for a test's needs.
+/// test's files (`authorized_keys` for any user, `authorized_keys.USER`
+/// for USER only, as in a Hangar guest), root by key only, no PAM, no
+/// banners. Append more lines for a test's needs.
 pub fn base_config(host_key: &Path, authorized_keys: &Path) -> String {
     format!(
         "ListenAddress 127.0.0.1\n\
          HostKey {}\n\
-         AuthorizedKeysFile {}\n\
+         AuthorizedKeysFile {ak} {ak}.%u\n\
          PidFile none\n\
          UsePAM no\n\
          PermitRootLogin prohibit-password\n\
@@ -27,7 +28,7 @@ pub fn base_config(host_key: &Path, authorized_keys: &Path) -> String {
          PrintMotd no\n\
          PrintLastLog no\n",
         host_key.display(),
-        authorized_keys.display()
+        ak = authorized_keys.display()
     )
 }
 

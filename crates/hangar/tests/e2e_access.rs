@@ -83,6 +83,10 @@ fn local_leftovers(dir: &Path) -> Vec<String> {
 /// A VM created by a user whose HOME holds an ed25519 key (which
 /// `vm create` puts into the VM).
 fn vm_with_user_key(d: &TestDaemon, home: &Path) {
+    vm_with_user_key_and(d, home, &[]);
+}
+
+fn vm_with_user_key_and(d: &TestDaemon, home: &Path, create_args: &[&str]) {
     let ssh_dir = home.join(".ssh");
     std::fs::create_dir_all(&ssh_dir).unwrap();
     chmod(&ssh_dir, 0o700);
@@ -97,6 +101,7 @@ fn vm_with_user_key(d: &TestDaemon, home: &Path) {
             .arg("--config")
             .arg(&d.config)
             .args(["vm", "create", "dev"])
+            .args(create_args)
             .env("HOME", home),
     );
 }
@@ -254,6 +259,53 @@ fn ssh_config_install_lets_plain_ssh_scp_and_rsync_reach_the_vm() {
         std::fs::read_to_string(hangar_dir.join("known_hosts")).unwrap(),
         ""
     );
+}
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn the_users_keys_log_in_as_the_vms_ssh_user_only() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("access-user");
+    // A bad login name is refused before anything is made.
+    let err = d.fails(&["vm", "create", "bad", "--ssh-user", "../root"]);
+    assert!(err.contains("login name"), "{err}");
+    assert_eq!(d.json(&["vm", "ls"]), serde_json::json!([]));
+
+    let home = d.dir.path().join("home");
+    vm_with_user_key_and(&d, &home, &["--ssh-user", "dev"]);
+    assert_eq!(d.json(&["vm", "show", "dev"])["ssh_user"], "dev");
+    // The daemon's key reaches any user: make the login.
+    d.ok(&["exec", "dev", "--", "useradd", "-m", "-s", "/bin/sh", "dev"]);
+    run_ok(
+        Command::new(common::hangar_bin())
+            .arg("--config")
+            .arg(&d.config)
+            .args(["ssh-config", "--install"])
+            .env("HOME", &home),
+    );
+    let config = std::fs::read_to_string(home.join(".ssh/hangar/config")).unwrap();
+    assert!(config.contains("    HostName dev\n    User dev\n"), "{config}");
+    let ssh = |user: &str| {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(home.join(".ssh/hangar/config"))
+            .args(["-o", "BatchMode=yes", "-l", user, "dev.hangar", "id", "-un"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ssh("dev");
+    assert_eq!(stdout(&out), "dev\n", "{out:?}");
+    for other in ["root", "daemon"] {
+        let out = ssh(other);
+        assert!(!out.status.success(), "{other}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied (publickey)"),
+            "{out:?}"
+        );
+    }
+    // `hangar ssh` goes through the daemon, so root stays reachable there.
+    assert_eq!(stdout(&d.exec("dev", &["id", "-un"])), "root\n");
 }
 
 #[test]

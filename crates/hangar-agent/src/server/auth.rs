@@ -1,8 +1,11 @@
-//! Public-key authentication against the config drive's `authorized_keys`
-//! only (the daemon's key and the user's keys). The file is read on each
-//! attempt: it is small, and a key the daemon rewrites takes effect at once.
+//! Public-key authentication against the config drive's keys only: the
+//! keys in `authorized_keys` (the daemon's) may log in as anyone, those in
+//! `authorized_keys.<login>` (the user's) only as `<login>`, the same two
+//! files the image's sshd reads (`AuthorizedKeysFile … authorized_keys.%u`).
+//! The files are read on each attempt: they are small, and a key the
+//! daemon rewrites takes effect at once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use russh::keys::PublicKey;
 
@@ -34,6 +37,46 @@ pub fn parse_authorized_keys(text: &str) -> Vec<PublicKey> {
         .collect()
 }
 
+/// The file of keys that may log in as `user` only, beside `any_user`.
+/// `None` for a name that could not be a login (so no path is built from
+/// what a client sent).
+pub fn login_keys_path(any_user: &Path, user: &str) -> Option<PathBuf> {
+    let ok = !user.is_empty()
+        && user.len() <= 32
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let name = any_user.file_name()?.to_str()?;
+    ok.then(|| any_user.with_file_name(format!("{name}.{user}")))
+}
+
+/// May `offered` log in as `user`?
+pub fn may_log_in(any_user: &Path, user: &str, offered: &PublicKey) -> bool {
+    is_authorized(&load_authorized_keys(any_user), offered)
+        || login_keys_path(any_user, user).is_some_and(|p| {
+            // Most logins have no such file: not worth a warning.
+            p.exists() && is_authorized(&load_authorized_keys(&p), offered)
+        })
+}
+
+/// Is `offered` allowed for some login (the answer to a key offer, before
+/// the client proves it holds the key)?
+pub fn is_known(any_user: &Path, offered: &PublicKey) -> bool {
+    if is_authorized(&load_authorized_keys(any_user), offered) {
+        return true;
+    }
+    let (Some(dir), Some(name)) = (any_user.parent(), any_user.file_name()) else {
+        return false;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .any(|e| is_authorized(&load_authorized_keys(&e.path()), offered))
+}
+
 /// True when `offered` is one of `keys` (compared by key material; the
 /// comment does not matter).
 pub fn is_authorized(keys: &[PublicKey], offered: &PublicKey) -> bool {
@@ -58,6 +101,30 @@ mod tests {
         let b = PublicKey::from_openssh(B).unwrap();
         assert!(is_authorized(&keys, &a));
         assert!(!is_authorized(&keys, &b));
+    }
+
+    #[test]
+    fn a_users_key_logs_in_as_that_user_only_and_the_daemons_as_anyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let any = dir.path().join("authorized_keys");
+        std::fs::write(&any, format!("{A}\n")).unwrap();
+        std::fs::write(dir.path().join("authorized_keys.dev"), format!("{B}\n")).unwrap();
+        let a = PublicKey::from_openssh(A).unwrap();
+        let b = PublicKey::from_openssh(B).unwrap();
+
+        assert!(may_log_in(&any, "root", &a));
+        assert!(may_log_in(&any, "dev", &a));
+        assert!(may_log_in(&any, "dev", &b));
+        assert!(
+            !may_log_in(&any, "root", &b),
+            "the user's key is not root's"
+        );
+        assert!(!may_log_in(&any, "other", &b));
+        assert!(is_known(&any, &b) && is_known(&any, &a));
+        // A user name that would climb out of the config dir builds no path.
+        assert_eq!(login_keys_path(&any, "../dev"), None);
+        assert_eq!(login_keys_path(&any, ""), None);
+        assert!(!may_log_in(&any, "x/../dev", &b));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod grace;
 pub(crate) mod launch;
 pub(crate) mod pty;
 mod session;
+mod startups;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use crate::passwd::{self, User};
 pub const POWEROFF_SUBSYSTEM: &str = "hangar-poweroff";
 
 pub use grace::DEFAULT_LOGIN_GRACE;
+pub use startups::MaxStartups;
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let host_key = load_host_key(&opts.host_key)?;
@@ -59,6 +61,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             }
         });
     }
+    let startups = startups::Startups::new(opts.max_startups);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -69,6 +72,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 continue;
             }
         };
+        let Some(startup) = startups.admit() else {
+            // Closed before a byte is read; the client sees the
+            // connection closed, as with sshd's MaxStartups.
+            tracing::debug!(%peer, pending = startups.pending(), "too many connections not logged in: dropped");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(opts.listen);
         let logged_in = Arc::new(AtomicBool::new(false));
@@ -78,6 +87,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             local,
             user: None,
             logged_in: Arc::clone(&logged_in),
+            startup: Some(startup),
         };
         let stream = grace::GraceStream::new(stream, opts.login_grace_time, logged_in);
         let config = Arc::clone(&config);
@@ -141,15 +151,8 @@ struct Connection {
     user: Option<User>,
     /// Set once authenticated; ends the login grace time.
     logged_in: Arc<AtomicBool>,
-}
-
-impl Connection {
-    fn key_is_authorized(&self, key: &russh::keys::PublicKey) -> bool {
-        auth::is_authorized(
-            &auth::load_authorized_keys(&self.shared.authorized_keys),
-            key,
-        )
-    }
+    /// Its place among the connections not logged in yet, freed at login.
+    startup: Option<startups::Slot>,
 }
 
 impl russh::server::Handler for Connection {
@@ -160,11 +163,13 @@ impl russh::server::Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.key_is_authorized(offer.public_key) {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        Ok(
+            if auth::is_known(&self.shared.authorized_keys, offer.public_key) {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            },
+        )
     }
 
     async fn auth_publickey(
@@ -172,7 +177,8 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if !self.key_is_authorized(key.public_key) {
+        if !auth::may_log_in(&self.shared.authorized_keys, user, key.public_key) {
+            tracing::info!(peer = %self.peer, user, "key not allowed for this user");
             return Ok(Auth::reject());
         }
         match passwd::lookup(&self.shared.root, user) {
@@ -180,6 +186,7 @@ impl russh::server::Handler for Connection {
                 tracing::info!(peer = %self.peer, user, "accepted publickey");
                 self.user = Some(u);
                 self.logged_in.store(true, Ordering::Release);
+                self.startup = None;
                 Ok(Auth::Accept)
             }
             None => {

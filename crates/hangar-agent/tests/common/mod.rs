@@ -113,6 +113,8 @@ pub struct Options {
     /// The agent's `--sessions-dir` (default: one in the test's temp dir),
     /// to start a second agent on the first one's sessions.
     pub sessions_dir: Option<&'static Path>,
+    /// MaxStartups / `--max-startups` (default: 10:30:100 for both).
+    pub max_startups: Option<&'static str>,
 }
 
 impl Running {
@@ -147,6 +149,9 @@ impl Running {
                     .env("HANGAR_AGENT_LOG", "debug");
                 if let Some(secs) = opts.login_grace_secs {
                     c.arg("--login-grace-time").arg(secs.to_string());
+                }
+                if let Some(m) = opts.max_startups {
+                    c.arg("--max-startups").arg(m);
                 }
                 c
             }
@@ -291,6 +296,9 @@ fn sshd_command(keys: &Keys, port: u16, opts: Options) -> Command {
     ));
     if let Some(secs) = opts.login_grace_secs {
         config.push_str(&format!("LoginGraceTime {secs}\n"));
+    }
+    if let Some(m) = opts.max_startups {
+        config.push_str(&format!("MaxStartups {m}\n"));
     }
     write_mode(&config_path, config.as_bytes(), 0o600);
     hangar_testsupport::sshd::command(&config_path, port)

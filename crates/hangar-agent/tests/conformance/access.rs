@@ -38,6 +38,50 @@ pub(crate) fn auth_refuses_an_unknown_key_and_an_unknown_user(kind: Server) {
     ok_output(&s, &run(remote(s.ssh("root"), "true"), b""));
 }
 
+/// The user's keys (`authorized_keys.LOGIN`) log in as that login only; the
+/// daemon's (`authorized_keys`) as anyone. So a VM's user is not root
+/// unless it was created that way (`vm create --ssh-user`).
+pub(crate) fn a_login_key_logs_in_as_its_user_only(kind: Server) {
+    let s = Running::start(kind);
+    let tag = match kind {
+        Server::OpenSsh => "ko",
+        Server::Agent => "ka",
+    };
+    let user = TempUser::create(tag, "/bin/sh");
+    let stranger = s.keys.stranger_path.clone();
+    let stranger_pub = DaemonKey::load_or_generate(stranger.parent().unwrap())
+        .unwrap()
+        .public_openssh();
+    let login_file = PathBuf::from(format!(
+        "{}.{}",
+        s.keys.authorized_keys_path.display(),
+        user.name
+    ));
+    fs::write(&login_file, format!("{stranger_pub}\n")).unwrap();
+
+    let out = run(remote(s.ssh_with_key(&user.name, &stranger), "id -un"), b"");
+    assert_eq!(ok_output(&s, &out), format!("{}\n", user.name));
+    for other in ["root", "nobody"] {
+        let out = run(remote(s.ssh_with_key(other, &stranger), "id -un"), b"");
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{other}: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).contains("Permission denied (publickey)"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // The any-user key still logs in as the user and as root.
+    let out = run(remote(s.ssh(&user.name), "id -un"), b"");
+    assert_eq!(ok_output(&s, &out), format!("{}\n", user.name));
+    ok_output(&s, &run(remote(s.ssh("root"), "true"), b""));
+    fs::remove_file(&login_file).unwrap();
+}
+
 // ----------------------------------------------------------- key types
 
 pub(crate) fn rsa_and_ecdsa_keys_log_in_and_key_options_are_not_ignored(kind: Server) {
@@ -281,4 +325,71 @@ pub(crate) fn a_connection_that_does_not_log_in_is_dropped_after_the_grace_time(
             "closed after {after:?}"
         );
     }
+}
+
+// ------------------------------------------------------- MaxStartups
+
+/// Connections that have not logged in are capped (MaxStartups 2: the
+/// third is dropped at once), a logged-in one no longer counts, and a
+/// place frees when a pending connection goes.
+pub(crate) fn connections_not_logged_in_are_capped(kind: Server) {
+    let s = Running::start_with(
+        kind,
+        common::Options {
+            max_startups: Some("2"),
+            ..Default::default()
+        },
+    );
+    // A logged-in session first: it must not count against the cap.
+    let mut master = remote(s.ssh("root"), "echo up; sleep 30");
+    master
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
+    let mut logged_in = master.spawn().unwrap();
+    let mut up = [0u8; 3];
+    logged_in
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut up)
+        .unwrap();
+    assert_eq!(&up, b"up\n");
+
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr()).unwrap())
+        .collect();
+    // sshd counts a connection once its child reports in: give both a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = run(remote(s.ssh("root"), "echo in"), b"");
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "a third pending connection got in"
+    );
+    assert!(
+        text(&out.stderr).contains("Connection closed")
+            || text(&out.stderr).contains("Connection reset"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    drop(idle);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(remote(s.ssh("root"), "echo in"), b"");
+        if out.status.success() {
+            assert_eq!(text(&out.stdout), "in\n");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no place freed after the idle connections closed: {}\n{}",
+            text(&out.stderr),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = logged_in.kill();
+    let _ = logged_in.wait();
 }

@@ -77,8 +77,20 @@ pub fn render_config(setup: &Setup, vms: &[&VmInfo]) -> Result<String, ApiError>
         argv.extend(["proxy".to_string(), vm.name.clone()]);
         // ProxyCommand runs through /bin/sh after %-token expansion.
         let proxy = hangar_host::quote::shell_quote(&argv).replace('%', "%%");
+        // The login the VM lets the user's keys use; checked here too, as
+        // it lands in a config file.
+        let user = vm
+            .ssh_user
+            .as_deref()
+            .filter(|u| hangar_api::name::validate_login_name(u).is_ok());
+        let user_line = match user {
+            Some(u) => format!("    User {u}\n"),
+            None => "    # your keys may log in as no user of this VM (its image's user is a bare uid): \
+                     recreate it with `hangar vm create --ssh-user NAME`\n"
+                .to_string(),
+        };
         out.push_str(&format!(
-            "\nHost {name}{HOST_SUFFIX}\n    HostName {name}\n    User root\n    \
+            "\nHost {name}{HOST_SUFFIX}\n    HostName {name}\n{user_line}    \
              ProxyCommand {proxy}\n    HostKeyAlias {name}{HOST_SUFFIX}\n    \
              UserKnownHostsFile {known_hosts}\n    StrictHostKeyChecking yes\n",
             name = vm.name
@@ -284,7 +296,7 @@ mod tests {
             "image_digest": "d", "cpus": 1, "memory_mib": 512, "disk_bytes": 1,
             "ip": "10.0.0.2", "mac": "02:00:00:00:00:01", "host_key": key,
             "driver": "qemu", "pid": null, "tap": null, "serial_log": "s",
-            "created_at": "t", "last_error": null
+            "created_at": "t", "last_error": null, "ssh_user": "root"
         }))
         .unwrap_or_else(|e| panic!("VmInfo fields changed: {e}"))
     }
@@ -295,6 +307,22 @@ mod tests {
             daemon_args: vec!["--socket".into(), "/run/my hangar/h%.sock".into()],
             known_hosts: PathBuf::from("/home/u/.ssh/hangar/known_hosts"),
             identities: vec![PathBuf::from("/home/u/.ssh/id_ed25519")],
+        }
+    }
+
+    #[test]
+    fn the_user_line_is_the_vms_login_user_and_never_a_bad_name() {
+        let mut dev = vm("dev", "ssh-ed25519 AAAAkey hangar@dev");
+        dev.ssh_user = Some("node".into());
+        let text = render_config(&setup(), &[&dev]).unwrap();
+        assert!(text.contains("    HostName dev\n    User node\n"), "{text}");
+
+        for bad in [None, Some("x\n    ProxyCommand evil".to_string())] {
+            dev.ssh_user = bad;
+            let text = render_config(&setup(), &[&dev]).unwrap();
+            assert!(!text.contains("User "), "{text}");
+            assert!(!text.contains("evil"), "{text}");
+            assert!(text.contains("--ssh-user"), "{text}");
         }
     }
 

@@ -95,6 +95,7 @@ async fn create(cli: &Cli, client: &Client, a: &CreateArgs) -> Result<(), ApiErr
             })
             .transpose()?,
         authorized_keys: user_public_keys(),
+        ssh_user: a.ssh_user.clone(),
         run_entrypoint: a.run_entrypoint,
     };
     let op: Operation = client.post("/v1/vms", &req).await?;

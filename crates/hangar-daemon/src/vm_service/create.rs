@@ -47,6 +47,7 @@ struct CreatePlan {
     memory_mib: u32,
     disk_bytes: Option<u64>,
     authorized_keys: Vec<String>,
+    ssh_user: Option<String>,
     run_entrypoint: bool,
 }
 
@@ -88,6 +89,9 @@ fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
             )));
         }
     }
+    if let Some(user) = &req.ssh_user {
+        super::ssh_user::check_requested(user)?;
+    }
     Ok(CreatePlan {
         name: req.name,
         image: req.image.unwrap_or_else(|| config.defaults.image.clone()),
@@ -95,6 +99,7 @@ fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
         memory_mib,
         disk_bytes,
         authorized_keys: req.authorized_keys,
+        ssh_user: req.ssh_user,
         run_entrypoint: req.run_entrypoint,
     })
 }
@@ -258,6 +263,11 @@ impl VmService {
             )
             .map_err(|e| DaemonError::io("cannot write authorized keys", e))?;
         }
+        let login = super::ssh_user::choose(
+            plan.ssh_user.as_deref(),
+            self.images.run_config(&rec.image_digest).as_ref(),
+        );
+        super::ssh_user::write(&vm_dir, login.as_deref())?;
         if plan.run_entrypoint {
             hangar_host::private::write_private(&vm_dir.run_entrypoint(), "")
                 .map_err(|e| DaemonError::io("cannot record --run-entrypoint", e))?;

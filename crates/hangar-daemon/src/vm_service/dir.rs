@@ -12,6 +12,8 @@ pub const SERIAL_LOG: &str = "serial.log";
 const CONFIG_DRIVE: &str = "config.img";
 /// The user's extra SSH keys, one per line.
 const USER_KEYS: &str = "authorized_keys";
+/// The login the user's keys may use (see `ssh_user`).
+const SSH_USER: &str = "ssh-user";
 /// Present when the VM starts its image's entrypoint at every boot.
 const RUN_ENTRYPOINT: &str = "run-entrypoint";
 
@@ -50,6 +52,10 @@ impl VmDir {
         self.0.join(USER_KEYS)
     }
 
+    pub fn ssh_user(&self) -> PathBuf {
+        self.0.join(SSH_USER)
+    }
+
     pub fn run_entrypoint(&self) -> PathBuf {
         self.0.join(RUN_ENTRYPOINT)
     }
@@ -68,6 +74,7 @@ mod tests {
             dir.config_drive(),
             dir.user_keys(),
             dir.run_entrypoint(),
+            dir.ssh_user(),
         ] {
             assert_eq!(f.parent(), Some(Path::new("/state/vms/abc")), "{f:?}");
         }

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod locks;
 pub mod promote;
 pub mod reconcile;
+pub mod ssh_user;
 pub mod watch;
 
 use std::sync::Arc;
@@ -85,6 +86,7 @@ impl VmService {
             ip: rec.ip.to_string(),
             mac: rec.mac.clone(),
             host_key: rec.host_key_public.clone(),
+            ssh_user: ssh_user::read(&self.vm_dir(&rec.id)),
             driver: rec.driver.clone(),
             pid: rec.runtime.as_ref().map(|r| r.pid),
             tap: rec.runtime.as_ref().map(|r| r.tap.clone()),

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use hangar_api::{Progress, VmState};
 use hangar_guest::GuestClient;
 use hangar_image::identity::{
-    fill_config_drive, write_config_drive, write_snapshot_drive, GuestIdentity, RANDOM_SEED_BYTES,
+    fill_config_drive, write_config_drive, write_snapshot_drive, GuestIdentity, LoginKeys,
+    RANDOM_SEED_BYTES,
 };
 use hangar_image::ImageManifest;
 use hangar_ops::OpHandle;
@@ -241,22 +242,25 @@ impl VmService {
     /// What the guest learns from its config drive: name, address, keys.
     fn guest_identity(&self, rec: &VmRecord, dir: &VmDir) -> GuestIdentity {
         let net = &self.infra.net;
-        let user_keys = std::fs::read_to_string(dir.user_keys()).unwrap_or_default();
-        let mut authorized_keys = vec![self.infra.key.public_openssh()];
-        authorized_keys.extend(
-            user_keys
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string),
-        );
+        let user_keys: Vec<String> = std::fs::read_to_string(dir.user_keys())
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let login_keys = super::ssh_user::read(dir).map(|user| LoginKeys {
+            user,
+            keys: user_keys,
+        });
         GuestIdentity {
             hostname: rec.name.clone(),
             ip: rec.ip,
             prefix_len: net.prefix_len(),
             gateway: net.gateway(),
             dns: net.guest_dns(),
-            authorized_keys,
+            authorized_keys: vec![self.infra.key.public_openssh()],
+            login_keys,
             host_key_private_openssh: rec.host_key_private.clone(),
             host_key_public_openssh: rec.host_key_public.clone(),
             mac: rec.mac.clone(),

@@ -25,6 +25,11 @@ pub struct ImageInfo {
     /// Where a promoted image came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ImageLineage>,
+    /// Where an imported image's kernel comes from (OCI images only):
+    /// `image:/boot/vmlinuz-<version>` for its own, else the digest of the
+    /// image whose kernel and initramfs it boots with (the default image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_from: Option<String>,
 }
 
 /// A promoted image's lineage.

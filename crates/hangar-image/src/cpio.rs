@@ -80,9 +80,59 @@ impl CpioWriter {
     }
 }
 
+/// The body of the regular file `name` in a newc archive (the first
+/// archive of a concatenation), if it is there.
+pub fn read_file(archive: &[u8], name: &str) -> Option<Vec<u8>> {
+    let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+    let mut at = 0usize;
+    loop {
+        let header = archive.get(at..at + 110)?;
+        if &header[..6] != b"070701" {
+            return None;
+        }
+        let field = |i: usize| hex(&header[6 + i * 8..14 + i * 8]);
+        let mode = field(1)?;
+        let size = field(6)? as usize;
+        let namesize = field(11)? as usize;
+        let name_at = at + 110;
+        let entry_name = archive.get(name_at..name_at + namesize.checked_sub(1)?)?;
+        let data_at = (name_at + namesize).next_multiple_of(4);
+        let data = archive.get(data_at..data_at.checked_add(size)?)?;
+        if entry_name == b"TRAILER!!!" {
+            return None;
+        }
+        if entry_name == name.as_bytes() && mode & 0o170000 == S_IFREG {
+            return Some(data.to_vec());
+        }
+        at = (data_at + size).next_multiple_of(4);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_read_back_and_a_missing_or_broken_one_is_none() {
+        let mut w = CpioWriter::new();
+        w.dir("bin", 0o755);
+        w.symlink("bin/sh", "busybox");
+        w.file("bin/busybox", 0o755, b"BUSYBOX!!");
+        w.file("init", 0o755, b"#!/bin/sh\n");
+        let data = w.finish();
+        assert_eq!(
+            read_file(&data, "bin/busybox").as_deref(),
+            Some(&b"BUSYBOX!!"[..])
+        );
+        assert_eq!(
+            read_file(&data, "init").as_deref(),
+            Some(&b"#!/bin/sh\n"[..])
+        );
+        assert_eq!(read_file(&data, "bin/sh"), None, "a symlink is not a file");
+        assert_eq!(read_file(&data, "nope"), None);
+        assert_eq!(read_file(&data[..200], "init"), None, "truncated");
+        assert_eq!(read_file(b"garbage", "init"), None);
+    }
 
     #[test]
     fn archive_lists_with_real_cpio() {

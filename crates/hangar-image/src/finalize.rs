@@ -62,7 +62,13 @@ pub async fn finalize_oci(
         tree_usage(&t)
     })
     .await?;
-    let modules = add_kernel_modules(tree, &kernel.dir, progress, cancel).await?;
+    // The image's own kernel when Hangar can boot it, else the default
+    // image's (whose modules then go into the tree).
+    let own = use_own_kernel(tree, &kernel.dir, out_dir, progress).await?;
+    let modules = match own {
+        Some(_) => 0,
+        None => add_kernel_modules(tree, &kernel.dir, progress, cancel).await?,
+    };
 
     // Room for the content, its metadata and what a user installs later
     // (`vm create --disk` grows a VM's own copy further).
@@ -95,17 +101,19 @@ pub async fn finalize_oci(
     )
     .await?;
 
-    report(
-        progress,
-        "kernel",
-        "taking the kernel and initramfs of the default image",
-    );
-    let (kdir, odir) = (kernel.dir.clone(), out_dir.to_path_buf());
-    blocking(move || {
-        copy_file(&kdir.join(KERNEL_FILE), &odir.join(KERNEL_FILE))?;
-        copy_file(&kdir.join(INITRD_FILE), &odir.join(INITRD_FILE))
-    })
-    .await?;
+    if own.is_none() {
+        report(
+            progress,
+            "kernel",
+            "taking the kernel and initramfs of the default image",
+        );
+        let (kdir, odir) = (kernel.dir.clone(), out_dir.to_path_buf());
+        blocking(move || {
+            copy_file(&kdir.join(KERNEL_FILE), &odir.join(KERNEL_FILE))?;
+            copy_file(&kdir.join(INITRD_FILE), &odir.join(INITRD_FILE))
+        })
+        .await?;
+    }
     // The tree (often tens of thousands of files) is deleted off the
     // pull's path: renamed beside the work dir, under the same prefix, so
     // the start-up sweep finds it if the daemon dies first.
@@ -132,9 +140,78 @@ pub async fn finalize_oci(
         None,
     )
     .with_hangar_initramfs(true)
-    .with_run(run_config.clone(), &kernel.digest);
+    .with_run(
+        run_config.clone(),
+        &own.map(|v| format!("image:/boot/vmlinuz-{v}"))
+            .unwrap_or_else(|| kernel.digest.clone()),
+    );
     manifest.save(out_dir)?;
     Ok(manifest)
+}
+
+/// Writes `vmlinux` and `initrd.img` into `out_dir` from the tree's own
+/// kernel and modules (with the busybox of the kernel image's initramfs)
+/// and returns its version; `None`, with the reason reported, when the
+/// tree has no kernel Hangar can boot.
+async fn use_own_kernel(
+    tree: &Path,
+    kernel_dir: &Path,
+    out_dir: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<Option<String>, ImageError> {
+    use crate::own_kernel::{find, Found};
+    let (t, kdir, odir) = (
+        tree.to_path_buf(),
+        kernel_dir.to_path_buf(),
+        out_dir.to_path_buf(),
+    );
+    let outcome = blocking(move || {
+        let root = open_root(&t)?;
+        let k = match find(&root)? {
+            Found::None => return Ok(Err(None)),
+            Found::Unusable(why) => return Ok(Err(Some(why))),
+            Found::Usable(k) => k,
+        };
+        let vmlinux = odir.join(KERNEL_FILE);
+        if let Err(e) = crate::kernel::write_vmlinux(&k.vmlinuz_path(), &vmlinux) {
+            return Ok(Err(Some(format!("its kernel {}: {e}", k.version))));
+        }
+        let initrd = kdir.join(INITRD_FILE);
+        let base = std::fs::read(&initrd).map_err(|e| ImageError::io("read", &initrd, e))?;
+        let busybox = crate::cpio::read_file(&base, "bin/busybox").ok_or_else(|| {
+            ImageError::MissingInTree {
+                path: initrd.clone(),
+                what: "bin/busybox in the kernel image's initramfs".into(),
+            }
+        })?;
+        let data = crate::initramfs::build_initramfs_with(&busybox, &k.modules_path())?;
+        let out = odir.join(INITRD_FILE);
+        hangar_host::private::write_private(&out, data)
+            .map_err(|e| ImageError::io("write", &out, e))?;
+        Ok(Ok(k.version))
+    })
+    .await?;
+    match outcome {
+        Ok(version) => {
+            report(
+                progress,
+                "kernel",
+                format!("using the image's own kernel {version}"),
+            );
+            Ok(Some(version))
+        }
+        Err(why) => {
+            if let Some(why) = why {
+                report(
+                    progress,
+                    "kernel",
+                    format!("{why}; using the default image's kernel instead"),
+                );
+            }
+            let _ = std::fs::remove_file(out_dir.join(KERNEL_FILE));
+            Ok(None)
+        }
+    }
 }
 
 fn round_mib(n: u64) -> u64 {

@@ -40,13 +40,17 @@ pub fn modules_dir(tree: &Path) -> Result<PathBuf, ImageError> {
     })
 }
 
-/// Index of module name → path under `dir` (recursively).
+/// Index of module name → path under `dir` (recursively). Symlinks are
+/// neither followed nor taken: the tree may be an untrusted image's.
 fn find_modules(dir: &Path, found: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
-        if e.file_type()?.is_dir() {
+        let kind = e.file_type()?;
+        if kind.is_dir() {
             find_modules(&p, found)?;
+        } else if !kind.is_file() {
+            continue;
         } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
             if let Some(stem) = name.strip_suffix(".ko") {
                 found.push((stem.to_string(), p.clone()));
@@ -65,7 +69,25 @@ pub fn build_initramfs(tree: &Path) -> Result<Vec<u8>, ImageError> {
         path: tree.to_path_buf(),
         what: "/bin/busybox (package busybox-static)".into(),
     })?;
-    let mdir = modules_dir(tree)?;
+    build_initramfs_with(&busybox, &modules_dir(tree)?)
+}
+
+/// Names of [`MODULES`] that `mdir` (a `/lib/modules/<version>`) lacks as
+/// plain `.ko` files.
+pub fn missing_modules(mdir: &Path) -> Result<Vec<&'static str>, ImageError> {
+    let mut all = Vec::new();
+    find_modules(mdir, &mut all).map_err(|e| ImageError::io("list modules in", mdir, e))?;
+    Ok(MODULES
+        .iter()
+        .copied()
+        .filter(|m| !all.iter().any(|(n, _)| n == m))
+        .collect())
+}
+
+/// Builds the initramfs from a static busybox and the modules of
+/// `mdir` (a `/lib/modules/<version>`).
+pub fn build_initramfs_with(busybox: &[u8], mdir: &Path) -> Result<Vec<u8>, ImageError> {
+    let mdir = mdir.to_path_buf();
     let mut all = Vec::new();
     find_modules(&mdir, &mut all).map_err(|e| ImageError::io("list modules in", &mdir, e))?;
 
@@ -75,7 +97,7 @@ pub fn build_initramfs(tree: &Path) -> Result<Vec<u8>, ImageError> {
     }
     w.char_dev("dev/console", 0o600, 5, 1);
     w.char_dev("dev/null", 0o666, 1, 3);
-    w.file("bin/busybox", 0o755, &busybox);
+    w.file("bin/busybox", 0o755, busybox);
     w.symlink("bin/sh", "busybox");
     w.file("init", 0o755, assets::INITRAMFS_INIT.as_bytes());
     for m in MODULES {

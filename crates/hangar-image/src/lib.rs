@@ -40,6 +40,7 @@ mod initramfs;
 mod kernel;
 mod manifest;
 mod mirror;
+mod own_kernel;
 mod process;
 mod recipe;
 mod rootfs;

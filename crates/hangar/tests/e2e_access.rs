@@ -284,7 +284,10 @@ fn the_users_keys_log_in_as_the_vms_ssh_user_only() {
             .env("HOME", &home),
     );
     let config = std::fs::read_to_string(home.join(".ssh/hangar/config")).unwrap();
-    assert!(config.contains("    HostName dev\n    User dev\n"), "{config}");
+    assert!(
+        config.contains("    HostName dev\n    User dev\n"),
+        "{config}"
+    );
     let ssh = |user: &str| {
         Command::new("ssh")
             .arg("-F")

@@ -304,6 +304,12 @@ fn a_distroless_oci_archive_with_a_gzip_layer_boots_without_a_shell() {
     let info = d.json(&["image", "show", "distroless"]);
     assert_eq!(info["source"], "oci-archive");
     assert_eq!(info["run"]["entrypoint"][0], "/app/busybox");
+    // No /boot: it boots the default image's kernel.
+    assert_eq!(
+        info["kernel_from"],
+        d.json(&["image", "show", "debian-12"])["digest"],
+        "{info}"
+    );
 
     d.ok(&["vm", "create", "dl", "--image", "distroless"]);
     let out = d.exec("dl", &["/app/busybox", "echo", "no shell needed"]);

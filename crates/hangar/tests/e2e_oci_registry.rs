@@ -227,6 +227,28 @@ fn a_dockerfile_built_with_buildah_boots_from_a_registry_an_oci_archive_and_a_do
             .starts_with(&format!("oci:{reg}/team/tool:v1@sha256:")),
         "{info}"
     );
+    // Built FROM a Debian rootfs with a kernel in /boot: it boots its own.
+    let own = info["kernel_from"].as_str().unwrap().to_string();
+    let version = own
+        .strip_prefix("image:/boot/vmlinuz-")
+        .unwrap_or_else(|| panic!("not its own kernel: {info}"))
+        .to_string();
+    d.ok(&["vm", "create", "own-kernel", "--image", "tool"]);
+    assert_eq!(
+        stdout(&d.exec("own-kernel", &["uname", "-r"])),
+        format!("{version}\n")
+    );
+    // Its virtio modules came from the image's /lib/modules, and modprobe works.
+    let out = d.exec(
+        "own-kernel",
+        &[
+            "sh",
+            "-c",
+            "modprobe -n -v virtio_net >/dev/null && echo ok",
+        ],
+    );
+    assert_eq!(stdout(&out), "ok\n", "{out:?}");
+    d.ok(&["vm", "rm", "-f", "own-kernel"]);
     boot_and_check_jq(&d, "from-registry", "tool");
 
     // 4. The same image as an OCI archive file.

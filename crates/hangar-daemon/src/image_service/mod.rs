@@ -125,6 +125,7 @@ impl ImageService {
                     entrypoint: r.entrypoint,
                     cmd: r.cmd,
                 }),
+            kernel_from: manifest.as_ref().and_then(|m| m.kernel_from.clone()),
             parent: manifest.as_ref().and_then(|m| m.parent.clone()).map(|p| {
                 hangar_api::image::ImageLineage {
                     image: p.image,

@@ -7,15 +7,17 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestDaemon, Tmux};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Prints a counter every second and echoes what is typed; `quit` exits 3.
-const COUNTER: &str = "n=0; while :; do n=$((n+1)); echo \"count $n\"; \
-    if read -t 1 line; then echo \"typed:$line\"; [ \"$line\" = quit ] && exit 3; fi; done";
+// The counter runs beside a plain `read` loop: a `read -t` that times out
+// mid-line (a slow guest under load) would drop what was typed.
+const COUNTER: &str = "(n=0; while :; do n=$((n+1)); echo \"count $n\"; sleep 1; done) & c=$!; \
+    while read line; do echo \"typed:$line\"; [ \"$line\" = quit ] && { kill $c; exit 3; }; done";
 
 fn attach_cmd(d: &TestDaemon, vm: &str, name: &str, exec: bool) -> String {
     let hangar = format!(
@@ -112,10 +114,20 @@ fn sessions_outlive_their_clients_and_the_daemon_and_end_with_the_vm() {
         "after-restart",
         "Enter",
     ]);
-    common::wait_until("the sent line in the log", WAIT, || {
-        d.ok(&["session", "logs", "dev", "counter"])
-            .contains("typed:after-restart")
-    });
+    let sent = Instant::now();
+    while !d
+        .ok(&["session", "logs", "dev", "counter"])
+        .contains("typed:after-restart")
+    {
+        assert!(
+            sent.elapsed() < WAIT,
+            "the sent line never reached the log; its tail:\n{}\nsessions: {}\ndaemon log tail:\n{}",
+            common::tail(&d.ok(&["session", "logs", "dev", "counter", "--raw"]), 15),
+            d.json(&["session", "ls"]),
+            common::tail(&d.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let log = d.ok(&["session", "logs", "dev", "counter"]);
     for want in [
         "count 1\r\n",

@@ -102,6 +102,7 @@ impl ImageService {
         let manifest = serde_json::from_str::<ImageManifest>(&rec.manifest_json).ok();
         Ok(ImageInfo {
             name: rec.name.clone(),
+            names: rec.names.clone(),
             digest: rec.digest.clone(),
             source: rec.source.clone(),
             rootfs_bytes: rec.rootfs_bytes,
@@ -296,17 +297,8 @@ impl ImageService {
         tmp: &Path,
         manifest: &ImageManifest,
     ) -> Result<ImageRecord> {
-        // One image, one name (for now): the same content under a second
-        // name would silently rename the first.
-        if let Ok(existing) = self.infra.store.get_image(&manifest.digest) {
-            if existing.name != name {
-                let _ = remove_tree(tmp.to_path_buf()).await;
-                return Err(DaemonError::conflict(format!(
-                    "this image is already here as {:?} (same digest {}); use that name, or remove it first",
-                    existing.name, manifest.digest
-                )));
-            }
-        }
+        // The same content already here under other names: it gets this
+        // name too (the files are already in place; `tmp` goes below).
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.infra.config.images_dir().join(hexdigest);
         let (from, to) = (tmp.to_path_buf(), final_dir.clone());
@@ -339,6 +331,7 @@ impl ImageService {
         let rec = ImageRecord {
             digest: manifest.digest.clone(),
             name: name.to_string(),
+            names: Vec::new(),
             source: source.to_string(),
             dir: final_dir.display().to_string(),
             rootfs_bytes: manifest.rootfs_bytes,
@@ -352,7 +345,7 @@ impl ImageService {
             }
             return Err(e.into());
         }
-        Ok(rec)
+        Ok(self.infra.store.get_image(name)?)
     }
 
     /// Stores a finished image dir (a promotion's) under `name`, under the
@@ -373,15 +366,36 @@ impl ImageService {
         self.image_info(&rec)
     }
 
-    /// Removes an image unless a VM uses it (the store refuses, naming the
-    /// VMs, in the same transaction that would delete the row).
+    /// Gives the image `reference` (name or digest) the name `new_name`
+    /// as well; both name the same files.
+    pub async fn tag_image(&self, reference: &str, new_name: &str) -> Result<ImageInfo> {
+        hangar_api::name::validate_name("image", new_name).map_err(DaemonError::Invalid)?;
+        let _guard = self.lock.lock().await;
+        let rec = self
+            .infra
+            .store
+            .tag_image(reference, new_name, &hangar_host::time::now_utc())?;
+        info!(image = %reference, name = %new_name, digest = %rec.digest, "image tagged");
+        self.image_info(&rec)
+    }
+
+    /// Removes the name `name`. The image's files, boot snapshots and
+    /// caches go with its last name, and not while a VM uses it (the store
+    /// refuses, naming the VMs, in the same transaction that would delete
+    /// the row).
     pub async fn remove_image(&self, name: &str) -> Result<()> {
         let _guard = self.lock.lock().await;
-        let rec = self.infra.store.get_image(name)?;
-        self.infra.store.delete_image(&rec.digest)?;
-        self.snapshots.remove_image(&rec.digest);
-        if let Some(e) = remove_tree(PathBuf::from(&rec.dir)).await {
-            warn!(dir = %rec.dir, error = %e, "cannot remove image files");
+        match self.infra.store.remove_image_name(name)? {
+            hangar_store::NameRemoval::Name { digest, remaining } => {
+                info!(image = %name, %digest, remaining = %remaining.join(","), "image name removed; the image keeps its other names");
+            }
+            hangar_store::NameRemoval::Image(rec) => {
+                self.snapshots.remove_image(&rec.digest);
+                if let Some(e) = remove_tree(PathBuf::from(&rec.dir)).await {
+                    warn!(dir = %rec.dir, error = %e, "cannot remove image files");
+                }
+                info!(image = %name, digest = %rec.digest, "image removed");
+            }
         }
         Ok(())
     }

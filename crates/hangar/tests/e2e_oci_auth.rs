@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -116,12 +117,6 @@ fn hangar_user(d: &TestDaemon, args: &[&str]) -> Output {
 }
 
 fn pull_fails(d: &TestDaemon, reference: &str) -> String {
-    let out = hangar_user(d, &["image", "pull", reference, "--insecure"]);
-    assert!(
-        !out.status.success(),
-        "pull of {reference} succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
     let name = reference
         .rsplit('/')
         .next()
@@ -129,11 +124,30 @@ fn pull_fails(d: &TestDaemon, reference: &str) -> String {
         .split(':')
         .next()
         .unwrap();
+    pull_fails_named(d, &["image", "pull", reference, "--insecure"], name)
+}
+
+/// Runs `args` (a pull) as the user, which must fail without registering
+/// `name` or leaving anything; returns its stderr.
+fn pull_fails_named(d: &TestDaemon, args: &[&str], name: &str) -> String {
+    let reference = args[2];
+    let out = hangar_user(d, args);
+    assert!(
+        !out.status.success(),
+        "pull of {reference} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         d.hangar(&["image", "show", name]).status.code() != Some(0),
         "{name} was registered by a failed pull"
     );
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    // (An earlier successful pull's tree may still be being deleted in
+    // the background; what this pull made must not stay.)
+    common::wait_until(
+        "no staging dirs or unregistered image dirs",
+        std::time::Duration::from_secs(60),
+        || d.image_leftovers().is_empty(),
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!("pull {reference} refused: {err}");
     err
@@ -207,6 +221,27 @@ fn registries_behind_basic_auth_and_bearer_tokens_are_pulled_with_the_users_dock
             (bearer.addr.as_str(), password_login(PASSWORD)),
         ],
     );
+    // A catalog entry from the basic-auth registry.
+    let catalog = work.join("catalog.json");
+    std::fs::write(
+        &catalog,
+        format!(
+            r#"{{"images":[{{"name":"team-basic","oci":"{}/team/basic:v1","insecure":true}}]}}"#,
+            basic.addr
+        ),
+    )
+    .unwrap();
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&d.config)
+        .unwrap();
+    writeln!(
+        config,
+        "\n[images]\ncatalogs = [\"file://{}\"]",
+        catalog.display()
+    )
+    .unwrap();
+    drop(config);
     let (root_home, root_docker) = (
         common::path_str(&work.join("root-home")),
         common::path_str(&root_docker),
@@ -317,6 +352,35 @@ fn registries_behind_basic_auth_and_bearer_tokens_are_pulled_with_the_users_dock
         d.json(&["image", "show", "bearer-rt"])["run"],
         d.json(&["image", "show", "bearer"])["run"]
     );
+    // A catalog entry from a registry: `image pull NAME` sends the user's
+    // login for it; `vm create` sends none and says so.
+    user_logins(&d, &[]);
+    let err = pull_fails_named(&d, &["image", "pull", "team-basic"], "team-basic");
+    assert!(err.contains("authentication required"), "{err}");
+    let out = hangar_user(&d, &["vm", "create", "cat", "--image", "team-basic"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "create without a login succeeded");
+    assert!(
+        err.contains("`hangar image pull team-basic` sends yours"),
+        "{err}"
+    );
+    assert_eq!(d.json(&["vm", "ls"]), serde_json::json!([]));
+    user_logins(&d, &[(basic.addr.as_str(), password_login(PASSWORD))]);
+    let out = hangar_user(&d, &["image", "pull", "team-basic"]);
+    assert!(
+        out.status.success(),
+        "catalog pull with a login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = d.json(&["image", "show", "team-basic"]);
+    assert!(
+        info["source"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("oci:{basic_ref}@sha256:")),
+        "{info}"
+    );
+
     // A finished pull's tree is deleted in the background.
     common::wait_until(
         "finished staging trees are removed",

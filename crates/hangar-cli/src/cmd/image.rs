@@ -121,10 +121,21 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 credentials: None,
                 sha256: sha256.clone(),
             };
-            if hangar_api::image::is_oci_reference(name) {
+            // The registry to log in to: the reference's, or that of a
+            // catalog entry that comes from a registry (`oci:REF`).
+            let reference = if hangar_api::image::is_oci_reference(name) {
+                Some(name.clone())
+            } else {
+                let entries: Vec<CatalogEntry> = client.get("/v1/images/catalog").await?;
+                entries
+                    .into_iter()
+                    .find(|e| e.name == *name)
+                    .and_then(|e| e.source.strip_prefix("oci:").map(str::to_string))
+            };
+            if let Some(reference) = reference {
                 // Read here, as the user; the daemon never reads a
                 // user's (or root's) docker config.
-                let registry = crate::registry_auth::registry_of(name);
+                let registry = crate::registry_auth::registry_of(&reference);
                 req.credentials =
                     crate::registry_auth::credentials_for(registry).map_err(ApiError::invalid)?;
             }

@@ -64,9 +64,15 @@ impl ImageService {
         if hangar_api::image::is_oci_reference(&req.name) {
             return self.begin_oci_pull(req);
         }
+        // A catalog entry from a registry takes the user's login (the CLI
+        // sends it for such entries); nothing else of a reference's.
+        let from_registry = matches!(
+            self.catalog_entry(&req.name).map(|e| e.source),
+            Some(hangar_image::catalog::Source::Oci { .. })
+        );
         if req.as_name.is_some()
             || req.insecure
-            || req.credentials.is_some()
+            || (req.credentials.is_some() && !from_registry)
             || req.sha256.is_some()
         {
             return Err(DaemonError::invalid(format!(
@@ -74,6 +80,7 @@ impl ImageService {
                 req.name
             )));
         }
+        let credentials = req.credentials.as_ref().map(oci::credentials).transpose()?;
         let name = req.name.as_str();
         self.resolve_image(name)?;
         let this = self.clone();
@@ -84,7 +91,9 @@ impl ImageService {
             name,
             move |op| async move {
                 let cancel = op.cancel_token().clone();
-                let rec = this.pull_image(&target, Some(&op), &cancel).await?;
+                let rec = this
+                    .pull_image_as(&target, credentials, Some(&op), &cancel)
+                    .await?;
                 Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
             },
         ))
@@ -217,6 +226,19 @@ impl ImageService {
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<ImageRecord> {
+        self.pull_image_as(name, None, op, cancel).await
+    }
+
+    /// [`Self::pull_image`] with the user's registry login, for a catalog
+    /// entry that comes from a registry (`image pull NAME`; `vm create`
+    /// pulls without one).
+    async fn pull_image_as(
+        &self,
+        name: &str,
+        credentials: Option<hangar_image::sources::oci::Credentials>,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<ImageRecord> {
         if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
@@ -232,11 +254,28 @@ impl ImageService {
             } => {
                 let pull = hangar_image::sources::oci::RegistryPull {
                     reference: reference.clone(),
-                    credentials: None,
+                    credentials,
                     insecure: *insecure,
                     max_bytes: self.infra.config.images.max_bytes().2,
                 };
-                self.pull_oci_now(name, &pull, op, cancel).await?;
+                let logged_in = pull.credentials.is_some();
+                self.pull_oci_now(name, &pull, op, cancel)
+                    .await
+                    .map_err(|e| match e {
+                        // `vm create` sends no login: say where one goes.
+                        DaemonError::ImageRejected { context, source }
+                            if !logged_in
+                                && matches!(*source, hangar_image::ImageError::RegistryAuth { .. }) =>
+                        {
+                            DaemonError::ImageRejected {
+                                context: format!(
+                                    "{context} (catalog image {name}: `vm create` pulls without a login; after `docker login`, `hangar image pull {name}` sends yours)"
+                                ),
+                                source,
+                            }
+                        }
+                        e => e,
+                    })?;
                 return Ok(self.infra.store.get_image(name)?);
             }
             hangar_image::catalog::Source::Bundle { url, sha256 } => {

@@ -212,7 +212,7 @@ fn default_name(reference: &str) -> Result<String> {
     Ok(repo.to_string())
 }
 
-fn credentials(c: &hangar_api::image::RegistryCredentials) -> Result<Credentials> {
+pub(super) fn credentials(c: &hangar_api::image::RegistryCredentials) -> Result<Credentials> {
     match (&c.username, &c.password, &c.token, &c.identity_token) {
         (_, _, None, Some(t)) => Ok(Credentials::IdentityToken(t.clone())),
         (_, _, Some(t), None) => Ok(Credentials::Bearer(t.clone())),

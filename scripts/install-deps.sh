@@ -20,6 +20,7 @@ packages=(
   ca-certificates curl python3 gcc pkg-config
   musl-tools           # the static guest agent (ring's C code builds with musl-gcc)
   docker-registry skopeo umoci buildah  # OCI image tests: a local registry, image builds and copies
+  apache2-utils openssl  # registry auth tests: bcrypt htpasswd; the test token server's key, cert and JWT signatures
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,13 @@ use utoipa::{IntoParams, ToSchema};
 /// An image present in the local store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageInfo {
+    /// The name it was asked for by; shown by digest or listed, its first
+    /// name. Empty for a dangling image (its name now names newer content).
     pub name: String,
+    /// Every name of the image, sorted: an image stays until its last name
+    /// is removed.
+    #[serde(default)]
+    pub names: Vec<String>,
     /// `sha256:<hex>` over the manifest.
     pub digest: String,
     /// Where it came from, e.g. `bootstrap:debian-12` or `register`.
@@ -43,6 +49,14 @@ pub struct ImageLineage {
     pub vm: String,
     /// RFC 3339.
     pub promoted_at: String,
+}
+
+/// `POST /v1/images/{name}/tag`: one more name for an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagImageRequest {
+    /// The new name: 1-63 lowercase letters, digits or `-`.
+    pub name: String,
 }
 
 /// `POST /v1/images/promote`: a VM's disk becomes a new image.
@@ -135,9 +149,14 @@ pub struct RegistryCredentials {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    /// A registry token (docker's `identitytoken`/`registrytoken`).
+    /// A registry token, sent as is (docker's `registrytoken`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// An OAuth2 refresh token (docker's `identitytoken`, or a credential
+    /// helper's `<token>` answer): exchanged at the registry's token server
+    /// for an access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_token: Option<String>,
 }
 
 impl std::fmt::Debug for RegistryCredentials {
@@ -146,6 +165,10 @@ impl std::fmt::Debug for RegistryCredentials {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field(
+                "identity_token",
+                &self.identity_token.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }

@@ -14,7 +14,7 @@ pub mod vm;
 pub use error::{ApiError, ErrorKind};
 pub use image::{
     BundleQuery, ImageFiles, ImageInfo, ImportImageQuery, PromoteImageRequest, PullImageRequest,
-    RegisterImageRequest, UploadImageQuery, UPLOAD_DIGEST_LEN,
+    RegisterImageRequest, TagImageRequest, UploadImageQuery, UPLOAD_DIGEST_LEN,
 };
 pub use info::DaemonInfo;
 pub use op::{OpKind, OpState, Operation, Progress};

@@ -514,9 +514,19 @@ pub enum ImageCommand {
         /// Image name or digest.
         name: String,
     },
-    /// Remove an image (refused while a VM uses it).
+    /// Give an image another name: both name the same image, which stays
+    /// until its last name is removed.
+    Tag {
+        /// The image: name or digest.
+        image: String,
+        /// The new name.
+        name: String,
+    },
+    /// Remove an image name; the image goes with its last name (refused
+    /// while a VM uses it).
     Rm {
-        /// Image name or digest.
+        /// Image name, or digest (refused while the image has several
+        /// names).
         name: String,
     },
 }

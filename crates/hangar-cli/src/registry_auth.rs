@@ -107,18 +107,25 @@ fn lookup(
 }
 
 fn from_entry(e: &AuthEntry) -> Result<Option<RegistryCredentials>, String> {
-    if let Some(t) = e.identitytoken.as_ref().or(e.registrytoken.as_ref()) {
+    // `identitytoken` is an OAuth2 refresh token (the daemon exchanges
+    // it); `registrytoken` is a bearer token sent as is.
+    if let Some(t) = &e.identitytoken {
         return Ok(Some(RegistryCredentials {
-            username: None,
-            password: None,
+            identity_token: Some(t.clone()),
+            ..no_credentials()
+        }));
+    }
+    if let Some(t) = &e.registrytoken {
+        return Ok(Some(RegistryCredentials {
             token: Some(t.clone()),
+            ..no_credentials()
         }));
     }
     if let (Some(u), Some(p)) = (&e.username, &e.password) {
         return Ok(Some(RegistryCredentials {
             username: Some(u.clone()),
             password: Some(p.clone()),
-            token: None,
+            ..no_credentials()
         }));
     }
     let Some(auth) = &e.auth else {
@@ -135,8 +142,17 @@ fn from_entry(e: &AuthEntry) -> Result<Option<RegistryCredentials>, String> {
     Ok(Some(RegistryCredentials {
         username: Some(u.to_string()),
         password: Some(p.to_string()),
-        token: None,
+        ..no_credentials()
     }))
+}
+
+fn no_credentials() -> RegistryCredentials {
+    RegistryCredentials {
+        username: None,
+        password: None,
+        token: None,
+        identity_token: None,
+    }
 }
 
 /// `docker-credential-NAME get`, with the registry on stdin.
@@ -170,17 +186,18 @@ fn run_helper(name: &str, registry: &str) -> Result<Option<RegistryCredentials>,
     let a: HelperAnswer = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!("credential helper {program} answered something else than JSON credentials: {e}")
     })?;
+    // Like docker: a helper's `<token>` user means the secret is an
+    // identity (refresh) token.
     Ok(Some(if a.username == "<token>" {
         RegistryCredentials {
-            username: None,
-            password: None,
-            token: Some(a.secret),
+            identity_token: Some(a.secret),
+            ..no_credentials()
         }
     } else {
         RegistryCredentials {
             username: Some(a.username),
             password: Some(a.secret),
-            token: None,
+            ..no_credentials()
         }
     }))
 }
@@ -212,7 +229,12 @@ mod tests {
     fn tokens_and_https_keys_and_helpers_are_found() {
         let c = cfg(r#"{"auths":{"https://reg.example":{"identitytoken":"tok"}}}"#);
         let got = lookup(&c, "reg.example", &no_helper).unwrap().unwrap();
-        assert_eq!(got.token.as_deref(), Some("tok"));
+        assert_eq!(got.identity_token.as_deref(), Some("tok"));
+        assert_eq!(got.token, None, "a refresh token is not a registry token");
+        let c = cfg(r#"{"auths":{"reg.example":{"registrytoken":"bearer"}}}"#);
+        let got = lookup(&c, "reg.example", &no_helper).unwrap().unwrap();
+        assert_eq!(got.token.as_deref(), Some("bearer"));
+        assert_eq!(got.identity_token, None);
 
         let c = cfg(r#"{"credHelpers":{"reg.example":"pass"},"auths":{}}"#);
         let helper = |name: &str, reg: &str| {
@@ -220,7 +242,7 @@ mod tests {
             Ok(Some(RegistryCredentials {
                 username: Some("u".into()),
                 password: Some("p".into()),
-                token: None,
+                ..no_credentials()
             }))
         };
         assert!(lookup(&c, "reg.example", &helper).unwrap().is_some());

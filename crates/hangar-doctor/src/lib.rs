@@ -26,7 +26,7 @@ use hangar_config::Config;
 use checks::{disk, host, image, kernel, net, tools, vmm};
 
 pub use checks::daemon::check_daemon;
-pub use checks::image::check_default_image;
+pub use checks::image::{check_default_image, CatalogFacts};
 pub use facts::{BinaryFacts, CgroupFacts, DiskFacts, HostProbe, KernelFacts};
 pub use report::{Check, Level};
 

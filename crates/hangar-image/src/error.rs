@@ -56,6 +56,9 @@ pub enum ImageError {
     /// A registry refused or failed a request.
     #[error("Registry {registry}: {reason}")]
     Registry { registry: String, reason: String },
+    /// A registry wants credentials, or refused the ones sent.
+    #[error("Registry {registry}: {reason}")]
+    RegistryAuth { registry: String, reason: String },
     /// The finished tree cannot run as the image config asks.
     #[error("The image cannot run as its config says: {0}")]
     Unrunnable(String),

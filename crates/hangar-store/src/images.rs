@@ -1,7 +1,12 @@
-//! Image rows: content-addressed by digest, with at most one name per
-//! digest and one digest per name.
+//! Image rows: content-addressed by digest. An image has any number of
+//! names (`image_names`, one digest per name); it is removed when its
+//! last name goes, unless a VM still uses it. An image whose name was
+//! re-pointed at newer content and that has no other name is "dangling":
+//! it stays, addressable by digest, while VMs use it.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use crate::error::{Result, StoreError};
@@ -16,9 +21,14 @@ const MIN_PREFIX: usize = 12;
 pub struct ImageRecord {
     /// `sha256:<hex>` over the manifest.
     pub digest: String,
-    /// Empty once a newer digest took the name over ("dangling"); such an
-    /// image stays addressable by digest while VMs still use it.
+    /// The name the image was found by; found by digest or listed, its
+    /// first name. Empty when it has none ("dangling"); such an image
+    /// stays addressable by digest while VMs still use it. On
+    /// [`Store::upsert_image`], the name to point at the image.
     pub name: String,
+    /// Every name of the image, sorted (read from the store; ignored by
+    /// [`Store::upsert_image`]).
+    pub names: Vec<String>,
     pub source: String,
     /// Directory holding kernel, initrd, rootfs and manifest.
     pub dir: String,
@@ -27,17 +37,31 @@ pub struct ImageRecord {
     pub manifest_json: String,
 }
 
-const IMAGE_COLUMNS: &str = "digest, name, source, dir, rootfs_bytes, created_at, manifest_json";
+/// What [`Store::remove_image_name`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameRemoval {
+    /// Only the name went; the image keeps its other names.
+    Name {
+        digest: String,
+        remaining: Vec<String>,
+    },
+    /// It was the image's last name (or the image was named by digest):
+    /// the image's row went; its files are the caller's to remove.
+    Image(ImageRecord),
+}
+
+const IMAGE_COLUMNS: &str = "digest, source, dir, rootfs_bytes, created_at, manifest_json";
 
 fn image_from_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     Ok(ImageRecord {
         digest: row.get(0)?,
-        name: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
-        source: row.get(2)?,
-        dir: row.get(3)?,
-        rootfs_bytes: row.get(4)?,
-        created_at: row.get(5)?,
-        manifest_json: row.get(6)?,
+        name: String::new(),
+        names: Vec::new(),
+        source: row.get(1)?,
+        dir: row.get(2)?,
+        rootfs_bytes: row.get(3)?,
+        created_at: row.get(4)?,
+        manifest_json: row.get(5)?,
     })
 }
 
@@ -49,38 +73,106 @@ fn digest_prefix(reference: &str) -> Option<String> {
         .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
+fn names_of(conn: &Connection, digest: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM image_names WHERE digest = ?1 ORDER BY name")?;
+    let rows = stmt.query_map([digest], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
+fn digest_named(conn: &Connection, name: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT digest FROM image_names WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+/// The image with exactly this digest, with its names.
+fn by_digest(conn: &Connection, digest: &str) -> Result<Option<ImageRecord>> {
+    let Some(mut rec) = conn
+        .prepare_cached(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE digest = ?1"
+        ))?
+        .query_row([digest], image_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    rec.names = names_of(conn, digest)?;
+    rec.name = rec.names.first().cloned().unwrap_or_default();
+    Ok(Some(rec))
+}
+
+/// An image by name, full digest, or unique digest prefix; `.name` is the
+/// name it was found by (or its first name).
+fn find(conn: &Connection, reference: &str) -> Result<ImageRecord> {
+    if let Some(digest) = digest_named(conn, reference)? {
+        if let Some(mut rec) = by_digest(conn, &digest)? {
+            rec.name = reference.to_string();
+            return Ok(rec);
+        }
+    }
+    let Some(prefix) = digest_prefix(reference) else {
+        return Err(StoreError::not_found(format!(
+            "no image named {reference:?}"
+        )));
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT digest FROM images WHERE substr(digest, 1, ?1) = ?2 LIMIT 2")?;
+    let found = stmt
+        .query_map(params![prefix.len(), prefix], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    match found.as_slice() {
+        [] => Err(StoreError::not_found(format!(
+            "no image named or with digest {reference:?}"
+        ))),
+        [digest] => by_digest(conn, digest)?.ok_or_else(|| {
+            StoreError::not_found(format!("no image named or with digest {reference:?}"))
+        }),
+        _ => Err(StoreError::conflict(format!(
+            "digest prefix {reference:?} matches more than one image: give more characters"
+        ))),
+    }
+}
+
 impl Store {
-    /// Stores the image and points `rec.name` at `rec.digest`. If the name
-    /// pointed at another digest, that image loses its name (it stays, for
-    /// the VMs that use it) and its digest is returned so the caller can
-    /// remove it when unused. Re-storing a digest updates its row.
+    /// Stores the image and points `rec.name` at `rec.digest` (keeping the
+    /// image's other names). If the name pointed at another digest that is
+    /// left without any name, that image stays (for the VMs that use it)
+    /// and its digest is returned so the caller can remove it when unused.
+    /// Re-storing a digest updates its row.
     pub fn upsert_image(&self, rec: &ImageRecord) -> Result<Option<String>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let name = (!rec.name.is_empty()).then_some(rec.name.as_str());
-        let displaced: Option<String> = tx
-            .prepare_cached("SELECT digest FROM images WHERE name = ?1 AND digest != ?2")?
-            .query_row(params![name, rec.digest], |r| r.get(0))
-            .optional()?;
-        if let Some(old) = &displaced {
-            tx.prepare_cached("UPDATE images SET name = NULL WHERE digest = ?1")?
-                .execute([old])?;
-        }
         tx.prepare_cached(&format!(
-            "INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-             ON CONFLICT(digest) DO UPDATE SET name = excluded.name, source = excluded.source, \
+            "INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT(digest) DO UPDATE SET source = excluded.source, \
              dir = excluded.dir, rootfs_bytes = excluded.rootfs_bytes, \
              created_at = excluded.created_at, manifest_json = excluded.manifest_json"
         ))?
         .execute(params![
             rec.digest,
-            name,
             rec.source,
             rec.dir,
             rec.rootfs_bytes,
             rec.created_at,
             rec.manifest_json
         ])?;
+        let mut displaced = None;
+        if !rec.name.is_empty() {
+            let old = digest_named(&tx, &rec.name)?.filter(|d| *d != rec.digest);
+            tx.prepare_cached(
+                "INSERT INTO image_names (name, digest, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(name) DO UPDATE SET digest = excluded.digest, \
+                 created_at = excluded.created_at",
+            )?
+            .execute(params![rec.name, rec.digest, rec.created_at])?;
+            if let Some(old) = old {
+                if names_of(&tx, &old)?.is_empty() {
+                    displaced = Some(old);
+                }
+            }
+        }
         tx.commit()?;
         if let Some(old) = &displaced {
             tracing::info!(image = %rec.name, new = %rec.digest, old = %old, "image name re-pointed");
@@ -88,54 +180,115 @@ impl Store {
         Ok(displaced)
     }
 
+    /// Gives the image `reference` (a name or digest) one more name,
+    /// `new_name`. A name that already names this image is fine (nothing
+    /// changes); one that names another image is refused.
+    pub fn tag_image(&self, reference: &str, new_name: &str, now: &str) -> Result<ImageRecord> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rec = find(&tx, reference)?;
+        match digest_named(&tx, new_name)? {
+            Some(d) if d == rec.digest => {}
+            Some(d) => {
+                return Err(StoreError::conflict(format!(
+                    "an image named {new_name:?} already exists (digest {d}); remove that name first with `hangar image rm {new_name}`"
+                )))
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO image_names (name, digest, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![new_name, rec.digest, now])?;
+            }
+        }
+        let mut tagged = by_digest(&tx, &rec.digest)?
+            .ok_or_else(|| StoreError::not_found(format!("no image {reference:?}")))?;
+        tx.commit()?;
+        tagged.name = new_name.to_string();
+        Ok(tagged)
+    }
+
     /// Finds an image by name, full digest, or a unique digest prefix of at
     /// least 12 hex characters (with or without `sha256:`).
     pub fn get_image(&self, reference: &str) -> Result<ImageRecord> {
-        let conn = self.conn();
-        let by_name = conn
-            .prepare_cached(&format!(
-                "SELECT {IMAGE_COLUMNS} FROM images WHERE name = ?1"
-            ))?
-            .query_row([reference], image_from_row)
-            .optional()?;
-        if let Some(img) = by_name {
-            return Ok(img);
-        }
-        let Some(prefix) = digest_prefix(reference) else {
-            return Err(StoreError::not_found(format!(
-                "no image named {reference:?}"
-            )));
-        };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {IMAGE_COLUMNS} FROM images WHERE substr(digest, 1, ?1) = ?2 LIMIT 2"
-        ))?;
-        let mut found = stmt
-            .query_map(params![prefix.len(), prefix], image_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        match found.len() {
-            0 => Err(StoreError::not_found(format!(
-                "no image named or with digest {reference:?}"
-            ))),
-            1 => Ok(found.remove(0)),
-            _ => Err(StoreError::conflict(format!(
-                "digest prefix {reference:?} matches more than one image: give more characters"
-            ))),
-        }
+        find(&self.conn(), reference)
     }
 
-    /// All images: named ones by name, then dangling ones by age.
+    /// All images, each once with all its names: named ones by first name,
+    /// then dangling ones by age.
     pub fn list_images(&self) -> Result<Vec<ImageRecord>> {
         let conn = self.conn();
+        let mut names: HashMap<String, Vec<String>> = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare_cached("SELECT digest, name FROM image_names ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (digest, name) = row?;
+                names.entry(digest).or_default().push(name);
+            }
+        }
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY name IS NULL, name, created_at"
+            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY created_at, digest"
         ))?;
-        let rows = stmt.query_map([], image_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut recs = stmt
+            .query_map([], image_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for rec in &mut recs {
+            rec.names = names.remove(&rec.digest).unwrap_or_default();
+            rec.name = rec.names.first().cloned().unwrap_or_default();
+        }
+        // Stable: dangling ones keep their age order.
+        recs.sort_by(|a, b| (a.name.is_empty(), &a.name).cmp(&(b.name.is_empty(), &b.name)));
+        Ok(recs)
     }
 
-    /// Deletes the image row. Refused while a VM uses the image: checking
-    /// and deleting in one transaction means a VM created meanwhile cannot
-    /// lose its base.
+    /// Removes the name `reference`. While the image has other names, only
+    /// the name goes. Its last name (or the image named by its digest)
+    /// takes the image's row with it, refused while a VM uses the image
+    /// (naming the VMs); a digest is refused while the image has more
+    /// than one name, so no name goes unnoticed. Checking and deleting in
+    /// one transaction means a VM created meanwhile cannot lose its base.
+    pub fn remove_image_name(&self, reference: &str) -> Result<NameRemoval> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rec = find(&tx, reference)?;
+        let by_name = rec.names.iter().any(|n| n == reference);
+        if by_name && rec.names.len() > 1 {
+            tx.prepare_cached("DELETE FROM image_names WHERE name = ?1")?
+                .execute([reference])?;
+            let remaining = names_of(&tx, &rec.digest)?;
+            tx.commit()?;
+            return Ok(NameRemoval::Name {
+                digest: rec.digest,
+                remaining,
+            });
+        }
+        if !by_name && rec.names.len() > 1 {
+            return Err(StoreError::conflict(format!(
+                "image {} has {} names ({}); remove them by name (`hangar image rm NAME`), the image goes with its last one",
+                rec.digest,
+                rec.names.len(),
+                rec.names.join(", ")
+            )));
+        }
+        let users = vm_names_using(&tx, &rec.digest)?;
+        if !users.is_empty() {
+            return Err(StoreError::conflict(format!(
+                "image {reference} ({}) is used by VM(s) {}; remove them first (`hangar vm rm NAME`)",
+                rec.digest,
+                users.join(", ")
+            )));
+        }
+        tx.prepare_cached("DELETE FROM images WHERE digest = ?1")?
+            .execute([&rec.digest])?;
+        tx.commit()?;
+        Ok(NameRemoval::Image(rec))
+    }
+
+    /// Deletes the image row and all its names. Refused while a VM uses
+    /// the image: checking and deleting in one transaction means a VM
+    /// created meanwhile cannot lose its base.
     pub fn delete_image(&self, digest: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -164,7 +317,7 @@ impl Store {
     }
 }
 
-fn vm_names_using(conn: &rusqlite::Connection, digest: &str) -> Result<Vec<String>> {
+fn vm_names_using(conn: &Connection, digest: &str) -> Result<Vec<String>> {
     let mut stmt =
         conn.prepare_cached("SELECT name FROM vms WHERE image_digest = ?1 ORDER BY name")?;
     let rows = stmt.query_map([digest], |r| r.get(0))?;
@@ -186,6 +339,11 @@ mod tests {
         ImageRecord {
             digest: digest.into(),
             name: name.into(),
+            names: if name.is_empty() {
+                vec![]
+            } else {
+                vec![name.into()]
+            },
             source: "register".into(),
             dir: format!("/var/lib/hangar/images/{digest}"),
             rootfs_bytes: 1 << 30,
@@ -364,6 +522,129 @@ mod tests {
         add_vm_on(&store, "other", D2);
 
         assert_eq!(store.vms_using_image(D1).unwrap(), ["db", "web"]);
+    }
+
+    fn names(store: &Store, reference: &str) -> Vec<String> {
+        store.get_image(reference).unwrap().names
+    }
+
+    #[test]
+    fn a_tag_gives_the_same_image_a_second_name() {
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("golden", D1)).unwrap();
+
+        let tagged = store.tag_image("golden", "golden-v3", "now").unwrap();
+
+        assert_eq!(tagged.name, "golden-v3");
+        assert_eq!(tagged.names, ["golden", "golden-v3"]);
+        assert_eq!(store.get_image("golden-v3").unwrap().digest, D1);
+        assert_eq!(store.get_image("golden").unwrap().name, "golden");
+        let listed = store.list_images().unwrap();
+        assert_eq!(listed.len(), 1, "one image, two names");
+        assert_eq!(listed[0].names, ["golden", "golden-v3"]);
+        // By digest works too, and naming it again changes nothing.
+        store.tag_image(&D1[..20], "g", "now").unwrap();
+        store.tag_image("golden", "g", "now").unwrap();
+        assert_eq!(names(&store, D1), ["g", "golden", "golden-v3"]);
+    }
+
+    #[test]
+    fn a_tag_never_takes_a_name_from_another_image() {
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("a", D1)).unwrap();
+        store.upsert_image(&image("b", D2)).unwrap();
+
+        let err = store.tag_image("a", "b", "now").unwrap_err();
+
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        assert!(err.to_string().contains("hangar image rm b"), "{err}");
+        assert_eq!(store.get_image("b").unwrap().digest, D2);
+        let err = store.tag_image("nope", "c", "now").unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        assert!(store.get_image("c").is_err());
+    }
+
+    #[test]
+    fn removing_one_of_several_names_keeps_the_image() {
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("a", D1)).unwrap();
+        store.tag_image("a", "b", "now").unwrap();
+        // A VM on the image does not stop a name that is not the last.
+        add_vm_on(&store, "web", D1);
+
+        let removed = store.remove_image_name("a").unwrap();
+
+        assert_eq!(
+            removed,
+            NameRemoval::Name {
+                digest: D1.into(),
+                remaining: vec!["b".into()]
+            }
+        );
+        assert!(store.get_image("a").is_err());
+        assert_eq!(names(&store, "b"), ["b"]);
+    }
+
+    #[test]
+    fn the_last_name_takes_the_image_unless_a_vm_uses_it() {
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("a", D1)).unwrap();
+        store.tag_image("a", "b", "now").unwrap();
+        store.remove_image_name("a").unwrap();
+        add_vm_on(&store, "web", D1);
+        add_vm_on(&store, "db", D1);
+
+        let err = store.remove_image_name("b").unwrap_err();
+
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        assert!(err.to_string().contains("db, web"), "{err}");
+        assert_eq!(names(&store, D1), ["b"], "the name stays");
+
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("a", D1)).unwrap();
+        match store.remove_image_name("a").unwrap() {
+            NameRemoval::Image(rec) => assert_eq!(rec.digest, D1),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.list_images().unwrap().is_empty());
+        let count: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM image_names", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 0);
+    }
+
+    #[test]
+    fn a_digest_removes_an_image_only_when_it_has_at_most_one_name() {
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("a", D1)).unwrap();
+        store.tag_image("a", "b", "now").unwrap();
+
+        let err = store.remove_image_name(D1).unwrap_err();
+
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        assert!(err.to_string().contains("a, b"), "{err}");
+        assert_eq!(names(&store, D1), ["a", "b"]);
+
+        store.remove_image_name("a").unwrap();
+        assert!(matches!(
+            store.remove_image_name(&D1[..20]).unwrap(),
+            NameRemoval::Image(_)
+        ));
+        assert!(store.list_images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn re_pointing_a_name_displaces_only_an_image_left_without_names() {
+        let store = Store::open_in_memory().unwrap();
+        store.upsert_image(&image("a", D1)).unwrap();
+        store.tag_image("a", "keep", "now").unwrap();
+
+        let displaced = store.upsert_image(&image("a", D2)).unwrap();
+
+        assert_eq!(displaced, None, "D1 still has `keep`");
+        assert_eq!(names(&store, D1), ["keep"]);
+        assert_eq!(store.get_image("a").unwrap().digest, D2);
     }
 
     #[test]

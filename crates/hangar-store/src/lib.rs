@@ -19,7 +19,7 @@ mod store;
 mod vms;
 
 pub use error::{Result, StoreError};
-pub use images::ImageRecord;
+pub use images::{ImageRecord, NameRemoval};
 pub use leases::{lowest_free_ip, mac_for_ip};
 pub use schema::migrations;
 pub use sessions::SessionRecord;

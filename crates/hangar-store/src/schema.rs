@@ -75,6 +75,38 @@ CREATE TABLE sessions (
 ) STRICT;
 "#,
     ),
+    // 3: several names per image. Names move to their own table (one row
+    // per name, pointing at a digest); an image whose last name goes is
+    // removed with it. Existing names and dangling images are kept. The
+    // names are set aside before the old table is dropped, and the new
+    // table's foreign key is made after the rename, so no cascade runs.
+    M::up(
+        r#"
+CREATE TABLE images_v3 (
+    digest        TEXT PRIMARY KEY NOT NULL,
+    source        TEXT NOT NULL,
+    dir           TEXT NOT NULL,
+    rootfs_bytes  INTEGER NOT NULL,
+    created_at    TEXT NOT NULL,
+    manifest_json TEXT NOT NULL
+) STRICT;
+INSERT INTO images_v3 (digest, source, dir, rootfs_bytes, created_at, manifest_json)
+    SELECT digest, source, dir, rootfs_bytes, created_at, manifest_json FROM images;
+CREATE TABLE image_names_v2 AS
+    SELECT name, digest, created_at FROM images WHERE name IS NOT NULL;
+DROP TABLE images;
+ALTER TABLE images_v3 RENAME TO images;
+CREATE TABLE image_names (
+    name       TEXT PRIMARY KEY NOT NULL,
+    digest     TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
+    created_at TEXT NOT NULL
+) STRICT;
+INSERT INTO image_names (name, digest, created_at)
+    SELECT name, digest, created_at FROM image_names_v2;
+DROP TABLE image_names_v2;
+CREATE INDEX image_names_by_digest ON image_names(digest, name);
+"#,
+    ),
 ];
 
 /// All migrations, oldest first.
@@ -89,5 +121,59 @@ mod tests {
     #[test]
     fn migrations_validate() {
         assert!(migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn migration_3_keeps_every_image_and_its_name() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        migrations().to_version(&mut conn, 2).unwrap();
+        conn.execute_batch(
+            r#"
+INSERT INTO images VALUES ('sha256:aa', 'debian-12', 'bootstrap:debian-12', '/i/aa', 10, '2024-01-01T00:00:00.000Z', '{}');
+INSERT INTO images VALUES ('sha256:bb', NULL, 'register', '/i/bb', 20, '2024-01-02T00:00:00.000Z', '{"x":1}');
+INSERT INTO images VALUES ('sha256:cc', 'tool', 'oci:r/t:v1@sha256:1', '/i/cc', 30, '2024-01-03T00:00:00.000Z', '{}');
+"#,
+        )
+        .unwrap();
+
+        migrations().to_latest(&mut conn).unwrap();
+
+        let images: Vec<(String, String, i64, String)> = conn
+            .prepare("SELECT digest, dir, rootfs_bytes, manifest_json FROM images ORDER BY digest")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            images,
+            [
+                ("sha256:aa".into(), "/i/aa".into(), 10, "{}".into()),
+                ("sha256:bb".into(), "/i/bb".into(), 20, r#"{"x":1}"#.into()),
+                ("sha256:cc".into(), "/i/cc".into(), 30, "{}".into()),
+            ]
+        );
+        let names: Vec<(String, String)> = conn
+            .prepare("SELECT name, digest FROM image_names ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            [
+                ("debian-12".into(), "sha256:aa".into()),
+                ("tool".into(), "sha256:cc".into())
+            ]
+        );
+        // The new foreign key holds: a name needs its image.
+        assert!(conn
+            .execute(
+                "INSERT INTO image_names VALUES ('ghost', 'sha256:zz', 'now')",
+                []
+            )
+            .is_err());
     }
 }

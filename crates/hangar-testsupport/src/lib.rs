@@ -9,6 +9,7 @@
 
 pub mod registry;
 pub mod sshd;
+pub mod token_server;
 
 use std::path::PathBuf;
 

@@ -1,11 +1,27 @@
 //! A real OCI distribution registry for tests: Debian's `docker-registry`
 //! (the CNCF distribution server) on 127.0.0.1, storing in the test's own
-//! directory, killed by PID when dropped.
+//! directory, killed by PID when dropped. Open, or behind HTTP basic auth
+//! (an htpasswd file made with `htpasswd -B`: the registry takes bcrypt
+//! only), or behind bearer tokens from a [`TokenServer`]. Version 2.8 does
+//! not insist on TLS for either, so the registry speaks plain HTTP on
+//! loopback (what `hangar image pull --insecure` allows).
 
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::token_server::{TokenServer, ISSUER, SERVICE};
+
+/// Who may use the registry.
+pub enum Auth<'a> {
+    /// Anyone.
+    Open,
+    /// HTTP basic auth for these `(user, password)` pairs.
+    Htpasswd(&'a [(&'a str, &'a str)]),
+    /// Bearer tokens from this token server.
+    Token(&'a TokenServer),
+}
 
 /// A running registry; `addr` is `127.0.0.1:PORT`.
 pub struct LocalRegistry {
@@ -18,6 +34,14 @@ impl LocalRegistry {
     /// package, when `docker-registry` is not installed.
     #[track_caller]
     pub fn start(dir: &Path) -> LocalRegistry {
+        Self::start_with(dir, Auth::Open)
+    }
+
+    /// Starts one storing under `dir` (created) with `auth`. Panics,
+    /// naming the package, when `docker-registry` (or for htpasswd,
+    /// `htpasswd`) is not installed.
+    #[track_caller]
+    pub fn start_with(dir: &Path, auth: Auth<'_>) -> LocalRegistry {
         std::fs::create_dir_all(dir.join("storage")).expect("registry dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -25,10 +49,37 @@ impl LocalRegistry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.join("config.yml");
+        let auth = match auth {
+            Auth::Open => String::new(),
+            Auth::Htpasswd(users) => {
+                let file = dir.join("htpasswd");
+                let mut text = String::new();
+                for (user, password) in users {
+                    let out = Command::new("htpasswd")
+                        .args(["-nbB", user, password])
+                        .stdin(Stdio::null())
+                        .output()
+                        .expect("htpasswd (apt-get install apache2-utils)");
+                    assert!(out.status.success(), "htpasswd -nbB {user}");
+                    text.push_str(String::from_utf8_lossy(&out.stdout).trim());
+                    text.push('\n');
+                }
+                std::fs::write(&file, text).expect("htpasswd file");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: hangar-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            Auth::Token(server) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                server.realm,
+                server.cert.display()
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.join("storage").display()
             ),
         )

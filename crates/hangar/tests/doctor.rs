@@ -311,3 +311,70 @@ fn default_image_in_neither_store_nor_catalog_is_flagged() {
     );
     assert_eq!(up.status.code(), Some(1));
 }
+
+#[test]
+#[ignore = "needs root: probes the host as the daemon does (network namespace, mounts)"]
+fn a_default_image_from_a_configured_catalog_is_fine_and_an_unreadable_catalog_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("team.json");
+    std::fs::write(
+        &catalog,
+        r#"{"images":[{"name":"team-golden","description":"the team's image","oci":"127.0.0.1:5000/team/golden:v3","insecure":true}]}"#,
+    )
+    .unwrap();
+    let missing = dir.path().join("gone.json");
+    let with_catalogs = |tag: &str, catalogs: &[&Path]| {
+        let list: Vec<String> = catalogs
+            .iter()
+            .map(|p| format!("\"file://{}\"", p.display()))
+            .collect();
+        let d = TestDaemon::with(
+            tag,
+            Options {
+                start: false,
+                extra_config: format!("[images]\ncatalogs = [{}]\n", list.join(", ")),
+                ..Options::default()
+            },
+        );
+        let text = std::fs::read_to_string(&d.config).unwrap();
+        std::fs::write(
+            &d.config,
+            text.replace("[defaults]\n", "[defaults]\nimage = \"team-golden\"\n"),
+        )
+        .unwrap();
+        d
+    };
+
+    // Daemon down: the CLI merges the configured catalog itself.
+    let mut d = with_catalogs("doc-cat", &[&catalog]);
+    let down = doctor(&d.config, None, true);
+    let image = find(&checks(&down), "default-image").clone();
+    assert_eq!(image["level"], "ok", "{image}");
+    let result = image["result"].as_str().unwrap();
+    assert!(result.contains("configured ([images] catalogs)"), "{image}");
+    assert!(result.contains("daemon not reachable"), "{image}");
+
+    // Daemon up: its merged catalog says the same.
+    d.spawn();
+    let up = doctor(&d.config, None, true);
+    let image = find(&checks(&up), "default-image").clone();
+    assert_eq!(image["level"], "ok", "{image}");
+    assert!(
+        image["result"].as_str().unwrap().contains("not local yet"),
+        "{image}"
+    );
+    drop(d);
+
+    // A catalog that cannot be read: a warning naming it, not a failure.
+    let d = with_catalogs("doc-cat2", &[&missing]);
+    let out = doctor(&d.config, None, true);
+    let image = find(&checks(&out), "default-image").clone();
+    assert_eq!(image["level"], "warn", "{image}");
+    assert!(
+        image["result"]
+            .as_str()
+            .unwrap()
+            .contains(&missing.display().to_string()),
+        "{image}"
+    );
+}

@@ -9,189 +9,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use common::oci::*;
 use common::TestDaemon;
 use sha2::{Digest, Sha256};
-
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A layer tar: `(path, kind)` entries, built with numeric owners.
-enum Entry<'a> {
-    File(&'a str, Vec<u8>, u32),
-    Dir(&'a str, u32),
-    Link(&'a str, &'a str),
-    /// A raw name written into the header as is (for hostile names).
-    RawFile(&'a [u8], &'a [u8]),
-}
-
-fn layer(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        match e {
-            Entry::File(p, body, mode) => {
-                h.set_size(body.len() as u64);
-                h.set_mode(*mode);
-                h.set_entry_type(tar::EntryType::Regular);
-                b.append_data(&mut h, p, body.as_slice()).unwrap();
-            }
-            Entry::Dir(p, mode) => {
-                h.set_size(0);
-                h.set_mode(*mode);
-                h.set_entry_type(tar::EntryType::Directory);
-                b.append_data(&mut h, p, std::io::empty()).unwrap();
-            }
-            Entry::Link(p, target) => {
-                h.set_size(0);
-                h.set_mode(0o777);
-                h.set_entry_type(tar::EntryType::Symlink);
-                b.append_link(&mut h, p, target).unwrap();
-            }
-            Entry::RawFile(name, body) => {
-                h.set_size(body.len() as u64);
-                h.set_mode(0o644);
-                h.set_entry_type(tar::EntryType::Regular);
-                h.as_old_mut().name[..name.len()].copy_from_slice(name);
-                h.set_cksum();
-                b.append(&h, *body).unwrap();
-            }
-        }
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut c = Command::new("gzip")
-        .arg("-c")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gzip");
-    let mut stdin = c.stdin.take().unwrap();
-    let data = data.to_vec();
-    let w = std::thread::spawn(move || stdin.write_all(&data).unwrap());
-    let out = c.wait_with_output().unwrap();
-    w.join().unwrap();
-    out.stdout
-}
-
-fn config(diff_ids: &[String], run: &str) -> Vec<u8> {
-    format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{run},"rootfs":{{"type":"layers","diff_ids":{}}}}}"#,
-        serde_json::to_string(diff_ids).unwrap()
-    )
-    .into_bytes()
-}
-
-/// A `docker save` archive: layer dirs first, manifest.json last.
-fn docker_archive(layers: &[Vec<u8>], run: &str) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
-    let cfg = config(&diff_ids, run);
-    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut paths = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        let p = format!("layer{i}/layer.tar");
-        members.push((p.clone(), l.clone()));
-        paths.push(p);
-    }
-    let cfg_name = format!("{}.json", &sha(&cfg)[7..]);
-    members.push((cfg_name.clone(), cfg));
-    let manifest =
-        serde_json::json!([{"Config": cfg_name, "RepoTags": ["test:latest"], "Layers": paths}]);
-    members.push(("manifest.json".into(), manifest.to_string().into_bytes()));
-    plain_tar(&members)
-}
-
-/// An OCI image layout as a tar; `layers` are (blob, uncompressed tar,
-/// media type).
-fn oci_archive(layers: &[(Vec<u8>, Vec<u8>, &str)], run: &str) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|(_, t, _)| sha(t)).collect();
-    let cfg = config(&diff_ids, run);
-    let descs: Vec<serde_json::Value> = layers
-        .iter()
-        .map(|(b, _, mt)| serde_json::json!({"mediaType": mt, "digest": sha(b), "size": b.len()}))
-        .collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&cfg), "size": cfg.len()},
-        "layers": descs,
-    })
-    .to_string()
-    .into_bytes();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len(),
-                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
-    });
-    let blob = |b: &[u8]| (format!("blobs/sha256/{}", &sha(b)[7..]), b.to_vec());
-    let mut members = vec![(
-        "oci-layout".to_string(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    )];
-    for (b, _, _) in layers {
-        members.push(blob(b));
-    }
-    members.push(blob(&cfg));
-    members.push(blob(&manifest));
-    members.push(("index.json".into(), index.to_string().into_bytes()));
-    plain_tar(&members)
-}
-
-fn plain_tar(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, body) in members {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(body.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append_data(&mut h, name, body.as_slice()).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-/// Debian's static busybox, which the images here are made of.
-fn busybox() -> Vec<u8> {
-    std::fs::read(common::static_busybox()).unwrap()
-}
-
-/// A busybox userland: the binary, applet links, passwd with an `app` user.
-fn busybox_layer() -> Vec<u8> {
-    let mut entries = vec![
-        Entry::Dir("bin", 0o755),
-        Entry::File("bin/busybox", busybox(), 0o755),
-        Entry::Dir("etc", 0o755),
-        Entry::File(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n".to_vec(),
-            0o644,
-        ),
-        Entry::File("etc/group", b"root:x:0:\napp:x:1000:\n".to_vec(), 0o644),
-        Entry::Dir("home", 0o755),
-    ];
-    for applet in [
-        "sh", "cat", "id", "ls", "echo", "pwd", "env", "hostname", "grep",
-    ] {
-        entries.push(Entry::Link(
-            Box::leak(format!("bin/{applet}").into_boxed_str()),
-            "busybox",
-        ));
-    }
-    layer(&entries)
-}
 
 fn write_file(d: &TestDaemon, name: &str, body: &[u8]) -> PathBuf {
     let p = d.dir.path().join(name);
@@ -714,8 +537,9 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
         a.json(&["image", "show", "bb"])["digest"],
         b.json(&["image", "show", "golden"])["digest"]
     );
-    // The same content under a second name is refused, naming the first.
-    let err = b.fails(&[
+    // The same content under a second name: one image, two names, its
+    // files stored once; removing one name keeps it.
+    b.ok(&[
         "image",
         "pull",
         &format!("file://{}", bundle.display()),
@@ -724,8 +548,22 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
         "--name",
         "golden2",
     ]);
-    assert!(err.contains("\"golden\""), "{err}");
+    let images = b.json(&["image", "ls"]);
+    let golden: Vec<&serde_json::Value> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["digest"] == a.json(&["image", "show", "bb"])["digest"])
+        .collect();
+    assert_eq!(golden.len(), 1, "{images}");
+    assert_eq!(golden[0]["names"], serde_json::json!(["golden", "golden2"]));
     assert!(b.image_leftovers().is_empty(), "{:?}", b.image_leftovers());
+    let out = b.ok(&["image", "rm", "golden2"]);
+    assert!(out.contains("stays as golden"), "{out}");
+    assert_eq!(
+        b.json(&["image", "show", "golden"])["names"],
+        serde_json::json!(["golden"])
+    );
 
     // Through the catalog instead: listed with its source, pulled by create.
     b.ok(&["image", "rm", "golden"]);
@@ -755,4 +593,78 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
         "{cat}"
     );
     b.ok(&["vm", "rm", "-f", "g"]);
+}
+
+#[test]
+#[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
+fn an_image_with_several_names_stays_until_its_last_name_goes() {
+    let _serial = common::serial();
+    let d = TestDaemon::start("oci-tags");
+    d.ok(&["image", "pull", "debian-12"]);
+    let archive = docker_archive(&[busybox_layer()], r#"{"Env":["PATH=/bin"]}"#);
+    let file = write_file(&d, "bb.tar", &archive);
+    d.ok(&["image", "import", &common::path_str(&file), "--name", "bb"]);
+    let digest = d.json(&["image", "show", "bb"])["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = d
+        .state_dir()
+        .join("images")
+        .join(digest.trim_start_matches("sha256:"));
+
+    // Two more names for it; a taken or bad name is refused.
+    d.ok(&["image", "tag", "bb", "tools"]);
+    d.ok(&["image", "tag", &digest, "tools-v1"]);
+    let err = d.fails(&["image", "tag", "bb", "debian-12"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = d.fails(&["image", "tag", "bb", "Bad_Name"]);
+    assert!(err.contains("image name"), "{err}");
+    let err = d.fails(&["image", "tag", "nope", "x"]);
+    assert!(err.contains("no image named"), "{err}");
+    let listed = d.json(&["image", "ls"]);
+    let bb: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["digest"] == digest.as_str())
+        .collect();
+    assert_eq!(bb.len(), 1, "{listed}");
+    assert_eq!(
+        bb[0]["names"],
+        serde_json::json!(["bb", "tools", "tools-v1"])
+    );
+    // The table shows each name on its own row.
+    let table = d.ok(&["image", "ls"]);
+    for name in ["bb ", "tools ", "tools-v1 ", "debian-12 "] {
+        assert!(
+            table.lines().any(|l| l.starts_with(name)),
+            "{name}: {table}"
+        );
+    }
+    // By digest, an image with several names is not removed.
+    let err = d.fails(&["image", "rm", &digest]);
+    assert!(err.contains("bb, tools, tools-v1"), "{err}");
+
+    // A VM made from one name; the others go, the image stays.
+    d.ok(&["vm", "create", "t", "--image", "tools"]);
+    let out = d.exec("t", &["echo", "tagged"]);
+    assert_eq!(stdout(&out), "tagged\n", "{out:?}");
+    let out = d.ok(&["image", "rm", "bb"]);
+    assert!(out.contains("stays as tools, tools-v1"), "{out}");
+    d.ok(&["image", "rm", "tools"]);
+    assert!(dir.is_dir(), "the files stay while a name does");
+    // The last name: refused while the VM uses the image, naming it.
+    let err = d.fails(&["image", "rm", "tools-v1"]);
+    assert!(err.contains("used by VM(s) t"), "{err}");
+    assert_eq!(
+        d.json(&["image", "show", "tools-v1"])["names"],
+        serde_json::json!(["tools-v1"])
+    );
+    d.ok(&["vm", "rm", "-f", "t"]);
+    d.ok(&["image", "rm", "tools-v1"]);
+    assert!(!dir.exists(), "the last name took the files");
+    assert!(d.hangar(&["image", "show", &digest]).status.code() != Some(0));
+    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_nothing_left(1);
 }

@@ -447,6 +447,26 @@ fn real_responses_of_a_daemon_match_the_checked_in_document() {
     expect(&mut c, &d, ("GET", "/v1/images/debian-12"), "", None, 200);
     let ops = expect(&mut c, &d, ("GET", "/v1/operations"), "", None, 200).json();
     assert_eq!(ops[0]["id"], id.as_str(), "{ops}");
+    // A second name: shown with both, removed alone.
+    let tagged = expect(
+        &mut c,
+        &d,
+        ("POST", "/v1/images/debian-12/tag"),
+        "",
+        Some(r#"{"name":"deb"}"#),
+        200,
+    )
+    .json();
+    assert_eq!(tagged["names"], json!(["deb", "debian-12"]), "{tagged}");
+    for (target, body, status) in [
+        ("/v1/images/debian-12/tag", r#"{"name":"Bad Name"}"#, 400),
+        ("/v1/images/nope/tag", r#"{"name":"other"}"#, 404),
+    ] {
+        expect(&mut c, &d, ("POST", target), "", Some(body), status);
+    }
+    expect(&mut c, &d, ("DELETE", "/v1/images/deb"), "", None, 204);
+    let shown = expect(&mut c, &d, ("GET", "/v1/images/debian-12"), "", None, 200).json();
+    assert_eq!(shown["names"], json!(["debian-12"]), "{shown}");
     expect(
         &mut c,
         &d,

@@ -2,8 +2,11 @@
 //! daemon answers and whether the default image is available. Exit 0 when
 //! nothing fails, 1 otherwise; `--json` prints the checks as an array.
 
+use std::time::Duration;
+
+use hangar_api::image::CatalogEntry;
 use hangar_api::ImageInfo;
-use hangar_doctor::{check_daemon, check_default_image, run_checks, Check, Level};
+use hangar_doctor::{check_daemon, check_default_image, run_checks, CatalogFacts, Check, Level};
 
 use crate::args::Cli;
 use crate::client::Client;
@@ -50,13 +53,16 @@ pub async fn run(cli: &Cli, client: &Client) -> u8 {
             .get::<Vec<ImageInfo>>("/v1/images")
             .await
             .ok()
-            .map(|imgs| imgs.iter().any(|i| i.name == config.defaults.image))
+            .map(|imgs| {
+                let image = &config.defaults.image;
+                imgs.iter()
+                    .any(|i| i.name == *image || i.names.contains(image))
+            })
     } else {
         None
     };
-    let catalog = hangar_image::catalog();
-    let names: Vec<&str> = catalog.iter().map(|c| c.name).collect();
-    checks.push(check_default_image(&config.defaults.image, local, &names));
+    let catalog = catalog_facts(client, reachable, &config).await;
+    checks.push(check_default_image(&config.defaults.image, local, &catalog));
 
     let failed = checks.iter().any(|c| c.level == Level::Fail);
     if cli.json {
@@ -65,6 +71,59 @@ pub async fn run(cli: &Cli, client: &Client) -> u8 {
         print!("{}", render(&checks));
     }
     u8::from(failed)
+}
+
+/// How long doctor waits for one configured catalog (daemon down).
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The catalog `vm create` would use: the daemon's (built-in merged with
+/// the `[images] catalogs` of its config, read by the daemon) when it
+/// answers; otherwise the same merge done here, as the user, from the
+/// config doctor was given, noting each catalog that cannot be read.
+async fn catalog_facts(
+    client: &Client,
+    reachable: bool,
+    config: &hangar_config::Config,
+) -> CatalogFacts {
+    if reachable {
+        if let Ok(entries) = client.get::<Vec<CatalogEntry>>("/v1/images/catalog").await {
+            return CatalogFacts {
+                names: entries.into_iter().map(|e| e.name).collect(),
+                unreadable: Vec::new(),
+            };
+        }
+    }
+    let mut lists = vec![hangar_image::catalog::builtin()];
+    let mut unreadable = Vec::new();
+    for url in &config.images.catalogs {
+        match tokio::time::timeout(CATALOG_TIMEOUT, hangar_image::catalog::load(url)).await {
+            Ok(Ok(entries)) => lists.push(entries),
+            Ok(Err(e)) => unreadable.push(format!("{url}: {}", error_chain(&e))),
+            Err(_) => unreadable.push(format!(
+                "{url}: no answer within {} s",
+                CATALOG_TIMEOUT.as_secs()
+            )),
+        }
+    }
+    CatalogFacts {
+        names: hangar_image::catalog::merge(lists)
+            .into_iter()
+            .map(|e| e.name)
+            .collect(),
+        unreadable,
+    }
+}
+
+/// `error: cause: cause…` on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Human output: failures first, then warnings, then what is fine; each

@@ -1,7 +1,7 @@
 //! `hangar image ...`.
 
 use hangar_api::image::CatalogEntry;
-use hangar_api::{ApiError, ImageInfo, Operation, PullImageRequest};
+use hangar_api::{ApiError, ImageInfo, Operation, PullImageRequest, TagImageRequest};
 
 use super::seg;
 use crate::args::{Cli, ImageCommand};
@@ -19,13 +19,25 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 output::json(&images);
                 return Ok(());
             }
+            // One row per name (an image with several names shows on each
+            // of them; a dangling one on one row without a name).
+            let rows: Vec<(&str, &ImageInfo)> = images
+                .iter()
+                .flat_map(|i| {
+                    let names: Vec<&str> = if i.names.is_empty() {
+                        vec![i.name.as_str()]
+                    } else {
+                        i.names.iter().map(String::as_str).collect()
+                    };
+                    names.into_iter().map(move |n| (n, i))
+                })
+                .collect();
             output::table(
                 &["name", "digest", "source", "size", "parent", "used by"],
-                images
-                    .iter()
-                    .map(|i| {
+                rows.iter()
+                    .map(|(name, i)| {
                         vec![
-                            i.name.clone(),
+                            name.to_string(),
                             i.digest.chars().take(19).collect(),
                             i.source.clone(),
                             output::human_bytes(i.rootfs_bytes),
@@ -109,10 +121,21 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 credentials: None,
                 sha256: sha256.clone(),
             };
-            if hangar_api::image::is_oci_reference(name) {
+            // The registry to log in to: the reference's, or that of a
+            // catalog entry that comes from a registry (`oci:REF`).
+            let reference = if hangar_api::image::is_oci_reference(name) {
+                Some(name.clone())
+            } else {
+                let entries: Vec<CatalogEntry> = client.get("/v1/images/catalog").await?;
+                entries
+                    .into_iter()
+                    .find(|e| e.name == *name)
+                    .and_then(|e| e.source.strip_prefix("oci:").map(str::to_string))
+            };
+            if let Some(reference) = reference {
                 // Read here, as the user; the daemon never reads a
                 // user's (or root's) docker config.
-                let registry = crate::registry_auth::registry_of(name);
+                let registry = crate::registry_auth::registry_of(&reference);
                 req.credentials =
                     crate::registry_auth::credentials_for(registry).map_err(ApiError::invalid)?;
             }
@@ -191,10 +214,40 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
             show_image(&info);
             Ok(())
         }
+        ImageCommand::Tag { image, name } => {
+            hangar_api::name::validate_name("image", name).map_err(ApiError::invalid)?;
+            let req = TagImageRequest { name: name.clone() };
+            let info: ImageInfo = client
+                .post(&format!("/v1/images/{}/tag", seg(image)), &req)
+                .await?;
+            if cli.json {
+                output::json(&info);
+            } else {
+                println!("{} {} ({})", info.name, info.digest, info.names.join(", "));
+            }
+            Ok(())
+        }
         ImageCommand::Rm { name } => {
+            // Only to say what stays: the daemon decides, in one step.
+            let before: Option<ImageInfo> =
+                client.get(&format!("/v1/images/{}", seg(name))).await.ok();
             client.delete(&format!("/v1/images/{}", seg(name))).await?;
             if !cli.json {
-                println!("removed {name}");
+                // By digest, or by its last name, the image went.
+                let others: Vec<&String> = before
+                    .as_ref()
+                    .filter(|i| i.names.contains(name))
+                    .map(|i| i.names.iter().filter(|n| *n != name).collect())
+                    .unwrap_or_default();
+                if others.is_empty() {
+                    println!("removed {name}");
+                } else {
+                    let others: Vec<&str> = others.iter().map(|s| s.as_str()).collect();
+                    println!(
+                        "removed the name {name}; the image stays as {}",
+                        others.join(", ")
+                    );
+                }
             }
             Ok(())
         }
@@ -234,6 +287,7 @@ async fn finish_image_op(
 fn show_image(info: &ImageInfo) {
     let mut rows = vec![
         ("name", info.name.clone()),
+        ("names", info.names.join(", ")),
         ("digest", info.digest.clone()),
         ("source", info.source.clone()),
         ("size", output::human_bytes(info.rootfs_bytes)),

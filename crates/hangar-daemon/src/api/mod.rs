@@ -26,7 +26,8 @@ use hangar_api::image::CatalogEntry;
 use hangar_api::vm::DeleteVmQuery;
 use hangar_api::{
     ApiError, BundleQuery, CreateVmRequest, DaemonInfo, ImageInfo, ImportImageQuery, Operation,
-    PromoteImageRequest, PullImageRequest, RegisterImageRequest, UploadImageQuery, VmInfo,
+    PromoteImageRequest, PullImageRequest, RegisterImageRequest, TagImageRequest, UploadImageQuery,
+    VmInfo,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -112,6 +113,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/images/promote", post(promote_image))
         .route("/v1/images/bundle", post(receive_bundle))
         .route("/v1/images/{name}/bundle", get(export_bundle))
+        .route("/v1/images/{name}/tag", post(tag_image))
         .route("/v1/images/{name}", get(show_image).delete(delete_image))
         .route("/v1/operations", get(list_ops))
         .route("/v1/operations/{id}", get(show_op))
@@ -439,7 +441,35 @@ async fn show_image(
     Ok(Json(d.images.image_info(&rec)?))
 }
 
-/// Remove a local image
+/// Give an image another name
+///
+/// The new name names the same image (same digest, same files). A name
+/// that already names this image changes nothing; one that names another
+/// image is refused (409).
+#[utoipa::path(post, path = "/v1/images/{name}/tag", operation_id = "tag_image", tag = "images",
+    params(("name" = String, Path, description = "Image name or digest")),
+    request_body = TagImageRequest,
+    responses(
+        (status = 200, description = "The image, shown by its new name", body = ImageInfo),
+        (status = 400, response = Invalid),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ))]
+async fn tag_image(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<TagImageRequest>,
+) -> ApiResult<Json<ImageInfo>> {
+    Ok(Json(d.images.tag_image(&name, &req.name).await?))
+}
+
+/// Remove an image name
+///
+/// While the image has other names, only this name goes. With its last
+/// name (or named by digest, which is refused while it has several names)
+/// the image goes: its files, boot snapshots and caches; refused (409,
+/// naming the VMs) while a VM uses it.
 #[utoipa::path(delete, path = "/v1/images/{name}", operation_id = "delete_image", tag = "images",
     params(("name" = String, Path, description = "Image name or digest")),
     responses(

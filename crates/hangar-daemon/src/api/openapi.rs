@@ -58,6 +58,7 @@ use utoipa::OpenApi;
         super::receive_bundle,
         super::export_bundle,
         super::show_image,
+        super::tag_image,
         super::delete_image,
         super::list_ops,
         super::show_op,

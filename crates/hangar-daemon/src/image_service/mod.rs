@@ -64,9 +64,15 @@ impl ImageService {
         if hangar_api::image::is_oci_reference(&req.name) {
             return self.begin_oci_pull(req);
         }
+        // A catalog entry from a registry takes the user's login (the CLI
+        // sends it for such entries); nothing else of a reference's.
+        let from_registry = matches!(
+            self.catalog_entry(&req.name).map(|e| e.source),
+            Some(hangar_image::catalog::Source::Oci { .. })
+        );
         if req.as_name.is_some()
             || req.insecure
-            || req.credentials.is_some()
+            || (req.credentials.is_some() && !from_registry)
             || req.sha256.is_some()
         {
             return Err(DaemonError::invalid(format!(
@@ -74,6 +80,7 @@ impl ImageService {
                 req.name
             )));
         }
+        let credentials = req.credentials.as_ref().map(oci::credentials).transpose()?;
         let name = req.name.as_str();
         self.resolve_image(name)?;
         let this = self.clone();
@@ -84,7 +91,9 @@ impl ImageService {
             name,
             move |op| async move {
                 let cancel = op.cancel_token().clone();
-                let rec = this.pull_image(&target, Some(&op), &cancel).await?;
+                let rec = this
+                    .pull_image_as(&target, credentials, Some(&op), &cancel)
+                    .await?;
                 Ok(serde_json::to_value(this.image_info(&rec)?).unwrap_or_default())
             },
         ))
@@ -102,6 +111,7 @@ impl ImageService {
         let manifest = serde_json::from_str::<ImageManifest>(&rec.manifest_json).ok();
         Ok(ImageInfo {
             name: rec.name.clone(),
+            names: rec.names.clone(),
             digest: rec.digest.clone(),
             source: rec.source.clone(),
             rootfs_bytes: rec.rootfs_bytes,
@@ -217,6 +227,19 @@ impl ImageService {
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<ImageRecord> {
+        self.pull_image_as(name, None, op, cancel).await
+    }
+
+    /// [`Self::pull_image`] with the user's registry login, for a catalog
+    /// entry that comes from a registry (`image pull NAME`; `vm create`
+    /// pulls without one).
+    async fn pull_image_as(
+        &self,
+        name: &str,
+        credentials: Option<hangar_image::sources::oci::Credentials>,
+        op: Option<&OpHandle>,
+        cancel: &CancellationToken,
+    ) -> Result<ImageRecord> {
         if let Ok(rec) = self.infra.store.get_image(name) {
             return Ok(rec);
         }
@@ -232,11 +255,28 @@ impl ImageService {
             } => {
                 let pull = hangar_image::sources::oci::RegistryPull {
                     reference: reference.clone(),
-                    credentials: None,
+                    credentials,
                     insecure: *insecure,
                     max_bytes: self.infra.config.images.max_bytes().2,
                 };
-                self.pull_oci_now(name, &pull, op, cancel).await?;
+                let logged_in = pull.credentials.is_some();
+                self.pull_oci_now(name, &pull, op, cancel)
+                    .await
+                    .map_err(|e| match e {
+                        // `vm create` sends no login: say where one goes.
+                        DaemonError::ImageRejected { context, source }
+                            if !logged_in
+                                && matches!(*source, hangar_image::ImageError::RegistryAuth { .. }) =>
+                        {
+                            DaemonError::ImageRejected {
+                                context: format!(
+                                    "{context} (catalog image {name}: `vm create` pulls without a login; after `docker login`, `hangar image pull {name}` sends yours)"
+                                ),
+                                source,
+                            }
+                        }
+                        e => e,
+                    })?;
                 return Ok(self.infra.store.get_image(name)?);
             }
             hangar_image::catalog::Source::Bundle { url, sha256 } => {
@@ -297,17 +337,8 @@ impl ImageService {
         tmp: &Path,
         manifest: &ImageManifest,
     ) -> Result<ImageRecord> {
-        // One image, one name (for now): the same content under a second
-        // name would silently rename the first.
-        if let Ok(existing) = self.infra.store.get_image(&manifest.digest) {
-            if existing.name != name {
-                let _ = remove_tree(tmp.to_path_buf()).await;
-                return Err(DaemonError::conflict(format!(
-                    "this image is already here as {:?} (same digest {}); use that name, or remove it first",
-                    existing.name, manifest.digest
-                )));
-            }
-        }
+        // The same content already here under other names: it gets this
+        // name too (the files are already in place; `tmp` goes below).
         let hexdigest = manifest.digest.trim_start_matches("sha256:");
         let final_dir = self.infra.config.images_dir().join(hexdigest);
         let (from, to) = (tmp.to_path_buf(), final_dir.clone());
@@ -340,6 +371,7 @@ impl ImageService {
         let rec = ImageRecord {
             digest: manifest.digest.clone(),
             name: name.to_string(),
+            names: Vec::new(),
             source: source.to_string(),
             dir: final_dir.display().to_string(),
             rootfs_bytes: manifest.rootfs_bytes,
@@ -353,7 +385,7 @@ impl ImageService {
             }
             return Err(e.into());
         }
-        Ok(rec)
+        Ok(self.infra.store.get_image(name)?)
     }
 
     /// Stores a finished image dir (a promotion's) under `name`, under the
@@ -374,15 +406,36 @@ impl ImageService {
         self.image_info(&rec)
     }
 
-    /// Removes an image unless a VM uses it (the store refuses, naming the
-    /// VMs, in the same transaction that would delete the row).
+    /// Gives the image `reference` (name or digest) the name `new_name`
+    /// as well; both name the same files.
+    pub async fn tag_image(&self, reference: &str, new_name: &str) -> Result<ImageInfo> {
+        hangar_api::name::validate_name("image", new_name).map_err(DaemonError::Invalid)?;
+        let _guard = self.lock.lock().await;
+        let rec = self
+            .infra
+            .store
+            .tag_image(reference, new_name, &hangar_host::time::now_utc())?;
+        info!(image = %reference, name = %new_name, digest = %rec.digest, "image tagged");
+        self.image_info(&rec)
+    }
+
+    /// Removes the name `name`. The image's files, boot snapshots and
+    /// caches go with its last name, and not while a VM uses it (the store
+    /// refuses, naming the VMs, in the same transaction that would delete
+    /// the row).
     pub async fn remove_image(&self, name: &str) -> Result<()> {
         let _guard = self.lock.lock().await;
-        let rec = self.infra.store.get_image(name)?;
-        self.infra.store.delete_image(&rec.digest)?;
-        self.snapshots.remove_image(&rec.digest);
-        if let Some(e) = remove_tree(PathBuf::from(&rec.dir)).await {
-            warn!(dir = %rec.dir, error = %e, "cannot remove image files");
+        match self.infra.store.remove_image_name(name)? {
+            hangar_store::NameRemoval::Name { digest, remaining } => {
+                info!(image = %name, %digest, remaining = %remaining.join(","), "image name removed; the image keeps its other names");
+            }
+            hangar_store::NameRemoval::Image(rec) => {
+                self.snapshots.remove_image(&rec.digest);
+                if let Some(e) = remove_tree(PathBuf::from(&rec.dir)).await {
+                    warn!(dir = %rec.dir, error = %e, "cannot remove image files");
+                }
+                info!(image = %name, digest = %rec.digest, "image removed");
+            }
         }
         Ok(())
     }

@@ -212,15 +212,16 @@ fn default_name(reference: &str) -> Result<String> {
     Ok(repo.to_string())
 }
 
-fn credentials(c: &hangar_api::image::RegistryCredentials) -> Result<Credentials> {
-    match (&c.username, &c.password, &c.token) {
-        (_, _, Some(t)) => Ok(Credentials::Bearer(t.clone())),
-        (Some(u), Some(p), None) => Ok(Credentials::Basic {
+pub(super) fn credentials(c: &hangar_api::image::RegistryCredentials) -> Result<Credentials> {
+    match (&c.username, &c.password, &c.token, &c.identity_token) {
+        (_, _, None, Some(t)) => Ok(Credentials::IdentityToken(t.clone())),
+        (_, _, Some(t), None) => Ok(Credentials::Bearer(t.clone())),
+        (Some(u), Some(p), None, None) => Ok(Credentials::Basic {
             username: u.clone(),
             password: p.clone(),
         }),
         _ => Err(DaemonError::invalid(
-            "registry credentials need a username and password, or a token",
+            "registry credentials need a username and password, a token, or an identity token",
         )),
     }
 }
@@ -254,8 +255,11 @@ fn source_error(context: &str, e: ImageError, cancel: &CancellationToken) -> Dae
         ImageError::Registry { .. } => {
             DaemonError::Unavailable(format!("{context}: {}", crate::error::error_chain(&e)))
         }
+        // Credentials are the client's to fix (`docker login`), like a
+        // bad image: refused as invalid, not "unavailable".
         ImageError::BadOci { .. }
         | ImageError::BadLayerEntry { .. }
+        | ImageError::RegistryAuth { .. }
         | ImageError::Unrunnable(_) => rejected(context, e),
         e => DaemonError::image(context, e),
     }
@@ -283,6 +287,7 @@ mod tests {
                 username: u.map(str::to_string),
                 password: p.map(str::to_string),
                 token: t.map(str::to_string),
+                identity_token: None,
             }
         };
         assert!(matches!(
@@ -294,5 +299,13 @@ mod tests {
             Ok(Credentials::Bearer(_))
         ));
         assert!(credentials(&c(Some("u"), None, None)).is_err());
+        let mut identity = c(None, None, None);
+        identity.identity_token = Some("refresh".into());
+        assert!(matches!(
+            credentials(&identity),
+            Ok(Credentials::IdentityToken(_))
+        ));
+        identity.token = Some("t".into());
+        assert!(credentials(&identity).is_err(), "two kinds of token");
     }
 }

@@ -85,16 +85,39 @@ pub fn check_mkfs(p: &HostProbe) -> Check {
     }
 }
 
+/// What doctor knows of the image catalog: the built-in catalog merged
+/// with `[images] catalogs` (the daemon's view when it answers, else read
+/// by the CLI from the config), and the configured catalogs that could
+/// not be read (`"URL: why"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogFacts {
+    pub names: Vec<String>,
+    pub unreadable: Vec<String>,
+}
+
 /// The default image: `local` is whether the daemon has it (`None` when
-/// the daemon could not be asked). In the catalog is fine: `vm create`
-/// builds it on first use.
-pub fn check_default_image(image: &str, local: Option<bool>, catalog: &[&str]) -> Check {
-    const WHAT: &str = "the default image ([defaults] image) is present locally or in the catalog";
-    let in_catalog = catalog.contains(&image);
+/// the daemon could not be asked). In the catalog (built-in or configured)
+/// is fine: `vm create` pulls or builds it on first use. Not in any
+/// catalog that could be read, while one could not: a warning naming it.
+pub fn check_default_image(image: &str, local: Option<bool>, catalog: &CatalogFacts) -> Check {
+    const WHAT: &str = "the default image ([defaults] image) is present locally or in a catalog (built-in or [images] catalogs)";
+    let in_catalog = catalog.names.iter().any(|n| n == image);
+    let builtin = hangar_image::catalog().iter().any(|c| c.name == image);
     let fix = format!(
-        "register it with `hangar image register {image} ...` or set [defaults] image = one of: {}",
-        catalog.join(", ")
+        "register or import it (`hangar image register {image} ...`, `hangar image import FILE --name {image}`), add it to a catalog in [images] catalogs, or set [defaults] image = one of: {}",
+        catalog.names.join(", ")
     );
+    let unreadable = || {
+        format!(
+            "; {} could not be read: {}",
+            if catalog.unreadable.len() == 1 {
+                "a configured catalog"
+            } else {
+                "configured catalogs"
+            },
+            catalog.unreadable.join("; ")
+        )
+    };
     match (local, in_catalog) {
         (Some(true), _) => Check::new("default-image", WHAT, Level::Ok, format!("{image} is present locally")),
         (local, true) => Check::new(
@@ -102,10 +125,23 @@ pub fn check_default_image(image: &str, local: Option<bool>, catalog: &[&str]) -
             WHAT,
             Level::Ok,
             format!(
-                "{image} is {}in the catalog: `hangar vm create` builds it on first use (or run `hangar image pull {image}` now)",
-                if local.is_none() { "not known locally (daemon not reachable) but " } else { "not local yet, but " }
+                "{image} is {}in the {} catalog: `hangar vm create` {} it on first use (or run `hangar image pull {image}` now)",
+                if local.is_none() { "not known locally (daemon not reachable) but " } else { "not local yet, but " },
+                if builtin { "built-in" } else { "configured ([images] catalogs)" },
+                if builtin { "builds" } else { "pulls" },
             ),
         ),
+        (_, false) if !catalog.unreadable.is_empty() => Check::new(
+            "default-image",
+            WHAT,
+            Level::Warn,
+            format!(
+                "{image} is {}not in any catalog that could be read{}",
+                if local.is_none() { "not known locally (daemon not reachable) and " } else { "not local and " },
+                unreadable()
+            ),
+        )
+        .fix("make the catalogs in [images] catalogs readable (file:// paths, https:// URLs), then run `hangar doctor` again"),
         (Some(false), false) => Check::new(
             "default-image",
             WHAT,
@@ -282,18 +318,41 @@ mod tests {
         assert_eq!(b.fix.as_deref(), Some("apt-get install busybox-static"));
     }
 
+    fn catalog(names: &[&str], unreadable: &[&str]) -> CatalogFacts {
+        CatalogFacts {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            unreadable: unreadable.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn default_image_in_catalog_but_not_local_is_ok() {
-        let c = check_default_image("debian-12", Some(false), &["debian-12"]);
+        let c = check_default_image("debian-12", Some(false), &catalog(&["debian-12"], &[]));
 
         assert_eq!(c.level, Level::Ok);
         assert!(c.result.contains("not local yet"), "{}", c.result);
+        assert!(c.result.contains("built-in catalog"), "{}", c.result);
         assert!(c.result.contains("first use"), "{}", c.result);
     }
 
     #[test]
+    fn default_image_in_a_configured_catalog_is_ok_and_pulled_on_first_use() {
+        let cat = catalog(&["debian-12", "team-golden"], &[]);
+        for local in [Some(false), None] {
+            let c = check_default_image("team-golden", local, &cat);
+            assert_eq!(c.level, Level::Ok, "{}", c.result);
+            assert!(
+                c.result.contains("configured ([images] catalogs)"),
+                "{}",
+                c.result
+            );
+            assert!(c.result.contains("pulls it on first use"), "{}", c.result);
+        }
+    }
+
+    #[test]
     fn default_image_in_catalog_with_daemon_down_says_unknown_locally() {
-        let c = check_default_image("debian-12", None, &["debian-12"]);
+        let c = check_default_image("debian-12", None, &catalog(&["debian-12"], &[]));
 
         assert_eq!(c.level, Level::Ok);
         assert!(c.result.contains("daemon not reachable"), "{}", c.result);
@@ -301,18 +360,46 @@ mod tests {
 
     #[test]
     fn default_image_in_neither_fails_and_unknown_warns() {
-        let fail = check_default_image("mine", Some(false), &["debian-12", "alpine"]);
+        let fail =
+            check_default_image("mine", Some(false), &catalog(&["debian-12", "alpine"], &[]));
         assert_eq!(fail.level, Level::Fail);
         assert!(
             fail.fix.unwrap().ends_with("one of: debian-12, alpine"),
             "fix names the catalog"
         );
         assert_eq!(
-            check_default_image("mine", None, &["debian-12"]).level,
+            check_default_image("mine", None, &catalog(&["debian-12"], &[])).level,
             Level::Warn
         );
         assert_eq!(
-            check_default_image("mine", Some(true), &["debian-12"]).level,
+            check_default_image("mine", Some(true), &catalog(&["debian-12"], &[])).level,
+            Level::Ok
+        );
+    }
+
+    #[test]
+    fn an_unreadable_catalog_turns_a_missing_image_into_a_warning_naming_it() {
+        let cat = catalog(
+            &["debian-12"],
+            &["file:///etc/hangar/team.json: Cannot read"],
+        );
+
+        let c = check_default_image("team-golden", Some(false), &cat);
+
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.result.contains("file:///etc/hangar/team.json"),
+            "{}",
+            c.result
+        );
+        assert!(c.fix.unwrap().contains("[images] catalogs"));
+        // Local or found elsewhere: still fine.
+        assert_eq!(
+            check_default_image("team-golden", Some(true), &cat).level,
+            Level::Ok
+        );
+        assert_eq!(
+            check_default_image("debian-12", None, &cat).level,
             Level::Ok
         );
     }

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod image_config;
 pub mod layer;
 pub mod oci;
+mod oci_token;
 
 use crate::ImageError;
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hangar_api::Progress;
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -32,8 +33,12 @@ use crate::{ImageError, ProgressFn};
 pub enum Credentials {
     /// Used for HTTP basic auth, or to obtain a bearer token.
     Basic { username: String, password: String },
-    /// A registry token used as is.
+    /// A registry token used as is (docker's `registrytoken`).
     Bearer(String),
+    /// An OAuth2 refresh token (docker's `identitytoken`, or a credential
+    /// helper's `<token>` answer), exchanged at the registry's token
+    /// server for an access token.
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -41,6 +46,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
             Credentials::Bearer(_) => write!(f, "Bearer(***)"),
+            Credentials::IdentityToken(_) => write!(f, "IdentityToken(***)"),
         }
     }
 }
@@ -119,10 +125,8 @@ pub async fn pull(
 ) -> Result<Unpacked, ImageError> {
     let reference = parse_reference(req)?;
     let registry = reference.registry().to_string();
-    let reg_err = |e: oci_client::errors::OciDistributionError| ImageError::Registry {
-        registry: registry.clone(),
-        reason: e.to_string(),
-    };
+    let with_credentials = req.credentials.is_some();
+    let reg_err = |e: OciDistributionError| registry_error(&registry, with_credentials, e);
     let client = client_for(&reference, req.insecure);
     let auth = match &req.credentials {
         None => RegistryAuth::Anonymous,
@@ -130,6 +134,14 @@ pub async fn pull(
             RegistryAuth::Basic(username.clone(), password.clone())
         }
         Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t.clone()),
+        Some(Credentials::IdentityToken(t)) => {
+            let scheme = if req.insecure { "http" } else { "https" };
+            let access = tokio::select! {
+                r = super::oci_token::exchange(scheme, reference.resolve_registry(), reference.repository(), t) => r?,
+                _ = cancel.cancelled() => return Err(ImageError::Cancelled),
+            };
+            RegistryAuth::Bearer(access)
+        }
     };
     report(progress, "resolve", None, None, format!("{reference}"));
     let (manifest, manifest_digest, config_json) = tokio::select! {
@@ -213,6 +225,52 @@ pub async fn pull(
         source: format!("oci:{}@{manifest_digest}", reference.whole()),
         bytes: done.load(Ordering::Relaxed),
     })
+}
+
+/// Whether the registry said no to who we are (or to nobody): 401, or
+/// 403 / an `UNAUTHORIZED`/`DENIED` error (what token registries answer
+/// for a token without the access asked for). oci-client drops a token
+/// server's refusal and retries anonymously, so a wrong password also
+/// ends here.
+fn is_auth_refusal(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+        _ => false,
+    }
+}
+
+/// A registry's error, saying what to do when it is about credentials.
+fn registry_error(registry: &str, with_credentials: bool, e: OciDistributionError) -> ImageError {
+    if !is_auth_refusal(&e) {
+        return ImageError::Registry {
+            registry: registry.to_string(),
+            reason: e.to_string(),
+        };
+    }
+    let reason = if with_credentials {
+        format!(
+            "authentication failed: the registry refused the credentials for {registry} \
+             from your docker config ($DOCKER_CONFIG/config.json or ~/.docker/config.json); \
+             log in again (`docker login {registry}`) and retry ({e})"
+        )
+    } else {
+        format!(
+            "authentication required: the registry refused an anonymous pull and your docker \
+             config ($DOCKER_CONFIG/config.json or ~/.docker/config.json) has no credentials \
+             for {registry}; log in as yourself (`docker login {registry}`, or `podman login` / \
+             `skopeo login` with --authfile ~/.docker/config.json) and retry ({e})"
+        )
+    };
+    ImageError::RegistryAuth {
+        registry: registry.to_string(),
+        reason,
+    }
 }
 
 /// Checks each layer's media type and digest and pairs it with its diff_id.
@@ -309,6 +367,43 @@ mod tests {
     }
 
     #[test]
+    fn refusals_say_whether_to_log_in_or_to_log_in_again() {
+        let unauthorized = || OciDistributionError::UnauthorizedError {
+            url: "http://127.0.0.1:5000/v2/team/x/manifests/v1".into(),
+        };
+        let e = registry_error("127.0.0.1:5000", false, unauthorized());
+        assert!(matches!(e, ImageError::RegistryAuth { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("authentication required"), "{msg}");
+        assert!(msg.contains("docker login 127.0.0.1:5000"), "{msg}");
+
+        let msg = registry_error("127.0.0.1:5000", true, unauthorized()).to_string();
+        assert!(msg.contains("refused the credentials"), "{msg}");
+
+        // A token registry's 403 DENIED (a token without pull access).
+        let envelope: oci_client::errors::OciEnvelope = serde_json::from_str(
+            r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+        )
+        .expect("envelope");
+        let denied = OciDistributionError::RegistryError {
+            envelope,
+            url: "u".into(),
+        };
+        assert!(matches!(
+            registry_error("r", false, denied),
+            ImageError::RegistryAuth { .. }
+        ));
+
+        // Anything else stays a plain registry error.
+        let e = registry_error(
+            "r",
+            false,
+            OciDistributionError::ImageManifestNotFoundError("x".into()),
+        );
+        assert!(matches!(e, ImageError::Registry { .. }), "{e:?}");
+    }
+
+    #[test]
     fn credentials_never_print_their_secret() {
         let c = Credentials::Basic {
             username: "me".into(),
@@ -316,6 +411,7 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credentials::Bearer("tok".into())).contains("tok"));
+        assert!(!format!("{:?}", Credentials::IdentityToken("tok".into())).contains("tok"));
     }
 
     #[test]

@@ -43,6 +43,7 @@
 
 #![allow(dead_code)]
 
+pub mod oci;
 pub mod roles;
 
 use std::path::{Path, PathBuf};

@@ -96,7 +96,7 @@ fn a_docker_archive_from_stdin_boots_and_exec_uses_its_env_user_and_workdir() {
     let out = d.exec("bb", &["sh", "-c", "ls /lib/modules"]);
     assert!(!stdout(&out).trim().is_empty(), "no /lib/modules: {out:?}");
     d.ok(&["vm", "rm", "-f", "bb"]);
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn hostile_corrupt_and_unrunnable_archives_are_refused_and_leave_nothing() {
         images_before,
         "an image was registered"
     );
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
     assert_eq!(
         std::fs::read_to_string(canary.join("file")).unwrap(),
         "untouched"
@@ -312,7 +312,7 @@ fn a_cancelled_import_leaves_no_files_and_no_image() {
     );
     let op = d.json(&["op", "show", id]);
     assert_eq!(op["state"], "cancelled", "{op}");
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
     let names: Vec<String> = d
         .json(&["image", "ls"])
         .as_array()
@@ -339,7 +339,7 @@ fn a_promoted_vm_disk_boots_as_an_image_with_its_lineage() {
     // Running: refused, saying how; nothing made.
     let err = d.fails(&["image", "promote", "dev", "dev-snap"]);
     assert!(err.contains("--stop"), "{err}");
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
     // --stop stops it first.
     d.ok(&["image", "promote", "dev", "dev-snap", "--stop"]);
     assert_eq!(d.json(&["vm", "show", "dev"])["state"], "stopped");
@@ -368,7 +368,7 @@ fn a_promoted_vm_disk_boots_as_an_image_with_its_lineage() {
     d.ok(&["vm", "rm", "-f", "dev2"]);
     d.ok(&["vm", "rm", "-f", "dev"]);
     d.ok(&["image", "rm", "dev-snap"]);
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
 }
 
 /// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
@@ -519,7 +519,7 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
     assert!(!err.is_empty());
     b.fails(&["image", "pull", &url("short.hangar.tar.zst")]);
     assert_eq!(b.json(&["image", "ls"]), images_before);
-    assert!(b.image_leftovers().is_empty(), "{:?}", b.image_leftovers());
+    b.assert_no_image_leftovers();
 
     b.ok(&[
         "image",
@@ -557,7 +557,7 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
         .collect();
     assert_eq!(golden.len(), 1, "{images}");
     assert_eq!(golden[0]["names"], serde_json::json!(["golden", "golden2"]));
-    assert!(b.image_leftovers().is_empty(), "{:?}", b.image_leftovers());
+    b.assert_no_image_leftovers();
     let out = b.ok(&["image", "rm", "golden2"]);
     assert!(out.contains("stays as golden"), "{out}");
     assert_eq!(
@@ -665,6 +665,6 @@ fn an_image_with_several_names_stays_until_its_last_name_goes() {
     d.ok(&["image", "rm", "tools-v1"]);
     assert!(!dir.exists(), "the last name took the files");
     assert!(d.hangar(&["image", "show", &digest]).status.code() != Some(0));
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
     d.assert_nothing_left(1);
 }

@@ -210,7 +210,7 @@ fn a_dockerfile_built_with_buildah_boots_from_a_registry_an_oci_archive_and_a_do
         err.contains("registry") || err.contains("https") || err.contains("HTTP"),
         "{err}"
     );
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
     let p = Instant::now();
     d.ok(&[
         "image",
@@ -294,6 +294,6 @@ fn a_dockerfile_built_with_buildah_boots_from_a_registry_an_oci_archive_and_a_do
         let o = d.json(&["image", "show", other]);
         assert_eq!(a["run"], o["run"], "{other}");
     }
-    assert!(d.image_leftovers().is_empty(), "{:?}", d.image_leftovers());
+    d.assert_no_image_leftovers();
     eprintln!("all done after {:?}", t.elapsed());
 }

@@ -429,6 +429,25 @@ memory_mib = 512
             .collect()
     }
 
+    /// Asserts nothing is left under `images/` but stored images. A
+    /// finished pull's tree (`…-tree`) is deleted in the background, so
+    /// only those may take a while to go; anything else fails at once.
+    pub fn assert_no_image_leftovers(&self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = self.image_leftovers();
+            if left.is_empty() {
+                return;
+            }
+            let only_finished_trees = left.iter().all(|l| l.ends_with("-tree"));
+            assert!(
+                only_finished_trees && Instant::now() < until,
+                "left under images/: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Dirs under `images/` that are not a stored image: work dirs of
     /// pulls and registrations (`.pull-*`, `.register-*`) and image dirs
     /// no store row points at.

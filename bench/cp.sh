@@ -2,15 +2,18 @@
 # `hangar cp` vs `scp` through `hangar proxy` to the same guest, side by side
 # in one run, each direction: a file of MB megabytes (sha256 checked), and a
 # tree (`cp -r` vs `scp -r`) of FILES small files. Interleaved rounds; medians.
-# Usage: sudo bench/cp.sh [MB] [ROUNDS] [FILES]   (release build; honours CARGO_TARGET_DIR)
+# Usage: sudo bench/cp.sh [MB] [ROUNDS] [FILES]   (release build; honours
+# CARGO_TARGET_DIR; HANGAR_BIN=PATH benches that binary instead, e.g. an
+# older build kept for a before/after comparison)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-100}
 rounds=${2:-3}
 files=${3:-200}
 target=${CARGO_TARGET_DIR:-$PWD/target}
-bin=$target/release/hangar
-[ -x "$bin" ] || cargo build --release -p hangar
+bin=${HANGAR_BIN:-$target/release/hangar}
+[ -x "$bin" ] || [ -n "${HANGAR_BIN:-}" ] || cargo build --release -p hangar
+[ -x "$bin" ] || { echo "bench: no hangar binary at $bin" >&2; exit 1; }
 . bench/lib/daemon.sh
 bench_daemon cpb 1024
 "$bin" vm create cpb >/dev/null

@@ -93,6 +93,13 @@ pub enum GuestError {
         source: russh::Error,
     },
 
+    #[error("Cannot connect to {host}:{port} inside the guest: {reason}")]
+    TcpRefused {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+
     #[error("The guest refused the {request} request")]
     RequestRefused { request: &'static str },
 

@@ -16,6 +16,7 @@ mod power;
 mod ready;
 mod sessions;
 mod signal;
+mod tcp;
 mod tree;
 
 pub use client::{direct_connector, ConnectFn, GuestClient, GuestTarget};
@@ -27,4 +28,5 @@ pub use keys::{generate_host_key, DaemonKey, HostKey};
 pub use power::POWEROFF_SUBSYSTEM;
 pub use ready::wait_ready;
 pub use sessions::{SessionEvent, SessionInput, SessionStream};
+pub use tcp::GuestTcpStream;
 pub use tree::{read_entry, TreeFail, TreeRoot, TreeWritten};

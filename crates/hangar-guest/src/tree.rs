@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::GuestError;
-use crate::files::GuestFiles;
+use crate::files::{GuestFiles, COPY_BUFFER};
 
 /// Content is read from the guest in pieces of this size.
 const CHUNK: usize = 256 << 10;
@@ -306,8 +306,10 @@ impl GuestFiles {
             )
             .await
             .map_err(sftp("create"))?;
-        let mut content = r.take(size);
-        let n = tokio::io::copy(&mut content, &mut file)
+        // Whole sftp writes at a time, not tokio::io::copy's 8 KiB.
+        let cap = usize::try_from(size).map_or(COPY_BUFFER, |s| s.clamp(1, COPY_BUFFER));
+        let mut content = tokio::io::BufReader::with_capacity(cap, r.take(size));
+        let n = tokio::io::copy_buf(&mut content, &mut file)
             .await
             .map_err(|e| TreeFail::Invalid(format!("writing {path} failed: {e}")))?;
         file.shutdown()

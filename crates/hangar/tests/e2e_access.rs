@@ -395,15 +395,68 @@ fn cp_copies_a_large_file_and_a_tree_both_ways_and_refuses_bad_input_cleanly() {
 
 #[test]
 #[ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"]
-fn port_forward_carries_concurrent_connections_and_names_a_taken_port() {
+fn port_forward_and_proxy_reach_loopback_only_servers_with_concurrent_connections() {
     let _serial = common::serial();
     let d = TestDaemon::start("access-fwd");
     d.ok(&["vm", "create", "dev"]);
+    let ip = d.json(&["vm", "show", "dev"])["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One server on the guest's loopback only (a dev server's default),
+    // one on the guest's address only.
     let out = d.exec(
         "dev",
-        &["sh", "-c", "mkdir -p /srv/www && echo served > /srv/www/index.html && busybox httpd -p 8080 -h /srv/www"],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "mkdir -p /srv/www && echo served > /srv/www/index.html && \
+                 busybox httpd -p 127.0.0.1:8080 -h /srv/www && \
+                 busybox httpd -p {ip}:8081 -h /srv/www && busybox netstat -ltn"
+            ),
+        ],
     );
     assert!(out.status.success(), "{out:?}");
+    let listening = stdout(&out);
+    assert!(
+        listening.contains("127.0.0.1:8080") && !listening.contains("0.0.0.0:8080"),
+        "{listening}"
+    );
+
+    // `hangar proxy VM --port N`: stdin and stdout are the connection.
+    let proxy_get = |port: &str| {
+        let mut c = Command::new(common::hangar_bin())
+            .arg("--config")
+            .arg(&d.config)
+            .args(["proxy", "dev", "--port", port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        c.wait_with_output().unwrap()
+    };
+    for port in ["8080", "8081"] {
+        let out = proxy_get(port);
+        assert!(
+            out.status.success() && stdout(&out).ends_with("served\n"),
+            "proxy to {port}: {out:?}"
+        );
+    }
+    // Nothing listens: an error naming the port, before any byte flows.
+    let out = proxy_get("8099");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        err.contains("cannot connect to port 8099 of VM \"dev\""),
+        "{err}"
+    );
     // Unknown or stopped VMs fail before anything listens.
     let err = d.fails(&["port-forward", "nope", "8080"]);
     assert!(err.contains("nope"), "{err}");
@@ -450,6 +503,35 @@ fn port_forward_carries_concurrent_connections_and_names_a_taken_port() {
         fwd.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         panic!("through the forward: {bodies:?}\nport-forward said: {err}");
     }
+
+    // A stream whose reader stalls holds up only its own connection to
+    // the guest: exec (the daemon's control connection) still answers.
+    let out = d.exec(
+        "dev",
+        &["sh", "-c", "head -c 64000000 /dev/zero > /srv/www/big"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (bin, config) = (common::hangar_bin(), d.config.clone());
+    std::thread::spawn(move || {
+        let out = Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .args(["exec", "dev", "--", "echo", "alive"])
+            .output();
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("exec hung behind a stalled forwarded stream")
+        .unwrap();
+    assert_eq!(stdout(&out), "alive\n", "{out:?}");
+    drop(stalled);
 
     // The same port again: taken, and said so with what to do.
     let err = d.fails(&["port-forward", "dev", &format!("{port}:8080")]);

@@ -34,13 +34,31 @@ impl VmService {
     /// lives (each exec is then one channel, no new handshake), else a new
     /// one, cached for the next caller.
     pub async fn guest_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>> {
-        if let Some(c) = self.guests.get(&rec.id) {
-            if !c.is_closed() {
-                return Ok(c);
-            }
+        self.cached_client(rec, Purpose::Control).await
+    }
+
+    /// The SSH connection that carries a VM's TCP streams (`hangar proxy`,
+    /// `hangar port-forward`): cached like [`Self::guest_client`] but its
+    /// own. russh stops reading a connection while one channel's reader is
+    /// behind, so a user's stalled stream may stall this connection, and
+    /// must never stall exec, cp and sessions on the control connection.
+    pub async fn tcp_client(&self, rec: &VmRecord) -> Result<Arc<GuestClient>> {
+        self.cached_client(rec, Purpose::Tcp).await
+    }
+
+    async fn cached_client(&self, rec: &VmRecord, purpose: Purpose) -> Result<Arc<GuestClient>> {
+        if let Some(c) = self.guests.live(&rec.id, purpose) {
+            return Ok(c);
+        }
+        // One connect at a time per VM and purpose: twenty forwarded
+        // connections arriving together make one SSH handshake, not twenty.
+        let gate = self.guests.gate(&rec.id, purpose);
+        let _connecting = gate.lock().await;
+        if let Some(c) = self.guests.live(&rec.id, purpose) {
+            return Ok(c);
         }
         let client = Arc::new(self.connect_guest(rec).await?);
-        self.guests.put(&rec.id, client.clone());
+        self.guests.put(&rec.id, purpose, client.clone());
         Ok(client)
     }
 
@@ -93,26 +111,56 @@ impl VmService {
     }
 }
 
-/// Live SSH connections per VM id. A leaf lock: never held across I/O.
+/// What a cached connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// exec, cp, sessions, power: the daemon's own work.
+    Control,
+    /// Users' TCP streams.
+    Tcp,
+}
+
+type Key = (String, Purpose);
+
+/// Live SSH connections per VM id and purpose, and the gates that let one
+/// caller at a time make a new one. A leaf lock: never held across I/O
+/// (the gates are async mutexes, held while connecting).
 #[derive(Default)]
-pub struct GuestClients(std::sync::Mutex<std::collections::HashMap<String, Arc<GuestClient>>>);
+pub struct GuestClients(std::sync::Mutex<Entries>);
+
+#[derive(Default)]
+struct Entries {
+    clients: std::collections::HashMap<Key, Arc<GuestClient>>,
+    gates: std::collections::HashMap<Key, Arc<tokio::sync::Mutex<()>>>,
+}
 
 impl GuestClients {
-    pub fn get(&self, id: &str) -> Option<Arc<GuestClient>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The cached connection, unless it is gone.
+    pub fn live(&self, id: &str, purpose: Purpose) -> Option<Arc<GuestClient>> {
+        self.entries()
+            .clients
+            .get(&(id.to_string(), purpose))
+            .filter(|c| !c.is_closed())
             .cloned()
     }
-    pub fn put(&self, id: &str, c: Arc<GuestClient>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), c);
+    fn gate(&self, id: &str, purpose: Purpose) -> Arc<tokio::sync::Mutex<()>> {
+        self.entries()
+            .gates
+            .entry((id.to_string(), purpose))
+            .or_default()
+            .clone()
     }
-    /// Forgets a VM's connection (it is closed when the last user drops it).
+    pub fn put(&self, id: &str, purpose: Purpose, c: Arc<GuestClient>) {
+        self.entries().clients.insert((id.to_string(), purpose), c);
+    }
+    /// Forgets a VM's connections (each is closed when its last user drops
+    /// it).
     pub fn forget(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let mut e = self.entries();
+        e.clients.retain(|(vm, _), _| vm != id);
+        e.gates.retain(|(vm, _), _| vm != id);
     }
 }

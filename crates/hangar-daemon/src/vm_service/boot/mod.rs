@@ -86,7 +86,8 @@ impl VmService {
         {
             Ok(client) => {
                 undo.keep();
-                self.guests.put(&rec.id, client);
+                self.guests
+                    .put(&rec.id, super::guest::Purpose::Control, client);
                 Ok(self.infra.store.get_vm(&rec.id)?)
             }
             Err(e) => {

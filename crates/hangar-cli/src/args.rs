@@ -205,9 +205,20 @@ pub struct ProxyArgs {
     /// Name of the VM (a trailing `.hangar`, as in `ssh dev.hangar`, is
     /// ignored).
     pub name: String,
-    /// TCP port in the VM (22: its SSH server, Hangar's guest agent).
-    #[arg(short = 'p', long, default_value_t = 22)]
-    pub port: u16,
+    /// TCP port in the VM [default: 22, its SSH server (Hangar's guest
+    /// agent)]; also accepted as `--port PORT`.
+    #[arg(value_name = "PORT", conflicts_with = "port")]
+    pub port_arg: Option<u16>,
+    /// TCP port in the VM (the same as the PORT argument).
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+}
+
+impl ProxyArgs {
+    /// The port asked for, positional or `--port`; 22 when neither.
+    pub fn port(&self) -> u16 {
+        self.port_arg.or(self.port).unwrap_or(22)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -429,7 +429,7 @@ fn port_forward_and_proxy_reach_loopback_only_servers_with_concurrent_connection
         let mut c = Command::new(common::hangar_bin())
             .arg("--config")
             .arg(&d.config)
-            .args(["proxy", "dev", "--port", port])
+            .args(["proxy", "dev", port])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

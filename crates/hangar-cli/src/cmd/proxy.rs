@@ -20,7 +20,7 @@ fn vm_name(host: &str) -> &str {
 
 pub async fn run(client: &Client, a: &ProxyArgs) -> Result<(), ApiError> {
     let name = vm_name(&a.name);
-    let path = format!("/v1/vms/{}/tcp/{}", seg(name), a.port);
+    let path = format!("/v1/vms/{}/tcp/{}", seg(name), a.port());
     let stream = client.upgrade_tcp(&path).await?;
     let (mut from_vm, mut to_vm) = tokio::io::split(stream);
     let mut stdin = tokio::io::stdin();

@@ -106,6 +106,17 @@ fn vm_with_user_key_and(d: &TestDaemon, home: &Path, create_args: &[&str]) {
     );
 }
 
+/// `hangar ssh-config --install` as the user whose HOME is `home`.
+fn install_ssh_config(d: &TestDaemon, home: &Path) -> String {
+    run_ok(
+        Command::new(common::hangar_bin())
+            .arg("--config")
+            .arg(&d.config)
+            .args(["ssh-config", "--install"])
+            .env("HOME", home),
+    )
+}
+
 fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
@@ -125,15 +136,7 @@ fn ssh_config_install_lets_plain_ssh_scp_and_rsync_reach_the_vm() {
     let user_config = home.join(".ssh/config");
     std::fs::write(&user_config, "Host work\n    User me\n").unwrap();
     chmod(&user_config, 0o644);
-    let install = || {
-        run_ok(
-            Command::new(common::hangar_bin())
-                .arg("--config")
-                .arg(&d.config)
-                .args(["ssh-config", "--install"])
-                .env("HOME", &home),
-        )
-    };
+    let install = || install_ssh_config(&d, &home);
 
     let first = install();
     let second = install();
@@ -276,13 +279,7 @@ fn the_users_keys_log_in_as_the_vms_ssh_user_only() {
     assert_eq!(d.json(&["vm", "show", "dev"])["ssh_user"], "dev");
     // The daemon's key reaches any user: make the login.
     d.ok(&["exec", "dev", "--", "useradd", "-m", "-s", "/bin/sh", "dev"]);
-    run_ok(
-        Command::new(common::hangar_bin())
-            .arg("--config")
-            .arg(&d.config)
-            .args(["ssh-config", "--install"])
-            .env("HOME", &home),
-    );
+    install_ssh_config(&d, &home);
     let config = std::fs::read_to_string(home.join(".ssh/hangar/config")).unwrap();
     assert!(
         config.contains("    HostName dev\n    User dev\n"),

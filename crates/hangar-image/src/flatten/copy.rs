@@ -5,6 +5,9 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 const BLOCK: usize = 4096;
+/// Compared against as a whole (a memcmp), not byte by byte: the zero scan
+/// of a 2 GiB sparse rootfs costs seconds otherwise.
+static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
 
 /// Reads until `buf` is full or the input ends; full buffers keep the
 /// zero-block test aligned to file offsets.
@@ -38,13 +41,55 @@ pub(crate) fn copy_sparse(src: &mut impl Read, dst: &mut File, buf: &mut [u8]) -
     Ok(total)
 }
 
+/// As [`copy_sparse`], and also returns the lowercase hex sha256 of all
+/// it copied. The hash is computed on a second thread, so it overlaps the
+/// reading (a decompressor) and the writing.
+pub(crate) fn copy_sparse_sha256(
+    src: &mut impl Read,
+    dst: &mut File,
+    buf: &mut [u8],
+) -> io::Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    // A few chunks in flight bound the memory to ~5 buffers.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(&chunk);
+            }
+            hex::encode(h.finalize())
+        });
+        let copied = (|| {
+            let mut total: u64 = 0;
+            loop {
+                let n = fill(src, buf)?;
+                if n == 0 {
+                    break;
+                }
+                tx.send(buf[..n].to_vec())
+                    .map_err(|_| io::Error::other("the hashing thread ended early"))?;
+                write_skipping_zeros(dst, &buf[..n])?;
+                total += n as u64;
+            }
+            dst.set_len(total)?;
+            Ok(total)
+        })();
+        drop(tx);
+        let hex = hasher
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        copied.map(|total| (total, hex))
+    })
+}
+
 /// Writes runs of data blocks in one call each and seeks over zero blocks.
 fn write_skipping_zeros(dst: &mut File, data: &[u8]) -> io::Result<()> {
     let mut start = 0;
     while start < data.len() {
         let zero_run = data[start..]
             .chunks(BLOCK)
-            .take_while(|c| c.len() == BLOCK && c.iter().all(|b| *b == 0))
+            .take_while(|c| *c == &ZERO_BLOCK[..])
             .count()
             * BLOCK;
         if zero_run > 0 {
@@ -54,7 +99,7 @@ fn write_skipping_zeros(dst: &mut File, data: &[u8]) -> io::Result<()> {
         }
         let data_run = data[start..]
             .chunks(BLOCK)
-            .take_while(|c| c.len() < BLOCK || c.iter().any(|b| *b != 0))
+            .take_while(|c| *c != &ZERO_BLOCK[..])
             .map(<[u8]>::len)
             .sum::<usize>();
         dst.write_all(&data[start..start + data_run])?;

@@ -574,6 +574,33 @@ fn copy_sparse_handles_short_reads() {
 }
 
 #[test]
+fn copy_sparse_sha256_hashes_everything_and_keeps_holes() {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let dir = root();
+    // 8 MiB: zeros with data at the start, in the middle and a partial
+    // block at the end (several chunks of the 1 MiB buffer).
+    let mut data = vec![0u8; 8 << 20];
+    data[..100].fill(1);
+    data[(4 << 20) + 5] = 9;
+    data.extend_from_slice(b"tail");
+    let path = dir.path().join("o");
+    let mut f = fs::File::create(&path).expect("create");
+    let mut buf = vec![0u8; 1 << 20];
+    let (n, hex) =
+        super::copy::copy_sparse_sha256(&mut std::io::Cursor::new(data.clone()), &mut f, &mut buf)
+            .expect("copy");
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(hex, hex::encode(sha2::Sha256::digest(&data)));
+    assert_eq!(fs::read(&path).expect("read"), data);
+    let allocated = fs::metadata(&path).expect("stat").blocks() * 512;
+    assert!(
+        allocated < 1 << 20,
+        "zeros were written: {allocated} bytes allocated"
+    );
+}
+
+#[test]
 fn chmod_fallback_for_old_kernels_refuses_symlinks() {
     let dir = root();
     nix::unistd::mkfifo(

@@ -181,11 +181,10 @@ pub fn read(
             let path = out_dir.join(&part.file);
             let mut f = hangar_host::private::create_new_private_file(&path)
                 .map_err(|e| ImageError::io("create", &path, e))?;
-            let mut hashing = HashingReader::new(&mut entry, &|_| {});
-            crate::flatten::copy::copy_sparse(&mut hashing, &mut f, &mut buf)
-                .map_err(|e| ImageError::io("write", &path, e))?;
-            on_bytes(hashing.read_bytes());
-            let got = hashing.hex();
+            let (copied, got) =
+                crate::flatten::copy::copy_sparse_sha256(&mut entry, &mut f, &mut buf)
+                    .map_err(|e| ImageError::io("write", &path, e))?;
+            on_bytes(copied);
             if got != part.sha256 {
                 return Err(bad(format!(
                     "its {} has sha256 {got}, its header says {}; nothing was kept",

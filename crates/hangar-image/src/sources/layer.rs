@@ -65,11 +65,6 @@ impl<'a, R> HashingReader<'a, R> {
         }
     }
 
-    /// Bytes read so far.
-    pub(crate) fn read_bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Lowercase hex sha256 of what was read so far.
     pub(crate) fn hex(&self) -> String {
         hex::encode(self.hasher.clone().finalize())

@@ -184,7 +184,7 @@ async fn use_own_kernel(
                 what: "bin/busybox in the kernel image's initramfs".into(),
             }
         })?;
-        let data = crate::initramfs::build_initramfs_with(&busybox, &k.modules_path())?;
+        let data = crate::initramfs::build_initramfs_with(&busybox, &k.modules)?;
         let out = odir.join(INITRD_FILE);
         hangar_host::private::write_private(&out, data)
             .map_err(|e| ImageError::io("write", &out, e))?;
@@ -208,7 +208,7 @@ async fn use_own_kernel(
                     format!("{why}; using the default image's kernel instead"),
                 );
             }
-            let _ = std::fs::remove_file(out_dir.join(KERNEL_FILE));
+            // (A failed vmlinux extraction removed its own output.)
             Ok(None)
         }
     }
@@ -225,7 +225,11 @@ fn open_root(tree: &Path) -> Result<OwnedFd, ImageError> {
 
 /// Opens `path` (absolute in the image) inside the tree: symlinks resolve
 /// as if the tree were `/`. `None` when it does not exist.
-fn open_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> Result<Option<OwnedFd>, ImageError> {
+pub(crate) fn open_in_root(
+    root: &OwnedFd,
+    path: &str,
+    flags: OFlag,
+) -> Result<Option<OwnedFd>, ImageError> {
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
     match crate::flatten::inroot::open_in_root(root.as_fd(), rel.as_bytes(), flags) {

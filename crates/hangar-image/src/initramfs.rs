@@ -40,15 +40,43 @@ pub fn modules_dir(tree: &Path) -> Result<PathBuf, ImageError> {
     })
 }
 
-/// Index of module name → path under `dir` (recursively). Symlinks are
-/// neither followed nor taken: the tree may be an untrusted image's.
-fn find_modules(dir: &Path, found: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+/// The `.ko` files under a `/lib/modules/<version>`: module name → path.
+#[derive(Debug, Default)]
+pub struct ModuleIndex(Vec<(String, PathBuf)>);
+
+impl ModuleIndex {
+    /// Walks `dir` recursively. Symlinks are neither followed nor taken:
+    /// the tree may be an untrusted image's.
+    pub fn walk(dir: &Path) -> Result<ModuleIndex, ImageError> {
+        let mut found = Vec::new();
+        walk_modules(dir, &mut found).map_err(|e| ImageError::io("list modules in", dir, e))?;
+        Ok(ModuleIndex(found))
+    }
+
+    fn get(&self, module: &str) -> Option<&Path> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == module)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// Names of [`MODULES`] it lacks as plain `.ko` files.
+    pub fn missing(&self) -> Vec<&'static str> {
+        MODULES
+            .iter()
+            .copied()
+            .filter(|m| self.get(m).is_none())
+            .collect()
+    }
+}
+
+fn walk_modules(dir: &Path, found: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
         let kind = e.file_type()?;
         if kind.is_dir() {
-            find_modules(&p, found)?;
+            walk_modules(&p, found)?;
         } else if !kind.is_file() {
             continue;
         } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
@@ -69,28 +97,11 @@ pub fn build_initramfs(tree: &Path) -> Result<Vec<u8>, ImageError> {
         path: tree.to_path_buf(),
         what: "/bin/busybox (package busybox-static)".into(),
     })?;
-    build_initramfs_with(&busybox, &modules_dir(tree)?)
+    build_initramfs_with(&busybox, &ModuleIndex::walk(&modules_dir(tree)?)?)
 }
 
-/// Names of [`MODULES`] that `mdir` (a `/lib/modules/<version>`) lacks as
-/// plain `.ko` files.
-pub fn missing_modules(mdir: &Path) -> Result<Vec<&'static str>, ImageError> {
-    let mut all = Vec::new();
-    find_modules(mdir, &mut all).map_err(|e| ImageError::io("list modules in", mdir, e))?;
-    Ok(MODULES
-        .iter()
-        .copied()
-        .filter(|m| !all.iter().any(|(n, _)| n == m))
-        .collect())
-}
-
-/// Builds the initramfs from a static busybox and the modules of
-/// `mdir` (a `/lib/modules/<version>`).
-pub fn build_initramfs_with(busybox: &[u8], mdir: &Path) -> Result<Vec<u8>, ImageError> {
-    let mdir = mdir.to_path_buf();
-    let mut all = Vec::new();
-    find_modules(&mdir, &mut all).map_err(|e| ImageError::io("list modules in", &mdir, e))?;
-
+/// Builds the initramfs from a static busybox and a kernel's modules.
+pub fn build_initramfs_with(busybox: &[u8], modules: &ModuleIndex) -> Result<Vec<u8>, ImageError> {
     let mut w = CpioWriter::new();
     for d in ["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
         w.dir(d, 0o755);
@@ -101,7 +112,7 @@ pub fn build_initramfs_with(busybox: &[u8], mdir: &Path) -> Result<Vec<u8>, Imag
     w.symlink("bin/sh", "busybox");
     w.file("init", 0o755, assets::INITRAMFS_INIT.as_bytes());
     for m in MODULES {
-        if let Some((_, path)) = all.iter().find(|(n, _)| n == m) {
+        if let Some(path) = modules.get(m) {
             let body = std::fs::read(path).map_err(|e| ImageError::io("read module", path, e))?;
             w.file(&format!("lib/modules/{m}.ko"), 0o644, &body);
         } else {

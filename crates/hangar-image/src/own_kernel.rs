@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
 
+use crate::finalize::open_in_root as open;
+use crate::initramfs::ModuleIndex;
 use crate::ImageError;
 
 /// A kernel found in the tree, with its files open.
@@ -21,18 +23,17 @@ use crate::ImageError;
 pub struct OwnKernel {
     pub version: String,
     vmlinuz: OwnedFd,
-    modules: OwnedFd,
+    /// Its `/lib/modules/<version>`, kept open: the index's paths go
+    /// through it.
+    _modules: OwnedFd,
+    /// The modules found there (walked once, without following links).
+    pub modules: ModuleIndex,
 }
 
 impl OwnKernel {
     /// A path that opens the kernel file found (through this process's fd).
     pub fn vmlinuz_path(&self) -> PathBuf {
         fd_path(&self.vmlinuz)
-    }
-
-    /// Its `/lib/modules/<version>` dir, as a path through this process's fd.
-    pub fn modules_path(&self) -> PathBuf {
-        fd_path(&self.modules)
     }
 }
 
@@ -48,18 +49,6 @@ pub enum Found {
     /// A kernel Hangar cannot boot, and why.
     Unusable(String),
     Usable(OwnKernel),
-}
-
-fn open(root: &OwnedFd, path: &str, flags: OFlag) -> Result<Option<OwnedFd>, ImageError> {
-    match crate::flatten::inroot::open_in_root(root.as_fd(), path.as_bytes(), flags) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Ok(None),
-        Err(e) => Err(ImageError::io(
-            "open in the image",
-            PathBuf::from(path),
-            e.into(),
-        )),
-    }
 }
 
 fn is_version(v: &str) -> bool {
@@ -122,8 +111,9 @@ pub fn find(root: &OwnedFd) -> Result<Found, ImageError> {
     else {
         return unusable(format!("no /lib/modules/{version}"));
     };
-    let missing = crate::initramfs::missing_modules(&fd_path(&modules))?;
-    let lacking: Vec<&str> = missing
+    let index = ModuleIndex::walk(&fd_path(&modules))?;
+    let lacking: Vec<&str> = index
+        .missing()
         .into_iter()
         .filter(|m| {
             // Module names use '_'; config symbols are the upper-case name.
@@ -140,7 +130,8 @@ pub fn find(root: &OwnedFd) -> Result<Found, ImageError> {
     Ok(Found::Usable(OwnKernel {
         version,
         vmlinuz,
-        modules,
+        _modules: modules,
+        modules: index,
     }))
 }
 
@@ -199,10 +190,9 @@ mod tests {
             Found::Usable(k) => {
                 assert_eq!(k.version, "6.1.0-2");
                 assert_eq!(std::fs::read(k.vmlinuz_path()).unwrap(), b"kernel");
-                assert!(k
-                    .modules_path()
-                    .join("kernel/drivers/virtio_blk.ko")
-                    .exists());
+                // virtio_blk.ko was found there (the rest are not written).
+                assert!(!k.modules.missing().contains(&"virtio_blk"));
+                assert!(k.modules.missing().contains(&"virtio_pci"));
             }
             other => panic!("{other:?}"),
         }

@@ -39,7 +39,9 @@ pub fn parse_authorized_keys(text: &str) -> Vec<PublicKey> {
 
 /// The file of keys that may log in as `user` only, beside `any_user`.
 /// `None` for a name that could not be a login (so no path is built from
-/// what a client sent).
+/// what a client sent). The rule is `hangar_api::name::validate_login_name`
+/// (the daemon's, which names the file); the agent links no host crate,
+/// so it is restated here.
 pub fn login_keys_path(any_user: &Path, user: &str) -> Option<PathBuf> {
     let ok = !user.is_empty()
         && user.len() <= 32

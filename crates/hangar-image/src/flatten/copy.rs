@@ -27,12 +27,24 @@ fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Copies `src` into `dst` (a new, empty file) through `buf` and returns
 /// the byte count.
 pub(crate) fn copy_sparse(src: &mut impl Read, dst: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    copy_sparse_each(src, dst, buf, |_| Ok(()))
+}
+
+/// The copy loop: each chunk read is shown to `each`, then written with
+/// its zero blocks left as holes.
+fn copy_sparse_each(
+    src: &mut impl Read,
+    dst: &mut File,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut total: u64 = 0;
     loop {
         let n = fill(src, buf)?;
         if n == 0 {
             break;
         }
+        each(&buf[..n])?;
         write_skipping_zeros(dst, &buf[..n])?;
         total += n as u64;
     }
@@ -60,21 +72,10 @@ pub(crate) fn copy_sparse_sha256(
             }
             hex::encode(h.finalize())
         });
-        let copied = (|| {
-            let mut total: u64 = 0;
-            loop {
-                let n = fill(src, buf)?;
-                if n == 0 {
-                    break;
-                }
-                tx.send(buf[..n].to_vec())
-                    .map_err(|_| io::Error::other("the hashing thread ended early"))?;
-                write_skipping_zeros(dst, &buf[..n])?;
-                total += n as u64;
-            }
-            dst.set_len(total)?;
-            Ok(total)
-        })();
+        let copied = copy_sparse_each(src, dst, buf, |chunk| {
+            tx.send(chunk.to_vec())
+                .map_err(|_| io::Error::other("the hashing thread ended early"))
+        });
         drop(tx);
         let hex = hasher
             .join()

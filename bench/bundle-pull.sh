@@ -42,8 +42,8 @@ t0=$(now)
 echo "debian-12 ready in $(secs "$t0" "$(now)") s" >&2
 mkdir -p "$work/www"
 t0=$(now)
-sum=$("$bin" image export debian-12 "$work/www/b.hangar.tar.zst" 2>&1 | grep -Eo "[0-9a-f]{64}" | head -1 || true)
-[ -n "$sum" ] || sum=$(sha256sum "$work/www/b.hangar.tar.zst" | cut -d' ' -f1)
+sum=$("$bin" --json image export debian-12 "$work/www/b.hangar.tar.zst" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["sha256"])')
 size_mib=$(( $(stat -c %s "$work/www/b.hangar.tar.zst") >> 20 ))
 echo "exported: $size_mib MiB in $(secs "$t0" "$(now)") s, sha256 $sum" >&2
 # Each pull then stores a new image (not a second name for this one).

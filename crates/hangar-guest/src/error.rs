@@ -93,11 +93,20 @@ pub enum GuestError {
         source: russh::Error,
     },
 
-    #[error("Cannot connect to {host}:{port} inside the guest: {reason}")]
+    #[error("{host}:{port} in the guest refused: {reason}")]
     TcpRefused {
         host: String,
         port: u16,
         reason: String,
+    },
+
+    /// The guest did not answer a `direct-tcpip` open in time: its SSH
+    /// connection may be stuck (a stalled stream holds it), so drop it.
+    #[error("{host}:{port} in the guest: no answer within {after:?}")]
+    TcpOpenTimedOut {
+        host: String,
+        port: u16,
+        after: std::time::Duration,
     },
 
     #[error("The guest refused the {request} request")]

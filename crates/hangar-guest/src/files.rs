@@ -30,10 +30,13 @@ fn sftp_err(action: &'static str) -> impl FnOnce(russh_sftp::client::error::Erro
 /// requests at once. With russh-sftp's 16 requests in flight, at most
 /// 16 x [`WRITE_PACKET`] + this is buffered per upload, whatever its size.
 pub(crate) const COPY_BUFFER: usize = 256 << 10;
-/// Largest sftp WRITE packet: 4x OpenSSH's 32 KiB, so the guest's
-/// sftp-server handles a quarter of scp's requests for the same bytes
-/// (both the agent's and OpenSSH's sftp-server take packets up to 256 KiB).
-const WRITE_PACKET: u32 = 128 << 10;
+/// Largest sftp WRITE packet: 128 KiB of data (4x OpenSSH's 32 KiB, so the
+/// guest's sftp-server handles a quarter of scp's requests for the same
+/// bytes) plus room for the request's header and handle, which russh-sftp
+/// counts in this limit; so a [`COPY_BUFFER`] goes out as two writes, not
+/// three. Both the agent's and OpenSSH's sftp-server take packets up to
+/// 256 KiB.
+const WRITE_PACKET: u32 = (128 << 10) + 1024;
 
 /// One sftp session on its own channel.
 pub struct GuestFiles {
@@ -116,17 +119,15 @@ impl GuestFiles {
             .await
             .map_err(sftp_err("create"))?;
         let written = async {
-            let started = std::time::Instant::now();
             // Whole sftp writes at a time: tokio::io::copy's 8 KiB buffer
             // made every WRITE request 8 KiB, four times the requests (and
             // guest-side work) of OpenSSH's 32 KiB.
             let mut r = tokio::io::BufReader::with_capacity(COPY_BUFFER, data);
             let n = tokio::io::copy_buf(&mut r, &mut file).await?;
-            let sent = started.elapsed();
             // fsync, then close: the rename below publishes complete data.
             file.flush().await?;
             file.shutdown().await?;
-            tracing::debug!(bytes = n, ?sent, total = ?started.elapsed(), "sftp upload written");
+            tracing::debug!(bytes = n, "sftp upload written");
             Ok::<u64, std::io::Error>(n)
         }
         .await;

@@ -20,18 +20,19 @@ const OPEN_LIMIT: Duration = Duration::from_secs(12);
 impl GuestClient {
     /// Connects to `host:port` as seen from inside the guest (normally
     /// 127.0.0.1). Fails with [`GuestError::TcpRefused`] when the guest's
-    /// SSH server refuses the channel: nothing listens there, or it does
-    /// not forward TCP at all.
+    /// SSH server refuses the channel (nothing listens there, or it does
+    /// not forward TCP at all), [`GuestError::TcpOpenTimedOut`] when it
+    /// does not answer.
     pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<GuestTcpStream, GuestError> {
         let open = self
             .handle
             .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0);
         let channel = tokio::time::timeout(OPEN_LIMIT, open)
             .await
-            .map_err(|_| GuestError::TcpRefused {
+            .map_err(|_| GuestError::TcpOpenTimedOut {
                 host: host.to_string(),
                 port,
-                reason: format!("no answer within {OPEN_LIMIT:?}"),
+                after: OPEN_LIMIT,
             })?
             .map_err(|e| match e {
                 russh::Error::ChannelOpenFailure(why) => GuestError::TcpRefused {

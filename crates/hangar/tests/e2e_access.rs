@@ -421,12 +421,14 @@ fn port_forward_and_proxy_reach_loopback_only_servers_with_concurrent_connection
         "{listening}"
     );
 
-    // `hangar proxy VM --port N`: stdin and stdout are the connection.
-    let proxy_get = |port: &str| {
+    // `hangar proxy VM PORT` (or `--port PORT`): stdin and stdout are the
+    // connection.
+    let proxy_get = |port: &[&str]| {
         let mut c = Command::new(common::hangar_bin())
             .arg("--config")
             .arg(&d.config)
-            .args(["proxy", "dev", port])
+            .args(["proxy", "dev"])
+            .args(port)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -439,19 +441,24 @@ fn port_forward_and_proxy_reach_loopback_only_servers_with_concurrent_connection
             .unwrap();
         c.wait_with_output().unwrap()
     };
-    for port in ["8080", "8081"] {
+    // 8080 is on the guest's loopback only (the tunnel), 8081 on its
+    // address only (the direct way).
+    for port in [&["8080"][..], &["--port", "8081"]] {
         let out = proxy_get(port);
         assert!(
             out.status.success() && stdout(&out).ends_with("served\n"),
-            "proxy to {port}: {out:?}"
+            "proxy to {port:?}: {out:?}"
         );
     }
-    // Nothing listens: an error naming the port, before any byte flows.
-    let out = proxy_get("8099");
+    // Nothing listens: an error naming the port and what to check, before
+    // any byte flows.
+    let out = proxy_get(&["8099"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
     assert!(
-        err.contains("cannot connect to port 8099 of VM \"dev\""),
+        err.contains("cannot connect to port 8099 of VM \"dev\"")
+            && err.contains("127.0.0.1:8099 in the guest refused")
+            && err.contains("is a server listening?"),
         "{err}"
     );
     // Unknown or stopped VMs fail before anything listens.

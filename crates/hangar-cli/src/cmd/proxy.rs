@@ -1,4 +1,4 @@
-//! `hangar proxy VM [--port N]`: standard input and output become one TCP
+//! `hangar proxy VM [PORT]`: standard input and output become one TCP
 //! connection to the VM's port, through the daemon (which reaches guests
 //! inside the VM network namespace). Made for OpenSSH:
 //! `ssh -o ProxyCommand='hangar proxy %h' root@dev`, and so scp, sftp,

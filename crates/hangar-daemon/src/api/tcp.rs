@@ -1,8 +1,8 @@
 //! `POST /v1/vms/{name}/tcp/{port}` with `Upgrade: hangar-tcp`: after `101
 //! Switching Protocols` the connection carries one TCP connection to the
-//! guest's port, opened from inside the guest over SSH (so loopback-only
-//! servers are reached, as with `ssh -L`) or else to the guest's address
-//! from the VM network namespace. `hangar proxy` and `hangar port-forward`
+//! guest's port, to the guest's address from the VM network namespace or
+//! else from inside the guest over SSH (so loopback-only servers are
+//! reached, as with `ssh -L`). `hangar proxy` and `hangar port-forward`
 //! are its clients, so the user's own OpenSSH reaches a guest with
 //! `ProxyCommand`.
 
@@ -14,10 +14,11 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use hangar_api::stream::TCP_UPGRADE_PROTOCOL;
 use hangar_api::ApiError;
-use hangar_guest::GuestClient;
+use hangar_guest::{GuestClient, GuestError, GuestTcpStream};
 use hangar_store::VmRecord;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tracing::debug;
 
 use super::openapi::{Conflict, Invalid, NotFound, Unavailable};
@@ -28,64 +29,72 @@ use crate::daemon::Daemon;
 /// address.
 const CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
-/// A connection to the guest's port, whichever way it was made.
-trait GuestStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> GuestStream for T {}
+/// A connection to the guest's port, and for a tunnelled one the SSH
+/// connection it rides on (kept while the stream lives, even if the VM's
+/// cache lets go of it).
+type Opened = (Either<TcpStream, GuestTcpStream>, Option<Arc<GuestClient>>);
 
-/// A stream and, for a tunnelled one, the SSH connection it rides on (kept
-/// while the stream lives, even if the VM's cache lets go of it).
-type Opened = (Box<dyn GuestStream>, Option<Arc<GuestClient>>);
-
-/// Opens the connection: over SSH to 127.0.0.1:PORT inside the guest (the
-/// guest agent's `direct-tcpip`, as `ssh -L` does), so servers bound to
-/// the guest's loopback only are reached; else to the guest's address from
-/// the VM network namespace, which reaches servers bound only to that
-/// address and works when the guest's SSH server forwards nothing (an
-/// image's own sshd with `AllowTcpForwarding no`). Port 22 always takes
-/// the direct way: it is the SSH server itself (the agent listens on all
-/// addresses), and SSH inside SSH would decrypt every byte twice in the
-/// guest and share the tunnel connection with every other stream.
+/// Opens the connection. First to the guest's address from the VM network
+/// namespace: a server listening on all addresses (the common case) needs
+/// nothing more, and a closed port answers at once. Only when that fails,
+/// over SSH to the guest's loopback (127.0.0.1, then ::1) with the agent's
+/// `direct-tcpip`, as `ssh -L` does, so servers bound to loopback only are
+/// reached too; those streams share one SSH connection per VM, where a
+/// reader that stalls holds up the others (russh stops reading a
+/// connection while one channel lags), so only they pay that. Port 22 is
+/// the guest's SSH server itself: never tunnelled (no SSH inside SSH).
 async fn open(d: &Daemon, rec: &VmRecord, port: u16) -> Result<Opened, String> {
     let addr = SocketAddr::new(rec.ip.into(), port);
-    let direct = || async move {
-        let tcp = d.infra.net.connect_tcp(addr, CONNECT_LIMIT).await?;
-        let _ = tcp.set_nodelay(true);
-        Ok::<_, std::io::Error>(tcp)
-    };
-    if port == 22 {
-        return match direct().await {
-            Ok(tcp) => Ok((Box::new(tcp) as Box<dyn GuestStream>, None)),
-            Err(e) => Err(format!("{addr}: {e}")),
-        };
-    }
-    let tunnel = async {
-        let client = d.vms.tcp_client(rec).await.map_err(|e| e.to_string())?;
-        match client.connect_tcp("127.0.0.1", port).await {
-            Ok(s) => Ok((s, client)),
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    let refused = match tunnel.await {
-        Ok((s, client)) => return Ok((Box::new(s) as Box<dyn GuestStream>, Some(client))),
-        Err(e) => e,
-    };
-    match direct().await {
+    let direct = match d.infra.net.connect_tcp(addr, CONNECT_LIMIT).await {
         Ok(tcp) => {
-            debug!(vm = %rec.name, port, tunnel = %refused, "tcp: reached the guest address directly");
-            Ok((Box::new(tcp) as Box<dyn GuestStream>, None))
+            let _ = tcp.set_nodelay(true);
+            return Ok((Either::Left(tcp), None));
         }
-        Err(e) => Err(format!("{refused}; nor at {addr}: {e}")),
+        Err(e) => format!("{addr} ({e})"),
+    };
+    let hint = format!(
+        "is a server listening? (`hangar exec {} -- ss -ltn`)",
+        rec.name
+    );
+    if port == 22 {
+        return Err(format!("nothing accepts on {direct}; {hint}"));
     }
+    let client = d.vms.tcp_client(rec).await.map_err(|e| {
+        format!("nothing accepts on {direct}, and the guest's loopback cannot be tried: {e}")
+    })?;
+    let mut refused = Vec::new();
+    for host in ["127.0.0.1", "::1"] {
+        match client.connect_tcp(host, port).await {
+            Ok(s) => {
+                debug!(vm = %rec.name, port, host, direct = %direct, "tcp: through the guest's loopback");
+                return Ok((Either::Right(s), Some(client)));
+            }
+            Err(e @ GuestError::TcpRefused { .. }) => refused.push(e.to_string()),
+            Err(e) => {
+                // No answer: that connection may be held up by a stalled
+                // stream; the next stream gets a fresh one.
+                if matches!(e, GuestError::TcpOpenTimedOut { .. }) {
+                    d.vms.drop_tcp_client(rec, &client);
+                }
+                refused.push(e.to_string());
+                break;
+            }
+        }
+    }
+    Err(format!(
+        "nothing accepts on {direct}, and {}; {hint}",
+        refused.join(", ")
+    ))
 }
 
 /// Connect to a TCP port of a running VM
 #[utoipa::path(post, path = "/v1/vms/{name}/tcp/{port}", operation_id = "connect_tcp", tag = "vms",
     description = "Upgrades the connection: the request carries `Connection: Upgrade` and \
-        `Upgrade: hangar-tcp` and no body. The daemon connects to 127.0.0.1:PORT inside the \
+        `Upgrade: hangar-tcp` and no body. The daemon connects to the guest's address:PORT \
+        first; when nothing accepts there, to 127.0.0.1:PORT and then [::1]:PORT inside the \
         guest (over its SSH connection to the guest, a `direct-tcpip` channel), so servers \
-        that listen only on the guest's loopback are reached; when that is refused, to the \
-        guest's address:PORT (servers bound to that address only). Port 22 always goes to the \
-        guest's address: it is the guest's SSH server. After `101 Switching Protocols` the \
+        that listen only on the guest's loopback are reached too. Port 22 (the guest's SSH \
+        server) is only tried on the guest's address. After `101 Switching Protocols` the \
         connection carries that TCP connection's bytes both ways until either side closes. \
         Nothing accepting on either is a 412 before the upgrade. `hangar proxy VM` (an \
         OpenSSH `ProxyCommand`) and `hangar port-forward` are the clients.",

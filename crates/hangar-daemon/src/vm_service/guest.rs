@@ -52,14 +52,20 @@ impl VmService {
         }
         // One connect at a time per VM and purpose: twenty forwarded
         // connections arriving together make one SSH handshake, not twenty.
-        let gate = self.guests.gate(&rec.id, purpose);
-        let _connecting = gate.lock().await;
+        let _connecting = self.guests.gates(purpose).lock(&rec.id).await;
         if let Some(c) = self.guests.live(&rec.id, purpose) {
             return Ok(c);
         }
         let client = Arc::new(self.connect_guest(rec).await?);
         self.guests.put(&rec.id, purpose, client.clone());
         Ok(client)
+    }
+
+    /// Lets go of a VM's TCP-streams connection if it is still `client`
+    /// (one that stopped answering): the next stream makes a new one, and
+    /// this one closes when its last stream ends.
+    pub fn drop_tcp_client(&self, rec: &VmRecord, client: &Arc<GuestClient>) {
+        self.guests.remove_if(&rec.id, Purpose::Tcp, client);
     }
 
     /// Opens a fresh SSH connection to a running VM's guest as `user` (the
@@ -113,54 +119,65 @@ impl VmService {
 
 /// What a cached connection carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Purpose {
+enum Purpose {
     /// exec, cp, sessions, power: the daemon's own work.
     Control,
     /// Users' TCP streams.
     Tcp,
 }
 
-type Key = (String, Purpose);
-
-/// Live SSH connections per VM id and purpose, and the gates that let one
-/// caller at a time make a new one. A leaf lock: never held across I/O
-/// (the gates are async mutexes, held while connecting).
+/// Live SSH connections per VM id and purpose (a leaf lock: never held
+/// across I/O), and per purpose the gates that let one caller at a time
+/// make a new one (held while connecting).
 #[derive(Default)]
-pub struct GuestClients(std::sync::Mutex<Entries>);
-
-#[derive(Default)]
-struct Entries {
-    clients: std::collections::HashMap<Key, Arc<GuestClient>>,
-    gates: std::collections::HashMap<Key, Arc<tokio::sync::Mutex<()>>>,
+pub struct GuestClients {
+    clients: std::sync::Mutex<std::collections::HashMap<(String, Purpose), Arc<GuestClient>>>,
+    control_gates: super::locks::VmLocks,
+    tcp_gates: super::locks::VmLocks,
 }
 
 impl GuestClients {
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn clients(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, Purpose), Arc<GuestClient>>>
+    {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn gates(&self, purpose: Purpose) -> &super::locks::VmLocks {
+        match purpose {
+            Purpose::Control => &self.control_gates,
+            Purpose::Tcp => &self.tcp_gates,
+        }
     }
     /// The cached connection, unless it is gone.
-    pub fn live(&self, id: &str, purpose: Purpose) -> Option<Arc<GuestClient>> {
-        self.entries()
-            .clients
+    fn live(&self, id: &str, purpose: Purpose) -> Option<Arc<GuestClient>> {
+        self.clients()
             .get(&(id.to_string(), purpose))
             .filter(|c| !c.is_closed())
             .cloned()
     }
-    fn gate(&self, id: &str, purpose: Purpose) -> Arc<tokio::sync::Mutex<()>> {
-        self.entries()
-            .gates
-            .entry((id.to_string(), purpose))
-            .or_default()
-            .clone()
+    fn put(&self, id: &str, purpose: Purpose, c: Arc<GuestClient>) {
+        self.clients().insert((id.to_string(), purpose), c);
     }
-    pub fn put(&self, id: &str, purpose: Purpose, c: Arc<GuestClient>) {
-        self.entries().clients.insert((id.to_string(), purpose), c);
+    /// Caches the connection a boot made (it proved the guest is up).
+    pub fn put_control(&self, id: &str, c: Arc<GuestClient>) {
+        self.put(id, Purpose::Control, c);
+    }
+    fn remove_if(&self, id: &str, purpose: Purpose, c: &Arc<GuestClient>) {
+        let mut clients = self.clients();
+        let key = (id.to_string(), purpose);
+        if clients
+            .get(&key)
+            .is_some_and(|cached| Arc::ptr_eq(cached, c))
+        {
+            clients.remove(&key);
+        }
     }
     /// Forgets a VM's connections (each is closed when its last user drops
     /// it).
     pub fn forget(&self, id: &str) {
-        let mut e = self.entries();
-        e.clients.retain(|(vm, _), _| vm != id);
-        e.gates.retain(|(vm, _), _| vm != id);
+        self.clients().retain(|(vm, _), _| vm != id);
+        self.control_gates.forget(id);
+        self.tcp_gates.forget(id);
     }
 }

@@ -86,8 +86,7 @@ impl VmService {
         {
             Ok(client) => {
                 undo.keep();
-                self.guests
-                    .put(&rec.id, super::guest::Purpose::Control, client);
+                self.guests.put_control(&rec.id, client);
                 Ok(self.infra.store.get_vm(&rec.id)?)
             }
             Err(e) => {

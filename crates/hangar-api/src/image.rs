@@ -235,4 +235,8 @@ pub struct CatalogEntry {
     pub source: String,
     /// Whether it is present locally.
     pub local: bool,
+    /// The disk size (bytes) of a VM made from it when `vm create` names
+    /// none; absent: the daemon's default, else the image's own size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }

@@ -7,6 +7,7 @@ pub mod info;
 pub mod name;
 pub mod op;
 pub mod session;
+pub mod size;
 pub mod stream;
 pub mod tree;
 pub mod vm;

@@ -134,7 +134,9 @@ pub struct CreateArgs {
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
     /// Root disk size with a unit, e.g. 8G, at least the image's size
-    /// [default: [defaults] disk_size in the config, else the image's size].
+    /// [default: the image's catalog entry's disk_size, else [defaults]
+    /// disk_size in the config (either grown to the image's size), else the
+    /// image's size].
     #[arg(long, value_name = "SIZE")]
     pub disk_size: Option<String>,
     /// Start the image's Entrypoint and Cmd as the session "entrypoint"

@@ -548,31 +548,8 @@ impl Config {
     }
 }
 
-/// Parses a size like `4G`, `512M`, `2GiB`, `1073741824` into bytes
-/// (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; use e.g. 4G, 512M or a byte count"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "{s:?} has unknown unit {other:?}; use K, M, G or T"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|b| *b > 0)
-        .ok_or_else(|| format!("{s:?} is not a usable size"))
-}
+/// Sizes in the config (`4G`, `512M`, a byte count) read as everywhere else.
+pub use hangar_api::size::parse_size;
 
 #[cfg(test)]
 mod tests {
@@ -770,16 +747,5 @@ mod tests {
             Config::load(&p, true),
             Err(ConfigError::Read { .. })
         ));
-    }
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("4X").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("big").is_err());
     }
 }

@@ -3,13 +3,14 @@
 //! `[images] catalogs` adds JSON catalogs (file or https URLs), merged in
 //! order, a later entry overriding an earlier one of the same name. An
 //! entry names its source: a bootstrap recipe (built-in only), an OCI
-//! reference, or a bundle URL with its sha256.
+//! reference, or a bundle URL with its sha256; and optionally the disk
+//! size a VM made from it gets when `vm create` names none.
 //!
 //! A catalog file:
 //! ```json
 //! {"images": [
 //!   {"name": "team-golden", "description": "…",
-//!    "oci": "registry.example.com/team/golden:v3"},
+//!    "oci": "registry.example.com/team/golden:v3", "disk_size": "20G"},
 //!   {"name": "golden", "description": "…",
 //!    "bundle": "https://example.com/golden.hangar.tar.zst", "sha256": "<64 hex>"}
 //! ]}
@@ -72,6 +73,10 @@ pub struct Entry {
     pub name: String,
     pub description: String,
     pub source: Source,
+    /// The disk size of a VM made from it when the request names none
+    /// (bytes); `None`: the daemon's `[defaults] disk_size`, else the
+    /// image's own size.
+    pub disk_bytes: Option<u64>,
 }
 
 /// The built-in entries.
@@ -82,6 +87,7 @@ pub fn builtin() -> Vec<Entry> {
             name: c.name.to_string(),
             description: c.description.to_string(),
             source: Source::Recipe(c.name.to_string()),
+            disk_bytes: None,
         })
         .collect()
 }
@@ -100,6 +106,9 @@ struct FileEntry {
     bundle: Option<String>,
     #[serde(default)]
     sha256: Option<String>,
+    /// `20G`, `512M` or a byte count.
+    #[serde(default)]
+    disk_size: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +116,10 @@ struct FileEntry {
 struct CatalogFile {
     images: Vec<FileEntry>,
 }
+
+/// The range of VM disk sizes the daemon accepts, for catalog entries too.
+pub const MIN_DISK: u64 = 64 << 20;
+pub const MAX_DISK: u64 = 16 << 40;
 
 /// Parses a catalog file; `origin` names it in errors.
 pub fn parse(json: &[u8], origin: &str) -> Result<Vec<Entry>, ImageError> {
@@ -133,10 +146,26 @@ pub fn parse(json: &[u8], origin: &str) -> Result<Vec<Entry>, ImageError> {
                     )))
                 }
             };
+            let disk_bytes = e
+                .disk_size
+                .as_deref()
+                .map(|s| {
+                    hangar_api::size::parse_size(s)
+                        .ok()
+                        .filter(|b| (MIN_DISK..=MAX_DISK).contains(b))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "entry {:?}: disk_size {s:?} is not a size from 64M to 16T (e.g. \"20G\")",
+                                e.name
+                            ))
+                        })
+                })
+                .transpose()?;
             Ok(Entry {
                 name: e.name,
                 description: e.description,
                 source,
+                disk_bytes,
             })
         })
         .collect()
@@ -192,7 +221,7 @@ mod tests {
         let sha = "a".repeat(64);
         let file = format!(
             r#"{{"images":[
-                {{"name":"team-golden","description":"team","oci":"127.0.0.1:5000/team/golden:v3","insecure":true}},
+                {{"name":"team-golden","description":"team","oci":"127.0.0.1:5000/team/golden:v3","insecure":true,"disk_size":"20G"}},
                 {{"name":"debian-12","description":"ours","bundle":"https://h/d.hangar.tar.zst","sha256":"{sha}"}}]}}"#
         );
         let parsed = parse(file.as_bytes(), "t").expect("parse");
@@ -203,6 +232,8 @@ mod tests {
                 insecure: true
             }
         );
+        assert_eq!(parsed[0].disk_bytes, Some(20 << 30));
+        assert_eq!(parsed[1].disk_bytes, None);
 
         let merged = merge(vec![builtin(), parsed]);
 
@@ -221,5 +252,11 @@ mod tests {
         assert!(parse(br#"{"images":[{"name":"x","bundle":"https://h/x"}]}"#, "t").is_err());
         assert!(parse(br#"{"images":[{"name":"Bad Name","oci":"r/x"}]}"#, "t").is_err());
         assert!(parse(br#"{"images":[{"name":"x","oci":"r/x","bogus":1}]}"#, "t").is_err());
+        for bad_size in ["big", "1M", "17T", "0"] {
+            let json =
+                format!(r#"{{"images":[{{"name":"x","oci":"r/x","disk_size":"{bad_size}"}}]}}"#);
+            let err = parse(json.as_bytes(), "t").unwrap_err().to_string();
+            assert!(err.contains("disk_size"), "{bad_size}: {err}");
+        }
     }
 }

@@ -471,12 +471,12 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
     let url = |f: &str| format!("http://127.0.0.1:{}/{f}", http.port);
 
     // A configured catalog names the bundle: `vm create --image team-golden`
-    // pulls it on first use.
+    // pulls it on first use, with the entry's disk size.
     let catalog = a.dir.path().join("catalog.json");
     std::fs::write(
         &catalog,
         serde_json::json!({"images": [{"name": "team-golden", "description": "the team's image",
-            "bundle": url("golden.hangar.tar.zst"), "sha256": sum}]})
+            "bundle": url("golden.hangar.tar.zst"), "sha256": sum, "disk_size": "3G"}]})
         .to_string(),
     )
     .unwrap();
@@ -581,9 +581,31 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
         format!("bundle:{}", url("golden.hangar.tar.zst")),
         "{cat}"
     );
+    assert_eq!(entry["disk_bytes"], 3u64 << 30, "{cat}");
     b.ok(&["vm", "create", "g", "--image", "team-golden"]);
     let out = b.exec("g", &["cat", "/srv/marker"]);
     assert_eq!(stdout(&out), "bundled\n", "{out:?}");
+    assert_eq!(b.json(&["vm", "show", "g"])["disk_bytes"], 3u64 << 30);
+    // The guest's filesystem grew to it.
+    let out = b.exec("g", &["sh", "-c", "df -k / | tail -1"]);
+    let kib: u64 = stdout(&out)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    assert!(kib > 2_800_000, "root fs is only {kib} KiB: {out:?}");
+    // An explicit size still wins.
+    b.ok(&[
+        "vm",
+        "create",
+        "g2",
+        "--image",
+        "team-golden",
+        "--disk-size",
+        "1G",
+    ]);
+    assert_eq!(b.json(&["vm", "show", "g2"])["disk_bytes"], 1u64 << 30);
+    b.ok(&["vm", "rm", "-f", "g2"]);
     let cat = b.json(&["image", "catalog"]);
     assert!(
         cat.as_array()

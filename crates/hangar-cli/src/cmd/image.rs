@@ -59,7 +59,7 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                 return Ok(());
             }
             output::table(
-                &["name", "local", "source", "description"],
+                &["name", "local", "source", "disk", "description"],
                 entries
                     .iter()
                     .map(|e| {
@@ -67,6 +67,7 @@ pub async fn run(cli: &Cli, client: &Client, cmd: &ImageCommand) -> Result<(), A
                             e.name.clone(),
                             e.local.to_string(),
                             e.source.clone(),
+                            e.disk_bytes.map(output::human_bytes).unwrap_or_default(),
                             e.description.clone(),
                         ]
                     })

@@ -180,6 +180,22 @@ impl ImageService {
             .cloned()
     }
 
+    /// The disk size of a VM of `image` (asked for as `name`) when the
+    /// request names none: the catalog entry's for that name, else
+    /// `[defaults] disk_size`, either grown to the image's size (a default
+    /// never makes a create fail); else the image's own size.
+    pub fn default_disk_bytes(&self, name: &str, image: &ImageRecord) -> u64 {
+        let configured = match self.infra.config.defaults.disk_size.as_str() {
+            "" => None,
+            // Checked when the config was loaded.
+            s => hangar_config::parse_size(s).ok(),
+        };
+        self.catalog_entry(name)
+            .and_then(|e| e.disk_bytes)
+            .or(configured)
+            .map_or(image.rootfs_bytes, |d| d.max(image.rootfs_bytes))
+    }
+
     fn catalog_names(&self) -> Vec<String> {
         self.catalog
             .read()
@@ -196,6 +212,7 @@ impl ImageService {
                 source: c.source.describe(),
                 name: c.name,
                 description: c.description,
+                disk_bytes: c.disk_bytes,
             })
             .collect()
     }
@@ -323,7 +340,8 @@ impl ImageService {
         info!(image = name, digest = %rec.digest, "image ready");
         crate::crash_point!("pull.after_store_row");
         // Still under the image lock, so the image cannot be removed meanwhile.
-        self.snapshots.prewarm(&rec, op, cancel).await;
+        let disk_bytes = self.default_disk_bytes(name, &rec);
+        self.snapshots.prewarm(&rec, disk_bytes, op, cancel).await;
         Ok(rec)
     }
 

@@ -41,16 +41,18 @@ impl Drop for WorkDir {
 }
 
 impl SnapshotService {
-    /// Saves the boot snapshot of `image` for the default machine shape,
-    /// unless there is one. Best effort: a failure is logged, and the
+    /// Saves the boot snapshot of `image` for the default machine shape
+    /// with a disk of `disk_bytes` (what a VM gets by default), unless
+    /// there is one. Best effort: a failure is logged, and the
     /// first VM of that shape saves the snapshot instead.
     pub async fn prewarm(
         &self,
         image: &ImageRecord,
+        disk_bytes: u64,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) {
-        match self.try_prewarm(image, op, cancel).await {
+        match self.try_prewarm(image, disk_bytes, op, cancel).await {
             Ok(Some(path)) => {
                 info!(image = %image.name, snapshot = %path.display(), "boot snapshot prepared")
             }
@@ -64,6 +66,7 @@ impl SnapshotService {
     async fn try_prewarm(
         &self,
         image: &ImageRecord,
+        disk_bytes: u64,
         op: Option<&OpHandle>,
         cancel: &CancellationToken,
     ) -> Result<Option<PathBuf>> {
@@ -76,12 +79,6 @@ impl SnapshotService {
         if !manifest.boot_snapshots {
             return Ok(None);
         }
-        let disk_bytes = match self.infra.config.defaults.disk_size.as_str() {
-            "" => image.rootfs_bytes,
-            s => hangar_config::parse_size(s)
-                .map_err(DaemonError::Invalid)?
-                .max(image.rootfs_bytes),
-        };
         // The prewarm boot competes for the CPU like any other boot. It
         // waits before it makes anything, so a queued prewarm holds no
         // TAP, dir or disk.

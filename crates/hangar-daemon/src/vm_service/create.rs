@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use hangar_api::{CreateVmRequest, OpKind, Operation, VmState};
 use hangar_config::Config;
 use hangar_ops::OpHandle;
-use hangar_store::VmRecord;
+use hangar_store::{ImageRecord, VmRecord};
 use tracing::{info, warn};
 
 use super::VmService;
@@ -45,6 +45,8 @@ struct CreatePlan {
     image: String,
     cpus: u32,
     memory_mib: u32,
+    /// Asked for by the request: the disk gets exactly this, or the
+    /// create fails when the image is larger.
     disk_bytes: Option<u64>,
     authorized_keys: Vec<String>,
     ssh_user: Option<String>,
@@ -65,15 +67,10 @@ fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
             "memory must be between 128 MiB and 256 GiB, got {memory_mib} MiB"
         )));
     }
-    let disk_bytes = match req.disk_bytes {
-        Some(b) => Some(b),
-        None if !config.defaults.disk_size.is_empty() => Some(
-            hangar_config::parse_size(&config.defaults.disk_size).map_err(DaemonError::Invalid)?,
-        ),
-        None => None,
-    };
+    let disk_bytes = req.disk_bytes;
     if let Some(b) = disk_bytes {
-        if !((64u64 << 20)..=(16u64 << 40)).contains(&b) {
+        use hangar_image::catalog::{MAX_DISK, MIN_DISK};
+        if !(MIN_DISK..=MAX_DISK).contains(&b) {
             return Err(DaemonError::invalid(format!(
                 "disk size {b} bytes is out of range (64 MiB to 16 TiB)"
             )));
@@ -146,6 +143,24 @@ impl VmService {
         ))
     }
 
+    /// The new VM's disk size: the request's, which must hold the image;
+    /// else the image's default (its catalog entry's, `[defaults]
+    /// disk_size`, or its own size).
+    fn disk_bytes_for(&self, plan: &CreatePlan, image: &ImageRecord) -> Result<u64> {
+        let need = image.rootfs_bytes;
+        if let Some(asked) = plan.disk_bytes {
+            if asked < need {
+                return Err(DaemonError::invalid(format!(
+                    "disk size {asked} is smaller than image {} ({need} bytes); give at least {} MiB",
+                    image.name,
+                    need.div_ceil(1 << 20)
+                )));
+            }
+            return Ok(asked);
+        }
+        Ok(self.images.default_disk_bytes(&plan.image, image))
+    }
+
     /// Refuses early when the VMM binary is missing, with the fix.
     pub fn check_vmm_ready(&self) -> Result<()> {
         if let Some(problem) = crate::daemon::forced_kvm_problem(&self.infra.config) {
@@ -182,16 +197,7 @@ impl VmService {
         if cancel.is_cancelled() {
             return Err(DaemonError::cancelled("create cancelled"));
         }
-        let disk_bytes = plan.disk_bytes.unwrap_or(image.rootfs_bytes);
-        if disk_bytes < image.rootfs_bytes {
-            return Err(DaemonError::invalid(format!(
-                "disk size {} is smaller than image {} ({} bytes); give at least {} MiB",
-                disk_bytes,
-                image.name,
-                image.rootfs_bytes,
-                image.rootfs_bytes.div_ceil(1 << 20)
-            )));
-        }
+        let disk_bytes = self.disk_bytes_for(&plan, &image)?;
         let host_key = hangar_guest::generate_host_key().map_err(|source| DaemonError::Guest {
             context: "cannot generate a host key".into(),
             source: Box::new(source),

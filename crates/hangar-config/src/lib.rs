@@ -234,6 +234,9 @@ pub struct ImagesConfig {
     /// Extra image catalogs (JSON; `file://PATH` or `https://URL`), merged
     /// after the built-in one in this order, later entries overriding.
     pub catalogs: Vec<String>,
+    /// PEM files of CA certificates trusted, besides the system's, for
+    /// registries, bundle URLs and catalogs over HTTPS (a private CA).
+    pub ca_certs: Vec<PathBuf>,
 }
 
 impl Default for ImagesConfig {
@@ -244,6 +247,7 @@ impl Default for ImagesConfig {
             max_rootfs_size: "64G".into(),
             upload_idle_timeout_secs: 60,
             catalogs: Vec::new(),
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -282,6 +286,14 @@ impl ImagesConfig {
             if !ok {
                 return Err(format!(
                     "[images] catalogs: {c:?} is not a file:///PATH or https:// URL"
+                ));
+            }
+        }
+        for c in &self.ca_certs {
+            if !c.is_absolute() {
+                return Err(format!(
+                    "[images] ca_certs: {} is not an absolute path",
+                    c.display()
                 ));
             }
         }

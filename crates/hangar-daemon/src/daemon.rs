@@ -200,6 +200,14 @@ impl Daemon {
             hangar_disk::backend_by_name(&config.storage.backend, &config.vms_dir())
                 .context("cannot choose a disk backend")?;
         let agent = crate::guest_agent::load(&config.guest.agent)?;
+        let trust = hangar_image::sources::Trust::load(&config.images.ca_certs)
+            .context("cannot load [images] ca_certs")?;
+        if !trust.is_empty() {
+            info!(
+                certificates = trust.len(),
+                "extra CA certificates trusted for image downloads"
+            );
+        }
         let key = Arc::new(
             DaemonKey::load_or_generate(&config.keys_dir())
                 .context("cannot load or create the daemon SSH key")?,
@@ -234,7 +242,7 @@ impl Daemon {
             agent,
         };
         let snapshots = Arc::new(SnapshotService::new(infra.clone()));
-        let images = Arc::new(ImageService::new(infra.clone(), snapshots.clone()));
+        let images = Arc::new(ImageService::new(infra.clone(), snapshots.clone(), trust));
         let vms = Arc::new(VmService::new(
             infra.clone(),
             images.clone(),

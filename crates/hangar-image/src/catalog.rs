@@ -187,7 +187,7 @@ pub fn merge(lists: Vec<Vec<Entry>>) -> Vec<Entry> {
 /// Reads one configured catalog: `file://PATH` (the daemon's own config
 /// names it; it is not a client's path) or `https://` (plain `http://`
 /// only from a loopback address).
-pub async fn load(url: &str) -> Result<Vec<Entry>, ImageError> {
+pub async fn load(url: &str, trust: &crate::sources::Trust) -> Result<Vec<Entry>, ImageError> {
     let bytes = if let Some(path) = url.strip_prefix("file://") {
         tokio::fs::read(path)
             .await
@@ -196,10 +196,11 @@ pub async fn load(url: &str) -> Result<Vec<Entry>, ImageError> {
         let parsed = crate::sources::bundle::check_url(url)?;
         let net = |e: reqwest::Error| ImageError::Registry {
             registry: parsed.host_str().unwrap_or("").to_string(),
-            reason: e.to_string(),
+            reason: crate::sources::trust::net_error(&e),
         };
-        let client =
-            crate::sources::http_client(std::time::Duration::from_secs(15)).map_err(net)?;
+        let client = trust
+            .http_client(std::time::Duration::from_secs(15))
+            .map_err(net)?;
         let resp = client.get(parsed.clone()).send().await.map_err(net)?;
         let body = resp
             .error_for_status()

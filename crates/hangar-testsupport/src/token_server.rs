@@ -145,8 +145,9 @@ impl Drop for TokenServer {
     }
 }
 
+/// Runs the `openssl` CLI and returns its standard output.
 #[track_caller]
-fn openssl(args: &[&str]) -> Vec<u8> {
+pub(crate) fn openssl(args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
         .args(args)
         .stdin(Stdio::null())

@@ -395,3 +395,81 @@ fn registries_behind_basic_auth_and_bearer_tokens_are_pulled_with_the_users_dock
         "the daemon log holds the identity token"
     );
 }
+
+#[test]
+#[ignore = "needs root: runs the daemon, boots guests and runs the CLI as a socket user (nobody)"]
+fn an_https_registry_with_a_private_ca_is_pulled_once_the_ca_is_configured() {
+    let _serial = common::serial();
+    let mut d = TestDaemon::with_socket_group(
+        "oci-tls",
+        Options {
+            start: false,
+            ..Options::default()
+        },
+    );
+    let work = d.dir.path().join("oci-tls");
+    std::fs::create_dir_all(&work).unwrap();
+    let registry =
+        LocalRegistry::start_tls(&work.join("registry"), Auth::Htpasswd(&[(USER, PASSWORD)]));
+    let ca = registry.ca.clone().expect("an HTTPS registry has a CA");
+    let reference = format!("{}/team/tls:v1", registry.addr);
+    push(&work, &small_image(&work, "tls"), &reference);
+    d.spawn();
+    d.ok(&["image", "pull", "debian-12"]);
+    user_logins(&d, &[(registry.addr.as_str(), password_login(PASSWORD))]);
+
+    // Its CA is in no trust store: refused, saying why and what to do,
+    // and nothing stays.
+    let err = pull_fails_named(&d, &["image", "pull", &reference], "tls");
+    assert!(
+        err.contains("certificate") && err.contains("[images] ca_certs"),
+        "{err}"
+    );
+
+    // A CA file that is not a certificate stops the daemon at start,
+    // naming the file.
+    d.stop_daemon();
+    let junk = work.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let plain_config = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!(
+            "{plain_config}\n[images]\nca_certs = [\"{}\"]\n",
+            junk.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::hangar_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .arg("daemon")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("junk.pem") && err.contains("no certificate"),
+        "{out:?}"
+    );
+
+    // With its CA configured: pulled over HTTPS (no --insecure), booted.
+    std::fs::write(
+        &d.config,
+        format!(
+            "{plain_config}\n[images]\nca_certs = [\"{}\"]\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    d.spawn();
+    let out = hangar_user(&d, &["image", "pull", &reference]);
+    assert!(
+        out.status.success(),
+        "pull over HTTPS with the CA: {}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        common::tail(&d.log(), 30)
+    );
+    boot_and_read_marker(&d, "from-tls", "tls", "tls");
+    let log = d.log();
+    assert!(!log.contains(PASSWORD), "the daemon log holds the password");
+}

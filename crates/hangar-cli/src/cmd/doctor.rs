@@ -95,8 +95,15 @@ async fn catalog_facts(
     }
     let mut lists = vec![hangar_image::catalog::builtin()];
     let mut unreadable = Vec::new();
+    // Read as the user; an unreadable CA file is named and the system's
+    // roots still apply.
+    let trust = hangar_image::sources::Trust::load(&config.images.ca_certs).unwrap_or_else(|e| {
+        unreadable.push(format!("[images] ca_certs: {}", error_chain(&e)));
+        hangar_image::sources::Trust::default()
+    });
     for url in &config.images.catalogs {
-        match tokio::time::timeout(CATALOG_TIMEOUT, hangar_image::catalog::load(url)).await {
+        match tokio::time::timeout(CATALOG_TIMEOUT, hangar_image::catalog::load(url, &trust)).await
+        {
             Ok(Ok(entries)) => lists.push(entries),
             Ok(Err(e)) => unreadable.push(format!("{url}: {}", error_chain(&e))),
             Err(_) => unreadable.push(format!(

@@ -61,15 +61,23 @@ impl ImageService {
         let max = self.infra.config.images.max_bytes().2;
         let staging = StagingDir::create_with_prefix(&self.infra.config.images_dir(), PULL_PREFIX)?;
         let progress = super::report_to(op);
-        let (header, sum) = bundle::download(url, sha256, staging.path(), max, &progress, cancel)
-            .await
-            .map_err(|e| {
-                if cancel.is_cancelled() {
-                    DaemonError::cancelled("the bundle download was cancelled")
-                } else {
-                    rejected(&format!("cannot pull {url}"), e)
-                }
-            })?;
+        let (header, sum) = bundle::download(
+            url,
+            &self.trust,
+            sha256,
+            staging.path(),
+            max,
+            &progress,
+            cancel,
+        )
+        .await
+        .map_err(|e| {
+            if cancel.is_cancelled() {
+                DaemonError::cancelled("the bundle download was cancelled")
+            } else {
+                rejected(&format!("cannot pull {url}"), e)
+            }
+        })?;
         tracing::info!(url, sha256 = %sum, bundle = %header.name, "bundle downloaded");
         self.store_new(name, staging, &header.manifest).await
     }

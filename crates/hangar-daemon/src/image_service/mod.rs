@@ -38,13 +38,21 @@ pub struct ImageService {
     /// The built-in catalog merged with `[images] catalogs`, as last read
     /// (at start-up and on each `GET /v1/images/catalog`).
     catalog: std::sync::RwLock<Vec<hangar_image::catalog::Entry>>,
+    /// The system's CA roots plus `[images] ca_certs`, for every HTTPS
+    /// download (registries, bundles, catalogs).
+    trust: hangar_image::sources::Trust,
 }
 
 impl ImageService {
-    pub fn new(infra: Infra, snapshots: Arc<SnapshotService>) -> Self {
+    pub fn new(
+        infra: Infra,
+        snapshots: Arc<SnapshotService>,
+        trust: hangar_image::sources::Trust,
+    ) -> Self {
         ImageService {
             infra,
             snapshots,
+            trust,
             lock: tokio::sync::Mutex::new(()),
             catalog: std::sync::RwLock::new(hangar_image::catalog::builtin()),
         }
@@ -158,7 +166,7 @@ impl ImageService {
     pub async fn reload_catalogs(&self) {
         let mut lists = vec![hangar_image::catalog::builtin()];
         for url in &self.infra.config.images.catalogs {
-            match hangar_image::catalog::load(url).await {
+            match hangar_image::catalog::load(url, &self.trust).await {
                 Ok(entries) => lists.push(entries),
                 Err(e) => {
                     warn!(catalog = %url, error = %crate::error::error_chain(&e), "cannot read an image catalog; skipped")

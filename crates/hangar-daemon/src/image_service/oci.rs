@@ -73,9 +73,10 @@ impl ImageService {
         let staging = StagingDir::create_with_prefix(&self.infra.config.images_dir(), PULL_PREFIX)?;
         let tree = make_tree(&staging)?;
         let progress = super::report_to(op);
-        let unpacked = hangar_image::sources::oci::pull(pull, &tree, &progress, cancel)
-            .await
-            .map_err(|e| source_error(&format!("cannot pull {}", pull.reference), e, cancel))?;
+        let unpacked =
+            hangar_image::sources::oci::pull(pull, &self.trust, &tree, &progress, cancel)
+                .await
+                .map_err(|e| source_error(&format!("cannot pull {}", pull.reference), e, cancel))?;
         self.finish_oci(name, staging, unpacked, op, cancel).await
     }
 

@@ -282,6 +282,7 @@ pub fn check_url(url: &str) -> Result<reqwest::Url, ImageError> {
 /// sha256, decompress, verify each part, write).
 pub async fn download(
     url: &str,
+    trust: &super::Trust,
     sha256: Option<&str>,
     out_dir: &Path,
     max_bytes: u64,
@@ -295,9 +296,11 @@ pub async fn download(
     let parsed = check_url(url)?;
     let net = |e: reqwest::Error| ImageError::Registry {
         registry: parsed.host_str().unwrap_or("").to_string(),
-        reason: e.to_string(),
+        reason: crate::sources::trust::net_error(&e),
     };
-    let client = super::http_client(std::time::Duration::from_secs(120)).map_err(net)?;
+    let client = trust
+        .http_client(std::time::Duration::from_secs(120))
+        .map_err(net)?;
     let resp = tokio::select! {
         r = client.get(parsed.clone()).send() => r.map_err(net)?,
         _ = cancel.cancelled() => return Err(ImageError::Cancelled),

@@ -11,11 +11,13 @@ pub mod image_config;
 pub mod layer;
 pub mod oci;
 mod oci_token;
+pub mod trust;
 
 use crate::ImageError;
 
 pub use image_config::{ImageConfig, RunConfig};
 pub use layer::LayerDesc;
+pub use trust::Trust;
 
 /// Checks a `sha256:<64 lowercase hex>` digest: digests name files in
 /// archives and URLs in registries, so nothing else may pass.
@@ -40,16 +42,6 @@ pub fn check_digest(digest: &str, what: &str) -> Result<(), ImageError> {
 /// second install is refused harmlessly.
 pub(crate) fn tls_ready() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// The HTTP client for bundle and catalog downloads: 30 s to connect, and
-/// `read_timeout` without a byte before a transfer counts as stalled.
-pub(crate) fn http_client(read_timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
-    tls_ready();
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .read_timeout(read_timeout)
-        .build()
 }
 
 /// What came out of a source: the tree is in the staging dir the caller

@@ -100,9 +100,10 @@ pub fn is_loopback_registry(registry: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn client_for(reference: &Reference, insecure: bool) -> Client {
+fn client_for(reference: &Reference, insecure: bool, trust: &super::Trust) -> Client {
     super::tls_ready();
     Client::new(ClientConfig {
+        extra_root_certificates: trust.oci_roots(),
         protocol: if insecure {
             ClientProtocol::HttpsExcept(vec![reference.registry().to_string()])
         } else {
@@ -119,6 +120,7 @@ fn client_for(reference: &Reference, insecure: bool) -> Client {
 /// caller removes the tree.
 pub async fn pull(
     req: &RegistryPull,
+    trust: &super::Trust,
     tree: &Path,
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
@@ -127,7 +129,7 @@ pub async fn pull(
     let registry = reference.registry().to_string();
     let with_credentials = req.credentials.is_some();
     let reg_err = |e: OciDistributionError| registry_error(&registry, with_credentials, e);
-    let client = client_for(&reference, req.insecure);
+    let client = client_for(&reference, req.insecure, trust);
     let auth = match &req.credentials {
         None => RegistryAuth::Anonymous,
         Some(Credentials::Basic { username, password }) => {
@@ -137,7 +139,7 @@ pub async fn pull(
         Some(Credentials::IdentityToken(t)) => {
             let scheme = if req.insecure { "http" } else { "https" };
             let access = tokio::select! {
-                r = super::oci_token::exchange(scheme, reference.resolve_registry(), reference.repository(), t) => r?,
+                r = super::oci_token::exchange(trust, scheme, reference.resolve_registry(), reference.repository(), t) => r?,
                 _ = cancel.cancelled() => return Err(ImageError::Cancelled),
             };
             RegistryAuth::Bearer(access)
@@ -250,7 +252,7 @@ fn registry_error(registry: &str, with_credentials: bool, e: OciDistributionErro
     if !is_auth_refusal(&e) {
         return ImageError::Registry {
             registry: registry.to_string(),
-            reason: e.to_string(),
+            reason: super::trust::net_error(&e),
         };
     }
     let reason = if with_credentials {

@@ -81,6 +81,7 @@ struct TokenAnswer {
 /// `repository` from `registry` (`scheme` is `https`, or `http` for an
 /// `--insecure` loopback registry).
 pub(crate) async fn exchange(
+    trust: &super::Trust,
     scheme: &str,
     registry: &str,
     repository: &str,
@@ -92,9 +93,9 @@ pub(crate) async fn exchange(
     };
     let net = |e: reqwest::Error| ImageError::Registry {
         registry: registry.to_string(),
-        reason: e.to_string(),
+        reason: crate::sources::trust::net_error(&e),
     };
-    let client = super::http_client(Duration::from_secs(60)).map_err(net)?;
+    let client = trust.http_client(Duration::from_secs(60)).map_err(net)?;
     let probe = client
         .get(format!("{scheme}://{registry}/v2/"))
         .send()

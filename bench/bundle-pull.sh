@@ -9,7 +9,7 @@
 #  2. N rounds, each in a new random order:
 #     - hangar: `hangar image pull http://127.0.0.1:PORT/b.hangar.tar.zst
 #       --sha256 HEX --name b-N` (wall time, start to exit: download, the
-#       whole-file and per-part sha256, zstd, the sparse rootfs write, the
+#       whole-file sha256, zstd, the sparse rootfs write and its fsync, the
 #       image record); then `hangar image rm b-N`, untimed;
 #     - peer: `curl -s URL | zstd -d -q -o FILE` (download and decompress
 #       only: no digest is checked), then the file is removed, untimed.

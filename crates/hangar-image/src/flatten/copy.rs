@@ -84,6 +84,79 @@ pub(crate) fn copy_sparse_sha256(
     })
 }
 
+/// As [`copy_sparse`] for large files: the zero scan and the writes run on
+/// a second thread while this one reads on (a decompressor), and the
+/// filled buffers move between the two, never copied. Returns the byte
+/// count.
+pub(crate) fn copy_sparse_behind(src: &mut impl Read, dst: &mut File) -> io::Result<u64> {
+    const CHUNK: usize = 1 << 20;
+    const BUFFERS: usize = 4;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        let _ = empty_tx.send(vec![0u8; CHUNK]);
+    }
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut total: u64 = 0;
+            let mut flushed: u64 = 0;
+            for buf in full_rx {
+                write_skipping_zeros(dst, &buf)?;
+                total += buf.len() as u64;
+                if total - flushed >= WRITEBACK_STEP {
+                    start_writeback(dst, flushed, total - flushed);
+                    flushed = total;
+                }
+                // The reader may be done and gone; then the buffer goes.
+                let _ = empty_tx.send(buf);
+            }
+            dst.set_len(total)?;
+            Ok::<u64, io::Error>(total)
+        });
+        let read = (|| {
+            // No empty buffer back means the writer stopped (its error is
+            // the one to report).
+            while let Ok(mut buf) = empty_rx.recv() {
+                buf.resize(CHUNK, 0);
+                let n = fill(src, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if full_tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok::<(), io::Error>(())
+        })();
+        drop(full_tx);
+        let written = writer
+            .join()
+            .map_err(|_| io::Error::other("the writing thread panicked"))?;
+        read?;
+        written
+    })
+}
+
+/// How much is written before its writeback to disk is started.
+const WRITEBACK_STEP: u64 = 16 << 20;
+
+/// Starts writing `len` bytes at `offset` of `file` to disk without
+/// waiting, so the fsync that makes the file durable later finds most of
+/// it written already (instead of all of it dirty in the page cache).
+/// Best effort: a failure only leaves the work to that fsync.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a descriptor this function borrows; it
+    // reads no memory of ours.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
 /// Writes runs of data blocks in one call each and seeks over zero blocks.
 fn write_skipping_zeros(dst: &mut File, data: &[u8]) -> io::Result<()> {
     let mut start = 0;

@@ -4,17 +4,21 @@
 //! themselves (`vmlinux`, optional `initrd.img`, `rootfs.ext4`).
 //!
 //! [`write`] makes one from an image dir (each part hashed first, so the
-//! header can come first). [`read`] takes one in a single streaming pass —
-//! whole-bundle sha256, zstd decode, tar, each part hashed and written
-//! sparse into the staging dir — and checks every digest; a mismatch is an
-//! error, after which the caller removes the staging dir.
+//! header can come first; zstd frames carry checksums). [`read`] takes one
+//! in a single streaming pass — whole-bundle sha256, zstd decode, tar, each
+//! part written sparse into the staging dir — and checks the bundle's
+//! sha256 when one is given (which authenticates every part), else each
+//! part's sha256 from the header; a mismatch is an error, after which the
+//! caller removes the staging dir.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::layer::HashingReader;
+use sha2::{Digest, Sha256};
+
+use super::pipe;
 use crate::bootstrap::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 use crate::{ImageError, ImageManifest};
 
@@ -94,7 +98,10 @@ pub fn write(
     let json = serde_json::to_vec_pretty(&header)
         .map_err(|e| bad(format!("cannot encode the header: {e}")))?;
     let io = |e: std::io::Error| ImageError::io("write the bundle of", dir, e);
-    let zstd = zstd::stream::write::Encoder::new(out, 3).map_err(io)?;
+    let mut zstd = zstd::stream::write::Encoder::new(out, 3).map_err(io)?;
+    // A frame checksum (xxh64, nearly free) lets every reader notice a
+    // damaged bundle, with or without its sha256.
+    zstd.include_checksum(true).map_err(io)?;
     let mut tar = tar::Builder::new(zstd);
     let mut h = header_for(json.len() as u64);
     tar.append_data(&mut h, HEADER, json.as_slice())
@@ -130,7 +137,7 @@ fn header_for(size: u64) -> tar::Header {
 /// when given, and writes the image manifest there. The parts may be at
 /// most `max_bytes` together. Returns the bundle's header and its sha256.
 pub fn read(
-    input: impl Read,
+    input: impl Read + Send,
     sha256: Option<&str>,
     out_dir: &Path,
     max_bytes: u64,
@@ -140,65 +147,39 @@ pub fn read(
     if let Some(want) = sha256 {
         check_hex_sha256(want)?;
     }
-    let mut outer = HashingReader::new(input, &|_| {});
     let io = |e: std::io::Error| bad(format!("cannot read it: {e}"));
-    let header = {
-        let zstd = zstd::stream::read::Decoder::new(&mut outer).map_err(io)?;
-        let mut archive = tar::Archive::new(zstd);
-        let mut entries = archive.entries().map_err(io)?;
-        let first = entries
-            .next()
-            .ok_or_else(|| bad("it is empty"))?
+    // Three threads: the input and its sha256; here the zstd decode (the
+    // longest: it expands the rootfs, gigabytes, zeros included) and the
+    // tar; and the sparse writes of the large parts.
+    let (header, got) = std::thread::scope(|scope| {
+        let outer = Sha256Reader {
+            inner: input,
+            hasher: Sha256::new(),
+        };
+        let (compressed, raw_thread) =
+            pipe::read_ahead(scope, outer, |o| Ok(hex::encode(o.hasher.finalize())));
+        let decoded = zstd::stream::read::Decoder::new(compressed).map_err(io)?;
+        let mut archive = tar::Archive::new(decoded);
+        let header = read_parts(
+            &mut archive,
+            sha256,
+            out_dir,
+            max_bytes,
+            on_bytes,
+            cancelled,
+        )?;
+        // The archive's padding, so the zstd frame ends (and its checksum
+        // is checked); then the rest of the input, which counts in the
+        // sha256.
+        let mut decoded = archive.into_inner();
+        std::io::copy(&mut decoded, &mut std::io::sink()).map_err(io)?;
+        std::io::copy(&mut decoded.finish(), &mut std::io::sink()).map_err(io)?;
+        let got = raw_thread
+            .join()
+            .map_err(|_| bad("the reading thread panicked"))?
             .map_err(io)?;
-        if first.path_bytes().as_ref() != HEADER.as_bytes() || first.size() > MAX_HEADER {
-            return Err(bad(format!(
-                "its first member is not {HEADER}; not a Hangar bundle"
-            )));
-        }
-        let mut json = Vec::new();
-        first.take(MAX_HEADER).read_to_end(&mut json).map_err(io)?;
-        let header: BundleHeader = serde_json::from_slice(&json)
-            .map_err(|e| bad(format!("{HEADER} is not valid: {e}")))?;
-        check_header(&header, max_bytes)?;
-        let mut buf = vec![0u8; 1 << 20];
-        for part in &header.parts {
-            if cancelled() {
-                return Err(ImageError::Cancelled);
-            }
-            let mut entry = entries
-                .next()
-                .ok_or_else(|| bad(format!("it ends before {}", part.file)))?
-                .map_err(io)?;
-            if entry.path_bytes().as_ref() != part.file.as_bytes() || entry.size() != part.bytes {
-                return Err(bad(format!(
-                    "member {:?} ({} bytes) is not the {} ({} bytes) its header announced",
-                    String::from_utf8_lossy(&entry.path_bytes()),
-                    entry.size(),
-                    part.file,
-                    part.bytes
-                )));
-            }
-            let path = out_dir.join(&part.file);
-            let mut f = hangar_host::private::create_new_private_file(&path)
-                .map_err(|e| ImageError::io("create", &path, e))?;
-            let (copied, got) =
-                crate::flatten::copy::copy_sparse_sha256(&mut entry, &mut f, &mut buf)
-                    .map_err(|e| ImageError::io("write", &path, e))?;
-            on_bytes(copied);
-            if got != part.sha256 {
-                return Err(bad(format!(
-                    "its {} has sha256 {got}, its header says {}; nothing was kept",
-                    part.file, part.sha256
-                )));
-            }
-        }
-        if entries.next().is_some() {
-            return Err(bad("it has members after its parts"));
-        }
-        header
-    };
-    std::io::copy(&mut outer, &mut std::io::sink()).map_err(io)?;
-    let got = outer.hex();
+        Ok::<_, ImageError>((header, got))
+    })?;
     if let Some(want) = sha256 {
         if got != want {
             return Err(bad(format!(
@@ -208,6 +189,95 @@ pub fn read(
     }
     header.manifest.save(out_dir)?;
     Ok((header, got))
+}
+
+/// The bundle as it arrives, hashed on the way.
+struct Sha256Reader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads the header and writes each part into `out_dir`.
+fn read_parts(
+    archive: &mut tar::Archive<impl Read>,
+    sha256: Option<&str>,
+    out_dir: &Path,
+    max_bytes: u64,
+    on_bytes: &dyn Fn(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<BundleHeader, ImageError> {
+    let io = |e: std::io::Error| bad(format!("cannot read it: {e}"));
+    let mut entries = archive.entries().map_err(io)?;
+    let first = entries
+        .next()
+        .ok_or_else(|| bad("it is empty"))?
+        .map_err(io)?;
+    if first.path_bytes().as_ref() != HEADER.as_bytes() || first.size() > MAX_HEADER {
+        return Err(bad(format!(
+            "its first member is not {HEADER}; not a Hangar bundle"
+        )));
+    }
+    let mut json = Vec::new();
+    first.take(MAX_HEADER).read_to_end(&mut json).map_err(io)?;
+    let header: BundleHeader =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("{HEADER} is not valid: {e}")))?;
+    check_header(&header, max_bytes)?;
+    let mut buf = vec![0u8; 1 << 20];
+    for part in &header.parts {
+        if cancelled() {
+            return Err(ImageError::Cancelled);
+        }
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| bad(format!("it ends before {}", part.file)))?
+            .map_err(io)?;
+        if entry.path_bytes().as_ref() != part.file.as_bytes() || entry.size() != part.bytes {
+            return Err(bad(format!(
+                "member {:?} ({} bytes) is not the {} ({} bytes) its header announced",
+                String::from_utf8_lossy(&entry.path_bytes()),
+                entry.size(),
+                part.file,
+                part.bytes
+            )));
+        }
+        let path = out_dir.join(&part.file);
+        let mut f = hangar_host::private::create_new_private_file(&path)
+            .map_err(|e| ImageError::io("create", &path, e))?;
+        let write_err = |e| ImageError::io("write", &path, e);
+        if sha256.is_some() {
+            // The bundle's own sha256, checked at the end, covers every
+            // byte: the parts are what those bytes decode to. Hashing
+            // them again (the rootfs expands to gigabytes) would be most
+            // of the pull's time and prove nothing more.
+            let copied =
+                crate::flatten::copy::copy_sparse_behind(&mut entry, &mut f).map_err(write_err)?;
+            on_bytes(copied);
+            continue;
+        }
+        // No bundle sha256: each part against its header's, which catches
+        // a damaged bundle (not a forged one).
+        let (copied, got) = crate::flatten::copy::copy_sparse_sha256(&mut entry, &mut f, &mut buf)
+            .map_err(write_err)?;
+        on_bytes(copied);
+        if got != part.sha256 {
+            return Err(bad(format!(
+                "its {} has sha256 {got}, its header says {}; nothing was kept",
+                part.file, part.sha256
+            )));
+        }
+    }
+    if entries.next().is_some() {
+        return Err(bad("it has members after its parts"));
+    }
+    Ok(header)
 }
 
 fn check_hex_sha256(s: &str) -> Result<(), ImageError> {

@@ -11,6 +11,7 @@ pub mod image_config;
 pub mod layer;
 pub mod oci;
 mod oci_token;
+mod pipe;
 pub mod trust;
 
 use crate::ImageError;

@@ -2,6 +2,25 @@
 //! (binary units). The config, the CLI's `--disk`/`--memory` and catalog
 //! entries all read sizes this one way.
 
+/// The smallest VM disk: the daemon, the config and catalogs hold to it.
+pub const MIN_DISK_BYTES: u64 = 64 << 20;
+/// The largest VM disk.
+pub const MAX_DISK_BYTES: u64 = 16 << 40;
+
+/// Checks a VM disk size against [`MIN_DISK_BYTES`]..=[`MAX_DISK_BYTES`],
+/// with the message to show when it is out of range.
+pub fn check_disk_bytes(bytes: u64) -> Result<u64, String> {
+    if (MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "disk size {bytes} bytes is out of range ({} MiB to {} TiB)",
+            MIN_DISK_BYTES >> 20,
+            MAX_DISK_BYTES >> 40
+        ))
+    }
+}
+
 /// Parses a size like `4G`, `512M`, `2GiB`, `1073741824` into bytes
 /// (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -41,5 +60,10 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("4X").unwrap_err().contains("unknown unit"));
         assert!(parse_size("big").is_err());
+        assert!(check_disk_bytes(4 << 30).is_ok());
+        assert!(check_disk_bytes(1 << 20)
+            .unwrap_err()
+            .contains("64 MiB to 16 TiB"));
+        assert!(check_disk_bytes(17 << 40).is_err());
     }
 }

@@ -55,9 +55,23 @@ fn config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-/// The registry host of a reference: its part before the first `/`.
+/// Docker Hub, as a reference's registry.
+const DOCKER_HUB: &str = "docker.io";
+/// The keys docker writes Docker Hub logins under.
+const DOCKER_HUB_KEYS: [&str; 3] = [
+    "https://index.docker.io/v1/",
+    "index.docker.io",
+    "registry-1.docker.io",
+];
+
+/// The registry of a reference, by docker's rule: the part before the
+/// first `/` when it looks like a host (has a `.` or `:`, or is
+/// `localhost`), else Docker Hub (`team/app`, `library/x`).
 pub fn registry_of(reference: &str) -> &str {
-    reference.split('/').next().unwrap_or(reference)
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => DOCKER_HUB,
+    }
 }
 
 /// Credentials for `registry` from the user's docker config, if any.
@@ -85,16 +99,19 @@ fn lookup(
     registry: &str,
     helper: Helper<'_>,
 ) -> Result<Option<RegistryCredentials>, String> {
-    if let Some(name) = config.cred_helpers.get(registry) {
-        return helper(name, registry);
-    }
-    let keys = [
+    let mut keys = vec![
         registry.to_string(),
         format!("https://{registry}"),
         format!("http://{registry}"),
         format!("https://{registry}/v1/"),
         format!("https://{registry}/v2/"),
     ];
+    if registry == DOCKER_HUB {
+        keys.extend(DOCKER_HUB_KEYS.map(String::from));
+    }
+    if let Some(name) = keys.iter().find_map(|k| config.cred_helpers.get(k)) {
+        return helper(name, registry);
+    }
     if let Some(entry) = keys.iter().find_map(|k| config.auths.get(k)) {
         if let Some(c) = from_entry(entry)? {
             return Ok(Some(c));
@@ -180,8 +197,23 @@ fn run_helper(name: &str, registry: &str) -> Result<Option<RegistryCredentials>,
         .wait_with_output()
         .map_err(|e| format!("credential helper {program} failed: {e}"))?;
     if !out.status.success() {
+        let said = format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         // Helpers say "credentials not found" this way: pull anonymously.
-        return Ok(None);
+        // Anything else (a locked keychain) is the user's to fix, not an
+        // anonymous pull that then fails as "unauthorized".
+        if said.to_ascii_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        let said: String = said.trim().chars().take(300).collect();
+        return Err(format!(
+            "the credential helper {program} (from your docker config) failed for {registry} ({}): {}",
+            out.status,
+            hangar_host::sanitize::escape_controls(said.as_bytes())
+        ));
     }
     let a: HelperAnswer = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!("credential helper {program} answered something else than JSON credentials: {e}")
@@ -255,10 +287,24 @@ mod tests {
     }
 
     #[test]
-    fn the_registry_is_the_reference_s_first_component() {
+    fn the_registry_is_the_first_component_when_it_is_a_host_else_docker_hub() {
         assert_eq!(
             registry_of("127.0.0.1:5000/team/golden:v3"),
             "127.0.0.1:5000"
         );
+        assert_eq!(registry_of("ghcr.io/team/app:1"), "ghcr.io");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+        assert_eq!(registry_of("team/app:1"), "docker.io");
+        assert_eq!(registry_of("library/debian"), "docker.io");
+    }
+
+    #[test]
+    fn docker_hub_logins_are_found_under_docker_s_own_key() {
+        let config: DockerConfig =
+            serde_json::from_str(r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}"#)
+                .unwrap();
+        let none = |_: &str, _: &str| Ok(None);
+        let found = lookup(&config, registry_of("team/app"), &none).unwrap();
+        assert!(found.is_some(), "{found:?}");
     }
 }

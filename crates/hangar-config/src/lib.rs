@@ -458,6 +458,7 @@ impl Config {
         }
         if !self.defaults.disk_size.is_empty() {
             parse_size(&self.defaults.disk_size)
+                .and_then(hangar_api::size::check_disk_bytes)
                 .map_err(|e| format!("[defaults] disk_size: {e}"))?;
         }
         if !["auto", "dm", "reflink", "copy"].contains(&self.storage.backend.as_str()) {
@@ -742,6 +743,15 @@ mod tests {
             let err = parse(bad).unwrap_err().to_string();
             assert!(err.contains(key), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_default_disk_size_out_of_range_is_rejected() {
+        let err = parse("[defaults]\ndisk_size = \"100T\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out of range"), "{err}");
+        assert!(parse("[defaults]\ndisk_size = \"8G\"\n").is_ok());
     }
 
     #[test]

@@ -117,10 +117,6 @@ struct CatalogFile {
     images: Vec<FileEntry>,
 }
 
-/// The range of VM disk sizes the daemon accepts, for catalog entries too.
-pub const MIN_DISK: u64 = 64 << 20;
-pub const MAX_DISK: u64 = 16 << 40;
-
 /// Parses a catalog file; `origin` names it in errors.
 pub fn parse(json: &[u8], origin: &str) -> Result<Vec<Entry>, ImageError> {
     let bad = |reason: String| ImageError::BadOci {
@@ -152,7 +148,7 @@ pub fn parse(json: &[u8], origin: &str) -> Result<Vec<Entry>, ImageError> {
                 .map(|s| {
                     hangar_api::size::parse_size(s)
                         .ok()
-                        .filter(|b| (MIN_DISK..=MAX_DISK).contains(b))
+                        .filter(|b| hangar_api::size::check_disk_bytes(*b).is_ok())
                         .ok_or_else(|| {
                             bad(format!(
                                 "entry {:?}: disk_size {s:?} is not a size from 64M to 16T (e.g. \"20G\")",

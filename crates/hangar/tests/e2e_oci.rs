@@ -414,6 +414,26 @@ impl Drop for HttpServer {
     }
 }
 
+/// `bundle` with one byte of its rootfs changed and its header kept.
+fn forged_bundle(bundle: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let tar_bytes = zstd::decode_all(bundle).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let mut out = tar::Builder::new(Vec::new());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header().clone();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        if entry.path_bytes().as_ref() == b"rootfs.ext4" {
+            let at = data.len() / 3;
+            data[at] ^= 0x01;
+        }
+        out.append(&header, &data[..]).unwrap();
+    }
+    zstd::encode_all(&out.into_inner().unwrap()[..], 3).unwrap()
+}
+
 fn rootfs_sha(d: &TestDaemon, image: &str) -> String {
     let digest = d.json(&["image", "show", image])["digest"]
         .as_str()
@@ -461,6 +481,11 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x5a;
     std::fs::write(served.join("corrupt.hangar.tar.zst"), &bytes).unwrap();
+    // A forged one: the same header (so the same manifest digest) over a
+    // rootfs of its own, with its own correct sha256.
+    let forged = forged_bundle(&std::fs::read(&bundle).unwrap());
+    let forged_sum = hex::encode(Sha256::digest(&forged));
+    std::fs::write(served.join("forged.hangar.tar.zst"), &forged).unwrap();
     let whole = std::fs::read(&bundle).unwrap();
     std::fs::write(
         served.join("short.hangar.tar.zst"),
@@ -540,6 +565,19 @@ fn a_bundle_exported_by_one_daemon_is_pulled_over_http_by_another_and_boots() {
         a.json(&["image", "show", "bb"])["digest"],
         b.json(&["image", "show", "golden"])["digest"]
     );
+    // The forged bundle claims golden's digest: its files are not golden's,
+    // so it is refused (not stored as a name of golden), and nothing stays.
+    let images_before = b.json(&["image", "ls"]);
+    let err = b.fails(&[
+        "image",
+        "pull",
+        &url("forged.hangar.tar.zst"),
+        "--sha256",
+        &forged_sum,
+    ]);
+    assert!(err.contains("already stored, with another rootfs"), "{err}");
+    assert_eq!(b.json(&["image", "ls"]), images_before);
+    b.assert_no_image_leftovers();
     // The same content under a second name: one image, two names, its
     // files stored once; removing one name keeps it.
     b.ok(&[

@@ -9,6 +9,7 @@ mod bundle;
 mod leftovers;
 mod oci;
 mod register;
+mod same_files;
 pub(crate) mod upload;
 
 use crate::blocking::{off_runtime, remove_tree};
@@ -371,17 +372,28 @@ impl ImageService {
         let moved = off_runtime("image store", move || {
             sync_dir_files(&from)?;
             if to.exists() {
-                // Same content already stored (e.g. under another name).
+                // Same content already stored (e.g. under another name):
+                // only if the files say so too, not just the manifest.
+                let differs = same_files::differing_part(&to, &from)?;
                 std::fs::remove_dir_all(&from)?;
-                Ok(false)
+                Ok(Stored::Existing { differs })
             } else {
                 std::fs::rename(&from, &to)?;
-                Ok::<_, std::io::Error>(true)
+                Ok::<_, std::io::Error>(Stored::Moved)
             }
         })
         .await?;
         let moved = match moved {
-            Ok(m) => m,
+            Ok(Stored::Moved) => true,
+            Ok(Stored::Existing { differs: None }) => false,
+            Ok(Stored::Existing {
+                differs: Some(part),
+            }) => {
+                return Err(DaemonError::conflict(format!(
+                    "image {} is already stored, with another {part}: this image's manifest is that image's, its files are not; nothing was kept",
+                    manifest.digest
+                )))
+            }
             Err(e) => {
                 let _ = remove_tree(tmp.to_path_buf()).await;
                 return Err(DaemonError::io("cannot store image", e));
@@ -465,6 +477,15 @@ impl ImageService {
         }
         Ok(())
     }
+}
+
+/// Where [`ImageService::store_image`] put the files.
+enum Stored {
+    /// Into place under the digest.
+    Moved,
+    /// Nowhere: the digest's dir was there; `differs` names a part whose
+    /// file is not the same.
+    Existing { differs: Option<&'static str> },
 }
 
 /// Progress of work that may run inside an operation (a pull) or outside

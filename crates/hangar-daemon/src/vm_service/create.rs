@@ -69,12 +69,7 @@ fn plan(config: &Config, req: CreateVmRequest) -> Result<CreatePlan> {
     }
     let disk_bytes = req.disk_bytes;
     if let Some(b) = disk_bytes {
-        use hangar_image::catalog::{MAX_DISK, MIN_DISK};
-        if !(MIN_DISK..=MAX_DISK).contains(&b) {
-            return Err(DaemonError::invalid(format!(
-                "disk size {b} bytes is out of range (64 MiB to 16 TiB)"
-            )));
-        }
+        hangar_api::size::check_disk_bytes(b).map_err(DaemonError::Invalid)?;
     }
     for k in &req.authorized_keys {
         if k.contains('\n')

@@ -28,6 +28,9 @@ pub const HEADER: &str = "hangar-bundle.json";
 pub const FORMAT: &str = "hangar-bundle/1";
 /// How large a header may be.
 const MAX_HEADER: u64 = 1 << 20;
+/// How much zero padding may follow the parts (a tar's end is 1 KiB of
+/// zeros, up to a 10 KiB record from other writers).
+const MAX_TAIL: u64 = 64 << 10;
 
 /// The bundle's first member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,27 +161,41 @@ pub fn read(
         };
         let (compressed, raw_thread) =
             pipe::read_ahead(scope, outer, |o| Ok(hex::encode(o.hasher.finalize())));
-        let decoded = zstd::stream::read::Decoder::new(compressed).map_err(io)?;
-        let mut archive = tar::Archive::new(decoded);
-        let header = read_parts(
-            &mut archive,
-            sha256,
-            out_dir,
-            max_bytes,
-            on_bytes,
-            cancelled,
-        )?;
-        // The archive's padding, so the zstd frame ends (and its checksum
-        // is checked); then the rest of the input, which counts in the
-        // sha256.
-        let mut decoded = archive.into_inner();
-        std::io::copy(&mut decoded, &mut std::io::sink()).map_err(io)?;
-        std::io::copy(&mut decoded.finish(), &mut std::io::sink()).map_err(io)?;
+        let read = (|| {
+            let decoded = zstd::stream::read::Decoder::new(compressed).map_err(io)?;
+            let mut archive = tar::Archive::new(decoded);
+            let header = read_parts(
+                &mut archive,
+                sha256,
+                out_dir,
+                max_bytes,
+                on_bytes,
+                cancelled,
+            )?;
+            // The archive's end: zero padding, bounded, so the zstd frame
+            // ends (and its checksum is checked) without decoding whatever
+            // a hostile bundle put after it.
+            let mut decoded = archive.into_inner();
+            let mut tail = Vec::new();
+            (&mut decoded)
+                .take(MAX_TAIL + 1)
+                .read_to_end(&mut tail)
+                .map_err(io)?;
+            if tail.len() as u64 > MAX_TAIL || tail.iter().any(|b| *b != 0) {
+                return Err(bad("it has data after its parts"));
+            }
+            // The rest of the input, which counts in the sha256.
+            std::io::copy(&mut decoded.finish(), &mut std::io::sink()).map_err(io)?;
+            Ok(header)
+        })();
+        // Joined on every path (the reader above is gone by now, so the
+        // thread stops at its next chunk), and its panic is an error here,
+        // not a second panic out of the scope.
         let got = raw_thread
             .join()
-            .map_err(|_| bad("the reading thread panicked"))?
-            .map_err(io)?;
-        Ok::<_, ImageError>((header, got))
+            .map_err(|_| bad("the reading thread panicked"));
+        let header = read?;
+        Ok::<_, ImageError>((header, got?.map_err(io)?))
     })?;
     if let Some(want) = sha256 {
         if got != want {
@@ -485,6 +502,25 @@ mod tests {
             .expect("meta")
             .blocks();
         assert!(blocks < 1024, "the rootfs is sparse: {blocks} blocks");
+    }
+
+    #[test]
+    fn data_after_the_parts_is_refused() {
+        let src = image_dir();
+        let bytes = bundle_of(src.path());
+        let mut tar = zstd::decode_all(&bytes[..]).expect("decode");
+        tar.extend_from_slice(&[7u8; 4096]);
+        let tampered = zstd::encode_all(&tar[..], 3).expect("encode");
+        let out = tempfile::tempdir().expect("out");
+        let err = read(&tampered[..], None, out.path(), 1 << 30, &|_| {}, &|| false)
+            .expect_err("trailing data");
+        assert!(err.to_string().contains("data after its parts"), "{err}");
+        // Zero padding is what a tar ends with: fine.
+        let mut padded = zstd::decode_all(&bytes[..]).expect("decode");
+        padded.extend_from_slice(&[0u8; 8192]);
+        let padded = zstd::encode_all(&padded[..], 3).expect("encode");
+        let out = tempfile::tempdir().expect("out");
+        read(&padded[..], None, out.path(), 1 << 30, &|_| {}, &|| false).expect("padded");
     }
 
     #[test]

@@ -77,6 +77,9 @@ struct TokenAnswer {
     token: Option<String>,
 }
 
+/// The most a token server's answer may hold (a token is a few KiB).
+const MAX_ANSWER: usize = 64 << 10;
+
 /// Exchanges `refresh_token` for an access token that may pull
 /// `repository` from `registry` (`scheme` is `https`, or `http` for an
 /// `--insecure` loopback registry).
@@ -95,7 +98,10 @@ pub(crate) async fn exchange(
         registry: registry.to_string(),
         reason: crate::sources::trust::net_error(&e),
     };
-    let client = trust.http_client(Duration::from_secs(60)).map_err(net)?;
+    // No redirects: a 307 would carry the refresh token on to elsewhere.
+    let client = trust
+        .http_client_no_redirects(Duration::from_secs(60))
+        .map_err(net)?;
     let probe = client
         .get(format!("{scheme}://{registry}/v2/"))
         .send()
@@ -113,12 +119,18 @@ pub(crate) async fn exchange(
             ))
         })?;
     // The token server gets a secret: https, or plain HTTP on loopback.
-    let realm = super::bundle::check_url(&challenge.realm).map_err(|_| {
-        err(format!(
-            "the registry names token server {:?}, which is neither https:// nor on a loopback address; the identity token is not sent there",
-            challenge.realm
-        ))
-    })?;
+    // Plain HTTP only for a registry that is itself plain HTTP on
+    // loopback (`--insecure`): an https registry must not send the token
+    // to a local port in the clear.
+    let realm = super::bundle::check_url(&challenge.realm)
+        .ok()
+        .filter(|r| r.scheme() == "https" || scheme == "http")
+        .ok_or_else(|| {
+            err(format!(
+                "the registry names token server {:?}, which is not https:// (plain http:// only on loopback, for a plain-HTTP registry); the identity token is not sent there",
+                challenge.realm
+            ))
+        })?;
     let scope = format!("repository:{repository}:pull");
     let mut pairs = vec![
         ("grant_type", "refresh_token"),
@@ -140,7 +152,16 @@ pub(crate) async fn exchange(
         .await
         .map_err(net)?;
     let status = answer.status();
-    let body = answer.bytes().await.map_err(net)?;
+    let mut answer = answer;
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(net)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            return Err(err(format!(
+                "the token server {realm} answered more than {MAX_ANSWER} bytes; not a token"
+            )));
+        }
+    }
     if !status.is_success() {
         return Err(err(format!(
             "authentication failed: the token server {realm} refused the identity token from your docker config (HTTP {status}); log in again (`docker login {registry}`) and retry"

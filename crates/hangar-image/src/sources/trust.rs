@@ -13,6 +13,9 @@ use rustls::pki_types::CertificateDer;
 
 use crate::ImageError;
 
+/// Redirects a download follows at most.
+const MAX_REDIRECTS: usize = 10;
+
 /// Extra CA certificates (DER), shared cheaply.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -67,11 +70,41 @@ impl Trust {
     /// An HTTP client for bundles, catalogs and token exchanges: 30 s to
     /// connect, and `read_timeout` without a byte before a transfer counts
     /// as stalled.
+    /// Redirects are followed (up to 10) only to places a URL given here
+    /// could name itself: `https://`, or `http://` on loopback; never from
+    /// https down to plain HTTP elsewhere.
     pub(crate) fn http_client(&self, read_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+        let policy = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if let Err(e) = super::bundle::check_url(attempt.url().as_str()) {
+                attempt.error(format!("refused a redirect: {e}"))
+            } else {
+                attempt.follow()
+            }
+        });
+        self.client(read_timeout, policy)
+    }
+
+    /// As [`Trust::http_client`], following no redirect: for a POST that
+    /// carries a secret (a refresh token), which a 307 would send on.
+    pub(crate) fn http_client_no_redirects(
+        &self,
+        read_timeout: Duration,
+    ) -> reqwest::Result<reqwest::Client> {
+        self.client(read_timeout, reqwest::redirect::Policy::none())
+    }
+
+    fn client(
+        &self,
+        read_timeout: Duration,
+        redirects: reqwest::redirect::Policy,
+    ) -> reqwest::Result<reqwest::Client> {
         super::tls_ready();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
-            .read_timeout(read_timeout);
+            .read_timeout(read_timeout)
+            .redirect(redirects);
         for der in self.roots.iter() {
             builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
         }

@@ -7,6 +7,8 @@ use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::{Scope, ScopedJoinHandle};
 
+use crate::flatten::copy::fill;
+
 /// Bytes per chunk handed between stages.
 const CHUNK: usize = 1 << 20;
 /// Chunks queued between two stages: bounds each stage's memory to a few
@@ -117,20 +119,6 @@ where
         ended: false,
     };
     (reader, thread)
-}
-
-/// Reads until `buf` is full or the source ends.
-fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match src.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! those to HTTP statuses.
 
 pub mod conn_limit;
+mod drain;
 mod error;
 mod exec;
 mod files;
@@ -553,7 +554,7 @@ async fn upload_image(
 ) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
     Ok((
         StatusCode::CREATED,
-        Json(d.images.register_upload(q, body).await?),
+        Json(d.images.register_upload(q, drain::on_drop(body)).await?),
     ))
 }
 
@@ -583,7 +584,7 @@ async fn import_image(
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(d.images.begin_import(q, body).await?),
+        Json(d.images.begin_import(q, drain::on_drop(body)).await?),
     ))
 }
 
@@ -631,7 +632,7 @@ async fn receive_bundle(
 ) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
     Ok((
         StatusCode::CREATED,
-        Json(d.images.receive_bundle(q, body).await?),
+        Json(d.images.receive_bundle(q, drain::on_drop(body)).await?),
     ))
 }
 

@@ -396,13 +396,26 @@ pub async fn download(
     let total = resp.content_length();
     let done = Arc::new(AtomicU64::new(0));
     let counter = done.clone();
+    // A connection that breaks off is the network's fault, not the
+    // bundle's: kept here, it is reported as such below whatever the
+    // decoder made of the short read. (A body with neither a length nor
+    // chunks cannot tell a cut from its end: that shows as a bad bundle.)
+    let broke: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let broke_in_stream = broke.clone();
     let stream = resp
         .bytes_stream()
-        .map(move |r| {
-            if let Ok(b) = &r {
+        .map(move |r| match r {
+            Ok(b) => {
                 counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(b)
             }
-            r.map_err(std::io::Error::other)
+            Err(e) => {
+                let cause = crate::sources::trust::net_error(&e);
+                if let Ok(mut slot) = broke_in_stream.lock() {
+                    slot.get_or_insert(cause);
+                }
+                Err(std::io::Error::other(e))
+            }
         })
         .take_until(Box::pin(cancel.clone().cancelled_owned()));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
@@ -424,7 +437,17 @@ pub async fn download(
                 if cancel.is_cancelled() {
                     return Err(ImageError::Cancelled);
                 }
-                return r;
+                let broke = broke.lock().ok().and_then(|mut slot| slot.take());
+                return match (r, broke) {
+                    (Err(_), Some(cause)) => Err(ImageError::Registry {
+                        registry: parsed.host_str().unwrap_or("").to_string(),
+                        reason: format!(
+                            "the download broke off after {} bytes: {cause}; nothing was kept, pull it again",
+                            done.load(Ordering::Relaxed)
+                        ),
+                    }),
+                    (r, _) => r,
+                };
             }
             _ = tick.tick() => progress(hangar_api::Progress {
                 phase: "download".into(),
@@ -549,5 +572,68 @@ mod tests {
         let err =
             read(&bytes[..], None, out.path(), 1 << 20, &|_| {}, &|| false).expect_err("limit");
         assert!(err.to_string().contains("max_rootfs_size"), "{err}");
+    }
+
+    /// Serves `body` once over plain HTTP on 127.0.0.1, announcing
+    /// `announced` bytes and sending only `send` of them before closing.
+    fn serve_once(body: Vec<u8>, announced: usize, send: usize) -> String {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n" {
+                line.clear();
+            }
+            let mut stream = stream;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[..send]);
+        });
+        format!("http://127.0.0.1:{port}/b.hangar.tar.zst")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_that_breaks_off_is_a_network_error_not_a_bad_bundle() {
+        let src = image_dir();
+        let bytes = bundle_of(src.path());
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let trust = super::super::Trust::default();
+        let cancel = tokio_util::sync::CancellationToken::new();
+
+        let url = serve_once(bytes.clone(), bytes.len(), bytes.len());
+        let out = tempfile::tempdir().expect("out");
+        let (_, got) = download(
+            &url,
+            &trust,
+            Some(&sha),
+            out.path(),
+            1 << 30,
+            &|_| {},
+            &cancel,
+        )
+        .await
+        .expect("a whole download");
+        assert_eq!(got, sha);
+
+        let url = serve_once(bytes.clone(), bytes.len(), bytes.len() / 2);
+        let out = tempfile::tempdir().expect("out");
+        let err = download(
+            &url,
+            &trust,
+            Some(&sha),
+            out.path(),
+            1 << 30,
+            &|_| {},
+            &cancel,
+        )
+        .await
+        .expect_err("a short download");
+        assert!(
+            matches!(&err, ImageError::Registry { reason, .. } if reason.contains("broke off")),
+            "{err:?}"
+        );
     }
 }

@@ -67,7 +67,8 @@ pub struct PromoteImageRequest {
     pub vm: String,
     /// The new image's name.
     pub name: String,
-    /// Stop the VM first when it runs (otherwise a running VM is refused).
+    /// Stop the VM for the copy when it runs, and start it again after
+    /// (otherwise a running VM is refused).
     #[serde(default)]
     pub stop: bool,
 }

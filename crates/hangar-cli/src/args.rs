@@ -509,13 +509,14 @@ pub enum ImageCommand {
     /// Make a VM's current disk a new image (with its lineage).
     ///
     /// A running VM is refused unless --stop: a live disk is not a
-    /// consistent copy.
+    /// consistent copy. --stop stops it for the copy and starts it again
+    /// after, whether the promotion worked or not.
     Promote {
         /// The VM whose disk to take.
         vm: String,
         /// The new image's name.
         name: String,
-        /// Stop the VM first if it runs.
+        /// Stop the VM for the copy if it runs (it is started again after).
         #[arg(long)]
         stop: bool,
         /// Print the operation id and return at once.

@@ -170,6 +170,59 @@ impl DaemonError {
     pub fn is_cancelled(&self) -> bool {
         matches!(self, DaemonError::Cancelled(_))
     }
+
+    /// The same error (same kind for the API) with `note` added to its
+    /// message; errors that print only their source get it as context.
+    pub fn with_note(self, note: &str) -> Self {
+        use DaemonError::*;
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            Invalid(m) => Invalid(add(m)),
+            NotFound(m) => NotFound(add(m)),
+            Conflict(m) => Conflict(add(m)),
+            Unavailable(m) => Unavailable(add(m)),
+            Cancelled(m) => Cancelled(add(m)),
+            Timeout(m) => Timeout(add(m)),
+            Disk { context, source } => Disk {
+                context: add(context),
+                source,
+            },
+            Vmm { context, source } => Vmm {
+                context: add(context),
+                source,
+            },
+            Net { context, source } => Net {
+                context: add(context),
+                source,
+            },
+            Image { context, source } => Image {
+                context: add(context),
+                source,
+            },
+            ImageRejected { context, source } => ImageRejected {
+                context: add(context),
+                source,
+            },
+            GuestUnreachable { context, source } => GuestUnreachable {
+                context: add(context),
+                source,
+            },
+            Guest { context, source } => Guest {
+                context: add(context),
+                source,
+            },
+            Io { context, source } => Io {
+                context: add(context),
+                source,
+            },
+            // Their text is their source's: the note would hide nothing,
+            // but would change the kind; kept as they are.
+            e @ (Store(_) | Snapshot(_) | Task { .. } | BootTimeout { .. }) => {
+                tracing::warn!(error = %e, note, "an error kept without its note");
+                e
+            }
+        }
+    }
 }
 
 /// "error: cause: cause" — the whole chain on one line (the CLI shows a
@@ -192,6 +245,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_note_keeps_the_error_s_kind_and_its_cause() {
+        let e =
+            DaemonError::cancelled("the promotion was cancelled").with_note("VM dev is in error");
+        assert!(e.is_cancelled());
+        assert_eq!(
+            e.to_string(),
+            "the promotion was cancelled; VM dev is in error"
+        );
+        let e = DaemonError::io("cannot copy", std::io::Error::other("disk full")).with_note("n");
+        assert!(matches!(e, DaemonError::Io { .. }));
+        assert_eq!(error_chain(&e), "cannot copy; n: disk full");
+    }
 
     #[test]
     fn error_chain_joins_causes_once() {

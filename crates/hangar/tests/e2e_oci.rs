@@ -340,9 +340,11 @@ fn a_promoted_vm_disk_boots_as_an_image_with_its_lineage() {
     let err = d.fails(&["image", "promote", "dev", "dev-snap"]);
     assert!(err.contains("--stop"), "{err}");
     d.assert_no_image_leftovers();
-    // --stop stops it first.
+    // --stop stops it for the copy and starts it again after.
     d.ok(&["image", "promote", "dev", "dev-snap", "--stop"]);
-    assert_eq!(d.json(&["vm", "show", "dev"])["state"], "stopped");
+    assert_eq!(d.json(&["vm", "show", "dev"])["state"], "running");
+    let out = d.exec("dev", &["cat", "/root/note.txt"]);
+    assert_eq!(stdout(&out), "kept\n", "{out:?}");
     let info = d.json(&["image", "show", "dev-snap"]);
     assert_eq!(info["source"], "promote:dev", "{info}");
     assert_eq!(info["parent"]["image_name"], "bb", "{info}");

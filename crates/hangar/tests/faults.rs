@@ -349,3 +349,54 @@ fn rm_racing_a_create_of_the_same_name_removes_the_vm_the_name_maps_to_under_its
     );
     d.assert_nothing_left(POOL);
 }
+
+/// `image promote --stop` stops a running VM for the copy and starts it
+/// again after. Cancelled while held before the copy (a pause point), the
+/// promotion leaves no image and no staging, and the VM runs again with
+/// its disk as it was.
+#[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    feature = "failpoints",
+    ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"
+)]
+fn a_cancelled_promote_starts_the_vm_it_stopped_again_and_keeps_nothing() {
+    let _serial = common::serial();
+    let mut d = TestDaemon::start("promotecancel");
+    d.ok(&["image", "pull", "debian-12"]);
+    d.ok(&["vm", "create", "dev"]);
+    let out = d.exec("dev", &["sh", "-c", "echo kept > /root/note.txt && sync"]);
+    assert!(out.status.success(), "{out:?}");
+    d.stop_daemon();
+    d.spawn_with_env(&[("FAILPOINTS", "promote.before_copy=1*return(15000)")]);
+
+    let op = d
+        .ok(&["image", "promote", "dev", "snap", "--stop", "--no-wait"])
+        .trim()
+        .to_string();
+    common::wait_until("the promotion to be held before its copy", REACH, || {
+        d.log().contains("pause point reached")
+    });
+    assert_eq!(d.json(&["vm", "show", "dev"])["state"], "stopped");
+    d.ok(&["op", "cancel", &op]);
+    common::wait_until("the promotion to end", REACH, || {
+        d.json(&["op", "show", &op])["state"] != "running"
+    });
+    let shown = d.json(&["op", "show", &op]);
+    assert_eq!(shown["state"], "cancelled", "{shown}");
+
+    assert_eq!(d.json(&["vm", "show", "dev"])["state"], "running");
+    let out = d.exec("dev", &["cat", "/root/note.txt"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{out:?}");
+    let images: Vec<String> = d
+        .json(&["image", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(images, vec!["debian-12"]);
+    d.assert_no_image_leftovers();
+    d.ok(&["vm", "rm", "-f", "dev"]);
+    d.assert_nothing_left(POOL);
+}

@@ -592,7 +592,8 @@ async fn import_image(
 ///
 /// The VM's current disk becomes a new image with the parent's kernel,
 /// initrd and run settings, and its lineage (parent image, VM, time). A
-/// running VM is refused (409) unless `stop` is set, which stops it first.
+/// running VM is refused (409) unless `stop` is set, which stops it for the
+/// copy and starts it again after.
 #[utoipa::path(post, path = "/v1/images/promote", operation_id = "promote_image", tag = "images",
     request_body = PromoteImageRequest,
     responses(

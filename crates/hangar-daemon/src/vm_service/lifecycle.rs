@@ -67,6 +67,19 @@ impl VmService {
 
     /// Boots a stopped VM. Starting a running VM is a no-op.
     async fn start_locked(&self, rec: &VmRecord, op: &OpHandle) -> Result<VmRecord> {
+        let cancel: CancellationToken = op.cancel_token().clone();
+        self.start_locked_until(rec, op, &cancel).await
+    }
+
+    /// [`Self::start_locked`], cancelled by `cancel` rather than by the
+    /// operation: a VM an operation stopped for its own work is started
+    /// again even when that operation was cancelled.
+    pub(super) async fn start_locked_until(
+        &self,
+        rec: &VmRecord,
+        op: &OpHandle,
+        cancel: &CancellationToken,
+    ) -> Result<VmRecord> {
         if let Some(rt) = &rec.runtime {
             if self.infra.driver.is_alive(&handle_of(rt)) {
                 return Ok(rec.clone());
@@ -75,8 +88,7 @@ impl VmService {
         self.infra
             .store
             .set_vm_state(&rec.id, VmState::Starting, None)?;
-        let cancel: CancellationToken = op.cancel_token().clone();
-        match self.boot_vm(rec, Some(op), &cancel).await {
+        match self.boot_vm(rec, Some(op), cancel).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let message = crate::error::error_chain(&e);

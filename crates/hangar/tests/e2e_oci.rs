@@ -313,14 +313,7 @@ fn a_cancelled_import_leaves_no_files_and_no_image() {
     let op = d.json(&["op", "show", id]);
     assert_eq!(op["state"], "cancelled", "{op}");
     d.assert_no_image_leftovers();
-    let names: Vec<String> = d
-        .json(&["image", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(names, vec!["debian-12"]);
+    assert_eq!(d.image_names(), vec!["debian-12"]);
 }
 
 #[test]

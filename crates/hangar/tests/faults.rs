@@ -388,14 +388,7 @@ fn a_cancelled_promote_starts_the_vm_it_stopped_again_and_keeps_nothing() {
     assert_eq!(d.json(&["vm", "show", "dev"])["state"], "running");
     let out = d.exec("dev", &["cat", "/root/note.txt"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{out:?}");
-    let images: Vec<String> = d
-        .json(&["image", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(images, vec!["debian-12"]);
+    assert_eq!(d.image_names(), vec!["debian-12"]);
     d.assert_no_image_leftovers();
     d.ok(&["vm", "rm", "-f", "dev"]);
     d.assert_nothing_left(POOL);

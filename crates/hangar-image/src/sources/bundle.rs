@@ -603,34 +603,19 @@ mod tests {
         let trust = super::super::Trust::default();
         let cancel = tokio_util::sync::CancellationToken::new();
 
-        let url = serve_once(bytes.clone(), bytes.len(), bytes.len());
-        let out = tempfile::tempdir().expect("out");
-        let (_, got) = download(
-            &url,
-            &trust,
-            Some(&sha),
-            out.path(),
-            1 << 30,
-            &|_| {},
-            &cancel,
-        )
-        .await
-        .expect("a whole download");
+        // Serves the bundle, cut after `send` bytes, and downloads it.
+        let fetch = |send: usize| {
+            let url = serve_once(bytes.clone(), bytes.len(), send);
+            let (trust, sha, cancel) = (trust.clone(), sha.clone(), cancel.clone());
+            async move {
+                let out = tempfile::tempdir().expect("out");
+                let max = 1 << 30;
+                download(&url, &trust, Some(&sha), out.path(), max, &|_| {}, &cancel).await
+            }
+        };
+        let (_, got) = fetch(bytes.len()).await.expect("a whole download");
         assert_eq!(got, sha);
-
-        let url = serve_once(bytes.clone(), bytes.len(), bytes.len() / 2);
-        let out = tempfile::tempdir().expect("out");
-        let err = download(
-            &url,
-            &trust,
-            Some(&sha),
-            out.path(),
-            1 << 30,
-            &|_| {},
-            &cancel,
-        )
-        .await
-        .expect_err("a short download");
+        let err = fetch(bytes.len() / 2).await.expect_err("a short download");
         assert!(
             matches!(&err, ImageError::Registry { reason, .. } if reason.contains("broke off")),
             "{err:?}"

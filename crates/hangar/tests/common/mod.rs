@@ -429,6 +429,16 @@ memory_mib = 512
             .collect()
     }
 
+    /// The names `image ls` lists, in its order.
+    pub fn image_names(&self) -> Vec<String> {
+        self.json(&["image", "ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Asserts nothing is left under `images/` but stored images. A
     /// finished pull's tree (`…-tree`) is deleted in the background, so
     /// only those may take a while to go; anything else fails at once.

@@ -111,8 +111,9 @@ pub enum VmCommand {
     Rm {
         /// Name of the VM.
         name: String,
-        /// Remove it even if it is running; also cancels a create, start or
-        /// stop in progress and waits for its cleanup.
+        /// Remove it even if it is running; also cancels a create, start,
+        /// stop or image promotion of it in progress and waits for its
+        /// cleanup.
         #[arg(long, short)]
         force: bool,
     },

@@ -353,14 +353,15 @@ fn rm_racing_a_create_of_the_same_name_removes_the_vm_the_name_maps_to_under_its
 /// `image promote --stop` stops a running VM for the copy and starts it
 /// again after. Cancelled while held before the copy (a pause point), the
 /// promotion leaves no image and no staging, and the VM runs again with
-/// its disk as it was.
+/// its disk as it was. Held again, `vm rm --force` cancels it and removes
+/// the VM, which is not started again first.
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 #[cfg_attr(
     feature = "failpoints",
     ignore = "needs root: runs the daemon and boots guests (network namespace, TAPs, QEMU)"
 )]
-fn a_cancelled_promote_starts_the_vm_it_stopped_again_and_keeps_nothing() {
+fn a_cancelled_promote_starts_the_vm_it_stopped_again_and_keeps_nothing_and_rm_force_cancels_one() {
     let _serial = common::serial();
     let mut d = TestDaemon::start("promotecancel");
     d.ok(&["image", "pull", "debian-12"]);
@@ -368,7 +369,7 @@ fn a_cancelled_promote_starts_the_vm_it_stopped_again_and_keeps_nothing() {
     let out = d.exec("dev", &["sh", "-c", "echo kept > /root/note.txt && sync"]);
     assert!(out.status.success(), "{out:?}");
     d.stop_daemon();
-    d.spawn_with_env(&[("FAILPOINTS", "promote.before_copy=1*return(15000)")]);
+    d.spawn_with_env(&[("FAILPOINTS", "promote.before_copy=2*return(15000)")]);
 
     let op = d
         .ok(&["image", "promote", "dev", "snap", "--stop", "--no-wait"])
@@ -390,6 +391,23 @@ fn a_cancelled_promote_starts_the_vm_it_stopped_again_and_keeps_nothing() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{out:?}");
     assert_eq!(d.image_names(), vec!["debian-12"]);
     d.assert_no_image_leftovers();
-    d.ok(&["vm", "rm", "-f", "dev"]);
+
+    let op = d
+        .ok(&["image", "promote", "dev", "snap", "--stop", "--no-wait"])
+        .trim()
+        .to_string();
+    common::wait_until("the second promotion to be held", REACH, || {
+        d.log().matches("pause point reached").count() == 2
+    });
+    d.ok(&["vm", "rm", "--force", "dev"]);
+    let shown = d.json(&["op", "show", &op]);
+    assert_eq!(shown["state"], "cancelled", "{shown}");
+    assert!(
+        d.log().contains("is being removed: not started again"),
+        "the VM being removed was started again"
+    );
+    assert_eq!(d.json(&["vm", "ls"]), serde_json::json!([]));
+    assert_eq!(d.image_names(), vec!["debian-12"]);
+    d.assert_no_image_leftovers();
     d.assert_nothing_left(POOL);
 }

@@ -1,7 +1,7 @@
 //! `vm rm`: refuses a running or busy VM unless forced; removes every host
 //! resource the VM owns. Forced, it first cancels the VM's create, start,
-//! stop or restart and waits for that operation to clean up, as
-//! `docker rm -f` does.
+//! stop, restart or image promotion and waits for that operation to clean
+//! up, as `docker rm -f` does.
 
 use std::time::Duration;
 
@@ -36,12 +36,12 @@ impl VmService {
             let guard = match self.locks.try_lock(&rec.id) {
                 Some(g) => g,
                 None if force => {
-                    self.cancel_vm_ops(name).await?;
+                    self.cancel_vm_ops(name, Some(&rec.id)).await?;
                     self.locks.lock(&rec.id).await
                 }
                 None => {
                     return Err(DaemonError::conflict(format!(
-                        "VM {name:?} is busy (being created, started or stopped); wait for that operation or cancel it (`hangar op ls`, `hangar op cancel ID`), or remove it anyway with `hangar vm rm --force {name}`"
+                        "VM {name:?} is busy (being created, started, stopped or promoted to an image); wait for that operation or cancel it (`hangar op ls`, `hangar op cancel ID`), or remove it anyway with `hangar vm rm --force {name}`"
                     )))
                 }
             };
@@ -81,7 +81,7 @@ impl VmService {
             {
                 // If it stored its VM before the cancel landed (or
                 // finished), that VM is removed like any other.
-                self.cancel_vm_ops(name).await?;
+                self.cancel_vm_ops(name, None).await?;
                 match self.find_vm(name) {
                     Err(DaemonError::Store(StoreError::NotFound { .. })) => Ok(None),
                     other => other.map(Some),
@@ -109,9 +109,10 @@ impl VmService {
         Ok(())
     }
 
-    /// Cancels every running lifecycle operation of VM `name` and waits
-    /// until each has finished (cleaned up what it made).
-    async fn cancel_vm_ops(&self, name: &str) -> Result<()> {
+    /// Cancels every running lifecycle operation of VM `name`, and every
+    /// promotion of VM `id`, and waits until each has finished (cleaned
+    /// up what it made).
+    async fn cancel_vm_ops(&self, name: &str, id: Option<&str>) -> Result<()> {
         let ops = &self.infra.ops;
         let lifecycle = [
             OpKind::VmCreate,
@@ -119,12 +120,15 @@ impl VmService {
             OpKind::VmStop,
             OpKind::VmRestart,
         ];
-        let running: Vec<String> = ops
+        let mut running: Vec<String> = ops
             .list()
             .into_iter()
             .filter(|o| o.target == name && !o.state.is_terminal() && lifecycle.contains(&o.kind))
             .map(|o| o.id)
             .collect();
+        if let Some(id) = id {
+            running.extend(self.promotions.mark_removing(id));
+        }
         for id in &running {
             // One that finished meanwhile cannot be cancelled: nothing to do.
             if ops.cancel(id).is_ok() {

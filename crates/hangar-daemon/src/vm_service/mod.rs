@@ -13,6 +13,7 @@ pub mod guest;
 pub mod lifecycle;
 pub mod locks;
 pub mod promote;
+pub mod promotions;
 pub mod reconcile;
 pub mod ssh_user;
 pub mod watch;
@@ -48,6 +49,8 @@ pub struct VmService {
     guests: GuestClients,
     /// The VMs' console logs: rotation and reading.
     console_logs: Arc<ConsoleLogs>,
+    /// Running promotions by VM, for `vm rm --force`.
+    promotions: promotions::Promotions,
 }
 
 impl VmService {
@@ -60,6 +63,7 @@ impl VmService {
             pending_names: PendingNames::default(),
             guests: GuestClients::default(),
             console_logs: Arc::new(ConsoleLogs::new(infra.config.vmm.console_log_max_bytes)),
+            promotions: promotions::Promotions::default(),
             infra,
         }
     }

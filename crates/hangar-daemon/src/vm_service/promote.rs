@@ -3,7 +3,8 @@
 //!
 //! A running VM is refused unless the caller asks to stop it for the copy
 //! (`--stop`; it is started again after, whether the promotion worked,
-//! failed or was cancelled; not when the daemon stops meanwhile): a copy
+//! failed or was cancelled; not when the daemon stops meanwhile, nor when
+//! `vm rm --force` cancelled it to remove the VM): a copy
 //! of a live ext4 is not a consistent filesystem, and
 //! freezing the guest's filesystems over SSH would need `fsfreeze` in every
 //! image (a busybox or single-binary image has none) and would still race
@@ -51,6 +52,9 @@ impl VmService {
             OpKind::ImagePromote,
             &req.name.clone(),
             move |op| async move {
+                // Registered before the lock, so that a `vm rm --force`
+                // coming while this waits for it cancels it too.
+                let promotion = this.promotions.register(op.id(), &rec.id);
                 let _g = this.locks.lock(&rec.id).await;
                 if op.cancel_token().is_cancelled() {
                     return Err(DaemonError::cancelled("the promotion was cancelled"));
@@ -76,6 +80,8 @@ impl VmService {
                     if this.infra.shutdown.is_cancelled() {
                         // The daemon is going down: the VM stays stopped.
                         tracing::warn!(vm = %rec.name, "the daemon is stopping: the VM stopped for a promotion stays stopped");
+                    } else if promotion.vm_is_being_removed() {
+                        tracing::info!(vm = %rec.name, "the VM stopped for a promotion is being removed: not started again");
                     } else {
                         // Stopped only for the copy: it runs again whatever
                         // the copy's outcome, even after the user's cancel

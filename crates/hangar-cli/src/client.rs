@@ -13,6 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
+/// How long a connect waits for room in the daemon socket's backlog.
+const CONNECT_BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Client {
     socket: PathBuf,
 }
@@ -29,15 +32,40 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<TokioIo<UnixStream>, ApiError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::PermissionDenied {
-                return ApiError::unavailable(permission_hint(&self.socket, &e));
+        // A Unix socket whose backlog is full refuses a non-blocking
+        // connect with EAGAIN at once (a burst of clients, or another
+        // user's flood, which the daemon drains within moments): wait and
+        // try again, as a blocking connect would, rather than fail.
+        let began = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        let stream = loop {
+            match UnixStream::connect(&self.socket).await {
+                Ok(stream) => break stream,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && began.elapsed() < CONNECT_BACKLOG_WAIT =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(ApiError::unavailable(format!(
+                        "the hangar daemon at {} took no new connection within {} s (its socket's backlog stayed full: too many connections waiting); try again",
+                        self.socket.display(),
+                        CONNECT_BACKLOG_WAIT.as_secs()
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(ApiError::unavailable(permission_hint(&self.socket, &e)));
+                }
+                Err(e) => {
+                    return Err(ApiError::unavailable(format!(
+                        "cannot reach the hangar daemon at {}: {e}; start it with `sudo hangar daemon` (or point --socket / HANGAR_SOCKET / --config at the right one)",
+                        self.socket.display()
+                    )));
+                }
             }
-            ApiError::unavailable(format!(
-                "cannot reach the hangar daemon at {}: {e}; start it with `sudo hangar daemon` (or point --socket / HANGAR_SOCKET / --config at the right one)",
-                self.socket.display()
-            ))
-        })?;
+        };
         Ok(TokioIo::new(stream))
     }
 
@@ -322,4 +350,55 @@ async fn read_body(resp: hyper::Response<hyper::body::Incoming>) -> Result<Bytes
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the daemon's answer: {e}")))?
         .to_bytes())
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// A listening Unix socket with the smallest backlog (one waiting
+    /// connection), so that a second waiting connect gets EAGAIN.
+    fn tiny_backlog_listener(path: &Path) -> std::os::unix::net::UnixListener {
+        // SAFETY: a fresh socket; its fd is owned by the listener below.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0, "socket");
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let addr = nix::sys::socket::UnixAddr::new(path).expect("addr");
+        nix::sys::socket::bind(owned.as_raw_fd(), &addr).expect("bind");
+        assert_eq!(unsafe { libc::listen(owned.as_raw_fd(), 0) }, 0, "listen");
+        std::os::unix::net::UnixListener::from(owned)
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_is_waited_out_not_reported_as_a_missing_daemon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d.sock");
+        let listener = tiny_backlog_listener(&path);
+        // Fill the backlog until a connect is refused with EAGAIN.
+        let mut waiting = Vec::new();
+        loop {
+            match UnixStream::connect(&path).await {
+                Ok(s) => waiting.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("connect: {e}"),
+            }
+            assert!(waiting.len() < 64, "the backlog never filled");
+        }
+        // The "daemon" drains its backlog a moment later.
+        let acceptor = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let mut accepted = Vec::new();
+            for _ in 0..=waiting.len() {
+                accepted.push(listener.accept().expect("accept"));
+            }
+            accepted.len()
+        });
+        let client = Client::new(&path);
+        client
+            .connect()
+            .await
+            .expect("connected once there was room");
+        assert!(acceptor.join().expect("acceptor") >= 1);
+    }
 }

@@ -147,11 +147,10 @@ pub fn parse(json: &[u8], origin: &str) -> Result<Vec<Entry>, ImageError> {
                 .as_deref()
                 .map(|s| {
                     hangar_api::size::parse_size(s)
-                        .ok()
-                        .filter(|b| hangar_api::size::check_disk_bytes(*b).is_ok())
-                        .ok_or_else(|| {
+                        .and_then(hangar_api::size::check_disk_bytes)
+                        .map_err(|why| {
                             bad(format!(
-                                "entry {:?}: disk_size {s:?} is not a size from 64M to 16T (e.g. \"20G\")",
+                                "entry {:?}: disk_size {s:?}: {why} (e.g. \"20G\")",
                                 e.name
                             ))
                         })

@@ -55,6 +55,7 @@ pub use catalog::{catalog, CatalogItem};
 pub use cmdline::{host_tsc_khz, kernel_cmdline, CmdlineOptions};
 pub use error::ImageError;
 pub use finalize::{finalize_oci, KernelSource};
+pub use flatten::copy::fill;
 pub use identity::{login_keys_member, write_config_drive, GuestIdentity, LoginKeys};
 pub use import::{finish_upload, import_files, sha256_file, UPLOADED_KERNEL_FILE};
 pub use kernel::{extract_bzimage, vmlinux_from_bzimage, write_vmlinux};

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 /// How long a dropped body is read on at most.
@@ -18,15 +19,13 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// `body`, drained in the background when dropped before its end.
 pub fn on_drop(body: Body) -> Body {
-    Body::new(Draining {
-        inner: Some(body),
-        ended: false,
-    })
+    Body::new(Draining { inner: Some(body) })
 }
 
+/// The body until its end (or error); `None` after, so that only a body
+/// dropped before its end is drained.
 struct Draining {
     inner: Option<Body>,
-    ended: bool,
 }
 
 impl http_body::Body for Draining {
@@ -42,22 +41,19 @@ impl http_body::Body for Draining {
         };
         let polled = Pin::new(inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.ended = true;
+            self.inner = None;
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 }
 
 impl Drop for Draining {
     fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        let Some(mut body) = self.inner.take() else {
+        let Some(mut body) = self.inner.take().filter(|b| !b.is_end_stream()) else {
             return;
         };
         // Outside a runtime (never, for a request) the body just goes.

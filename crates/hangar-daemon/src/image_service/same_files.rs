@@ -6,10 +6,10 @@
 //! pulls (nor the real files to it).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
-use hangar_image::ImageManifest;
+use hangar_image::{fill, ImageManifest};
 
 /// The first part (`kernel`, `initrd`, `rootfs`) whose file differs
 /// between the image dirs `stored` and `new`, or `None` when all match.
@@ -42,8 +42,8 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     }
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
-        let n = read_full(&mut fa, &mut ba)?;
-        let m = read_full(&mut fb, &mut bb)?;
+        let n = fill(&mut fa, &mut ba)?;
+        let m = fill(&mut fb, &mut bb)?;
         if n != m || ba[..n] != bb[..m] {
             return Ok(false);
         }
@@ -51,17 +51,6 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
             return Ok(true);
         }
     }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

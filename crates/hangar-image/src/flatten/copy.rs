@@ -11,7 +11,7 @@ static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
 
 /// Reads until `buf` is full or the input ends; full buffers keep the
 /// zero-block test aligned to file offsets.
-pub(crate) fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match src.read(&mut buf[n..]) {

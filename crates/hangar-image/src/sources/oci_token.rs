@@ -141,7 +141,7 @@ pub(crate) async fn exchange(
     if let Some(service) = &challenge.service {
         pairs.push(("service", service));
     }
-    let answer = client
+    let mut answer = client
         .post(realm.clone())
         .header(
             reqwest::header::CONTENT_TYPE,
@@ -152,7 +152,6 @@ pub(crate) async fn exchange(
         .await
         .map_err(net)?;
     let status = answer.status();
-    let mut answer = answer;
     let mut body = Vec::new();
     while let Some(chunk) = answer.chunk().await.map_err(net)? {
         body.extend_from_slice(&chunk);
